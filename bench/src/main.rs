@@ -1,0 +1,180 @@
+//! Headwater benchmarks: one entry point that runs named benchmarks and prints one JSON line
+//! per result (name, events/s, events/s per task, build profile, machine).
+//!
+//!   headwater-bench                      # every benchmark
+//!   headwater-bench q0 q5 --events 2000000
+//!
+//! Each Nexmark query runs on the generator source through the real runtime. The baseline
+//! `nexmark_generator` measures the bare generator in the same run, so each query's figure can
+//! be read as a ratio of it.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::json;
+
+use headwater::config;
+use headwater::runtime::{self, RunControl, RunOptions};
+
+#[derive(Parser)]
+#[command(about = "Run Headwater benchmarks; prints one JSON line per result")]
+struct Args {
+    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11.
+    names: Vec<String>,
+    /// Events per Nexmark benchmark.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: u64,
+    /// Parallel tasks (default: number of cores).
+    #[arg(long)]
+    parallelism: Option<usize>,
+}
+
+const ALL: [&str; 5] = ["generator", "q0", "q1", "q5", "q11"];
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let names: Vec<String> = if args.names.is_empty() { ALL.iter().map(|s| s.to_string()).collect() } else { args.names.clone() };
+    let parallelism = args.parallelism.unwrap_or_else(cores);
+    let work = tempfile_dir()?;
+    let mut baseline: Option<f64> = None;
+    for name in &names {
+        let (events, secs) = match name.as_str() {
+            "generator" => bench_generator(args.events, parallelism),
+            q => bench_query(q, args.events, parallelism, &work)?,
+        };
+        let eps = events as f64 / secs;
+        if name == "generator" {
+            baseline = Some(eps);
+        }
+        let line = json!({
+            "name": format!("nexmark_{name}"),
+            "events": events,
+            "seconds": round3(secs),
+            "events_per_sec": eps.round(),
+            "events_per_sec_per_task": (eps / parallelism as f64).round(),
+            "events_per_sec_per_core": (eps / cores().min(parallelism) as f64).round(),
+            "ratio_to_generator": baseline.filter(|_| name != "generator").map(|b| round3(eps / b)),
+            "parallelism": parallelism,
+            "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "machine": machine(),
+        });
+        println!("{line}");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    json!({ "cores": cores(), "cpu": cpu, "os": std::env::consts::OS, "arch": std::env::consts::ARCH })
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("headwater-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).context("creating the benchmark work folder")?;
+    Ok(dir)
+}
+
+/// The bare generator, one thread per partition, converting events to records: the ceiling
+/// for every query.
+fn bench_generator(events: u64, parallelism: usize) -> (u64, f64) {
+    let spec = nexmark_spec(events, parallelism);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..parallelism)
+        .map(|i| {
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                let mut parts = headwater::sources::open_source(&spec, 0).unwrap_or_default();
+                let mut part = parts.remove(i);
+                let (mut out, mut dead, mut n) = (Vec::new(), Vec::new(), 0u64);
+                loop {
+                    out.clear();
+                    match part.poll(&mut out, &mut dead, 1024) {
+                        Ok(headwater::sources::Poll::End) | Err(_) => break,
+                        _ => n += out.len() as u64,
+                    }
+                }
+                n + out.len() as u64
+            })
+        })
+        .collect();
+    let total: u64 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    (total, started.elapsed().as_secs_f64())
+}
+
+fn nexmark_spec(events: u64, partitions: usize) -> headwater::config::spec::SourceSpec {
+    let yaml = format!(
+        "name: gen\nsources:\n  bids: {{ type: nexmark, events: {events}, partitions: {partitions}, only: bid }}\nsinks:\n  x: {{ type: blackhole }}\noutput: x\n"
+    );
+    match config::load_str(&yaml, "generator.yaml") {
+        Ok(mut spec) => spec.sources.remove(0),
+        Err(e) => panic!("benchmark pipeline is invalid: {e}"),
+    }
+}
+
+fn query_steps(q: &str) -> Result<&'static str> {
+    Ok(match q {
+        // Pass-through.
+        "q0" => "[]",
+        // Currency conversion (dollars to euros).
+        "q1" => r#"
+  - map:
+      compute: { price: "price * 0.908" }"#,
+        // Hot items: bids per auction over sliding windows, then the top count per window.
+        "q5" => r#"
+  - key_by: auction
+  - window:
+      type: sliding
+      size: 10s
+      slide: 2s
+      aggregates: { bids: count() }
+  - key_by: window_end
+  - window:
+      type: tumbling
+      size: 2s
+      aggregates: { top_bids: max(bids), auctions: count() }"#,
+        // Bids per bidder per session (gap 10s).
+        "q11" => r#"
+  - key_by: bidder
+  - window:
+      type: session
+      gap: 10s
+      aggregates: { bids: count() }"#,
+        other => bail!("unknown benchmark `{other}`; known: {}", ALL.join(", ")),
+    })
+}
+
+fn bench_query(q: &str, events: u64, parallelism: usize, work: &std::path::Path) -> Result<(u64, f64)> {
+    let steps = query_steps(q)?;
+    let events = match q {
+        // Stateful queries do a RocksDB read-modify-write per window per record.
+        "q5" | "q11" => events.min(1_000_000),
+        _ => events,
+    };
+    let yaml = format!(
+        "name: bench-{q}\nparallelism: {parallelism}\nsources:\n  bids:\n    type: nexmark\n    events: {events}\n    partitions: {parallelism}\n    only: bid\nsteps: {steps}\nsinks:\n  x: {{ type: blackhole }}\noutput: x\nstate: {{ dir: {} }}\ndlq: {{ path: {} }}\ntuning: {{ progress_interval: 0s }}\n",
+        work.join(format!("{q}-state")).display(),
+        work.join(format!("{q}-dlq.jsonl")).display(),
+    );
+    let spec = config::load_str(&yaml, &format!("{q}.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let summary = runtime::run(&spec, RunControl::new(), RunOptions { progress: false })
+        .with_context(|| format!("running {q}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    if summary.totals.records_in != events {
+        bail!("{q}: read {} events, expected {events}", summary.totals.records_in);
+    }
+    Ok((events, secs))
+}

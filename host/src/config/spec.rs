@@ -1,0 +1,237 @@
+//! The validated pipeline, as the runtime consumes it. Built by [`super::load`] from a
+//! pipeline file; every field here has already been checked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::value::Str;
+
+/// Where a construct was written in the pipeline file (1-based), for runtime messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Location {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// A whole pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PipelineSpec {
+    pub name: String,
+    /// Number of parallel tasks; default: number of CPU cores.
+    pub parallelism: usize,
+    /// Number of key groups (fixed for the life of the pipeline's state); default 128.
+    pub max_parallelism: u32,
+    pub sources: Vec<SourceSpec>,
+    pub steps: Vec<StepSpec>,
+    pub sinks: Vec<SinkSpec>,
+    /// Names of the sinks that receive the main output of the last step.
+    pub output: Vec<String>,
+    pub udfs: Vec<UdfSpec>,
+    pub state: StateSpec,
+    pub dlq: DlqSpec,
+    /// Accepted and validated; the checkpoint machinery arrives with issue #4.
+    pub checkpoint: Option<CheckpointSpec>,
+    pub tuning: TuningSpec,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceSpec {
+    pub name: String,
+    pub kind: SourceKind,
+    pub event_time: EventTimeSpec,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceKind {
+    /// JSON-lines files matching a glob; each file is one partition; bounded.
+    Files { glob: String },
+    /// The Nexmark auction event generator.
+    Nexmark(NexmarkSpec),
+    /// JSON lines on standard input; one partition; bounded by end of input.
+    Stdin,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NexmarkSpec {
+    /// Total events to generate across all partitions; None = unbounded.
+    pub events: Option<u64>,
+    /// Events per second across all partitions; None = as fast as possible.
+    pub rate: Option<u64>,
+    pub partitions: u32,
+    /// Generate only this kind of event (fast path for bid-only queries); None = all kinds.
+    pub only: Option<NexmarkEventKind>,
+    /// Event time of the first event (ms since epoch).
+    pub base_time: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NexmarkEventKind {
+    Person,
+    Auction,
+    Bid,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventTimeSpec {
+    /// Dotted path of the timestamp field (ms since epoch as a number, or an RFC 3339
+    /// string). None for sources with built-in time (Nexmark: `date_time`).
+    pub field: Option<Vec<Str>>,
+    /// Bounded out-of-orderness: the watermark trails the largest event time by this much.
+    pub max_out_of_orderness: Duration,
+    /// A partition with no records for this long stops holding the watermark back.
+    pub idle_timeout: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepSpec {
+    pub kind: StepKind,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepKind {
+    /// Keep records for which the expression is truthy.
+    Filter { expr: String },
+    Map(MapSpec),
+    /// Key the stream by one or more field paths.
+    KeyBy { fields: Vec<Vec<Str>> },
+    Window(WindowSpec),
+    /// Call a function declared in `udfs`.
+    Udf { function: String },
+}
+
+/// Field edits applied in this order: compute, rename, select, drop.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct MapSpec {
+    /// (target field path, expression)
+    pub compute: Vec<(Vec<Str>, String)>,
+    /// (from field, to field)
+    pub rename: Vec<(String, String)>,
+    /// Keep only these top-level fields (in this order); None = keep all.
+    pub select: Option<Vec<String>>,
+    /// Remove these top-level fields.
+    pub drop: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowSpec {
+    pub kind: WindowKind,
+    pub allowed_lateness: Duration,
+    pub aggregates: Vec<AggregateSpec>,
+    pub late: LatePolicy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowKind {
+    Tumbling { size: Duration },
+    Sliding { size: Duration, slide: Duration },
+    Session { gap: Duration },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateSpec {
+    pub func: AggregateFn,
+    /// Field path the aggregate reads; None only for `count`.
+    pub field: Option<Vec<Str>>,
+    /// Output field name.
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggregateFn {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    CountDistinct,
+}
+
+/// Where records later than `allowed_lateness` go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// A named sink (side output).
+    Sink(String),
+    Dlq,
+    Drop,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkSpec {
+    pub name: String,
+    pub kind: SinkKind,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SinkKind {
+    /// JSON lines appended to a file (parent folders created).
+    File { path: PathBuf },
+    /// JSON lines on standard output.
+    Stdout,
+    /// Discards records (benchmarks).
+    Blackhole,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct UdfSpec {
+    pub name: String,
+    pub runtime: UdfRuntimeKind,
+    /// The function's name inside its runtime (for `native`, a registered function).
+    pub function: String,
+    pub kind: UdfKind,
+    pub location: Location,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdfRuntimeKind {
+    Native,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UdfKind {
+    Map,
+    Filter,
+    FlatMap,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateSpec {
+    /// Folder for local RocksDB state; default `.headwater/<pipeline name>/state`.
+    pub dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DlqSpec {
+    /// JSON-lines file of DLQ envelopes; default `.headwater/<pipeline name>/dlq.jsonl`.
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointSpec {
+    pub interval: Duration,
+    /// Object-store URL or folder for checkpoints.
+    pub location: String,
+}
+
+/// Knobs with sensible defaults; rarely changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TuningSpec {
+    /// Records per batch between operators (default 1024).
+    pub batch_size: usize,
+    /// Batches a channel holds before the sender blocks (default 8).
+    pub channel_capacity: usize,
+    /// How often the progress line is printed (default 5s; 0 disables).
+    pub progress_interval: Duration,
+}
+
+impl Default for TuningSpec {
+    fn default() -> Self {
+        TuningSpec {
+            batch_size: 1024,
+            channel_capacity: 8,
+            progress_interval: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The dead-letter queue: records that could not be processed, kept with everything needed to
+//! understand and replay them.
+//!
+//! Each dead letter is written as one JSON line (an *envelope*):
+//!
+//! ```json
+//! {"source":"orders","partition":0,"partition_name":"input/orders.jsonl","offset":12,
+//!  "step":"decode","error_class":"permanent","error":"EOF while parsing an object at line 1 column 80",
+//!  "detail":null,"attempts":1,"event_time":null,"failed_at":"2026-11-24T14:00:00.000Z",
+//!  "raw":"{\"ts\": \"2026-01-01T10:00:30Z\", \"shop\": "}
+//! ```
+//!
+//! `raw` holds the original bytes when they are UTF-8, otherwise `raw_base64` holds them in
+//! standard base64. `offset` is the 1-based line for file and stdin sources and the event
+//! number for generators. `event_time` is set when the record's time was known.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::record::Origin;
+
+pub use headwater_sdk::ErrorClass;
+
+/// A record that could not be processed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeadLetter {
+    /// The original bytes (for records already decoded: their JSON).
+    pub raw: Vec<u8>,
+    pub origin: Origin,
+    /// Where it failed: `decode`, `event_time`, `steps[3] window`, `steps[2] udf enrich`, ...
+    pub step: String,
+    pub error_class: ErrorClass,
+    pub error: String,
+    /// More detail, such as a traceback.
+    pub detail: Option<String>,
+    pub attempts: u32,
+    pub event_time: Option<i64>,
+    /// Wall-clock time of the failure, ms since the epoch.
+    pub failed_at_ms: i64,
+}
+
+impl DeadLetter {
+    pub fn new(raw: Vec<u8>, origin: Origin, step: String, error_class: ErrorClass, error: String) -> Self {
+        DeadLetter {
+            raw,
+            origin,
+            step,
+            error_class,
+            error,
+            detail: None,
+            attempts: 1,
+            event_time: None,
+            failed_at_ms: now_ms(),
+        }
+    }
+
+    /// The JSON envelope, with source and partition names resolved through `names`.
+    pub fn to_envelope(&self, names: &Names) -> serde_json::Value {
+        let mut o = serde_json::Map::new();
+        let source = names.sources.get(usize::from(self.origin.source)).cloned();
+        let partition_name = names
+            .partitions
+            .get(usize::from(self.origin.source))
+            .and_then(|p| p.get(self.origin.partition as usize))
+            .cloned();
+        o.insert("source".into(), source.map(Into::into).unwrap_or(serde_json::Value::Null));
+        o.insert("partition".into(), self.origin.partition.into());
+        o.insert("partition_name".into(), partition_name.map(Into::into).unwrap_or(serde_json::Value::Null));
+        o.insert("offset".into(), self.origin.offset.into());
+        o.insert("step".into(), self.step.clone().into());
+        o.insert("error_class".into(), self.error_class.as_str().into());
+        o.insert("error".into(), self.error.clone().into());
+        o.insert("detail".into(), self.detail.clone().map(Into::into).unwrap_or(serde_json::Value::Null));
+        o.insert("attempts".into(), self.attempts.into());
+        o.insert("event_time".into(), self.event_time.map(Into::into).unwrap_or(serde_json::Value::Null));
+        let failed_at = UNIX_EPOCH + Duration::from_millis(self.failed_at_ms.max(0) as u64);
+        o.insert("failed_at".into(), humantime::format_rfc3339_millis(failed_at).to_string().into());
+        match std::str::from_utf8(&self.raw) {
+            Ok(text) => o.insert("raw".into(), text.into()),
+            Err(_) => o.insert("raw_base64".into(), base64(&self.raw).into()),
+        };
+        serde_json::Value::Object(o)
+    }
+}
+
+/// Names of sources and their partitions, for envelopes.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    pub sources: Vec<String>,
+    /// Per source, its partitions' names.
+    pub partitions: Vec<Vec<String>>,
+}
+
+/// A failure to write the DLQ file.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the dead-letter file `{path}`: {source}; check that its folder is writable")]
+pub struct DlqError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// Appends envelopes to a JSON-lines file.
+pub struct DlqWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    count: u64,
+}
+
+impl DlqWriter {
+    /// Creates the file (and its folders), replacing an earlier run's.
+    pub fn open(path: &Path) -> Result<DlqWriter, DlqError> {
+        let err = |source| DlqError { path: path.to_path_buf(), source };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let file = File::create(path).map_err(err)?;
+        Ok(DlqWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(64 << 10, file), count: 0 })
+    }
+
+    pub fn write(&mut self, dl: &DeadLetter, names: &Names) -> Result<(), DlqError> {
+        let err = |source| DlqError { path: self.path.clone(), source };
+        serde_json::to_writer(&mut self.out, &dl.to_envelope(names)).map_err(|e| err(e.into()))?;
+        self.out.write_all(b"\n").map_err(err)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), DlqError> {
+        self.out.flush().map_err(|source| DlqError { path: self.path.clone(), source })
+    }
+
+    /// Envelopes written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names {
+        Names { sources: vec!["orders".into()], partitions: vec![vec!["in/a.jsonl".into()]] }
+    }
+
+    #[test]
+    fn base64_matches_the_standard_vectors() {
+        for (input, expected) in
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+        {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn envelope_holds_origin_error_and_raw_bytes() {
+        let origin = Origin { source: 0, partition: 0, offset: 12 };
+        let mut dl = DeadLetter::new(b"{oops".to_vec(), origin, "decode".into(), ErrorClass::Permanent, "bad json".into());
+        dl.failed_at_ms = 0;
+        let env = dl.to_envelope(&names());
+        assert_eq!(
+            env.to_string(),
+            r#"{"source":"orders","partition":0,"partition_name":"in/a.jsonl","offset":12,"step":"decode","error_class":"permanent","error":"bad json","detail":null,"attempts":1,"event_time":null,"failed_at":"1970-01-01T00:00:00.000Z","raw":"{oops"}"#
+        );
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_base64_encoded() {
+        let dl = DeadLetter::new(vec![0xff, 0x00], Origin::default(), "decode".into(), ErrorClass::Permanent, "x".into());
+        let env = dl.to_envelope(&names());
+        assert_eq!(env["raw_base64"], "/wA=");
+        assert!(env.get("raw").is_none());
+    }
+
+    #[test]
+    fn writer_writes_one_line_per_dead_letter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/dlq.jsonl");
+        let mut w = DlqWriter::open(&path).expect("open");
+        let dl = DeadLetter::new(b"x".to_vec(), Origin::default(), "decode".into(), ErrorClass::Transient, "e".into());
+        w.write(&dl, &names()).expect("write");
+        w.write(&dl, &names()).expect("write");
+        w.flush().expect("flush");
+        assert_eq!(w.count(), 2);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.contains(r#""error_class":"transient""#));
+    }
+}

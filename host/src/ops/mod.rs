@@ -1,0 +1,102 @@
+//! Operators: the steps of a pipeline. Each takes a batch and returns a batch; stateful ones
+//! also act on watermarks. A [`Chain`] runs consecutive operators inside one task.
+
+pub mod aggregate;
+pub mod stateless;
+pub mod udf;
+pub mod window;
+
+use crate::dlq::DeadLetter;
+use crate::record::{Batch, EventTime};
+use crate::state::StateError;
+use crate::value::Value;
+
+/// Per-task side channels an operator can write to while it processes.
+#[derive(Default)]
+pub struct Context {
+    /// Records for the dead-letter queue.
+    pub dead: Vec<DeadLetter>,
+    /// Records for named side-output sinks: (sink index, record).
+    pub side: Vec<(usize, Value)>,
+    /// Records later than the allowed lateness (whatever their policy).
+    pub late: u64,
+}
+
+/// A failure that stops the run (never a bad record: those go to the DLQ).
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{step}: {source}")]
+    State { step: String, source: StateError },
+    #[error("{step}: {message}")]
+    Udf { step: String, message: String },
+}
+
+/// One step of a pipeline.
+pub trait Operator: Send {
+    /// Processes a batch; returns the records for the next step.
+    fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError>;
+
+    /// The watermark advanced to `watermark`; returns records it releases (fired windows).
+    fn on_watermark(&mut self, _watermark: EventTime, _ctx: &mut Context) -> Result<Batch, OpError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Operators run one after another in the same task.
+#[derive(Default)]
+pub struct Chain {
+    ops: Vec<Box<dyn Operator>>,
+}
+
+impl Chain {
+    pub fn new(ops: Vec<Box<dyn Operator>>) -> Self {
+        Chain { ops }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn process(&mut self, mut batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        for op in &mut self.ops {
+            if batch.is_empty() {
+                break;
+            }
+            batch = op.process(batch, ctx)?;
+        }
+        Ok(batch)
+    }
+
+    /// Gives the watermark to each operator in order; what one releases passes through the
+    /// operators after it before they see the watermark themselves.
+    pub fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut carry: Batch = Vec::new();
+        for op in &mut self.ops {
+            if !carry.is_empty() {
+                carry = op.process(carry, ctx)?;
+            }
+            let released = op.on_watermark(watermark, ctx)?;
+            carry.extend(released);
+        }
+        Ok(carry)
+    }
+}
+
+/// The name of step `index` (0-based) as users read it in messages: `steps[2] window`.
+pub fn step_name(index: usize, what: &str) -> String {
+    format!("steps[{index}] {what}")
+}
+
+/// Builds a dead letter for a record that already was decoded: its JSON is the raw payload.
+pub fn dead_letter_for(
+    record: &crate::record::Record,
+    step: &str,
+    class: crate::dlq::ErrorClass,
+    error: String,
+) -> DeadLetter {
+    let mut raw = Vec::new();
+    record.value.write_json(&mut raw);
+    let mut dl = DeadLetter::new(raw, record.origin, step.to_string(), class, error);
+    dl.event_time = Some(record.time);
+    dl
+}

@@ -1,0 +1,227 @@
+//! The UDF step: calls a function through its runtime, a batch at a time. A failing record
+//! never fails its batch: transient errors are retried with exponential backoff and jitter,
+//! then sent to the DLQ; permanent errors go to the DLQ at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dlq::ErrorClass;
+use crate::record::{Batch, Record};
+use crate::udf::{FunctionError, FunctionKind, UdfRuntime};
+use crate::value::Value;
+
+use super::{dead_letter_for, Context, OpError, Operator};
+
+/// How transient failures are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Total attempts, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Backoff before attempt `attempt` (2, 3, ...): exponential with "full jitter".
+    pub fn backoff(&self, attempt: u32, jitter_seed: u64) -> Duration {
+        let exp = self
+            .initial_backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(2).min(16))
+            .min(self.max_backoff);
+        // xorshift for a cheap, dependency-free jitter in [50%, 100%] of the backoff
+        let mut x = jitter_seed | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let frac = 0.5 + (x % 1000) as f64 / 2000.0;
+        exp.mul_f64(frac)
+    }
+}
+
+pub struct UdfStep {
+    step: String,
+    runtime: Arc<dyn UdfRuntime>,
+    function: String,
+    kind: FunctionKind,
+    retry: RetryPolicy,
+}
+
+impl UdfStep {
+    pub fn new(
+        step: String,
+        runtime: Arc<dyn UdfRuntime>,
+        function: String,
+        kind: FunctionKind,
+        retry: RetryPolicy,
+    ) -> Self {
+        UdfStep { step, runtime, function, kind, retry }
+    }
+
+    fn dead(&self, ctx: &mut Context, record: &Record, err: &FunctionError, attempts: u32) {
+        let mut dl = dead_letter_for(record, &self.step, err.class, err.message.clone());
+        dl.detail = err.detail.clone();
+        dl.attempts = attempts;
+        ctx.dead.push(dl);
+    }
+
+    fn emit(&self, record: &Record, outputs: Vec<Value>, out: &mut Batch) {
+        match self.kind {
+            FunctionKind::Filter => {
+                if !outputs.is_empty() {
+                    out.push(record.clone());
+                }
+            }
+            FunctionKind::Map | FunctionKind::FlatMap => {
+                for value in outputs {
+                    out.push(Record { value, ..record.clone() });
+                }
+            }
+        }
+    }
+}
+
+impl Operator for UdfStep {
+    fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut pending: Vec<Record> = batch;
+        let mut attempt = 1u32;
+        while !pending.is_empty() {
+            let inputs = pending.iter().map(|r| r.value.clone()).collect();
+            let outcomes = self
+                .runtime
+                .invoke(&self.function, inputs)
+                .map_err(|e| OpError::Udf { step: self.step.clone(), message: e.to_string() })?;
+            if outcomes.len() != pending.len() {
+                return Err(OpError::Udf {
+                    step: self.step.clone(),
+                    message: format!(
+                        "runtime returned {} results for {} records",
+                        outcomes.len(),
+                        pending.len()
+                    ),
+                });
+            }
+            let mut retry = Vec::new();
+            for (record, outcome) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(outputs) => {
+                        if self.kind == FunctionKind::Map && outputs.len() != 1 {
+                            let err = FunctionError::permanent(format!(
+                                "a map function must return exactly one record, got {}",
+                                outputs.len()
+                            ));
+                            self.dead(ctx, &record, &err, attempt);
+                        } else {
+                            self.emit(&record, outputs, &mut out);
+                        }
+                    }
+                    Err(err)
+                        if err.class == ErrorClass::Transient && attempt < self.retry.max_attempts =>
+                    {
+                        retry.push(record)
+                    }
+                    Err(err) => self.dead(ctx, &record, &err, attempt),
+                }
+            }
+            pending = retry;
+            if !pending.is_empty() {
+                attempt += 1;
+                std::thread::sleep(self.retry.backoff(attempt, pending.len() as u64 ^ u64::from(attempt)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Origin;
+    use crate::udf::native::NativeRuntime;
+    use headwater_sdk::Function;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    struct Flaky(AtomicU32);
+    impl Function for Flaky {
+        fn kind(&self) -> FunctionKind {
+            FunctionKind::Map
+        }
+        fn call(&self, record: Value) -> Result<Vec<Value>, FunctionError> {
+            if record.as_object().and_then(|o| o.get("always_fail")).is_some() {
+                return Err(FunctionError::transient("still down"));
+            }
+            if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(FunctionError::transient("try again"))
+            } else {
+                Ok(vec![record])
+            }
+        }
+    }
+
+    fn rec(json: &str) -> Record {
+        Record::new(Value::from_json(json.as_bytes()).expect("json"), 5, Origin::default())
+    }
+
+    fn fast_retry() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+        }
+    }
+
+    #[test]
+    fn transient_errors_are_retried_then_dead_lettered_with_attempts() {
+        let mut rt = NativeRuntime::default();
+        rt.register("flaky", Flaky(AtomicU32::new(0)));
+        let mut step =
+            UdfStep::new("steps[0] udf f".into(), Arc::new(rt), "flaky".into(), FunctionKind::Map, fast_retry());
+        let mut ctx = Context::default();
+        let out = step
+            .process(vec![rec(r#"{"a":1}"#), rec(r#"{"always_fail":true}"#)], &mut ctx)
+            .expect("process");
+        assert_eq!(out.len(), 1);
+        assert_eq!(ctx.dead.len(), 1);
+        assert_eq!(ctx.dead[0].attempts, 4);
+        assert_eq!(ctx.dead[0].error_class, ErrorClass::Transient);
+    }
+
+    #[test]
+    fn permanent_errors_go_to_dlq_and_the_rest_pass() {
+        let rt = NativeRuntime::with_builtins();
+        let mut step = UdfStep::new(
+            "steps[1] udf geo".into(),
+            Arc::new(rt),
+            "geohash".into(),
+            FunctionKind::Map,
+            fast_retry(),
+        );
+        let mut ctx = Context::default();
+        let out = step
+            .process(vec![rec(r#"{"lat":1,"lon":2}"#), rec(r#"{"lat":1}"#)], &mut ctx)
+            .expect("process");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].time, 5, "outputs keep the input's event time");
+        assert_eq!(ctx.dead.len(), 1);
+        assert_eq!(ctx.dead[0].attempts, 1);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::default();
+        assert!(p.backoff(2, 7) <= Duration::from_millis(20));
+        assert!(p.backoff(3, 7) <= Duration::from_millis(40));
+        assert!(p.backoff(30, 7) <= Duration::from_secs(2));
+        assert!(p.backoff(3, 7) >= Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,585 @@
+//! Keyed windows with built-in aggregates, state in RocksDB.
+//!
+//! State layout (all keys start with the key group, see [`crate::state`]):
+//! - accumulators: `kg | op | 0x01 | key_len | key | start | end` → encoded accumulators
+//! - `count_distinct` members: `kg | op | 0x02 | key_len | key | start | end | agg | value`
+//!
+//! Timers (fire at `end - 1`, clean up at `end - 1 + allowed_lateness`) are kept in an
+//! in-memory index derived from the state keys. A window fires once when the watermark
+//! reaches its end; a record that arrives after that but within the allowed lateness updates
+//! the window and emits the updated result at once. A record all of whose windows are past
+//! their lateness is *late* and goes to the step's late-data policy.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use rocksdb::WriteBatch;
+
+use crate::config::spec::{AggregateFn, AggregateSpec};
+use crate::dlq::ErrorClass;
+use crate::record::{Batch, EventTime, Origin, Record, WATERMARK_START};
+use crate::state::{key_group_of, KeyGroup, StateError, StateStore};
+use crate::time::{format_time, TimeWindow, WindowAssigner};
+use crate::value::{Object, Str, Value};
+
+use super::aggregate::{decode_all, encode_all, Acc};
+use super::{dead_letter_for, Context, OpError, Operator};
+
+const TAG_ACC: u8 = 1;
+const TAG_MEMBER: u8 = 2;
+
+/// Where records later than the allowed lateness go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LateTarget {
+    /// Index of a side-output sink.
+    Sink(usize),
+    Dlq,
+    Drop,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    Fire,
+    Cleanup,
+}
+
+/// Everything a window step needs besides its state store.
+#[derive(Clone, Debug)]
+pub struct WindowConfig {
+    pub step: String,
+    pub op_id: u16,
+    pub assigner: WindowAssigner,
+    pub allowed_lateness_ms: i64,
+    pub aggregates: Vec<AggregateSpec>,
+    /// Output field names for the key (one per `key_by` field).
+    pub key_names: Vec<Str>,
+    pub late: LateTarget,
+    pub max_parallelism: u32,
+}
+
+pub struct WindowOp {
+    cfg: WindowConfig,
+    store: StateStore,
+    watermark: EventTime,
+    timers: BTreeSet<(EventTime, TimerKind, Vec<u8>)>,
+    scratch: Vec<TimeWindow>,
+}
+
+struct Cached {
+    accs: Vec<Acc>,
+    dirty: bool,
+}
+
+impl WindowOp {
+    pub fn new(cfg: WindowConfig, store: StateStore) -> Self {
+        WindowOp {
+            cfg,
+            store,
+            watermark: WATERMARK_START,
+            timers: BTreeSet::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Number of windows with pending timers (for tests and metrics).
+    pub fn open_windows(&self) -> usize {
+        self.timers.iter().filter(|(_, k, _)| *k == TimerKind::Cleanup).count()
+    }
+
+    fn state_err(&self, source: StateError) -> OpError {
+        OpError::State { step: self.cfg.step.clone(), source }
+    }
+
+    fn is_late(&self, w: &TimeWindow) -> bool {
+        w.max_timestamp().saturating_add(self.cfg.allowed_lateness_ms) <= self.watermark
+    }
+
+    fn register_timers(&mut self, w: &TimeWindow, skey: &[u8]) {
+        if self.watermark < w.max_timestamp() {
+            self.timers.insert((w.max_timestamp(), TimerKind::Fire, skey.to_vec()));
+        }
+        let cleanup = w.max_timestamp().saturating_add(self.cfg.allowed_lateness_ms);
+        self.timers.insert((cleanup, TimerKind::Cleanup, skey.to_vec()));
+    }
+
+    fn remove_timers(&mut self, w: &TimeWindow, skey: &[u8]) {
+        self.timers.remove(&(w.max_timestamp(), TimerKind::Fire, skey.to_vec()));
+        let cleanup = w.max_timestamp().saturating_add(self.cfg.allowed_lateness_ms);
+        self.timers.remove(&(cleanup, TimerKind::Cleanup, skey.to_vec()));
+    }
+
+    fn new_accs(&self) -> Vec<Acc> {
+        self.cfg.aggregates.iter().map(|a| Acc::new(a.func)).collect()
+    }
+
+    fn load(&self, skey: &[u8]) -> Result<Option<Vec<Acc>>, OpError> {
+        match self.store.get(skey).map_err(|e| self.state_err(e))? {
+            None => Ok(None),
+            Some(bytes) => decode_all(&bytes, self.cfg.aggregates.len()).map(Some).ok_or_else(|| {
+                OpError::State {
+                    step: self.cfg.step.clone(),
+                    source: StateError::Corrupt(format!(
+                        "window accumulator under key {skey:?} cannot be decoded"
+                    )),
+                }
+            }),
+        }
+    }
+
+    fn handle_late(&self, record: &Record, ctx: &mut Context) {
+        ctx.late += 1;
+        match &self.cfg.late {
+            LateTarget::Sink(idx) => ctx.side.push((*idx, record.value.clone())),
+            LateTarget::Dlq => ctx.dead.push(dead_letter_for(
+                record,
+                &self.cfg.step,
+                ErrorClass::Permanent,
+                format!(
+                    "late record: event time {} is past every window's allowed lateness ({} ms) at watermark {}",
+                    format_time(record.time),
+                    self.cfg.allowed_lateness_ms,
+                    format_time(self.watermark)
+                ),
+            )),
+            LateTarget::Drop => {}
+        }
+    }
+
+    fn output(&self, key: &Value, w: &TimeWindow, accs: &[Acc]) -> Record {
+        let mut obj = Object::with_capacity(self.cfg.key_names.len() + 2 + accs.len());
+        match (self.cfg.key_names.as_slice(), key) {
+            ([one], k) => obj.push_unchecked(one.clone(), k.clone()),
+            (names, Value::Array(parts)) => {
+                for (name, part) in names.iter().zip(parts) {
+                    obj.insert(name.clone(), part.clone());
+                }
+            }
+            _ => {}
+        }
+        obj.insert("window_start", Value::Int(w.start));
+        obj.insert("window_end", Value::Int(w.end));
+        for (spec, acc) in self.cfg.aggregates.iter().zip(accs) {
+            obj.insert(spec.name.as_str(), acc.result());
+        }
+        Record {
+            value: Value::Object(obj),
+            time: w.max_timestamp(),
+            key: Some(key.clone()),
+            origin: Origin::default(),
+        }
+    }
+
+    /// Adds a record's values to `accs`; distinct members are checked against the store and
+    /// the members already added in this batch.
+    fn accumulate(
+        &self,
+        record: &Record,
+        skey: &[u8],
+        accs: &mut [Acc],
+        members: &mut HashSet<Vec<u8>>,
+        wb: &mut WriteBatch,
+    ) -> Result<(), OpError> {
+        for (i, (spec, acc)) in self.cfg.aggregates.iter().zip(accs.iter_mut()).enumerate() {
+            let v = spec.field.as_ref().and_then(|p| record.value.get_path(p));
+            if spec.func == AggregateFn::CountDistinct {
+                let Some(v) = v.filter(|v| !matches!(v, Value::Null)) else { continue };
+                let mkey = member_key(skey, i as u8, v);
+                if members.contains(&mkey) {
+                    continue;
+                }
+                if self.store.get(&mkey).map_err(|e| self.state_err(e))?.is_none() {
+                    wb.put(&mkey, []);
+                    if let Acc::Distinct(n) = acc {
+                        *n += 1;
+                    }
+                }
+                members.insert(mkey);
+            } else {
+                acc.add(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn process_fixed(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut out = Vec::new();
+        let mut cache: HashMap<Vec<u8>, Cached> = HashMap::new();
+        let mut members = HashSet::new();
+        let mut wb = WriteBatch::default();
+        let mut key_bytes = Vec::with_capacity(32);
+        let mut windows = std::mem::take(&mut self.scratch);
+        for record in &batch {
+            let key = record.key.clone().unwrap_or(Value::Null);
+            key_bytes.clear();
+            key.key_bytes(&mut key_bytes);
+            let kg = key_group_of(&key_bytes, self.cfg.max_parallelism);
+            windows.clear();
+            self.cfg.assigner.assign(record.time, &mut windows);
+            let mut accepted = false;
+            for w in &windows {
+                if self.is_late(w) {
+                    continue;
+                }
+                accepted = true;
+                let skey = window_key(kg, self.cfg.op_id, &key_bytes, w);
+                if !cache.contains_key(&skey) {
+                    let accs = match self.load(&skey)? {
+                        Some(accs) => accs,
+                        None => {
+                            self.register_timers(w, &skey);
+                            self.new_accs()
+                        }
+                    };
+                    cache.insert(skey.clone(), Cached { accs, dirty: false });
+                }
+                let Some(entry) = cache.get_mut(&skey) else { continue };
+                self.accumulate(record, &skey, &mut entry.accs, &mut members, &mut wb)?;
+                entry.dirty = true;
+                if self.watermark >= w.max_timestamp() {
+                    out.push(self.output(&key, w, &entry.accs));
+                }
+            }
+            if !accepted {
+                self.handle_late(record, ctx);
+            }
+        }
+        self.scratch = windows;
+        for (skey, entry) in cache.into_iter().filter(|(_, e)| e.dirty) {
+            wb.put(&skey, encode_all(&entry.accs));
+        }
+        self.store.write(wb).map_err(|e| self.state_err(e))?;
+        Ok(out)
+    }
+
+    fn process_session(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut out = Vec::new();
+        let mut key_bytes = Vec::with_capacity(32);
+        let mut proto = Vec::with_capacity(1);
+        for record in &batch {
+            let key = record.key.clone().unwrap_or(Value::Null);
+            key_bytes.clear();
+            key.key_bytes(&mut key_bytes);
+            let kg = key_group_of(&key_bytes, self.cfg.max_parallelism);
+            proto.clear();
+            self.cfg.assigner.assign(record.time, &mut proto);
+            let Some(&new) = proto.first() else { continue };
+            let prefix = key_prefix(kg, self.cfg.op_id, TAG_ACC, &key_bytes);
+            let existing: Vec<(TimeWindow, Vec<u8>, Vec<u8>)> = self
+                .store
+                .scan_prefix(&prefix)
+                .map_err(|e| self.state_err(e))?
+                .into_iter()
+                .filter_map(|(k, v)| window_of_key(&k, prefix.len()).map(|w| (w, k, v)))
+                .filter(|(w, _, _)| w.touches(&new))
+                .collect();
+            let merged = existing.iter().fold(new, |acc, (w, _, _)| acc.cover(w));
+            if self.is_late(&merged) {
+                self.handle_late(record, ctx);
+                continue;
+            }
+            let mkey = window_key(kg, self.cfg.op_id, &key_bytes, &merged);
+            let mut wb = WriteBatch::default();
+            let mut accs = self.new_accs();
+            let mut had_merged_key = false;
+            for (w, k, v) in &existing {
+                let old = decode_all(v, accs.len()).ok_or_else(|| OpError::State {
+                    step: self.cfg.step.clone(),
+                    source: StateError::Corrupt(format!("session accumulator under key {k:?}")),
+                })?;
+                for (a, o) in accs.iter_mut().zip(&old) {
+                    a.merge(o);
+                }
+                if *k == mkey {
+                    had_merged_key = true;
+                    continue;
+                }
+                self.remove_timers(w, k);
+                wb.delete(k);
+                self.move_members(k, &mkey, &mut wb)?;
+            }
+            if !had_merged_key {
+                self.register_timers(&merged, &mkey);
+            }
+            // Distinct counts of a merged session are the sizes of the merged member sets.
+            let mut members = HashSet::new();
+            if existing.len() > 1 || (existing.len() == 1 && !had_merged_key) {
+                self.store.write(std::mem::take(&mut wb)).map_err(|e| self.state_err(e))?;
+                for (i, acc) in accs.iter_mut().enumerate() {
+                    if let Acc::Distinct(n) = acc {
+                        let p = member_prefix(&mkey, i as u8);
+                        *n = self.store.scan_prefix(&p).map_err(|e| self.state_err(e))?.len() as u64;
+                    }
+                }
+            }
+            self.accumulate(record, &mkey, &mut accs, &mut members, &mut wb)?;
+            wb.put(&mkey, encode_all(&accs));
+            self.store.write(wb).map_err(|e| self.state_err(e))?;
+            if self.watermark >= merged.max_timestamp() {
+                out.push(self.output(&key, &merged, &accs));
+            }
+        }
+        Ok(out)
+    }
+
+    fn move_members(&self, from: &[u8], to: &[u8], wb: &mut WriteBatch) -> Result<(), OpError> {
+        let mut prefix = from.to_vec();
+        prefix[4] = TAG_MEMBER;
+        let mut target = to.to_vec();
+        target[4] = TAG_MEMBER;
+        for (k, _) in self.store.scan_prefix(&prefix).map_err(|e| self.state_err(e))? {
+            let mut moved = target.clone();
+            moved.extend_from_slice(&k[prefix.len()..]);
+            wb.put(&moved, []);
+            wb.delete(&k);
+        }
+        Ok(())
+    }
+
+    fn fire(&self, skey: &[u8]) -> Result<Option<Record>, OpError> {
+        let Some(accs) = self.load(skey)? else { return Ok(None) };
+        let Some((key, w)) = parse_window_key(skey) else { return Ok(None) };
+        Ok(Some(self.output(&key, &w, &accs)))
+    }
+
+    fn cleanup(&self, skey: &[u8], wb: &mut WriteBatch) -> Result<(), OpError> {
+        wb.delete(skey);
+        let mut prefix = skey.to_vec();
+        prefix[4] = TAG_MEMBER;
+        for (k, _) in self.store.scan_prefix(&prefix).map_err(|e| self.state_err(e))? {
+            wb.delete(&k);
+        }
+        Ok(())
+    }
+}
+
+impl Operator for WindowOp {
+    fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        if self.cfg.assigner.is_session() {
+            self.process_session(batch, ctx)
+        } else {
+            self.process_fixed(batch, ctx)
+        }
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, _ctx: &mut Context) -> Result<Batch, OpError> {
+        if watermark <= self.watermark {
+            return Ok(Vec::new());
+        }
+        self.watermark = watermark;
+        let mut out = Vec::new();
+        let mut wb = WriteBatch::default();
+        while let Some(first) = self.timers.first() {
+            if first.0 > watermark {
+                break;
+            }
+            let Some((_, kind, skey)) = self.timers.pop_first() else { break };
+            match kind {
+                TimerKind::Fire => out.extend(self.fire(&skey)?),
+                TimerKind::Cleanup => self.cleanup(&skey, &mut wb)?,
+            }
+        }
+        self.store.write(wb).map_err(|e| self.state_err(e))?;
+        Ok(out)
+    }
+}
+
+fn ordered(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn unordered(b: &[u8]) -> Option<i64> {
+    let arr: [u8; 8] = b.try_into().ok()?;
+    Some((u64::from_be_bytes(arr) ^ (1 << 63)) as i64)
+}
+
+fn key_prefix(kg: KeyGroup, op: u16, tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len() + 16);
+    k.extend_from_slice(&kg.to_be_bytes());
+    k.extend_from_slice(&op.to_be_bytes());
+    k.push(tag);
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn window_key(kg: KeyGroup, op: u16, key: &[u8], w: &TimeWindow) -> Vec<u8> {
+    let mut k = key_prefix(kg, op, TAG_ACC, key);
+    k.extend_from_slice(&ordered(w.start));
+    k.extend_from_slice(&ordered(w.end));
+    k
+}
+
+fn member_prefix(window_key: &[u8], agg: u8) -> Vec<u8> {
+    let mut k = window_key.to_vec();
+    k[4] = TAG_MEMBER;
+    k.push(agg);
+    k
+}
+
+fn member_key(window_key: &[u8], agg: u8, v: &Value) -> Vec<u8> {
+    let mut k = member_prefix(window_key, agg);
+    v.key_bytes(&mut k);
+    k
+}
+
+fn window_of_key(k: &[u8], prefix_len: usize) -> Option<TimeWindow> {
+    let rest = k.get(prefix_len..)?;
+    if rest.len() != 16 {
+        return None;
+    }
+    Some(TimeWindow { start: unordered(&rest[..8])?, end: unordered(&rest[8..])? })
+}
+
+/// Splits an accumulator key into the key value and the window.
+fn parse_window_key(k: &[u8]) -> Option<(Value, TimeWindow)> {
+    let len = u32::from_be_bytes(k.get(5..9)?.try_into().ok()?) as usize;
+    let key = Value::from_json(k.get(9..9 + len)?).ok()?;
+    let w = window_of_key(k, 9 + len)?;
+    Some((key, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::split_path;
+
+    fn store() -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = StateStore::open_fresh(&dir.path().join("state")).expect("open");
+        (dir, s)
+    }
+
+    fn op(store: StateStore, assigner: WindowAssigner, lateness: i64, late: LateTarget) -> WindowOp {
+        WindowOp::new(
+            WindowConfig {
+                step: "steps[1] window".into(),
+                op_id: 1,
+                assigner,
+                allowed_lateness_ms: lateness,
+                aggregates: vec![
+                    AggregateSpec { func: AggregateFn::Count, field: None, name: "n".into() },
+                    AggregateSpec { func: AggregateFn::Sum, field: Some(split_path("v")), name: "total".into() },
+                    AggregateSpec {
+                        func: AggregateFn::CountDistinct,
+                        field: Some(split_path("u")),
+                        name: "users".into(),
+                    },
+                ],
+                key_names: vec!["k".into()],
+                late,
+                max_parallelism: 128,
+            },
+            store,
+        )
+    }
+
+    fn rec(key: &str, t: i64, v: i64, u: &str) -> Record {
+        let value = Value::from_json(format!(r#"{{"k":"{key}","v":{v},"u":"{u}"}}"#).as_bytes()).expect("json");
+        Record { value, time: t, key: Some(Value::from(key)), origin: Origin::default() }
+    }
+
+    fn lines(batch: &Batch) -> Vec<String> {
+        let mut v: Vec<String> = batch.iter().map(|r| r.value.to_json_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn tumbling_fires_at_watermark_and_cleans_up() {
+        let (_d, s) = store();
+        let mut w = op(s.clone(), WindowAssigner::Tumbling { size: 10 }, 0, LateTarget::Drop);
+        let mut ctx = Context::default();
+        let out = w
+            .process(vec![rec("a", 1, 2, "x"), rec("a", 5, 3, "x"), rec("a", 12, 1, "y"), rec("b", 3, 1, "z")], &mut ctx)
+            .expect("process");
+        assert!(out.is_empty());
+        assert!(w.on_watermark(8, &mut ctx).expect("wm").is_empty());
+        let fired = w.on_watermark(9, &mut ctx).expect("wm");
+        assert_eq!(
+            lines(&fired),
+            [
+                r#"{"k":"a","window_start":0,"window_end":10,"n":2,"total":5,"users":1}"#,
+                r#"{"k":"b","window_start":0,"window_end":10,"n":1,"total":1,"users":1}"#
+            ]
+        );
+        assert_eq!(fired[0].time, 9);
+        // a record for the fired window is late (no allowed lateness)
+        let out = w.process(vec![rec("a", 2, 1, "q")], &mut ctx).expect("process");
+        assert!(out.is_empty());
+        assert_eq!(ctx.late, 1);
+        assert_eq!(w.open_windows(), 1);
+        let fired = w.on_watermark(i64::MAX, &mut ctx).expect("wm");
+        assert_eq!(lines(&fired), [r#"{"k":"a","window_start":10,"window_end":20,"n":1,"total":1,"users":1}"#]);
+        assert_eq!(w.open_windows(), 0);
+        assert!(s.scan_prefix(&[]).expect("scan").is_empty(), "all state cleaned up");
+    }
+
+    #[test]
+    fn allowed_lateness_emits_updates_then_sends_late_records_to_policy() {
+        let (_d, s) = store();
+        let mut w = op(s, WindowAssigner::Tumbling { size: 10 }, 5, LateTarget::Sink(3));
+        let mut ctx = Context::default();
+        w.process(vec![rec("a", 1, 1, "x")], &mut ctx).expect("process");
+        assert_eq!(w.on_watermark(10, &mut ctx).expect("wm").len(), 1);
+        let upd = w.process(vec![rec("a", 2, 10, "y")], &mut ctx).expect("process");
+        assert_eq!(lines(&upd), [r#"{"k":"a","window_start":0,"window_end":10,"n":2,"total":11,"users":2}"#]);
+        w.on_watermark(14, &mut ctx).expect("wm");
+        let out = w.process(vec![rec("a", 3, 1, "z")], &mut ctx).expect("process");
+        assert!(out.is_empty());
+        assert_eq!(ctx.late, 1);
+        assert_eq!(ctx.side.len(), 1);
+        assert_eq!(ctx.side[0].0, 3);
+    }
+
+    #[test]
+    fn late_records_go_to_dlq_when_asked() {
+        let (_d, s) = store();
+        let mut w = op(s, WindowAssigner::Tumbling { size: 10 }, 0, LateTarget::Dlq);
+        let mut ctx = Context::default();
+        w.on_watermark(100, &mut ctx).expect("wm");
+        w.process(vec![rec("a", 3, 1, "z")], &mut ctx).expect("process");
+        assert_eq!(ctx.dead.len(), 1);
+        assert!(ctx.dead[0].error.starts_with("late record"), "{}", ctx.dead[0].error);
+    }
+
+    #[test]
+    fn sliding_windows_count_each_record_in_every_window() {
+        let (_d, s) = store();
+        let mut w = op(s, WindowAssigner::Sliding { size: 10, slide: 5 }, 0, LateTarget::Drop);
+        let mut ctx = Context::default();
+        w.process(vec![rec("a", 7, 1, "x"), rec("a", 7, 1, "x")], &mut ctx).expect("process");
+        let fired = w.on_watermark(i64::MAX, &mut ctx).expect("wm");
+        assert_eq!(
+            lines(&fired),
+            [
+                r#"{"k":"a","window_start":0,"window_end":10,"n":2,"total":2,"users":1}"#,
+                r#"{"k":"a","window_start":5,"window_end":15,"n":2,"total":2,"users":1}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn sessions_merge_and_union_distinct_members() {
+        let (_d, s) = store();
+        let mut w = op(s.clone(), WindowAssigner::Session { gap: 10 }, 0, LateTarget::Drop);
+        let mut ctx = Context::default();
+        w.process(vec![rec("a", 0, 1, "x"), rec("a", 30, 1, "y")], &mut ctx).expect("process");
+        assert_eq!(w.open_windows(), 2);
+        // [15,25) touches neither; [22,32) bridges it with [30,40)
+        w.process(vec![rec("a", 15, 1, "x"), rec("a", 22, 1, "z")], &mut ctx).expect("process");
+        assert_eq!(w.open_windows(), 2);
+        w.process(vec![rec("a", 8, 1, "x")], &mut ctx).expect("process");
+        assert_eq!(w.open_windows(), 1);
+        let fired = w.on_watermark(i64::MAX, &mut ctx).expect("wm");
+        assert_eq!(lines(&fired), [r#"{"k":"a","window_start":0,"window_end":40,"n":5,"total":5,"users":3}"#]);
+        assert!(s.scan_prefix(&[]).expect("scan").is_empty(), "all state cleaned up");
+    }
+
+    #[test]
+    fn window_keys_round_trip_and_sort_by_time() {
+        let key = br#""k""#;
+        let a = window_key(3, 1, key, &TimeWindow { start: -5, end: 5 });
+        let b = window_key(3, 1, key, &TimeWindow { start: 2, end: 12 });
+        assert!(a < b);
+        assert_eq!(parse_window_key(&a), Some((Value::from("k"), TimeWindow { start: -5, end: 5 })));
+    }
+}

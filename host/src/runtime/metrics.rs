@@ -1,0 +1,246 @@
+//! Run counters shared by all tasks, the progress line and the end-of-run summary.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::record::{EventTime, WATERMARK_START};
+use crate::time::format_time;
+
+/// Counters updated by tasks (once per batch, not per record).
+#[derive(Debug)]
+pub struct Metrics {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub late: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// Largest event time read by any source.
+    pub max_event_time: AtomicI64,
+    /// Watermark at the sinks: the minimum over the final tasks.
+    task_watermarks: Vec<AtomicI64>,
+    /// Dead letters per step, for the summary.
+    pub dlq_by_step: Mutex<Vec<(String, u64)>>,
+}
+
+impl Metrics {
+    pub fn new(final_tasks: usize) -> Self {
+        Metrics {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            max_event_time: AtomicI64::new(WATERMARK_START),
+            task_watermarks: (0..final_tasks).map(|_| AtomicI64::new(WATERMARK_START)).collect(),
+            dlq_by_step: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn set_task_watermark(&self, task: usize, wm: EventTime) {
+        if let Some(slot) = self.task_watermarks.get(task) {
+            slot.fetch_max(wm, Ordering::Relaxed);
+        }
+    }
+
+    /// The output watermark: the minimum over the final tasks.
+    pub fn watermark(&self) -> EventTime {
+        self.task_watermarks.iter().map(|w| w.load(Ordering::Relaxed)).min().unwrap_or(WATERMARK_START)
+    }
+
+    pub fn note_dead_letters(&self, step: &str, n: u64) {
+        self.dead_letters.fetch_add(n, Ordering::Relaxed);
+        if let Ok(mut by_step) = self.dlq_by_step.lock() {
+            match by_step.iter_mut().find(|(s, _)| s == step) {
+                Some((_, c)) => *c += n,
+                None => by_step.push((step.to_string(), n)),
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            watermark: self.watermark(),
+            max_event_time: self.max_event_time.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A consistent-enough reading of the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub late: u64,
+    pub dead_letters: u64,
+    pub watermark: EventTime,
+    pub max_event_time: EventTime,
+}
+
+impl Snapshot {
+    /// How far the output watermark trails the newest event time read (event-time lag).
+    pub fn lag(&self) -> Option<Duration> {
+        if self.watermark == WATERMARK_START || self.max_event_time == WATERMARK_START {
+            return None;
+        }
+        if self.watermark == i64::MAX {
+            return Some(Duration::ZERO);
+        }
+        Some(Duration::from_millis(self.max_event_time.saturating_sub(self.watermark).max(0) as u64))
+    }
+}
+
+/// Formats a count with thousands separators.
+pub fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Formats a rate: `812/s`, `45.2k/s`, `1.31M/s`.
+pub fn rate(per_sec: f64) -> String {
+    if per_sec >= 1e6 {
+        format!("{:.2}M/s", per_sec / 1e6)
+    } else if per_sec >= 1e3 {
+        format!("{:.1}k/s", per_sec / 1e3)
+    } else {
+        format!("{per_sec:.0}/s")
+    }
+}
+
+/// The one-line progress report printed on long runs.
+pub fn progress_line(name: &str, elapsed: Duration, now: &Snapshot, prev: &Snapshot, interval: Duration) -> String {
+    let secs = interval.as_secs_f64().max(1e-9);
+    let mut line = format!(
+        "[{name}] {:>6.1}s  in {} ({})  out {}  late {}  dlq {}  watermark {}",
+        elapsed.as_secs_f64(),
+        count(now.records_in),
+        rate(now.records_in.saturating_sub(prev.records_in) as f64 / secs),
+        count(now.records_out),
+        count(now.late),
+        count(now.dead_letters),
+        format_time(now.watermark),
+    );
+    if let Some(lag) = now.lag() {
+        let _ = write!(line, "  lag {}", humantime::format_duration(Duration::from_millis(lag.as_millis() as u64)));
+    }
+    line
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    pub pipeline: String,
+    pub elapsed: Duration,
+    pub parallelism: usize,
+    pub totals: Snapshot,
+    pub dlq_by_step: Vec<(String, u64)>,
+    pub dlq_path: String,
+    /// Set when the run was stopped by the user before its input ended.
+    pub stopped_early: bool,
+}
+
+impl RunSummary {
+    pub fn render(&self) -> String {
+        let t = &self.totals;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let mut s = format!(
+            "pipeline `{}` {} in {:.2}s with {} task(s)\n",
+            self.pipeline,
+            if self.stopped_early { "stopped" } else { "finished" },
+            self.elapsed.as_secs_f64(),
+            self.parallelism
+        );
+        let _ = writeln!(s, "  records in    {:>12}  ({})", count(t.records_in), rate(t.records_in as f64 / secs));
+        let _ = writeln!(s, "  records out   {:>12}", count(t.records_out));
+        let _ = writeln!(s, "  late          {:>12}", count(t.late));
+        let _ = write!(s, "  dead letters  {:>12}", count(t.dead_letters));
+        if t.dead_letters > 0 {
+            let _ = write!(s, "  -> {}", self.dlq_path);
+            for (step, n) in &self.dlq_by_step {
+                let _ = write!(s, "\n      {:>10}  {step}", count(*n));
+            }
+        }
+        s.push('\n');
+        let _ = write!(s, "  watermark     {}", format_time(t.watermark));
+        s
+    }
+}
+
+/// Prints the progress line every `interval` until `done` is set; returns on its own.
+pub fn report_progress(
+    name: &str,
+    metrics: &Metrics,
+    interval: Duration,
+    done: &std::sync::atomic::AtomicBool,
+) {
+    let started = Instant::now();
+    let mut prev = metrics.snapshot();
+    let mut next = started + interval;
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        if now < next {
+            continue;
+        }
+        let snap = metrics.snapshot();
+        eprintln!("{}", progress_line(name, now - started, &snap, &prev, interval));
+        prev = snap;
+        next = now + interval;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_rates_read_well() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(rate(812.0), "812/s");
+        assert_eq!(rate(45_200.0), "45.2k/s");
+        assert_eq!(rate(1_310_000.0), "1.31M/s");
+    }
+
+    #[test]
+    fn watermark_is_min_of_final_tasks_and_lag_follows() {
+        let m = Metrics::new(2);
+        m.set_task_watermark(0, 1_000);
+        assert_eq!(m.watermark(), WATERMARK_START);
+        m.set_task_watermark(1, 400);
+        m.max_event_time.store(1_500, Ordering::Relaxed);
+        let s = m.snapshot();
+        assert_eq!(s.watermark, 400);
+        assert_eq!(s.lag(), Some(Duration::from_millis(1_100)));
+    }
+
+    #[test]
+    fn summary_lists_dead_letters_by_step() {
+        let m = Metrics::new(1);
+        m.records_in.store(10, Ordering::Relaxed);
+        m.note_dead_letters("decode", 2);
+        m.note_dead_letters("decode", 1);
+        let s = RunSummary {
+            pipeline: "p".into(),
+            elapsed: Duration::from_secs(1),
+            parallelism: 1,
+            totals: m.snapshot(),
+            dlq_by_step: m.dlq_by_step.lock().expect("lock").clone(),
+            dlq_path: "dlq.jsonl".into(),
+            stopped_early: false,
+        };
+        let text = s.render();
+        assert!(text.contains("dead letters             3  -> dlq.jsonl"), "{text}");
+        assert!(text.contains("3  decode"), "{text}");
+    }
+}

@@ -1,0 +1,152 @@
+//! Where a task's results go: the next stage (a shuffle by key group), the sinks, the
+//! side-output sinks and the DLQ. All channels are bounded, so a slow consumer slows the
+//! producer (backpressure) instead of growing memory.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::dlq::DeadLetter;
+use crate::ops::Context;
+use crate::record::{Batch, Message, Record, WatermarkStatus};
+use crate::state::{key_group_of, task_of_key_group};
+use crate::value::Value;
+
+use super::metrics::Metrics;
+
+/// A message on a stage's inbound channel: which upstream task sent it, and what.
+pub type Inbound = (usize, Message);
+
+/// The receiver has gone away: the run is being torn down.
+#[derive(Debug)]
+pub struct Disconnected;
+
+/// Senders to every sink (main and side outputs) and to the DLQ writer.
+#[derive(Clone)]
+pub struct SinkHub {
+    pub sinks: Vec<Sender<Vec<Value>>>,
+    pub dlq: Sender<Vec<DeadLetter>>,
+}
+
+impl SinkHub {
+    /// Sends what an operator put aside: dead letters and side outputs.
+    pub fn drain_context(&self, ctx: &mut Context, metrics: &Metrics) -> Result<(), Disconnected> {
+        if ctx.late > 0 {
+            metrics.late.fetch_add(ctx.late, Ordering::Relaxed);
+            ctx.late = 0;
+        }
+        if !ctx.dead.is_empty() {
+            self.dlq.send(std::mem::take(&mut ctx.dead)).map_err(|_| Disconnected)?;
+        }
+        if !ctx.side.is_empty() {
+            let mut per_sink: Vec<Vec<Value>> = vec![Vec::new(); self.sinks.len()];
+            for (idx, v) in ctx.side.drain(..) {
+                if let Some(bucket) = per_sink.get_mut(idx) {
+                    bucket.push(v);
+                }
+            }
+            for (idx, values) in per_sink.into_iter().enumerate() {
+                if !values.is_empty() {
+                    self.sinks[idx].send(values).map_err(|_| Disconnected)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The downstream of a task's chain.
+pub enum Downstream {
+    /// Route each record to the task of the next stage that owns its key group.
+    Shuffle {
+        from: usize,
+        targets: Vec<Sender<Inbound>>,
+        max_parallelism: u32,
+        buckets: Vec<Batch>,
+    },
+    /// Write to the main-output sinks (each gets every record).
+    Sinks { task: usize, outputs: Vec<Sender<Vec<Value>>>, metrics: Arc<Metrics> },
+}
+
+impl Downstream {
+    pub fn shuffle(from: usize, targets: Vec<Sender<Inbound>>, max_parallelism: u32) -> Self {
+        let buckets = targets.iter().map(|_| Vec::new()).collect();
+        Downstream::Shuffle { from, targets, max_parallelism, buckets }
+    }
+
+    pub fn send_batch(&mut self, batch: Batch) -> Result<(), Disconnected> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Downstream::Shuffle { from, targets, max_parallelism, buckets } => {
+                let parallelism = targets.len();
+                let mut key_bytes = Vec::with_capacity(32);
+                for record in batch {
+                    key_bytes.clear();
+                    match &record.key {
+                        Some(k) => k.key_bytes(&mut key_bytes),
+                        None => Value::Null.key_bytes(&mut key_bytes),
+                    }
+                    let kg = key_group_of(&key_bytes, *max_parallelism);
+                    let task = task_of_key_group(kg, *max_parallelism, parallelism);
+                    buckets[task].push(record);
+                }
+                for (task, bucket) in buckets.iter_mut().enumerate() {
+                    if !bucket.is_empty() {
+                        let batch: Vec<Record> = std::mem::take(bucket);
+                        targets[task].send((*from, Message::Data(batch))).map_err(|_| Disconnected)?;
+                    }
+                }
+                Ok(())
+            }
+            Downstream::Sinks { outputs, metrics, .. } => {
+                metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let values: Vec<Value> = batch.into_iter().map(|r| r.value).collect();
+                send_to_all(outputs, values)
+            }
+        }
+    }
+
+    pub fn send_watermark(&mut self, status: WatermarkStatus) -> Result<(), Disconnected> {
+        match self {
+            Downstream::Shuffle { from, targets, .. } => {
+                for t in targets.iter() {
+                    t.send((*from, Message::Watermark(status))).map_err(|_| Disconnected)?;
+                }
+                Ok(())
+            }
+            Downstream::Sinks { task, metrics, .. } => {
+                if let WatermarkStatus::Active(wm) = status {
+                    metrics.set_task_watermark(*task, wm);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// No more messages from this task.
+    pub fn end(&mut self) -> Result<(), Disconnected> {
+        match self {
+            Downstream::Shuffle { from, targets, .. } => {
+                for t in targets.iter() {
+                    t.send((*from, Message::End)).map_err(|_| Disconnected)?;
+                }
+                Ok(())
+            }
+            Downstream::Sinks { task, metrics, .. } => {
+                metrics.set_task_watermark(*task, i64::MAX);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn send_to_all(outputs: &[Sender<Vec<Value>>], values: Vec<Value>) -> Result<(), Disconnected> {
+    let Some((last, rest)) = outputs.split_last() else { return Ok(()) };
+    for s in rest {
+        s.send(values.clone()).map_err(|_| Disconnected)?;
+    }
+    last.send(values).map_err(|_| Disconnected)
+}

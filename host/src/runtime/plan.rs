@@ -1,0 +1,234 @@
+//! Turns a validated pipeline into stages: a stage is the steps between two `key_by`s, run
+//! by P tasks; a shuffle by key group connects consecutive stages.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::spec::{LatePolicy, PipelineSpec, StepKind, UdfKind, UdfRuntimeKind};
+use crate::expr::Expr;
+use crate::ops::stateless::{Filter, KeyBy, Map};
+use crate::ops::udf::{RetryPolicy, UdfStep};
+use crate::ops::window::{LateTarget, WindowConfig, WindowOp};
+use crate::ops::{step_name, Chain, Operator};
+use crate::state::StateStore;
+use crate::time::{millis, WindowAssigner};
+use crate::udf::native::NativeRuntime;
+use crate::udf::{check_function, FunctionKind, UdfRuntime};
+use crate::value::Str;
+
+/// A problem found while planning (after the file itself was valid).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("steps[{step}] (line {line}): cannot compile expression `{expr}`: {message}")]
+    Expr { step: usize, line: usize, expr: String, message: String },
+    #[error("udfs.{udf} (line {line}): {source}")]
+    Udf { udf: String, line: usize, source: crate::udf::RuntimeError },
+    #[error("steps[{step}] (line {line}): {message}")]
+    Step { step: usize, line: usize, message: String },
+}
+
+/// One stateless or stateful operator, ready to be instantiated per task.
+#[derive(Clone)]
+enum OpPlan {
+    Filter { step: String, expr: Expr },
+    Map { step: String, spec: crate::config::spec::MapSpec, compute: Vec<(Vec<Str>, Expr)> },
+    KeyBy { fields: Vec<Vec<Str>> },
+    Window(WindowConfig),
+    Udf { step: String, runtime: Arc<dyn UdfRuntime>, function: String, kind: FunctionKind },
+}
+
+/// The steps of one stage.
+#[derive(Clone, Default)]
+pub struct StagePlan {
+    ops: Vec<OpPlan>,
+    /// True when the stage ends with a `key_by` and so feeds a shuffle.
+    pub shuffles: bool,
+}
+
+impl StagePlan {
+    /// Instantiates the operators for one task.
+    pub fn chain(&self, store: &StateStore) -> Chain {
+        let ops = self
+            .ops
+            .iter()
+            .map(|op| -> Box<dyn Operator> {
+                match op.clone() {
+                    OpPlan::Filter { step, expr } => Box::new(Filter::new(step, expr)),
+                    OpPlan::Map { step, spec, compute } => Box::new(Map::new(step, spec, compute)),
+                    OpPlan::KeyBy { fields } => Box::new(KeyBy::new(fields)),
+                    OpPlan::Window(cfg) => Box::new(WindowOp::new(cfg, store.clone())),
+                    OpPlan::Udf { step, runtime, function, kind } => {
+                        Box::new(UdfStep::new(step, runtime, function, kind, RetryPolicy::default()))
+                    }
+                }
+            })
+            .collect();
+        Chain::new(ops)
+    }
+
+    pub fn has_state(&self) -> bool {
+        self.ops.iter().any(|op| matches!(op, OpPlan::Window(_)))
+    }
+}
+
+/// The whole plan.
+pub struct Plan {
+    pub stages: Vec<StagePlan>,
+    /// Sink indices (into `spec.sinks`) of the main output.
+    pub outputs: Vec<usize>,
+}
+
+impl Plan {
+    pub fn build(spec: &PipelineSpec) -> Result<Plan, Vec<PlanError>> {
+        let mut errors = Vec::new();
+        let sink_index: HashMap<&str, usize> =
+            spec.sinks.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let runtimes = runtimes_for(spec, &mut errors);
+        let mut stages = vec![StagePlan::default()];
+        let mut key_names: Vec<Str> = Vec::new();
+        let mut op_id: u16 = 0;
+        for (i, step) in spec.steps.iter().enumerate() {
+            let line = step.location.line;
+            let compile = |text: &str, errors: &mut Vec<PlanError>| match Expr::parse(text) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    errors.push(PlanError::Expr {
+                        step: i,
+                        line,
+                        expr: text.to_string(),
+                        message: e.to_string(),
+                    });
+                    None
+                }
+            };
+            let op = match &step.kind {
+                StepKind::Filter { expr } => compile(expr, &mut errors)
+                    .map(|expr| OpPlan::Filter { step: step_name(i, "filter"), expr }),
+                StepKind::Map(m) => {
+                    let compute: Vec<_> = m
+                        .compute
+                        .iter()
+                        .filter_map(|(path, text)| Some((path.clone(), compile(text, &mut errors)?)))
+                        .collect();
+                    Some(OpPlan::Map { step: step_name(i, "map"), spec: m.clone(), compute })
+                }
+                StepKind::KeyBy { fields } => {
+                    key_names = fields
+                        .iter()
+                        .map(|p| p.last().cloned().unwrap_or_else(|| Str::from("key")))
+                        .collect();
+                    Some(OpPlan::KeyBy { fields: fields.clone() })
+                }
+                StepKind::Window(w) => {
+                    if key_names.is_empty() {
+                        errors.push(PlanError::Step {
+                            step: i,
+                            line,
+                            message: "a window needs a `key_by` step before it".into(),
+                        });
+                    }
+                    let late = match &w.late {
+                        LatePolicy::Drop => LateTarget::Drop,
+                        LatePolicy::Dlq => LateTarget::Dlq,
+                        LatePolicy::Sink(name) => match sink_index.get(name.as_str()) {
+                            Some(&idx) => LateTarget::Sink(idx),
+                            None => {
+                                errors.push(PlanError::Step {
+                                    step: i,
+                                    line,
+                                    message: format!("late-data sink `{name}` is not declared in `sinks`"),
+                                });
+                                LateTarget::Drop
+                            }
+                        },
+                    };
+                    op_id += 1;
+                    Some(OpPlan::Window(WindowConfig {
+                        step: step_name(i, "window"),
+                        op_id,
+                        assigner: WindowAssigner::from_kind(&w.kind),
+                        allowed_lateness_ms: millis(w.allowed_lateness),
+                        aggregates: w.aggregates.clone(),
+                        key_names: key_names.clone(),
+                        late,
+                        max_parallelism: spec.max_parallelism,
+                    }))
+                }
+                StepKind::Udf { function } => match spec.udfs.iter().find(|u| &u.name == function) {
+                    Some(udf) => runtimes.get(&udf.name).map(|rt| OpPlan::Udf {
+                        step: step_name(i, &format!("udf {function}")),
+                        runtime: rt.clone(),
+                        function: udf.function.clone(),
+                        kind: function_kind(udf.kind),
+                    }),
+                    None => {
+                        errors.push(PlanError::Step {
+                            step: i,
+                            line,
+                            message: format!("udf `{function}` is not declared in `udfs`"),
+                        });
+                        None
+                    }
+                },
+            };
+            if let Some(op) = op {
+                let is_key_by = matches!(op, OpPlan::KeyBy { .. });
+                if let Some(stage) = stages.last_mut() {
+                    stage.ops.push(op);
+                    if is_key_by {
+                        stage.shuffles = true;
+                    }
+                }
+                if is_key_by {
+                    stages.push(StagePlan::default());
+                }
+            }
+        }
+        let mut outputs = Vec::new();
+        for name in &spec.output {
+            match sink_index.get(name.as_str()) {
+                Some(&i) => outputs.push(i),
+                None => errors.push(PlanError::Step {
+                    step: spec.steps.len(),
+                    line: 0,
+                    message: format!("output sink `{name}` is not declared in `sinks`"),
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Plan { stages, outputs })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn has_state(&self) -> bool {
+        self.stages.iter().any(StagePlan::has_state)
+    }
+}
+
+fn function_kind(kind: UdfKind) -> FunctionKind {
+    match kind {
+        UdfKind::Map => FunctionKind::Map,
+        UdfKind::Filter => FunctionKind::Filter,
+        UdfKind::FlatMap => FunctionKind::FlatMap,
+    }
+}
+
+/// One runtime per declared UDF, each checked for the function and its kind.
+fn runtimes_for(spec: &PipelineSpec, errors: &mut Vec<PlanError>) -> HashMap<String, Arc<dyn UdfRuntime>> {
+    let native: Arc<dyn UdfRuntime> = Arc::new(NativeRuntime::with_builtins());
+    let mut out = HashMap::new();
+    for udf in &spec.udfs {
+        let rt = match udf.runtime {
+            UdfRuntimeKind::Native => native.clone(),
+        };
+        match check_function(rt.as_ref(), &udf.function, function_kind(udf.kind)) {
+            Ok(()) => {
+                out.insert(udf.name.clone(), rt);
+            }
+            Err(source) => errors.push(PlanError::Udf { udf: udf.name.clone(), line: udf.location.line, source }),
+        }
+    }
+    out
+}

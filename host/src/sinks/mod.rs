@@ -1,0 +1,178 @@
+//! Sinks: where results go. Each sink runs on its own thread behind a bounded channel, so a
+//! slow sink slows the pipeline down instead of growing memory.
+
+use std::fs::File;
+use std::io::{BufWriter, ErrorKind, Stdout, Write};
+use std::path::PathBuf;
+
+use crate::config::spec::{SinkKind, SinkSpec};
+use crate::value::Value;
+
+/// Writes records somewhere, as JSON lines.
+pub trait Sink: Send {
+    fn write(&mut self, records: &[Value]) -> Result<(), SinkError>;
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// A sink that cannot take more records.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink `{sink}`: cannot create `{path}`: {source}; check that the folder is writable")]
+    Create { sink: String, path: PathBuf, source: std::io::Error },
+    #[error("sink `{sink}`: writing `{path}` failed: {source}; the disk may be full")]
+    Write { sink: String, path: PathBuf, source: std::io::Error },
+    /// The reader went away (e.g. `headwater run ... | head`): not an error of the pipeline.
+    #[error("sink `{sink}`: the reader closed the output")]
+    Closed { sink: String },
+}
+
+pub fn open_sink(spec: &SinkSpec) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match &spec.kind {
+        SinkKind::File { path } => Box::new(FileSink::create(&spec.name, path)?),
+        SinkKind::Stdout => Box::new(StdoutSink { name: spec.name.clone(), out: BufWriter::with_capacity(64 << 10, std::io::stdout()), line: Vec::new() }),
+        SinkKind::Blackhole => Box::new(Blackhole::default()),
+    })
+}
+
+/// JSON lines written to a file. The file is truncated when the run starts: a run writes its
+/// whole output.
+pub struct FileSink {
+    name: String,
+    path: PathBuf,
+    out: BufWriter<File>,
+    line: Vec<u8>,
+}
+
+impl FileSink {
+    pub fn create(name: &str, path: &std::path::Path) -> Result<FileSink, SinkError> {
+        let err = |source| SinkError::Create { sink: name.to_string(), path: path.to_path_buf(), source };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let file = File::create(path).map_err(err)?;
+        Ok(FileSink {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(256 << 10, file),
+            line: Vec::with_capacity(256),
+        })
+    }
+
+    fn err(&self, source: std::io::Error) -> SinkError {
+        SinkError::Write { sink: self.name.clone(), path: self.path.clone(), source }
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
+        for r in records {
+            self.line.clear();
+            r.write_json(&mut self.line);
+            self.line.push(b'\n');
+            if let Err(e) = self.out.write_all(&self.line) {
+                return Err(self.err(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if let Err(e) = self.out.flush() {
+            return Err(self.err(e));
+        }
+        Ok(())
+    }
+}
+
+/// JSON lines on standard output, flushed after every batch so results show up promptly.
+pub struct StdoutSink {
+    name: String,
+    out: BufWriter<Stdout>,
+    line: Vec<u8>,
+}
+
+impl StdoutSink {
+    fn map(&self, e: std::io::Error) -> SinkError {
+        if e.kind() == ErrorKind::BrokenPipe {
+            SinkError::Closed { sink: self.name.clone() }
+        } else {
+            SinkError::Write { sink: self.name.clone(), path: PathBuf::from("<stdout>"), source: e }
+        }
+    }
+}
+
+impl Sink for StdoutSink {
+    fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
+        for r in records {
+            self.line.clear();
+            r.write_json(&mut self.line);
+            self.line.push(b'\n');
+            if let Err(e) = self.out.write_all(&self.line) {
+                return Err(self.map(e));
+            }
+        }
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        match self.out.flush() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.map(e)),
+        }
+    }
+}
+
+/// Discards records, counting them (benchmarks).
+#[derive(Default)]
+pub struct Blackhole {
+    pub count: u64,
+}
+
+impl Sink for Blackhole {
+    fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
+        self.count += records.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::spec::Location;
+
+    #[test]
+    fn file_sink_writes_json_lines_and_creates_folders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a/b/out.jsonl");
+        let spec = SinkSpec { name: "out".into(), kind: SinkKind::File { path: path.clone() }, location: Location::default() };
+        let mut sink = open_sink(&spec).expect("open");
+        sink.write(&[Value::from_json(br#"{"a":1}"#).expect("json"), Value::from("x")]).expect("write");
+        sink.flush().expect("flush");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"a\":1}\n\"x\"\n");
+    }
+
+    #[test]
+    fn file_sink_truncates_an_earlier_runs_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "old\nlines\n").expect("seed");
+        let mut sink = FileSink::create("out", &path).expect("open");
+        sink.write(&[Value::Int(1)]).expect("write");
+        sink.flush().expect("flush");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "1\n");
+    }
+
+    #[test]
+    fn unwritable_path_names_the_sink_and_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "").expect("seed");
+        let err = FileSink::create("results", &blocker.join("out.jsonl")).err().expect("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("results") && msg.contains("out.jsonl"), "{msg}");
+    }
+}

@@ -1,0 +1,183 @@
+//! JSON-lines partitions: one file each, or standard input.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::{extract_event_time, Poll, SourceError, SourcePartition};
+use crate::dlq::{DeadLetter, ErrorClass};
+use crate::record::{Origin, Record};
+use crate::value::{Str, Value};
+
+/// The sorted files a glob matches.
+pub fn expand_glob(source_name: &str, pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
+    let entries = glob::glob(pattern).map_err(|e| SourceError::BadGlob {
+        source_name: source_name.to_string(),
+        glob: pattern.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(SourceError::NoFilesMatch { source_name: source_name.to_string(), glob: pattern.to_string() });
+    }
+    Ok(paths)
+}
+
+/// Reads JSON objects, one per line; blank lines are skipped.
+pub struct LinesPartition {
+    name: String,
+    source_name: String,
+    path: PathBuf,
+    origin: Origin,
+    reader: Box<dyn BufRead + Send>,
+    time_field: Vec<Str>,
+    line: Vec<u8>,
+}
+
+impl LinesPartition {
+    pub fn open_file(
+        source_name: &str,
+        source: u16,
+        partition: u32,
+        path: &Path,
+        time_field: Vec<Str>,
+    ) -> Result<Self, SourceError> {
+        let file = File::open(path).map_err(|error| SourceError::Io {
+            source_name: source_name.to_string(),
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Ok(Self::new(source_name, source, partition, path.display().to_string(), path, Box::new(file), time_field))
+    }
+
+    pub fn stdin(source_name: &str, source: u16, time_field: Vec<Str>) -> Self {
+        Self::new(source_name, source, 0, "stdin".into(), Path::new("<stdin>"), Box::new(std::io::stdin()), time_field)
+    }
+
+    /// A partition over any reader (tests, stdin).
+    pub fn new(
+        source_name: &str,
+        source: u16,
+        partition: u32,
+        name: String,
+        path: &Path,
+        reader: Box<dyn Read + Send>,
+        time_field: Vec<Str>,
+    ) -> Self {
+        LinesPartition {
+            name,
+            source_name: source_name.to_string(),
+            path: path.to_path_buf(),
+            origin: Origin { source, partition, offset: 0 },
+            reader: Box::new(BufReader::with_capacity(256 << 10, reader)),
+            time_field,
+            line: Vec::with_capacity(1024),
+        }
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Record, (String, &'static str)> {
+        let value = Value::from_json(bytes).map_err(|e| (format!("not valid JSON: {e}"), "decode"))?;
+        if !matches!(value, Value::Object(_)) {
+            return Err((format!("expected a JSON object, found a {}", value.type_name()), "decode"));
+        }
+        let time = extract_event_time(&value, &self.time_field).map_err(|e| (e, "event_time"))?;
+        Ok(Record::new(value, time, self.origin))
+    }
+}
+
+impl SourcePartition for LinesPartition {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn poll(&mut self, out: &mut Vec<Record>, dead: &mut Vec<DeadLetter>, max: usize) -> Result<Poll, SourceError> {
+        let mut produced = 0;
+        while produced < max {
+            self.line.clear();
+            let n = self.reader.read_until(b'\n', &mut self.line).map_err(|error| SourceError::Io {
+                source_name: self.source_name.clone(),
+                path: self.path.clone(),
+                error,
+            })?;
+            if n == 0 {
+                return Ok(if produced > 0 { Poll::Ready } else { Poll::End });
+            }
+            self.origin.offset += 1;
+            let mut bytes: &[u8] = &self.line;
+            while let Some((last, rest)) = bytes.split_last() {
+                if *last == b'\n' || *last == b'\r' {
+                    bytes = rest;
+                } else {
+                    break;
+                }
+            }
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            produced += 1;
+            match self.decode(bytes) {
+                Ok(record) => out.push(record),
+                Err((error, step)) => {
+                    dead.push(DeadLetter::new(bytes.to_vec(), self.origin, step.to_string(), ErrorClass::Permanent, error))
+                }
+            }
+        }
+        Ok(Poll::Ready)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::split_path;
+
+    fn partition(text: &'static [u8]) -> LinesPartition {
+        LinesPartition::new("s", 0, 0, "mem".into(), Path::new("mem"), Box::new(text), split_path("ts"))
+    }
+
+    fn drain(p: &mut LinesPartition, max: usize) -> (Vec<Record>, Vec<DeadLetter>, usize) {
+        let (mut out, mut dead, mut polls) = (Vec::new(), Vec::new(), 0);
+        while p.poll(&mut out, &mut dead, max).expect("poll") != Poll::End {
+            polls += 1;
+        }
+        (out, dead, polls)
+    }
+
+    #[test]
+    fn good_and_bad_lines_are_separated_with_positions() {
+        let text: &[u8] = b"{\"ts\":1,\"a\":1}\r\n\n  \n{bad\n[1,2]\n{\"a\":2}\n{\"ts\":\"2026-01-01T00:00:00Z\"}\n\xff\xfe\n{\"ts\":3}";
+        let mut p = partition(text);
+        let (out, dead, _) = drain(&mut p, 100);
+        assert_eq!(out.iter().map(|r| (r.origin.offset, r.time)).collect::<Vec<_>>(), vec![(1, 1), (7, 1_767_225_600_000), (9, 3)]);
+        let d: Vec<_> = dead.iter().map(|d| (d.origin.offset, d.step.as_str())).collect();
+        assert_eq!(d, vec![(4, "decode"), (5, "decode"), (6, "event_time"), (8, "decode")]);
+        assert_eq!(dead[0].raw, b"{bad");
+        assert!(dead[1].error.contains("found a array"), "{}", dead[1].error);
+        assert_eq!(dead[3].raw, vec![0xff, 0xfe]);
+    }
+
+    #[test]
+    fn poll_respects_max() {
+        let mut p = partition(b"{\"ts\":1}\n{\"ts\":2}\n{\"ts\":3}\n");
+        let (mut out, mut dead) = (Vec::new(), Vec::new());
+        assert_eq!(p.poll(&mut out, &mut dead, 2).expect("poll"), Poll::Ready);
+        assert_eq!(out.len(), 2);
+        let (rest, _, _) = drain(&mut p, 2);
+        assert_eq!(rest.len(), 1);
+    }
+
+    #[test]
+    fn glob_matches_sorted_files_and_reports_no_match() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["b.jsonl", "a.jsonl", "c.txt"] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let pattern = format!("{}/*.jsonl", dir.path().display());
+        let paths = expand_glob("s", &pattern).expect("glob");
+        let names: Vec<_> = paths.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().to_string()).collect();
+        assert_eq!(names, ["a.jsonl", "b.jsonl"]);
+        let err = expand_glob("clicks", &format!("{}/*.csv", dir.path().display())).expect_err("no match");
+        assert!(err.to_string().contains("no files match"), "{err}");
+    }
+}

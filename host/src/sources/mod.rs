@@ -1,0 +1,117 @@
+//! Sources: partitions that read and decode records at the edge of the pipeline.
+//!
+//! Decoding happens once, here. A line that is not valid JSON, is not an object, or has no
+//! usable event time becomes a [`DeadLetter`] with its raw bytes and position; the partition
+//! goes on with the next line.
+
+pub mod lines;
+pub mod nexmark;
+
+use std::path::PathBuf;
+
+use crate::config::spec::{SourceKind, SourceSpec};
+use crate::dlq::DeadLetter;
+use crate::record::{EventTime, Record};
+use crate::value::{Str, Value};
+
+/// One partition of a source, read by one task.
+pub trait SourcePartition: Send {
+    /// A name for messages and DLQ envelopes: a file path, `nexmark[2/4]`, `stdin`.
+    fn name(&self) -> &str;
+    /// Appends up to `max` records to `out` and dead letters for bad input to `dead`.
+    fn poll(&mut self, out: &mut Vec<Record>, dead: &mut Vec<DeadLetter>, max: usize) -> Result<Poll, SourceError>;
+}
+
+/// What a poll achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Made progress (records or dead letters).
+    Ready,
+    /// Nothing now (a rate limit); poll again later.
+    Pending,
+    /// Exhausted; never poll again.
+    End,
+}
+
+/// A source that cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source `{source_name}`: no files match `{glob}`; check the path (relative paths are relative to the pipeline file)")]
+    NoFilesMatch { source_name: String, glob: String },
+    #[error("source `{source_name}`: `{glob}` is not a valid glob pattern: {message}")]
+    BadGlob { source_name: String, glob: String, message: String },
+    #[error("source `{source_name}`: cannot read `{path}`: {error}")]
+    Io { source_name: String, path: PathBuf, error: std::io::Error },
+    #[error("source `{source_name}`: needs `event_time.field` to find each record's timestamp")]
+    NoTimeField { source_name: String },
+}
+
+/// Opens every partition of a source.
+pub fn open_source(spec: &SourceSpec, source_index: u16) -> Result<Vec<Box<dyn SourcePartition>>, SourceError> {
+    match &spec.kind {
+        SourceKind::Files { glob } => {
+            let field = spec.event_time.field.clone().ok_or_else(|| SourceError::NoTimeField { source_name: spec.name.clone() })?;
+            let paths = lines::expand_glob(&spec.name, glob)?;
+            let mut parts: Vec<Box<dyn SourcePartition>> = Vec::with_capacity(paths.len());
+            for (i, path) in paths.into_iter().enumerate() {
+                parts.push(Box::new(lines::LinesPartition::open_file(&spec.name, source_index, i as u32, &path, field.clone())?));
+            }
+            Ok(parts)
+        }
+        SourceKind::Stdin => {
+            let field = spec.event_time.field.clone().ok_or_else(|| SourceError::NoTimeField { source_name: spec.name.clone() })?;
+            Ok(vec![Box::new(lines::LinesPartition::stdin(&spec.name, source_index, field))])
+        }
+        SourceKind::Nexmark(n) => Ok(nexmark::partitions(n, source_index)
+            .into_iter()
+            .map(|p| Box::new(p) as Box<dyn SourcePartition>)
+            .collect()),
+    }
+}
+
+/// Reads a record's event time (ms since the epoch) from a number or an RFC 3339 string.
+pub fn extract_event_time(value: &Value, field: &[Str]) -> Result<EventTime, String> {
+    let name = || field.join(".");
+    match value.get_path(field) {
+        None | Some(Value::Null) => Err(format!("event-time field `{}` is missing", name())),
+        Some(Value::Int(ms)) => Ok(*ms),
+        Some(Value::Float(ms)) if ms.is_finite() => Ok(*ms as i64),
+        Some(Value::Str(s)) => humantime::parse_rfc3339_weak(s)
+            .map_err(|e| format!("event-time field `{}` is `{s}`, not an RFC 3339 time ({e})", name()))
+            .and_then(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .map_err(|_| format!("event-time field `{}` is before 1970", name()))
+            }),
+        Some(other) => Err(format!(
+            "event-time field `{}` is a {}; expected milliseconds since the epoch or an RFC 3339 string",
+            name(),
+            other.type_name()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::split_path;
+
+    fn t(json: &str) -> Result<i64, String> {
+        extract_event_time(&Value::from_json(json.as_bytes()).expect("json"), &split_path("ts"))
+    }
+
+    #[test]
+    fn event_time_from_numbers_and_rfc3339() {
+        assert_eq!(t(r#"{"ts":1500}"#), Ok(1500));
+        assert_eq!(t(r#"{"ts":1500.9}"#), Ok(1500));
+        assert_eq!(t(r#"{"ts":"2026-01-01T10:00:03Z"}"#), Ok(1_767_261_603_000));
+        assert_eq!(t(r#"{"ts":"2026-01-01T10:00:03.250Z"}"#), Ok(1_767_261_603_250));
+    }
+
+    #[test]
+    fn bad_event_times_explain_themselves() {
+        assert!(t(r#"{"x":1}"#).unwrap_err().contains("missing"));
+        assert!(t(r#"{"ts":true}"#).unwrap_err().contains("is a bool"));
+        assert!(t(r#"{"ts":"yesterday"}"#).unwrap_err().contains("RFC 3339"));
+    }
+}

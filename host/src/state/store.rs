@@ -1,0 +1,125 @@
+//! The RocksDB-backed state store shared by a run's tasks. Each task touches only the key
+//! groups it owns, so tasks never contend on the same keys.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
+
+/// A failure of the local state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot open the state store in `{path}`: {source}; check that the folder is writable and not used by another run")]
+    Open { path: PathBuf, source: rocksdb::Error },
+    #[error("cannot clear old state in `{path}`: {source}")]
+    Clear { path: PathBuf, source: std::io::Error },
+    #[error("state is corrupt: {0}; delete the state folder and rerun")]
+    Corrupt(String),
+    #[error("state store read/write failed: {0}; the disk may be full or the state folder damaged")]
+    Io(#[from] rocksdb::Error),
+}
+
+/// A cheap-to-clone handle on the run's RocksDB instance.
+#[derive(Clone)]
+pub struct StateStore {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// Opens a fresh, empty store in `dir`, removing state left by an earlier run (runs do not
+    /// resume yet; checkpoints and recovery arrive with issue #4).
+    pub fn open_fresh(dir: &Path) -> Result<StateStore, StateError> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)
+                .map_err(|source| StateError::Clear { path: dir.to_path_buf(), source })?;
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StateError::Clear { path: dir.to_path_buf(), source })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.increase_parallelism(2);
+        opts.set_write_buffer_size(64 << 20);
+        let db = DB::open(&opts, dir)
+            .map_err(|source| StateError::Open { path: dir.to_path_buf(), source })?;
+        Ok(StateStore { db: Arc::new(db), path: dir.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.db.get(key)?)
+    }
+
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.disable_wal(true);
+        Ok(self.db.put_opt(key, value, &opts)?)
+    }
+
+    pub fn delete(&self, key: &[u8]) -> Result<(), StateError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.disable_wal(true);
+        Ok(self.db.delete_opt(key, &opts)?)
+    }
+
+    /// Applies many writes at once. The WAL is off: durability comes from checkpoints.
+    pub fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.disable_wal(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    /// All entries whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let mut out = Vec::new();
+        let iter = self.db.iterator(IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Number of live keys (an estimate from RocksDB's properties), for the run summary.
+    pub fn estimated_keys(&self) -> u64 {
+        self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_scan_returns_only_matching_keys_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open_fresh(&dir.path().join("s")).expect("open");
+        for k in [&b"a\x01b"[..], b"a\x01a", b"a\x02", b"b"] {
+            store.put(k, b"v").expect("put");
+        }
+        let keys: Vec<_> =
+            store.scan_prefix(b"a\x01").expect("scan").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"a\x01a".to_vec(), b"a\x01b".to_vec()]);
+        store.delete(b"a\x01a").expect("delete");
+        assert_eq!(store.get(b"a\x01a").expect("get"), None);
+    }
+
+    #[test]
+    fn open_fresh_discards_earlier_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s");
+        {
+            let store = StateStore::open_fresh(&path).expect("open");
+            store.put(b"k", b"v").expect("put");
+        }
+        let store = StateStore::open_fresh(&path).expect("reopen");
+        assert_eq!(store.get(b"k").expect("get"), None);
+    }
+}
