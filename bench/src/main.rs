@@ -34,7 +34,11 @@ const ALL: [&str; 5] = ["generator", "q0", "q1", "q5", "q11"];
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let names: Vec<String> = if args.names.is_empty() { ALL.iter().map(|s| s.to_string()).collect() } else { args.names.clone() };
+    let names: Vec<String> = if args.names.is_empty() {
+        ALL.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.names.clone()
+    };
     let parallelism = args.parallelism.unwrap_or_else(cores);
     let work = tempfile_dir()?;
     let mut baseline: Option<f64> = None;
@@ -70,13 +74,19 @@ fn round3(x: f64) -> f64 {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     json!({ "cores": cores(), "cpu": cpu, "os": std::env::consts::OS, "arch": std::env::consts::ARCH })
 }
@@ -129,11 +139,14 @@ fn query_steps(q: &str) -> Result<&'static str> {
         // Pass-through.
         "q0" => "[]",
         // Currency conversion (dollars to euros).
-        "q1" => r#"
+        "q1" => {
+            r#"
   - map:
-      compute: { price: "price * 0.908" }"#,
+      compute: { price: "price * 0.908" }"#
+        }
         // Hot items: bids per auction over sliding windows, then the top count per window.
-        "q5" => r#"
+        "q5" => {
+            r#"
   - key_by: auction
   - window:
       type: sliding
@@ -144,19 +157,27 @@ fn query_steps(q: &str) -> Result<&'static str> {
   - window:
       type: tumbling
       size: 2s
-      aggregates: { top_bids: max(bids), auctions: count() }"#,
+      aggregates: { top_bids: max(bids), auctions: count() }"#
+        }
         // Bids per bidder per session (gap 10s).
-        "q11" => r#"
+        "q11" => {
+            r#"
   - key_by: bidder
   - window:
       type: session
       gap: 10s
-      aggregates: { bids: count() }"#,
+      aggregates: { bids: count() }"#
+        }
         other => bail!("unknown benchmark `{other}`; known: {}", ALL.join(", ")),
     })
 }
 
-fn bench_query(q: &str, events: u64, parallelism: usize, work: &std::path::Path) -> Result<(u64, f64)> {
+fn bench_query(
+    q: &str,
+    events: u64,
+    parallelism: usize,
+    work: &std::path::Path,
+) -> Result<(u64, f64)> {
     let steps = query_steps(q)?;
     let events = match q {
         // Stateful queries do a RocksDB read-modify-write per window per record.
@@ -174,7 +195,10 @@ fn bench_query(q: &str, events: u64, parallelism: usize, work: &std::path::Path)
         .with_context(|| format!("running {q}"))?;
     let secs = started.elapsed().as_secs_f64();
     if summary.totals.records_in != events {
-        bail!("{q}: read {} events, expected {events}", summary.totals.records_in);
+        bail!(
+            "{q}: read {} events, expected {events}",
+            summary.totals.records_in
+        );
     }
     Ok((events, secs))
 }

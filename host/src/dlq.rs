@@ -42,7 +42,13 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(raw: Vec<u8>, origin: Origin, step: String, error_class: ErrorClass, error: String) -> Self {
+    pub fn new(
+        raw: Vec<u8>,
+        origin: Origin,
+        step: String,
+        error_class: ErrorClass,
+        error: String,
+    ) -> Self {
         DeadLetter {
             raw,
             origin,
@@ -65,18 +71,42 @@ impl DeadLetter {
             .get(usize::from(self.origin.source))
             .and_then(|p| p.get(self.origin.partition as usize))
             .cloned();
-        o.insert("source".into(), source.map(Into::into).unwrap_or(serde_json::Value::Null));
+        o.insert(
+            "source".into(),
+            source.map(Into::into).unwrap_or(serde_json::Value::Null),
+        );
         o.insert("partition".into(), self.origin.partition.into());
-        o.insert("partition_name".into(), partition_name.map(Into::into).unwrap_or(serde_json::Value::Null));
+        o.insert(
+            "partition_name".into(),
+            partition_name
+                .map(Into::into)
+                .unwrap_or(serde_json::Value::Null),
+        );
         o.insert("offset".into(), self.origin.offset.into());
         o.insert("step".into(), self.step.clone().into());
         o.insert("error_class".into(), self.error_class.as_str().into());
         o.insert("error".into(), self.error.clone().into());
-        o.insert("detail".into(), self.detail.clone().map(Into::into).unwrap_or(serde_json::Value::Null));
+        o.insert(
+            "detail".into(),
+            self.detail
+                .clone()
+                .map(Into::into)
+                .unwrap_or(serde_json::Value::Null),
+        );
         o.insert("attempts".into(), self.attempts.into());
-        o.insert("event_time".into(), self.event_time.map(Into::into).unwrap_or(serde_json::Value::Null));
+        o.insert(
+            "event_time".into(),
+            self.event_time
+                .map(Into::into)
+                .unwrap_or(serde_json::Value::Null),
+        );
         let failed_at = UNIX_EPOCH + Duration::from_millis(self.failed_at_ms.max(0) as u64);
-        o.insert("failed_at".into(), humantime::format_rfc3339_millis(failed_at).to_string().into());
+        o.insert(
+            "failed_at".into(),
+            humantime::format_rfc3339_millis(failed_at)
+                .to_string()
+                .into(),
+        );
         match std::str::from_utf8(&self.raw) {
             Ok(text) => o.insert("raw".into(), text.into()),
             Err(_) => o.insert("raw_base64".into(), base64(&self.raw).into()),
@@ -111,16 +141,26 @@ pub struct DlqWriter {
 impl DlqWriter {
     /// Creates the file (and its folders), replacing an earlier run's.
     pub fn open(path: &Path) -> Result<DlqWriter, DlqError> {
-        let err = |source| DlqError { path: path.to_path_buf(), source };
+        let err = |source| DlqError {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(err)?;
         }
         let file = File::create(path).map_err(err)?;
-        Ok(DlqWriter { path: path.to_path_buf(), out: BufWriter::with_capacity(64 << 10, file), count: 0 })
+        Ok(DlqWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(64 << 10, file),
+            count: 0,
+        })
     }
 
     pub fn write(&mut self, dl: &DeadLetter, names: &Names) -> Result<(), DlqError> {
-        let err = |source| DlqError { path: self.path.clone(), source };
+        let err = |source| DlqError {
+            path: self.path.clone(),
+            source,
+        };
         serde_json::to_writer(&mut self.out, &dl.to_envelope(names)).map_err(|e| err(e.into()))?;
         self.out.write_all(b"\n").map_err(err)?;
         self.count += 1;
@@ -128,7 +168,10 @@ impl DlqWriter {
     }
 
     pub fn flush(&mut self) -> Result<(), DlqError> {
-        self.out.flush().map_err(|source| DlqError { path: self.path.clone(), source })
+        self.out.flush().map_err(|source| DlqError {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Envelopes written so far.
@@ -138,7 +181,10 @@ impl DlqWriter {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Standard base64 with padding.
@@ -146,7 +192,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -164,22 +214,41 @@ mod tests {
     use super::*;
 
     fn names() -> Names {
-        Names { sources: vec!["orders".into()], partitions: vec![vec!["in/a.jsonl".into()]] }
+        Names {
+            sources: vec!["orders".into()],
+            partitions: vec![vec!["in/a.jsonl".into()]],
+        }
     }
 
     #[test]
     fn base64_matches_the_standard_vectors() {
-        for (input, expected) in
-            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
-        {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(input.as_bytes()), expected);
         }
     }
 
     #[test]
     fn envelope_holds_origin_error_and_raw_bytes() {
-        let origin = Origin { source: 0, partition: 0, offset: 12 };
-        let mut dl = DeadLetter::new(b"{oops".to_vec(), origin, "decode".into(), ErrorClass::Permanent, "bad json".into());
+        let origin = Origin {
+            source: 0,
+            partition: 0,
+            offset: 12,
+        };
+        let mut dl = DeadLetter::new(
+            b"{oops".to_vec(),
+            origin,
+            "decode".into(),
+            ErrorClass::Permanent,
+            "bad json".into(),
+        );
         dl.failed_at_ms = 0;
         let env = dl.to_envelope(&names());
         assert_eq!(
@@ -190,7 +259,13 @@ mod tests {
 
     #[test]
     fn non_utf8_bytes_are_base64_encoded() {
-        let dl = DeadLetter::new(vec![0xff, 0x00], Origin::default(), "decode".into(), ErrorClass::Permanent, "x".into());
+        let dl = DeadLetter::new(
+            vec![0xff, 0x00],
+            Origin::default(),
+            "decode".into(),
+            ErrorClass::Permanent,
+            "x".into(),
+        );
         let env = dl.to_envelope(&names());
         assert_eq!(env["raw_base64"], "/wA=");
         assert!(env.get("raw").is_none());
@@ -201,7 +276,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/dlq.jsonl");
         let mut w = DlqWriter::open(&path).expect("open");
-        let dl = DeadLetter::new(b"x".to_vec(), Origin::default(), "decode".into(), ErrorClass::Transient, "e".into());
+        let dl = DeadLetter::new(
+            b"x".to_vec(),
+            Origin::default(),
+            "decode".into(),
+            ErrorClass::Transient,
+            "e".into(),
+        );
         w.write(&dl, &names()).expect("write");
         w.write(&dl, &names()).expect("write");
         w.flush().expect("flush");

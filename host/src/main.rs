@@ -34,11 +34,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline until its input is exhausted (or Ctrl-C, which drains and stops).
-    #[command(after_help = "Example:\n  headwater run examples/quickstart/pipeline.yaml\n\n\
+    #[command(
+        after_help = "Example:\n  headwater run examples/quickstart/pipeline.yaml\n\n\
 Bounded sources (files, stdin, a Nexmark source with `events`) end the run when exhausted: \
 every open window then fires as if the watermark reached +infinity. Results go to the sinks \
 named in `output`; bad records go to the dead-letter queue (`dlq.path`). A summary is printed \
-to stderr at the end.")]
+to stderr at the end."
+    )]
     Run {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
@@ -50,10 +52,12 @@ to stderr at the end.")]
         quiet: bool,
     },
     /// Check a pipeline file without running it: every problem is reported with its line.
-    #[command(after_help = "Example:\n  headwater validate examples/quickstart/pipeline.yaml\n\n\
+    #[command(
+        after_help = "Example:\n  headwater validate examples/quickstart/pipeline.yaml\n\n\
 Checks the YAML structure and types, expressions, references between steps, sinks and UDFs, \
 that each UDF exists in its runtime, and that every source can be opened. Exit code 2 when \
-anything is wrong.")]
+anything is wrong."
+    )]
     Validate {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
@@ -65,14 +69,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
-        Command::Run { pipeline, parallelism, quiet } => run(&pipeline, parallelism, quiet),
+        Command::Run {
+            pipeline,
+            parallelism,
+            quiet,
+        } => run(&pipeline, parallelism, quiet),
     }
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEADWATER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn load(pipeline: &std::path::Path) -> Result<config::spec::PipelineSpec, ExitCode> {

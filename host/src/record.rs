@@ -34,7 +34,12 @@ pub struct Record {
 
 impl Record {
     pub fn new(value: Value, time: EventTime, origin: Origin) -> Self {
-        Record { value, time, key: None, origin }
+        Record {
+            value,
+            time,
+            key: None,
+            origin,
+        }
     }
 }
 

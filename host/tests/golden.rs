@@ -17,14 +17,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
 }
 
 fn cases() -> Vec<PathBuf> {
     let root = repo_root();
     let mut dirs = Vec::new();
     for parent in [root.join("host/tests/golden"), root.join("examples")] {
-        let Ok(entries) = fs::read_dir(&parent) else { continue };
+        let Ok(entries) = fs::read_dir(&parent) else {
+            continue;
+        };
         for e in entries.flatten() {
             if e.path().join("expected").is_dir() && e.path().join("pipeline.yaml").is_file() {
                 dirs.push(e.path());
@@ -52,7 +57,11 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn sorted_lines(text: &str) -> Vec<String> {
-    let mut lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
     lines.sort();
     lines
 }
@@ -94,9 +103,14 @@ fn run_case(case: &Path) -> Result<(), String> {
         .unwrap_or(0);
     let code = output.status.code().unwrap_or(-1);
     if code != expected_code {
-        return Err(format!("exit code {code}, expected {expected_code}\nstderr:\n{stderr}"));
+        return Err(format!(
+            "exit code {code}, expected {expected_code}\nstderr:\n{stderr}"
+        ));
     }
-    for e in fs::read_dir(&expected_dir).map_err(|e| e.to_string())?.flatten() {
+    for e in fs::read_dir(&expected_dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().to_string();
         let expected = fs::read_to_string(e.path()).map_err(|e| e.to_string())?;
         match name.as_str() {
@@ -110,21 +124,31 @@ fn run_case(case: &Path) -> Result<(), String> {
             }
             "stdout.jsonl" => {
                 if sorted_lines(&stdout) != sorted_lines(&expected) {
-                    return Err(format!("stdout differs:\n--- got\n{stdout}\n--- expected\n{expected}"));
+                    return Err(format!(
+                        "stdout differs:\n--- got\n{stdout}\n--- expected\n{expected}"
+                    ));
                 }
             }
             "dlq.jsonl" => {
-                let dlq = fs::read_to_string(work.join(".headwater").join(pipeline_name(&work)).join("dlq.jsonl"))
-                    .map_err(|e| format!("reading the DLQ: {e}"))?;
+                let dlq = fs::read_to_string(
+                    work.join(".headwater")
+                        .join(pipeline_name(&work))
+                        .join("dlq.jsonl"),
+                )
+                .map_err(|e| format!("reading the DLQ: {e}"))?;
                 if normalized_dlq(&dlq) != normalized_dlq(&expected) {
-                    return Err(format!("DLQ differs:\n--- got\n{dlq}\n--- expected\n{expected}"));
+                    return Err(format!(
+                        "DLQ differs:\n--- got\n{dlq}\n--- expected\n{expected}"
+                    ));
                 }
             }
             other => {
                 let got = fs::read_to_string(work.join("out").join(other))
                     .map_err(|e| format!("reading out/{other}: {e}"))?;
                 if sorted_lines(&got) != sorted_lines(&expected) {
-                    return Err(format!("out/{other} differs:\n--- got\n{got}\n--- expected\n{expected}"));
+                    return Err(format!(
+                        "out/{other} differs:\n--- got\n{got}\n--- expected\n{expected}"
+                    ));
                 }
             }
         }
@@ -143,12 +167,22 @@ fn pipeline_name(work: &Path) -> String {
 #[test]
 fn golden_pipelines_produce_their_expected_outputs() {
     let cases = cases();
-    assert!(cases.len() >= 3, "expected golden cases, found {}", cases.len());
+    assert!(
+        cases.len() >= 3,
+        "expected golden cases, found {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         if let Err(e) = run_case(case) {
             failures.push(format!("{}: {e}", case.display()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} golden case(s) failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} golden case(s) failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
 }

@@ -67,11 +67,19 @@ pub struct FunctionError {
 
 impl FunctionError {
     pub fn permanent(message: impl Into<String>) -> Self {
-        FunctionError { class: ErrorClass::Permanent, message: message.into(), detail: None }
+        FunctionError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     pub fn transient(message: impl Into<String>) -> Self {
-        FunctionError { class: ErrorClass::Transient, message: message.into(), detail: None }
+        FunctionError {
+            class: ErrorClass::Transient,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {

@@ -241,9 +241,11 @@ impl From<serde_json::Value> for Value {
             },
             serde_json::Value::String(s) => Value::Str(s.into()),
             serde_json::Value::Array(a) => Value::Array(a.into_iter().map(Value::from).collect()),
-            serde_json::Value::Object(o) => {
-                Value::Object(o.into_iter().map(|(k, v)| (Str::from(k), Value::from(v))).collect())
-            }
+            serde_json::Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .map(|(k, v)| (Str::from(k), Value::from(v)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -344,7 +346,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        Ok(i64::try_from(v).map(Value::Int).unwrap_or(Value::Float(v as f64)))
+        Ok(i64::try_from(v)
+            .map(Value::Int)
+            .unwrap_or(Value::Float(v as f64)))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
         Ok(Value::Float(v))

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::decode::{choice, duration, positive_duration, string, string_list, suggest, uint, Errors, MapReader};
+use super::decode::{
+    choice, duration, positive_duration, string, string_list, suggest, uint, Errors, MapReader,
+};
 use super::spec::*;
 use super::yaml::{Kind, Node};
 use crate::expr::Expr;
@@ -12,7 +14,10 @@ use crate::value::split_path;
 const DEFAULT_BASE_TIME: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
 
 fn loc(node: &Node) -> Location {
-    Location { line: node.line, col: node.col }
+    Location {
+        line: node.line,
+        col: node.col,
+    }
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -25,7 +30,9 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 fn entries<'a>(node: &'a Node, context: &str, errs: &mut Errors) -> &'a [(Node, Node)] {
@@ -40,21 +47,35 @@ fn entries<'a>(node: &'a Node, context: &str, errs: &mut Errors) -> &'a [(Node, 
 
 pub fn pipeline(root: &Node, base: &Path, errs: &mut Errors) -> Option<PipelineSpec> {
     let mut top = MapReader::new(root, "the pipeline file", errs)?;
-    let name = match top.required("name", errs, "add `name: my-pipeline` (letters, digits, `-`, `_`)") {
+    let name = match top.required(
+        "name",
+        errs,
+        "add `name: my-pipeline` (letters, digits, `-`, `_`)",
+    ) {
         Some(n) => {
             let s = string(n, "name", errs).unwrap_or_default();
             if !valid_name(&s) {
-                errs.at(n, format!("name `{s}` may only use letters, digits, `-` and `_`"), None);
+                errs.at(
+                    n,
+                    format!("name `{s}` may only use letters, digits, `-` and `_`"),
+                    None,
+                );
             }
             s
         }
         None => String::new(),
     };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let parallelism = match top.get("parallelism") {
         Some(n) => match uint(n, "parallelism", errs) {
             Some(0) => {
-                errs.at(n, "parallelism must be at least 1", Some("omit it to use one task per CPU core".into()));
+                errs.at(
+                    n,
+                    "parallelism must be at least 1",
+                    Some("omit it to use one task per CPU core".into()),
+                );
                 1
             }
             Some(p) => p as usize,
@@ -63,33 +84,50 @@ pub fn pipeline(root: &Node, base: &Path, errs: &mut Errors) -> Option<PipelineS
         None => cores,
     };
     let max_parallelism = match top.get("max_parallelism") {
-        Some(n) => match uint(n, "max_parallelism", errs) {
-            Some(m) if (1..=32768).contains(&m) => {
-                if (m as usize) < parallelism {
-                    errs.at(n, format!("max_parallelism ({m}) must be at least parallelism ({parallelism})"), None);
+        Some(n) => {
+            match uint(n, "max_parallelism", errs) {
+                Some(m) if (1..=32768).contains(&m) => {
+                    if (m as usize) < parallelism {
+                        errs.at(n, format!("max_parallelism ({m}) must be at least parallelism ({parallelism})"), None);
+                    }
+                    m as u32
                 }
-                m as u32
+                Some(m) => {
+                    errs.at(
+                        n,
+                        format!("max_parallelism must be between 1 and 32768, not {m}"),
+                        None,
+                    );
+                    128
+                }
+                None => 128,
             }
-            Some(m) => {
-                errs.at(n, format!("max_parallelism must be between 1 and 32768, not {m}"), None);
-                128
-            }
-            None => 128,
-        },
+        }
         None => 128,
     };
     let sources = match top.required("sources", errs, "declare at least one source, e.g. `sources: { input: { type: file, path: in.jsonl, event_time: { field: ts } } }`") {
         Some(n) => sources(n, base, errs),
         None => Vec::new(),
     };
-    let sinks = match top.required("sinks", errs, "declare at least one sink, e.g. `sinks: { out: { type: stdout } }`") {
+    let sinks = match top.required(
+        "sinks",
+        errs,
+        "declare at least one sink, e.g. `sinks: { out: { type: stdout } }`",
+    ) {
         Some(n) => sinks(n, base, errs),
         None => Vec::new(),
     };
     let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
     let udfs = top.get("udfs").map(|n| udfs(n, errs)).unwrap_or_default();
-    let steps = top.get("steps").map(|n| steps(n, &sink_names, &udfs, errs)).unwrap_or_default();
-    let output = match top.required("output", errs, "name the sink(s) that receive the results, e.g. `output: out`") {
+    let steps = top
+        .get("steps")
+        .map(|n| steps(n, &sink_names, &udfs, errs))
+        .unwrap_or_default();
+    let output = match top.required(
+        "output",
+        errs,
+        "name the sink(s) that receive the results, e.g. `output: out`",
+    ) {
         Some(n) => string_list(n, "output", errs)
             .into_iter()
             .map(|(s, node)| {
@@ -104,11 +142,15 @@ pub fn pipeline(root: &Node, base: &Path, errs: &mut Errors) -> Option<PipelineS
         dir: match top.get("state") {
             Some(n) => {
                 let mut m = MapReader::new(n, "state", errs);
-                let dir = m.as_mut().and_then(|m| m.get("dir")).and_then(|d| string(d, "state.dir", errs));
+                let dir = m
+                    .as_mut()
+                    .and_then(|m| m.get("dir"))
+                    .and_then(|d| string(d, "state.dir", errs));
                 if let Some(m) = m {
                     m.finish(errs);
                 }
-                dir.map(|d| resolve(base, &d)).unwrap_or_else(|| default_dir.join("state"))
+                dir.map(|d| resolve(base, &d))
+                    .unwrap_or_else(|| default_dir.join("state"))
             }
             None => default_dir.join("state"),
         },
@@ -117,17 +159,24 @@ pub fn pipeline(root: &Node, base: &Path, errs: &mut Errors) -> Option<PipelineS
         path: match top.get("dlq") {
             Some(n) => {
                 let mut m = MapReader::new(n, "dlq", errs);
-                let path = m.as_mut().and_then(|m| m.get("path")).and_then(|d| string(d, "dlq.path", errs));
+                let path = m
+                    .as_mut()
+                    .and_then(|m| m.get("path"))
+                    .and_then(|d| string(d, "dlq.path", errs));
                 if let Some(m) = m {
                     m.finish(errs);
                 }
-                path.map(|d| resolve(base, &d)).unwrap_or_else(|| default_dir.join("dlq.jsonl"))
+                path.map(|d| resolve(base, &d))
+                    .unwrap_or_else(|| default_dir.join("dlq.jsonl"))
             }
             None => default_dir.join("dlq.jsonl"),
         },
     };
     let checkpoint = top.get("checkpoint").and_then(|n| checkpoint(n, errs));
-    let tuning = top.get("tuning").map(|n| tuning(n, errs)).unwrap_or_default();
+    let tuning = top
+        .get("tuning")
+        .map(|n| tuning(n, errs))
+        .unwrap_or_default();
     top.finish(errs);
     Some(PipelineSpec {
         name,
@@ -151,7 +200,11 @@ fn check_sink_ref(name: &str, node: &Node, sinks: &[&str], context: &str, errs: 
             Some(s) => format!("did you mean `{s}`? declared sinks: {}", sinks.join(", ")),
             None => format!("declared sinks: {}", sinks.join(", ")),
         };
-        errs.at(node, format!("{context}: sink `{name}` is not declared in `sinks`"), Some(hint));
+        errs.at(
+            node,
+            format!("{context}: sink `{name}` is not declared in `sinks`"),
+            Some(hint),
+        );
     }
 }
 
@@ -164,7 +217,11 @@ fn sources(node: &Node, base: &Path, errs: &mut Errors) -> Vec<SourceSpec> {
     for (k, v) in list {
         let name = k.scalar().unwrap_or("").to_string();
         if !valid_name(&name) {
-            errs.at(k, format!("source name `{name}` may only use letters, digits, `-` and `_`"), None);
+            errs.at(
+                k,
+                format!("source name `{name}` may only use letters, digits, `-` and `_`"),
+                None,
+            );
         }
         if let Some(s) = source(&name, v, base, errs) {
             out.push(s);
@@ -176,13 +233,30 @@ fn sources(node: &Node, base: &Path, errs: &mut Errors) -> Vec<SourceSpec> {
 fn source(name: &str, node: &Node, base: &Path, errs: &mut Errors) -> Option<SourceSpec> {
     let ctx = format!("source `{name}`");
     let mut m = MapReader::new(node, &ctx, errs)?;
-    let kind_node = m.required("type", errs, "set `type: file`, `type: nexmark` or `type: stdin`");
-    let kind = kind_node.and_then(|n| choice(n, &["file", "nexmark", "stdin"], &format!("{ctx} type"), errs));
+    let kind_node = m.required(
+        "type",
+        errs,
+        "set `type: file`, `type: nexmark` or `type: stdin`",
+    );
+    let kind = kind_node.and_then(|n| {
+        choice(
+            n,
+            &["file", "nexmark", "stdin"],
+            &format!("{ctx} type"),
+            errs,
+        )
+    });
     let kind = match kind {
         Some("file") => {
-            let path = m.required("path", errs, "set `path:` to a file or a glob like `input/*.jsonl`");
+            let path = m.required(
+                "path",
+                errs,
+                "set `path:` to a file or a glob like `input/*.jsonl`",
+            );
             path.and_then(|p| string(p, &format!("{ctx} path"), errs))
-                .map(|p| SourceKind::Files { glob: resolve(base, &p).display().to_string() })
+                .map(|p| SourceKind::Files {
+                    glob: resolve(base, &p).display().to_string(),
+                })
         }
         Some("stdin") => Some(SourceKind::Stdin),
         Some("nexmark") => Some(SourceKind::Nexmark(nexmark(&mut m, &ctx, errs))),
@@ -199,19 +273,34 @@ fn source(name: &str, node: &Node, base: &Path, errs: &mut Errors) -> Option<Sou
                     Some("name the timestamp field: `event_time: { field: ts, max_out_of_orderness: 5s }`".into()),
                 );
             }
-            EventTimeSpec { field: None, max_out_of_orderness: Duration::ZERO, idle_timeout: None }
+            EventTimeSpec {
+                field: None,
+                max_out_of_orderness: Duration::ZERO,
+                idle_timeout: None,
+            }
         }
     };
     m.finish(errs);
-    Some(SourceSpec { name: name.to_string(), kind: kind?, event_time, location: loc(node) })
+    Some(SourceSpec {
+        name: name.to_string(),
+        kind: kind?,
+        event_time,
+        location: loc(node),
+    })
 }
 
 fn nexmark(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> NexmarkSpec {
-    let events = m.get("events").and_then(|n| uint(n, &format!("{ctx} events"), errs));
+    let events = m
+        .get("events")
+        .and_then(|n| uint(n, &format!("{ctx} events"), errs));
     let rate = m.get("rate").and_then(|n| {
         let r = uint(n, &format!("{ctx} rate"), errs)?;
         if r == 0 {
-            errs.at(n, format!("{ctx}: rate must be at least 1 event/s"), Some("omit `rate` to generate as fast as possible".into()));
+            errs.at(
+                n,
+                format!("{ctx}: rate must be at least 1 event/s"),
+                Some("omit `rate` to generate as fast as possible".into()),
+            );
         }
         Some(r)
     });
@@ -227,17 +316,27 @@ fn nexmark(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> NexmarkSpec {
         None => 1,
     };
     let only = m.get("only").and_then(|n| {
-        Some(match choice(n, &["person", "auction", "bid"], &format!("{ctx} only"), errs)? {
-            "person" => NexmarkEventKind::Person,
-            "auction" => NexmarkEventKind::Auction,
-            _ => NexmarkEventKind::Bid,
-        })
+        Some(
+            match choice(
+                n,
+                &["person", "auction", "bid"],
+                &format!("{ctx} only"),
+                errs,
+            )? {
+                "person" => NexmarkEventKind::Person,
+                "auction" => NexmarkEventKind::Auction,
+                _ => NexmarkEventKind::Bid,
+            },
+        )
     });
     let base_time = match m.get("base_time") {
         Some(n) => match n.scalar() {
             Some(s) if s.parse::<i64>().is_ok() => s.parse::<i64>().unwrap_or(DEFAULT_BASE_TIME),
             Some(s) => match humantime::parse_rfc3339_weak(s) {
-                Ok(t) => t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+                Ok(t) => t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
                 Err(_) => {
                     errs.at(n, format!("{ctx}: base_time `{s}` is neither ms since the epoch nor an RFC 3339 time"), Some("e.g. `2024-01-01T00:00:00Z`".into()));
                     DEFAULT_BASE_TIME
@@ -250,23 +349,44 @@ fn nexmark(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> NexmarkSpec {
         },
         None => DEFAULT_BASE_TIME,
     };
-    NexmarkSpec { events, rate, partitions, only, base_time }
+    NexmarkSpec {
+        events,
+        rate,
+        partitions,
+        only,
+        base_time,
+    }
 }
 
 fn event_time(node: &Node, ctx: &str, needs_field: bool, errs: &mut Errors) -> EventTimeSpec {
     let ctx = format!("{ctx} event_time");
-    let mut spec = EventTimeSpec { field: None, max_out_of_orderness: Duration::ZERO, idle_timeout: None };
-    let Some(mut m) = MapReader::new(node, &ctx, errs) else { return spec };
+    let mut spec = EventTimeSpec {
+        field: None,
+        max_out_of_orderness: Duration::ZERO,
+        idle_timeout: None,
+    };
+    let Some(mut m) = MapReader::new(node, &ctx, errs) else {
+        return spec;
+    };
     let field = if needs_field {
-        m.required("field", errs, "name the field holding the timestamp, e.g. `field: ts`")
+        m.required(
+            "field",
+            errs,
+            "name the field holding the timestamp, e.g. `field: ts`",
+        )
     } else {
         m.get("field")
     };
-    spec.field = field.and_then(|f| string(f, &format!("{ctx} field"), errs)).map(|f| split_path(&f));
+    spec.field = field
+        .and_then(|f| string(f, &format!("{ctx} field"), errs))
+        .map(|f| split_path(&f));
     if let Some(n) = m.get("max_out_of_orderness") {
-        spec.max_out_of_orderness = duration(n, &format!("{ctx} max_out_of_orderness"), errs).unwrap_or_default();
+        spec.max_out_of_orderness =
+            duration(n, &format!("{ctx} max_out_of_orderness"), errs).unwrap_or_default();
     }
-    spec.idle_timeout = m.get("idle_timeout").and_then(|n| positive_duration(n, &format!("{ctx} idle_timeout"), errs));
+    spec.idle_timeout = m
+        .get("idle_timeout")
+        .and_then(|n| positive_duration(n, &format!("{ctx} idle_timeout"), errs));
     m.finish(errs);
     spec
 }
@@ -280,25 +400,52 @@ fn sinks(node: &Node, base: &Path, errs: &mut Errors) -> Vec<SinkSpec> {
     for (k, v) in list {
         let name = k.scalar().unwrap_or("").to_string();
         if !valid_name(&name) {
-            errs.at(k, format!("sink name `{name}` may only use letters, digits, `-` and `_`"), None);
+            errs.at(
+                k,
+                format!("sink name `{name}` may only use letters, digits, `-` and `_`"),
+                None,
+            );
         }
         let ctx = format!("sink `{name}`");
-        let Some(mut m) = MapReader::new(v, &ctx, errs) else { continue };
+        let Some(mut m) = MapReader::new(v, &ctx, errs) else {
+            continue;
+        };
         let kind = m
-            .required("type", errs, "set `type: file`, `type: stdout` or `type: blackhole`")
-            .and_then(|n| choice(n, &["file", "stdout", "blackhole"], &format!("{ctx} type"), errs));
+            .required(
+                "type",
+                errs,
+                "set `type: file`, `type: stdout` or `type: blackhole`",
+            )
+            .and_then(|n| {
+                choice(
+                    n,
+                    &["file", "stdout", "blackhole"],
+                    &format!("{ctx} type"),
+                    errs,
+                )
+            });
         let kind = match kind {
             Some("file") => m
-                .required("path", errs, "set `path:` to the output file, e.g. `out/results.jsonl`")
+                .required(
+                    "path",
+                    errs,
+                    "set `path:` to the output file, e.g. `out/results.jsonl`",
+                )
                 .and_then(|p| string(p, &format!("{ctx} path"), errs))
-                .map(|p| SinkKind::File { path: resolve(base, &p) }),
+                .map(|p| SinkKind::File {
+                    path: resolve(base, &p),
+                }),
             Some("stdout") => Some(SinkKind::Stdout),
             Some("blackhole") => Some(SinkKind::Blackhole),
             _ => None,
         };
         m.finish(errs);
         if let Some(kind) = kind {
-            out.push(SinkSpec { name, kind, location: loc(v) });
+            out.push(SinkSpec {
+                name,
+                kind,
+                location: loc(v),
+            });
         }
     }
     out
@@ -309,20 +456,38 @@ fn udfs(node: &Node, errs: &mut Errors) -> Vec<UdfSpec> {
     for (k, v) in entries(node, "udfs", errs) {
         let name = k.scalar().unwrap_or("").to_string();
         let ctx = format!("udf `{name}`");
-        let Some(mut m) = MapReader::new(v, &ctx, errs) else { continue };
-        let runtime = m.required("runtime", errs, "set `runtime: native`").and_then(|n| {
-            let text = n.scalar().unwrap_or("");
-            if ["python", "python-inproc", "go", "wasm"].contains(&text) {
-                errs.at(n, format!("{ctx}: the `{text}` runtime is not available in this version"), Some("use `runtime: native` (built-in Rust functions) for now".into()));
-                return None;
-            }
-            choice(n, &["native"], &format!("{ctx} runtime"), errs).map(|_| UdfRuntimeKind::Native)
-        });
+        let Some(mut m) = MapReader::new(v, &ctx, errs) else {
+            continue;
+        };
+        let runtime = m
+            .required("runtime", errs, "set `runtime: native`")
+            .and_then(|n| {
+                let text = n.scalar().unwrap_or("");
+                if ["python", "python-inproc", "go", "wasm"].contains(&text) {
+                    errs.at(
+                        n,
+                        format!("{ctx}: the `{text}` runtime is not available in this version"),
+                        Some("use `runtime: native` (built-in Rust functions) for now".into()),
+                    );
+                    return None;
+                }
+                choice(n, &["native"], &format!("{ctx} runtime"), errs)
+                    .map(|_| UdfRuntimeKind::Native)
+            });
         let function = m
-            .required("function", errs, "name the function to call, e.g. `function: geohash`")
+            .required(
+                "function",
+                errs,
+                "name the function to call, e.g. `function: geohash`",
+            )
             .and_then(|n| string(n, &format!("{ctx} function"), errs));
         let kind = match m.get("kind") {
-            Some(n) => match choice(n, &["map", "filter", "flat_map"], &format!("{ctx} kind"), errs) {
+            Some(n) => match choice(
+                n,
+                &["map", "filter", "flat_map"],
+                &format!("{ctx} kind"),
+                errs,
+            ) {
                 Some("filter") => UdfKind::Filter,
                 Some("flat_map") => UdfKind::FlatMap,
                 _ => UdfKind::Map,
@@ -331,7 +496,13 @@ fn udfs(node: &Node, errs: &mut Errors) -> Vec<UdfSpec> {
         };
         m.finish(errs);
         if let (Some(runtime), Some(function)) = (runtime, function) {
-            out.push(UdfSpec { name, runtime, function, kind, location: loc(v) });
+            out.push(UdfSpec {
+                name,
+                runtime,
+                function,
+                kind,
+                location: loc(v),
+            });
         }
     }
     out
@@ -341,7 +512,11 @@ const STEP_KINDS: [&str; 5] = ["filter", "map", "key_by", "window", "udf"];
 
 fn steps(node: &Node, sinks: &[&str], udfs: &[UdfSpec], errs: &mut Errors) -> Vec<StepSpec> {
     let Kind::Seq(items) = &node.kind else {
-        errs.expected(node, "a list of steps (`- filter: ...`, `- key_by: ...`)", "steps");
+        errs.expected(
+            node,
+            "a list of steps (`- filter: ...`, `- key_by: ...`)",
+            "steps",
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -353,15 +528,22 @@ fn steps(node: &Node, sinks: &[&str], udfs: &[UdfSpec], errs: &mut Errors) -> Ve
             continue;
         };
         if kv.len() != 1 {
-            errs.at(item, format!("{ctx}: each step has exactly one kind, found {} keys", kv.len()), Some(format!("step kinds: {}", STEP_KINDS.join(", "))));
+            errs.at(
+                item,
+                format!(
+                    "{ctx}: each step has exactly one kind, found {} keys",
+                    kv.len()
+                ),
+                Some(format!("step kinds: {}", STEP_KINDS.join(", "))),
+            );
             continue;
         }
         let (k, v) = &kv[0];
         let which = k.scalar().unwrap_or("");
         let kind = match which {
-            "filter" => string(v, &format!("{ctx} filter"), errs).and_then(|e| {
+            "filter" => string(v, &format!("{ctx} filter"), errs).map(|e| {
                 check_expr(&e, v, &format!("{ctx} filter"), errs);
-                Some(StepKind::Filter { expr: e })
+                StepKind::Filter { expr: e }
             }),
             "map" => map_step(v, &ctx, errs).map(StepKind::Map),
             "key_by" => {
@@ -380,7 +562,7 @@ fn steps(node: &Node, sinks: &[&str], udfs: &[UdfSpec], errs: &mut Errors) -> Ve
                 }
                 window(v, &ctx, sinks, errs).map(StepKind::Window)
             }
-            "udf" => string(v, &format!("{ctx} udf"), errs).and_then(|f| {
+            "udf" => string(v, &format!("{ctx} udf"), errs).map(|f| {
                 if !udfs.iter().any(|u| u.name == f) {
                     let names: Vec<&str> = udfs.iter().map(|u| u.name.as_str()).collect();
                     let hint = match suggest(&f, &names) {
@@ -389,7 +571,7 @@ fn steps(node: &Node, sinks: &[&str], udfs: &[UdfSpec], errs: &mut Errors) -> Ve
                     };
                     errs.at(v, format!("{ctx}: udf `{f}` is not declared in `udfs`"), Some(hint));
                 }
-                Some(StepKind::Udf { function: f })
+                StepKind::Udf { function: f }
             }),
             other => {
                 let hint = match suggest(other, &STEP_KINDS) {
@@ -401,7 +583,10 @@ fn steps(node: &Node, sinks: &[&str], udfs: &[UdfSpec], errs: &mut Errors) -> Ve
             }
         };
         if let Some(kind) = kind {
-            out.push(StepSpec { kind, location: loc(k) });
+            out.push(StepSpec {
+                kind,
+                location: loc(k),
+            });
         }
     }
     out
@@ -410,7 +595,9 @@ fn steps(node: &Node, sinks: &[&str], udfs: &[UdfSpec], errs: &mut Errors) -> Ve
 fn check_expr(text: &str, node: &Node, ctx: &str, errs: &mut Errors) {
     if let Err(e) = Expr::parse(text) {
         // Point inside the scalar when it is written plainly on one line.
-        let col = node.col + e.column.saturating_sub(1) + usize::from(matches!(node.kind, Kind::Scalar { quoted: true, .. }));
+        let col = node.col
+            + e.column.saturating_sub(1)
+            + usize::from(matches!(node.kind, Kind::Scalar { quoted: true, .. }));
         errs.list.push(super::ConfigError {
             line: node.line,
             col,
@@ -440,10 +627,31 @@ fn map_step(node: &Node, ctx: &str, errs: &mut Errors) -> Option<MapSpec> {
             }
         }
     }
-    spec.select = m.get("select").map(|s| string_list(s, &format!("{ctx} select"), errs).into_iter().map(|(f, _)| f).collect());
-    spec.drop = m.get("drop").map(|s| string_list(s, &format!("{ctx} drop"), errs).into_iter().map(|(f, _)| f).collect()).unwrap_or_default();
-    if spec.compute.is_empty() && spec.rename.is_empty() && spec.select.is_none() && spec.drop.is_empty() {
-        errs.at(node, format!("{ctx}: does nothing"), Some("give it `compute`, `rename`, `select` or `drop`".into()));
+    spec.select = m.get("select").map(|s| {
+        string_list(s, &format!("{ctx} select"), errs)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect()
+    });
+    spec.drop = m
+        .get("drop")
+        .map(|s| {
+            string_list(s, &format!("{ctx} drop"), errs)
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        })
+        .unwrap_or_default();
+    if spec.compute.is_empty()
+        && spec.rename.is_empty()
+        && spec.select.is_none()
+        && spec.drop.is_empty()
+    {
+        errs.at(
+            node,
+            format!("{ctx}: does nothing"),
+            Some("give it `compute`, `rename`, `select` or `drop`".into()),
+        );
     }
     m.finish(errs);
     Some(spec)
@@ -455,11 +663,29 @@ fn window(node: &Node, ctx: &str, sinks: &[&str], errs: &mut Errors) -> Option<W
     let ctx = format!("{ctx} window");
     let mut m = MapReader::new(node, &ctx, errs)?;
     let kind = m
-        .required("type", errs, "set `type: tumbling` (with size), `sliding` (size, slide) or `session` (gap)")
-        .and_then(|n| choice(n, &["tumbling", "sliding", "session"], &format!("{ctx} type"), errs));
+        .required(
+            "type",
+            errs,
+            "set `type: tumbling` (with size), `sliding` (size, slide) or `session` (gap)",
+        )
+        .and_then(|n| {
+            choice(
+                n,
+                &["tumbling", "sliding", "session"],
+                &format!("{ctx} type"),
+                errs,
+            )
+        });
     let need = |m: &mut MapReader<'_>, key: &'static str, errs: &mut Errors| {
-        m.required(key, errs, &format!("a {} window needs `{key}`, e.g. `{key}: 1m`", kind.unwrap_or("")))
-            .and_then(|n| positive_duration(n, &format!("{ctx} {key}"), errs))
+        m.required(
+            key,
+            errs,
+            &format!(
+                "a {} window needs `{key}`, e.g. `{key}: 1m`",
+                kind.unwrap_or("")
+            ),
+        )
+        .and_then(|n| positive_duration(n, &format!("{ctx} {key}"), errs))
     };
     let kind = match kind {
         Some("tumbling") => need(&mut m, "size", errs).map(|size| WindowKind::Tumbling { size }),
@@ -471,10 +697,26 @@ fn window(node: &Node, ctx: &str, sinks: &[&str], errs: &mut Errors) -> Option<W
                 (Some(size), Some(slide)) => {
                     let node = slide_node.unwrap_or(node);
                     if slide > size {
-                        errs.at(node, format!("{ctx}: slide ({}) is longer than size ({})", humantime::format_duration(slide), humantime::format_duration(size)), Some("use a tumbling window, or make slide <= size".into()));
+                        errs.at(
+                            node,
+                            format!(
+                                "{ctx}: slide ({}) is longer than size ({})",
+                                humantime::format_duration(slide),
+                                humantime::format_duration(size)
+                            ),
+                            Some("use a tumbling window, or make slide <= size".into()),
+                        );
                         None
                     } else if size.as_millis() % slide.as_millis().max(1) != 0 {
-                        errs.at(node, format!("{ctx}: size ({}) must be a multiple of slide ({})", humantime::format_duration(size), humantime::format_duration(slide)), Some("e.g. size 10s with slide 2s or 5s".into()));
+                        errs.at(
+                            node,
+                            format!(
+                                "{ctx}: size ({}) must be a multiple of slide ({})",
+                                humantime::format_duration(size),
+                                humantime::format_duration(slide)
+                            ),
+                            Some("e.g. size 10s with slide 2s or 5s".into()),
+                        );
                         None
                     } else {
                         Some(WindowKind::Sliding { size, slide })
@@ -486,8 +728,15 @@ fn window(node: &Node, ctx: &str, sinks: &[&str], errs: &mut Errors) -> Option<W
         Some("session") => need(&mut m, "gap", errs).map(|gap| WindowKind::Session { gap }),
         _ => None,
     };
-    let allowed_lateness = m.get("allowed_lateness").and_then(|n| duration(n, &format!("{ctx} allowed_lateness"), errs)).unwrap_or_default();
-    let aggregates = match m.required("aggregates", errs, "e.g. `aggregates: { n: count(), total: sum(price) }`") {
+    let allowed_lateness = m
+        .get("allowed_lateness")
+        .and_then(|n| duration(n, &format!("{ctx} allowed_lateness"), errs))
+        .unwrap_or_default();
+    let aggregates = match m.required(
+        "aggregates",
+        errs,
+        "e.g. `aggregates: { n: count(), total: sum(price) }`",
+    ) {
         Some(a) => aggregates(a, &ctx, errs),
         None => Vec::new(),
     };
@@ -498,22 +747,36 @@ fn window(node: &Node, ctx: &str, sinks: &[&str], errs: &mut Errors) -> Option<W
             Kind::Scalar { text, .. } if text == "dlq" => LatePolicy::Dlq,
             Kind::Map(_) => {
                 let mut lm = MapReader::new(n, &format!("{ctx} late"), errs)?;
-                let sink = lm.required("sink", errs, "name a sink: `late: { sink: late_records }`").and_then(|s| {
-                    let name = string(s, &format!("{ctx} late.sink"), errs)?;
-                    check_sink_ref(&name, s, sinks, &format!("{ctx} late"), errs);
-                    Some(name)
-                });
+                let sink = lm
+                    .required("sink", errs, "name a sink: `late: { sink: late_records }`")
+                    .and_then(|s| {
+                        let name = string(s, &format!("{ctx} late.sink"), errs)?;
+                        check_sink_ref(&name, s, sinks, &format!("{ctx} late"), errs);
+                        Some(name)
+                    });
                 lm.finish(errs);
                 LatePolicy::Sink(sink.unwrap_or_default())
             }
             _ => {
-                errs.at(n, format!("{ctx} late: expected `drop`, `dlq` or `{{ sink: NAME }}`, found {}", n.describe()), None);
+                errs.at(
+                    n,
+                    format!(
+                        "{ctx} late: expected `drop`, `dlq` or `{{ sink: NAME }}`, found {}",
+                        n.describe()
+                    ),
+                    None,
+                );
                 LatePolicy::Dlq
             }
         },
     };
     m.finish(errs);
-    Some(WindowSpec { kind: kind?, allowed_lateness, aggregates, late })
+    Some(WindowSpec {
+        kind: kind?,
+        allowed_lateness,
+        aggregates,
+        late,
+    })
 }
 
 fn aggregates(node: &Node, ctx: &str, errs: &mut Errors) -> Vec<AggregateSpec> {
@@ -525,10 +788,22 @@ fn aggregates(node: &Node, ctx: &str, errs: &mut Errors) -> Vec<AggregateSpec> {
     let mut out = Vec::new();
     for (k, v) in list {
         let name = k.scalar().unwrap_or("").to_string();
-        let Some(text) = string(v, &format!("{ctx}.{name}"), errs) else { continue };
-        let parsed = text.trim().strip_suffix(')').and_then(|t| t.split_once('('));
+        let Some(text) = string(v, &format!("{ctx}.{name}"), errs) else {
+            continue;
+        };
+        let parsed = text
+            .trim()
+            .strip_suffix(')')
+            .and_then(|t| t.split_once('('));
         let Some((func, arg)) = parsed else {
-            errs.at(v, format!("{ctx}.{name}: `{text}` is not an aggregate call"), Some(format!("write `fn(field)` with fn one of: {}; or `count()`", AGGREGATES.join(", "))));
+            errs.at(
+                v,
+                format!("{ctx}.{name}: `{text}` is not an aggregate call"),
+                Some(format!(
+                    "write `fn(field)` with fn one of: {}; or `count()`",
+                    AGGREGATES.join(", ")
+                )),
+            );
             continue;
         };
         let (func, arg) = (func.trim(), arg.trim());
@@ -544,38 +819,62 @@ fn aggregates(node: &Node, ctx: &str, errs: &mut Errors) -> Vec<AggregateSpec> {
                     Some(s) => format!("did you mean `{s}`? aggregates: {}", AGGREGATES.join(", ")),
                     None => format!("aggregates: {}", AGGREGATES.join(", ")),
                 };
-                errs.at(v, format!("{ctx}.{name}: unknown aggregate `{other}`"), Some(hint));
+                errs.at(
+                    v,
+                    format!("{ctx}.{name}: unknown aggregate `{other}`"),
+                    Some(hint),
+                );
                 continue;
             }
         };
         let field = match (f, arg.is_empty()) {
             (AggregateFn::Count, true) => None,
             (AggregateFn::Count, false) => {
-                errs.at(v, format!("{ctx}.{name}: `count` counts records and takes no field"), Some("write `count()`; use `count_distinct(field)` for distinct values".into()));
+                errs.at(
+                    v,
+                    format!("{ctx}.{name}: `count` counts records and takes no field"),
+                    Some("write `count()`; use `count_distinct(field)` for distinct values".into()),
+                );
                 continue;
             }
             (_, true) => {
-                errs.at(v, format!("{ctx}.{name}: `{func}` needs a field, e.g. `{func}(price)`"), None);
+                errs.at(
+                    v,
+                    format!("{ctx}.{name}: `{func}` needs a field, e.g. `{func}(price)`"),
+                    None,
+                );
                 continue;
             }
             (_, false) => Some(split_path(arg)),
         };
-        out.push(AggregateSpec { func: f, field, name });
+        out.push(AggregateSpec {
+            func: f,
+            field,
+            name,
+        });
     }
     out
 }
 
 fn checkpoint(node: &Node, errs: &mut Errors) -> Option<CheckpointSpec> {
     let mut m = MapReader::new(node, "checkpoint", errs)?;
-    let interval = m.get("interval").and_then(|n| positive_duration(n, "checkpoint interval", errs)).unwrap_or(Duration::from_secs(10));
-    let location = m.get("location").and_then(|n| string(n, "checkpoint location", errs)).unwrap_or_default();
+    let interval = m
+        .get("interval")
+        .and_then(|n| positive_duration(n, "checkpoint interval", errs))
+        .unwrap_or(Duration::from_secs(10));
+    let location = m
+        .get("location")
+        .and_then(|n| string(n, "checkpoint location", errs))
+        .unwrap_or_default();
     m.finish(errs);
     Some(CheckpointSpec { interval, location })
 }
 
 fn tuning(node: &Node, errs: &mut Errors) -> TuningSpec {
     let mut t = TuningSpec::default();
-    let Some(mut m) = MapReader::new(node, "tuning", errs) else { return t };
+    let Some(mut m) = MapReader::new(node, "tuning", errs) else {
+        return t;
+    };
     if let Some(n) = m.get("batch_size") {
         match uint(n, "tuning batch_size", errs) {
             Some(0) => errs.at(n, "tuning batch_size must be at least 1", None),

@@ -14,11 +14,20 @@ pub struct Errors {
 
 impl Errors {
     pub fn at(&mut self, node: &Node, message: impl Into<String>, hint: Option<String>) {
-        self.list.push(ConfigError { line: node.line, col: node.col, message: message.into(), hint });
+        self.list.push(ConfigError {
+            line: node.line,
+            col: node.col,
+            message: message.into(),
+            hint,
+        });
     }
 
     pub fn expected(&mut self, node: &Node, what: &str, context: &str) {
-        self.at(node, format!("{context}: expected {what}, found {}", node.describe()), None);
+        self.at(
+            node,
+            format!("{context}: expected {what}, found {}", node.describe()),
+            None,
+        );
     }
 }
 
@@ -51,11 +60,21 @@ impl<'a> MapReader<'a> {
                 for (k, _) in entries {
                     let name = k.scalar().unwrap_or("");
                     if seen.contains(&name) {
-                        errs.at(k, format!("duplicate key `{name}` in {context}"), Some("each key may appear once; remove one".into()));
+                        errs.at(
+                            k,
+                            format!("duplicate key `{name}` in {context}"),
+                            Some("each key may appear once; remove one".into()),
+                        );
                     }
                     seen.push(name);
                 }
-                Some(MapReader { node, entries, used: vec![false; entries.len()], asked: Vec::new(), context: context.to_string() })
+                Some(MapReader {
+                    node,
+                    entries,
+                    used: vec![false; entries.len()],
+                    asked: Vec::new(),
+                    context: context.to_string(),
+                })
             }
             _ => {
                 errs.expected(node, "a mapping of `key: value`", context);
@@ -67,17 +86,29 @@ impl<'a> MapReader<'a> {
     /// The value of `key`, if present (a null value counts as absent).
     pub fn get(&mut self, key: &'static str) -> Option<&'a Node> {
         self.asked.push(key);
-        let idx = self.entries.iter().position(|(k, _)| k.scalar() == Some(key))?;
+        let idx = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.scalar() == Some(key))?;
         self.used[idx] = true;
         let value = &self.entries[idx].1;
         (!value.is_null()).then_some(value)
     }
 
     /// The value of a required key; reports it missing otherwise.
-    pub fn required(&mut self, key: &'static str, errs: &mut Errors, hint: &str) -> Option<&'a Node> {
+    pub fn required(
+        &mut self,
+        key: &'static str,
+        errs: &mut Errors,
+        hint: &str,
+    ) -> Option<&'a Node> {
         let v = self.get(key);
         if v.is_none() {
-            errs.at(self.node, format!("{}: missing required key `{key}`", self.context), Some(hint.to_string()));
+            errs.at(
+                self.node,
+                format!("{}: missing required key `{key}`", self.context),
+                Some(hint.to_string()),
+            );
         }
         v
     }
@@ -96,7 +127,11 @@ impl<'a> MapReader<'a> {
                 Some(s) => format!("did you mean `{s}`? valid keys here: {}", valid.join(", ")),
                 None => format!("valid keys here: {}", valid.join(", ")),
             };
-            errs.at(k, format!("unknown key `{name}` in {}", self.context), Some(hint));
+            errs.at(
+                k,
+                format!("unknown key `{name}` in {}", self.context),
+                Some(hint),
+            );
         }
     }
 }
@@ -153,10 +188,17 @@ pub fn positive_duration(node: &Node, context: &str, errs: &mut Errors) -> Optio
 }
 
 /// A list of strings, or a single string as a one-element list, each with its node.
-pub fn string_list<'a>(node: &'a Node, context: &str, errs: &mut Errors) -> Vec<(String, &'a Node)> {
+pub fn string_list<'a>(
+    node: &'a Node,
+    context: &str,
+    errs: &mut Errors,
+) -> Vec<(String, &'a Node)> {
     match &node.kind {
         Kind::Scalar { text, .. } => vec![(text.clone(), node)],
-        Kind::Seq(items) => items.iter().filter_map(|item| Some((string(item, context, errs)?, item))).collect(),
+        Kind::Seq(items) => items
+            .iter()
+            .filter_map(|item| Some((string(item, context, errs)?, item)))
+            .collect(),
         Kind::Map(_) => {
             errs.expected(node, "a name or a list of names", context);
             Vec::new()
@@ -165,7 +207,12 @@ pub fn string_list<'a>(node: &'a Node, context: &str, errs: &mut Errors) -> Vec<
 }
 
 /// One of `choices`, with a hint listing them.
-pub fn choice<'c>(node: &Node, choices: &[&'c str], context: &str, errs: &mut Errors) -> Option<&'c str> {
+pub fn choice<'c>(
+    node: &Node,
+    choices: &[&'c str],
+    context: &str,
+    errs: &mut Errors,
+) -> Option<&'c str> {
     let text = string(node, context, errs)?;
     match choices.iter().find(|c| **c == text) {
         Some(c) => Some(c),
@@ -174,7 +221,11 @@ pub fn choice<'c>(node: &Node, choices: &[&'c str], context: &str, errs: &mut Er
                 Some(s) => format!("did you mean `{s}`? choose one of: {}", choices.join(", ")),
                 None => format!("choose one of: {}", choices.join(", ")),
             };
-            errs.at(node, format!("{context}: `{text}` is not one of the choices"), Some(hint));
+            errs.at(
+                node,
+                format!("{context}: `{text}` is not one of the choices"),
+                Some(hint),
+            );
             None
         }
     }

@@ -34,7 +34,11 @@ impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for e in &self.errors {
             if e.line > 0 {
-                writeln!(f, "{}:{}:{}: error: {}", self.file, e.line, e.col, e.message)?;
+                writeln!(
+                    f,
+                    "{}:{}:{}: error: {}",
+                    self.file, e.line, e.col, e.message
+                )?;
             } else {
                 writeln!(f, "{}: error: {}", self.file, e.message)?;
             }
@@ -43,7 +47,12 @@ impl fmt::Display for ConfigErrors {
             }
         }
         let n = self.errors.len();
-        write!(f, "{n} problem{} found in {}", if n == 1 { "" } else { "s" }, self.file)
+        write!(
+            f,
+            "{n} problem{} found in {}",
+            if n == 1 { "" } else { "s" },
+            self.file
+        )
     }
 }
 
@@ -64,24 +73,35 @@ pub fn load(path: &Path) -> Result<PipelineSpec, ConfigErrors> {
 
 /// Validates pipeline text; `file` names it in messages and its folder anchors relative paths.
 pub fn load_str(text: &str, file: &str) -> Result<PipelineSpec, ConfigErrors> {
-    let base = Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default();
-    let fail = |errors| ConfigErrors { file: file.to_string(), errors };
+    let base = Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let fail = |errors| ConfigErrors {
+        file: file.to_string(),
+        errors,
+    };
     let root = match yaml::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
             return Err(fail(vec![ConfigError {
-                line: 1,
-                col: 1,
-                message: "the pipeline file is empty".into(),
-                hint: Some("start from examples/quickstart/pipeline.yaml; docs/pipeline.md lists every key".into()),
-            }]))
+            line: 1,
+            col: 1,
+            message: "the pipeline file is empty".into(),
+            hint: Some(
+                "start from examples/quickstart/pipeline.yaml; docs/pipeline.md lists every key"
+                    .into(),
+            ),
+        }]))
         }
         Err(e) => {
             return Err(fail(vec![ConfigError {
                 line: e.line,
                 col: e.col,
                 message: format!("invalid YAML: {}", e.message),
-                hint: Some("check indentation (spaces, not tabs) and matching brackets and quotes".into()),
+                hint: Some(
+                    "check indentation (spaces, not tabs) and matching brackets and quotes".into(),
+                ),
             }]))
         }
     };

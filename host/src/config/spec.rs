@@ -92,13 +92,19 @@ pub struct StepSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepKind {
     /// Keep records for which the expression is truthy.
-    Filter { expr: String },
+    Filter {
+        expr: String,
+    },
     Map(MapSpec),
     /// Key the stream by one or more field paths.
-    KeyBy { fields: Vec<Vec<Str>> },
+    KeyBy {
+        fields: Vec<Vec<Str>>,
+    },
     Window(WindowSpec),
     /// Call a function declared in `udfs`.
-    Udf { function: String },
+    Udf {
+        function: String,
+    },
 }
 
 /// Field edits applied in this order: compute, rename, select, drop.

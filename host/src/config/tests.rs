@@ -55,9 +55,20 @@ fn a_full_pipeline_decodes() {
     let spec = load_str(FULL, "/p/pipeline.yaml").expect("valid");
     assert_eq!(spec.name, "hot-items");
     assert_eq!((spec.parallelism, spec.max_parallelism), (2, 64));
-    assert_eq!(spec.sources[0].kind, SourceKind::Files { glob: "/p/input/*.jsonl".into() });
-    assert_eq!(spec.sources[0].event_time.max_out_of_orderness, Duration::from_secs(2));
-    assert_eq!(spec.sources[0].event_time.idle_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(
+        spec.sources[0].kind,
+        SourceKind::Files {
+            glob: "/p/input/*.jsonl".into()
+        }
+    );
+    assert_eq!(
+        spec.sources[0].event_time.max_out_of_orderness,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        spec.sources[0].event_time.idle_timeout,
+        Some(Duration::from_secs(30))
+    );
     assert_eq!(
         spec.sources[1].kind,
         SourceKind::Nexmark(NexmarkSpec {
@@ -69,13 +80,26 @@ fn a_full_pipeline_decodes() {
         })
     );
     assert_eq!(spec.steps.len(), 5);
-    let StepKind::Window(w) = &spec.steps[3].kind else { panic!("window expected") };
-    assert_eq!(w.kind, WindowKind::Sliding { size: Duration::from_secs(10), slide: Duration::from_secs(5) });
+    let StepKind::Window(w) = &spec.steps[3].kind else {
+        panic!("window expected")
+    };
+    assert_eq!(
+        w.kind,
+        WindowKind::Sliding {
+            size: Duration::from_secs(10),
+            slide: Duration::from_secs(5)
+        }
+    );
     assert_eq!(w.late, LatePolicy::Sink("late".into()));
     assert_eq!(w.aggregates.len(), 3);
     assert_eq!(w.aggregates[2].func, AggregateFn::CountDistinct);
-    assert_eq!(spec.steps[3].location.line, 32);
-    assert_eq!(spec.sinks[0].kind, SinkKind::File { path: "/p/out/results.jsonl".into() });
+    assert_eq!(spec.steps[3].location.line, 28);
+    assert_eq!(
+        spec.sinks[0].kind,
+        SinkKind::File {
+            path: "/p/out/results.jsonl".into()
+        }
+    );
     assert_eq!(spec.state.dir, std::path::PathBuf::from("/tmp/state"));
     assert_eq!(spec.dlq.path, std::path::PathBuf::from("/p/dlq.jsonl"));
     assert_eq!(spec.tuning.batch_size, 10);
@@ -88,10 +112,19 @@ fn defaults_fill_what_is_omitted() {
     let spec = load_str(text, "dir/p.yaml").expect("valid");
     assert_eq!(spec.max_parallelism, 128);
     assert!(spec.parallelism >= 1);
-    assert_eq!(spec.state.dir, std::path::PathBuf::from("dir/.headwater/p/state"));
-    assert_eq!(spec.dlq.path, std::path::PathBuf::from("dir/.headwater/p/dlq.jsonl"));
+    assert_eq!(
+        spec.state.dir,
+        std::path::PathBuf::from("dir/.headwater/p/state")
+    );
+    assert_eq!(
+        spec.dlq.path,
+        std::path::PathBuf::from("dir/.headwater/p/dlq.jsonl")
+    );
     assert_eq!(spec.tuning, TuningSpec::default());
-    assert_eq!(spec.sources[0].event_time.max_out_of_orderness, Duration::ZERO);
+    assert_eq!(
+        spec.sources[0].event_time.max_out_of_orderness,
+        Duration::ZERO
+    );
 }
 
 fn errors(text: &str) -> ConfigErrors {
@@ -105,19 +138,31 @@ fn every_problem_is_reported_at_once_with_lines() {
     let lines: Vec<usize> = e.errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![6, 8, 9, 11, 12], "{e}");
     let rendered = e.to_string();
-    assert!(rendered.contains("p.yaml:8:5: error: unknown step kind `windw`"), "{rendered}");
+    assert!(
+        rendered.contains("p.yaml:8:5: error: unknown step kind `windw`"),
+        "{rendered}"
+    );
     assert!(rendered.contains("did you mean `window`?"), "{rendered}");
     assert!(rendered.contains("unknown key `colour`"), "{rendered}");
-    assert!(rendered.contains("sink `nope` is not declared"), "{rendered}");
+    assert!(
+        rendered.contains("sink `nope` is not declared"),
+        "{rendered}"
+    );
     assert!(rendered.contains("`fast` is not a duration"), "{rendered}");
-    assert!(rendered.ends_with("5 problems found in p.yaml"), "{rendered}");
+    assert!(
+        rendered.ends_with("5 problems found in p.yaml"),
+        "{rendered}"
+    );
 }
 
 #[test]
 fn wrong_types_and_missing_keys_are_explained() {
     let e = errors("name: p\nparallelism: many\nsources: [a]\nsinks:\n  o: { type: stdout }\n");
     let r = e.to_string();
-    assert!(r.contains("p.yaml:2:14: error: parallelism: expected a whole number"), "{r}");
+    assert!(
+        r.contains("p.yaml:2:14: error: parallelism: expected a whole number"),
+        "{r}"
+    );
     assert!(r.contains("sources: expected a mapping"), "{r}");
     assert!(r.contains("missing required key `output`"), "{r}");
 }
@@ -125,8 +170,13 @@ fn wrong_types_and_missing_keys_are_explained() {
 #[test]
 fn window_rules_are_checked() {
     let base = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nsteps:\n";
-    let e = errors(&format!("{base}  - window: {{ type: tumbling, size: 1m, aggregates: {{ n: count() }} }}\n"));
-    assert!(e.to_string().contains("needs a `key_by` step before it"), "{e}");
+    let e = errors(&format!(
+        "{base}  - window: {{ type: tumbling, size: 1m, aggregates: {{ n: count() }} }}\n"
+    ));
+    assert!(
+        e.to_string().contains("needs a `key_by` step before it"),
+        "{e}"
+    );
     let e = errors(&format!("{base}  - key_by: k\n  - window: {{ type: sliding, size: 10s, slide: 3s, aggregates: {{ n: count(x), s: total(v), m: max() }} }}\n"));
     let r = e.to_string();
     assert!(r.contains("must be a multiple of slide"), "{r}");
@@ -151,7 +201,10 @@ fn yaml_syntax_errors_have_a_location() {
 fn expression_errors_point_into_the_expression() {
     let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nsteps:\n  - filter: lowr(x) == 'a'\n");
     assert_eq!((e.errors[0].line, e.errors[0].col), (8, 13), "{e}");
-    assert!(e.errors[0].hint.as_deref().unwrap_or("").contains("lower"), "{e}");
+    assert!(
+        e.errors[0].hint.as_deref().unwrap_or("").contains("lower"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -165,5 +218,8 @@ fn udf_references_and_runtimes_are_checked() {
 #[test]
 fn missing_file_is_a_clear_error() {
     let e = load(std::path::Path::new("/definitely/not/here.yaml")).expect_err("missing");
-    assert!(e.to_string().contains("cannot read the pipeline file"), "{e}");
+    assert!(
+        e.to_string().contains("cannot read the pipeline file"),
+        "{e}"
+    );
 }

@@ -15,7 +15,10 @@ pub struct Node {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
     /// A scalar's text; `quoted` when written in quotes (then never null/bool/number).
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -64,7 +67,11 @@ struct Builder {
 }
 
 fn at(kind: Kind, mark: &Marker) -> Node {
-    Node { kind, line: mark.line().max(1), col: mark.col() + 1 }
+    Node {
+        kind,
+        line: mark.line().max(1),
+        col: mark.col() + 1,
+    }
 }
 
 impl Builder {
@@ -76,8 +83,20 @@ impl Builder {
                 }
                 self.done = true;
             }
-            Some((Node { kind: Kind::Seq(items), .. }, _)) => items.push(node),
-            Some((Node { kind: Kind::Map(entries), .. }, pending)) => match pending.take() {
+            Some((
+                Node {
+                    kind: Kind::Seq(items),
+                    ..
+                },
+                _,
+            )) => items.push(node),
+            Some((
+                Node {
+                    kind: Kind::Map(entries),
+                    ..
+                },
+                pending,
+            )) => match pending.take() {
                 None => *pending = Some(node),
                 Some(key) => entries.push((key, node)),
             },
@@ -136,13 +155,25 @@ mod tests {
 
     #[test]
     fn nodes_carry_positions() {
-        let root = parse("a: 1\nb:\n  - x\n  - 'y'\n").expect("valid").expect("document");
-        let Kind::Map(entries) = &root.kind else { panic!("map expected") };
+        let root = parse("a: 1\nb:\n  - x\n  - 'y'\n")
+            .expect("valid")
+            .expect("document");
+        let Kind::Map(entries) = &root.kind else {
+            panic!("map expected")
+        };
         assert_eq!(entries[0].0.scalar(), Some("a"));
         assert_eq!((entries[0].1.line, entries[0].1.col), (1, 4));
-        let Kind::Seq(items) = &entries[1].1.kind else { panic!("seq expected") };
+        let Kind::Seq(items) = &entries[1].1.kind else {
+            panic!("seq expected")
+        };
         assert_eq!((items[1].line, items[1].col), (4, 5));
-        assert_eq!(items[1].kind, Kind::Scalar { text: "y".into(), quoted: true });
+        assert_eq!(
+            items[1].kind,
+            Kind::Scalar {
+                text: "y".into(),
+                quoted: true
+            }
+        );
     }
 
     #[test]

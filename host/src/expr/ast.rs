@@ -52,10 +52,6 @@ impl BinOp {
             BinOp::Rem => "take the remainder of",
         }
     }
-
-    pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge)
-    }
 }
 
 /// One node of a compiled expression.
@@ -132,7 +128,5 @@ mod tests {
     fn operator_names() {
         assert_eq!(BinOp::Ge.symbol(), ">=");
         assert_eq!(BinOp::Sub.verb(), "subtract");
-        assert!(BinOp::Ne.is_comparison());
-        assert!(!BinOp::Rem.is_comparison());
     }
 }

@@ -81,22 +81,25 @@ pub(crate) fn eval<'a>(node: &'a Node, record: &'a Value) -> Result<Cow<'a, Valu
         Node::Literal(v) => Cow::Borrowed(v),
         Node::Field(path) => Cow::Borrowed(record.get_path(path).unwrap_or(&NULL)),
         Node::Not(a) => Cow::Owned(Value::Bool(!eval(a, record)?.is_truthy())),
-        Node::Neg(a) => Cow::Owned(negate(&eval(a, record)?)?),
-        Node::And(a, b) => {
-            Cow::Owned(Value::Bool(eval(a, record)?.is_truthy() && eval(b, record)?.is_truthy()))
-        }
-        Node::Or(a, b) => {
-            Cow::Owned(Value::Bool(eval(a, record)?.is_truthy() || eval(b, record)?.is_truthy()))
-        }
-        Node::Binary(BinOp::Add, a, b) => Cow::Owned(add(eval(a, record)?, &eval(b, record)?)?),
-        Node::Binary(op, a, b) => Cow::Owned(binary(*op, &eval(a, record)?, &eval(b, record)?)?),
+        Node::Neg(a) => Cow::Owned(negate(&*eval(a, record)?)?),
+        Node::And(a, b) => Cow::Owned(Value::Bool(
+            eval(a, record)?.is_truthy() && eval(b, record)?.is_truthy(),
+        )),
+        Node::Or(a, b) => Cow::Owned(Value::Bool(
+            eval(a, record)?.is_truthy() || eval(b, record)?.is_truthy(),
+        )),
+        Node::Binary(BinOp::Add, a, b) => Cow::Owned(add(eval(a, record)?, &*eval(b, record)?)?),
+        Node::Binary(op, a, b) => Cow::Owned(binary(*op, &*eval(a, record)?, &*eval(b, record)?)?),
         Node::Call(f, args) => functions::call(*f, args, record)?,
     })
 }
 
 fn negate(v: &Value) -> Result<Value, EvalError> {
     match v {
-        Value::Int(i) => i.checked_neg().map(Value::Int).ok_or(EvalError::Overflow("-")),
+        Value::Int(i) => i
+            .checked_neg()
+            .map(Value::Int)
+            .ok_or(EvalError::Overflow("-")),
         Value::Float(x) => Ok(Value::Float(-x)),
         other => Err(EvalError::Negate(other.type_name())),
     }
@@ -121,7 +124,11 @@ fn add(left: Cow<'_, Value>, right: &Value) -> Result<Value, EvalError> {
 
 /// Every binary operator except `&&` and `||`.
 pub(crate) fn binary(op: BinOp, a: &Value, b: &Value) -> Result<Value, EvalError> {
-    let mismatch = || EvalError::TypeMismatch { verb: op.verb(), left: a.type_name(), right: b.type_name() };
+    let mismatch = || EvalError::TypeMismatch {
+        verb: op.verb(),
+        left: a.type_name(),
+        right: b.type_name(),
+    };
     let (x, y) = match op {
         BinOp::Eq => return Ok(Value::Bool(equal(a, b))),
         BinOp::Ne => return Ok(Value::Bool(!equal(a, b))),
@@ -136,9 +143,10 @@ pub(crate) fn binary(op: BinOp, a: &Value, b: &Value) -> Result<Value, EvalError
         }
         _ => match (a, b) {
             (Value::Int(x), Value::Int(y)) => return int_arith(op, *x, *y),
-            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
-                (a.as_f64().unwrap_or(f64::NAN), b.as_f64().unwrap_or(f64::NAN))
-            }
+            (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            ),
             _ => return Err(mismatch()),
         },
     };
@@ -227,13 +235,18 @@ mod tests {
     use crate::expr::Expr;
 
     fn run(text: &str, record: &str) -> Result<Value, EvalError> {
-        Expr::parse(text).expect("parses").eval(&Value::from_json(record.as_bytes()).expect("json"))
+        Expr::parse(text)
+            .expect("parses")
+            .eval(&Value::from_json(record.as_bytes()).expect("json"))
     }
 
     fn ok(text: &str) -> String {
-        run(text, r#"{"i":7,"f":2.5,"s":"ab","t":"","big":9007199254740993}"#)
-            .expect("evaluates")
-            .to_json_string()
+        run(
+            text,
+            r#"{"i":7,"f":2.5,"s":"ab","t":"","big":9007199254740993}"#,
+        )
+        .expect("evaluates")
+        .to_json_string()
     }
 
     fn err(text: &str) -> EvalError {
@@ -265,7 +278,10 @@ mod tests {
         assert_eq!(err("9223372036854775807 + i"), EvalError::Overflow("+"));
         assert_eq!(err("-9223372036854775807 - i"), EvalError::Overflow("-"));
         assert_eq!(err("4611686018427387904 * i"), EvalError::Overflow("*"));
-        assert_eq!(err("-(i - 9223372036854775807 - 8)"), EvalError::Overflow("-"));
+        assert_eq!(
+            err("-(i - 9223372036854775807 - 8)"),
+            EvalError::Overflow("-")
+        );
         assert_eq!(err("i / 0"), EvalError::DivisionByZero);
         assert_eq!(err("i % 0"), EvalError::DivisionByZero);
         assert_eq!(err("f / 0.0"), EvalError::DivisionByZero);
@@ -279,10 +295,19 @@ mod tests {
         assert_eq!(err("1 - s").to_string(), "cannot subtract int and string");
         assert_eq!(err("s * 2").to_string(), "cannot multiply string and int");
         assert_eq!(err("missing / 2").to_string(), "cannot divide null and int");
-        assert_eq!(err("true % 2").to_string(), "cannot take the remainder of bool and int");
+        assert_eq!(
+            err("true % 2").to_string(),
+            "cannot take the remainder of bool and int"
+        );
         assert_eq!(err("s < 1").to_string(), "cannot compare string and int");
-        assert_eq!(err("missing > 1").to_string(), "cannot compare null and int");
-        assert_eq!(err("true < false").to_string(), "cannot compare bool and bool");
+        assert_eq!(
+            err("missing > 1").to_string(),
+            "cannot compare null and int"
+        );
+        assert_eq!(
+            err("true < false").to_string(),
+            "cannot compare bool and bool"
+        );
         assert_eq!(err("-s").to_string(), "cannot negate string");
     }
 
@@ -352,7 +377,10 @@ mod tests {
         assert_eq!(ok("true || s < 1"), "true");
         assert_eq!(ok("!t"), "true");
         assert_eq!(ok("!missing"), "true");
-        assert_eq!(err("true && s < 1").to_string(), "cannot compare string and int");
+        assert_eq!(
+            err("true && s < 1").to_string(),
+            "cannot compare string and int"
+        );
     }
 
     #[test]
@@ -362,13 +390,17 @@ mod tests {
         let expr = Expr::parse("s").expect("parses");
         let v = eval(&expr.root, &record).expect("evaluates");
         assert!(matches!(v, Cow::Borrowed(_)));
-        let v = eval(&Node::Field(vec![Str::from("nope")].into_boxed_slice()), &record).expect("eval");
+        let missing = Node::Field(vec![Str::from("nope")].into_boxed_slice());
+        let v = eval(&missing, &record).expect("eval");
         assert!(matches!(v, Cow::Borrowed(Value::Null)));
     }
 
     #[test]
     fn conversion_messages_are_shortened() {
         let e = EvalError::conversion(&"x".repeat(100), "int");
-        assert_eq!(e.to_string(), format!("cannot convert \"{}\"... to int", "x".repeat(40)));
+        assert_eq!(
+            e.to_string(),
+            format!("cannot convert \"{}\"... to int", "x".repeat(40))
+        );
     }
 }

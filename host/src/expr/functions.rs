@@ -47,7 +47,13 @@ const fn info(
     args: (usize, Option<usize>),
     usage: &'static str,
 ) -> FunctionInfo {
-    FunctionInfo { name, usage, min_args: args.0, max_args: args.1, function }
+    FunctionInfo {
+        name,
+        usage,
+        min_args: args.0,
+        max_args: args.1,
+        function,
+    }
 }
 
 const ONE: (usize, Option<usize>) = (1, Some(1));
@@ -56,21 +62,86 @@ const MANY: (usize, Option<usize>) = (1, None);
 
 /// Every built-in function, in documentation order.
 pub const FUNCTIONS: &[FunctionInfo] = &[
-    info(Function::Lower, "lower", ONE, "lower(s): lowercase copy of a string"),
-    info(Function::Upper, "upper", ONE, "upper(s): uppercase copy of a string"),
-    info(Function::Len, "len", ONE, "len(x): characters in a string, items in an array or fields in an object"),
-    info(Function::Abs, "abs", ONE, "abs(n): absolute value, keeping int or float"),
-    info(Function::Round, "round", ONE, "round(n): nearest int, halves away from zero"),
+    info(
+        Function::Lower,
+        "lower",
+        ONE,
+        "lower(s): lowercase copy of a string",
+    ),
+    info(
+        Function::Upper,
+        "upper",
+        ONE,
+        "upper(s): uppercase copy of a string",
+    ),
+    info(
+        Function::Len,
+        "len",
+        ONE,
+        "len(x): characters in a string, items in an array or fields in an object",
+    ),
+    info(
+        Function::Abs,
+        "abs",
+        ONE,
+        "abs(n): absolute value, keeping int or float",
+    ),
+    info(
+        Function::Round,
+        "round",
+        ONE,
+        "round(n): nearest int, halves away from zero",
+    ),
     info(Function::Floor, "floor", ONE, "floor(n): largest int <= n"),
     info(Function::Ceil, "ceil", ONE, "ceil(n): smallest int >= n"),
-    info(Function::Concat, "concat", MANY, "concat(a, b, ...): the arguments as one string (non-strings as JSON)"),
-    info(Function::Coalesce, "coalesce", MANY, "coalesce(a, b, ...): the first argument that is not null"),
-    info(Function::Contains, "contains", TWO, "contains(s, sub): whether string s contains sub, or array s has an item == sub"),
-    info(Function::StartsWith, "starts_with", TWO, "starts_with(s, prefix): whether string s starts with prefix"),
-    info(Function::ToInt, "to_int", ONE, "to_int(x): int from a number (truncating), bool or numeric string; null stays null"),
-    info(Function::ToFloat, "to_float", ONE, "to_float(x): float from a number, bool or numeric string; null stays null"),
-    info(Function::ToString, "to_string", ONE, "to_string(x): the value as a string (non-strings as JSON)"),
-    info(Function::If, "if", (3, Some(3)), "if(cond, then, else): `then` when cond is truthy, else `else` (only one is evaluated)"),
+    info(
+        Function::Concat,
+        "concat",
+        MANY,
+        "concat(a, b, ...): the arguments as one string (non-strings as JSON)",
+    ),
+    info(
+        Function::Coalesce,
+        "coalesce",
+        MANY,
+        "coalesce(a, b, ...): the first argument that is not null",
+    ),
+    info(
+        Function::Contains,
+        "contains",
+        TWO,
+        "contains(s, sub): whether string s contains sub, or array s has an item == sub",
+    ),
+    info(
+        Function::StartsWith,
+        "starts_with",
+        TWO,
+        "starts_with(s, prefix): whether string s starts with prefix",
+    ),
+    info(
+        Function::ToInt,
+        "to_int",
+        ONE,
+        "to_int(x): int from a number (truncating), bool or numeric string; null stays null",
+    ),
+    info(
+        Function::ToFloat,
+        "to_float",
+        ONE,
+        "to_float(x): float from a number, bool or numeric string; null stays null",
+    ),
+    info(
+        Function::ToString,
+        "to_string",
+        ONE,
+        "to_string(x): the value as a string (non-strings as JSON)",
+    ),
+    info(
+        Function::If,
+        "if",
+        (3, Some(3)),
+        "if(cond, then, else): `then` when cond is truthy, else `else` (only one is evaluated)",
+    ),
 ];
 
 /// Looks a built-in function up by name.
@@ -80,7 +151,10 @@ pub(crate) fn lookup(name: &str) -> Option<&'static FunctionInfo> {
 
 impl Function {
     pub fn name(self) -> &'static str {
-        FUNCTIONS.iter().find(|f| f.function == self).map_or("?", |f| f.name)
+        FUNCTIONS
+            .iter()
+            .find(|f| f.function == self)
+            .map_or("?", |f| f.name)
     }
 }
 
@@ -91,7 +165,11 @@ fn owned<'a>(v: Value) -> Out<'a> {
 }
 
 fn wrong(f: Function, expected: &'static str, got: &Value) -> EvalError {
-    EvalError::Argument { function: f.name(), expected, got: got.type_name() }
+    EvalError::Argument {
+        function: f.name(),
+        expected,
+        got: got.type_name(),
+    }
 }
 
 /// Calls `f`; arguments are evaluated lazily so `if` and `coalesce` skip the ones not needed.
@@ -135,7 +213,10 @@ pub(crate) fn call<'a>(f: Function, args: &'a [Node], record: &'a Value) -> Out<
             (other, _) => Err(wrong(f, "a string", other)),
         },
         (_, [a]) => unary(f, eval(a, record)?),
-        (f, args) => Err(EvalError::Arity { function: f.name(), got: args.len() }),
+        (f, args) => Err(EvalError::Arity {
+            function: f.name(),
+            got: args.len(),
+        }),
     }
 }
 
@@ -156,22 +237,23 @@ fn unary(f: Function, v: Cow<'_, Value>) -> Out<'_> {
             if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
                 return Ok(v);
             }
-            owned(Value::Str(Str::from(s.to_lowercase())))
+            owned(Value::Str(change_case(s, false)))
         }
         (Function::Upper, Value::Str(s)) => {
             if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_lowercase()) {
                 return Ok(v);
             }
-            owned(Value::Str(Str::from(s.to_uppercase())))
+            owned(Value::Str(change_case(s, true)))
         }
         (Function::Lower | Function::Upper, other) => Err(wrong(f, "a string", other)),
         (Function::Len, Value::Str(s)) => owned(Value::Int(count(s.chars().count()))),
         (Function::Len, Value::Array(a)) => owned(Value::Int(count(a.len()))),
         (Function::Len, Value::Object(o)) => owned(Value::Int(count(o.len()))),
         (Function::Len, other) => Err(wrong(f, "a string, an array or an object", other)),
-        (Function::Abs, Value::Int(i)) => {
-            i.checked_abs().map(|i| Cow::Owned(Value::Int(i))).ok_or(EvalError::Overflow("abs"))
-        }
+        (Function::Abs, Value::Int(i)) => i
+            .checked_abs()
+            .map(|i| Cow::Owned(Value::Int(i)))
+            .ok_or(EvalError::Overflow("abs")),
         (Function::Abs, Value::Float(x)) => owned(Value::Float(x.abs())),
         (Function::Round | Function::Floor | Function::Ceil, Value::Int(_)) => Ok(v),
         (Function::Round, Value::Float(x)) => owned(float_to_int(x.round())?),
@@ -196,7 +278,20 @@ fn unary(f: Function, v: Cow<'_, Value>) -> Out<'_> {
         }
         (Function::ToString, Value::Str(_)) => Ok(v),
         (Function::ToString, other) => owned(Value::Str(Str::from(other.to_string()))),
-        (f, _) => Err(EvalError::Arity { function: f.name(), got: 1 }),
+        (f, _) => Err(EvalError::Arity {
+            function: f.name(),
+            got: 1,
+        }),
+    }
+}
+
+/// Upper- or lowercases `s`; ASCII strings are built directly into an (often inline) `Str`.
+fn change_case(s: &str, upper: bool) -> Str {
+    match (s.is_ascii(), upper) {
+        (true, true) => s.chars().map(|c| c.to_ascii_uppercase()).collect(),
+        (true, false) => s.chars().map(|c| c.to_ascii_lowercase()).collect(),
+        (false, true) => Str::from(s.to_uppercase()),
+        (false, false) => Str::from(s.to_lowercase()),
     }
 }
 
@@ -210,7 +305,10 @@ fn float_to_int(x: f64) -> Result<Value, EvalError> {
     if x.is_finite() && (-LIMIT..LIMIT).contains(&x) {
         Ok(Value::Int(x as i64))
     } else {
-        Err(EvalError::Conversion { value: format!("{x:?}"), target: "int" })
+        Err(EvalError::Conversion {
+            value: format!("{x:?}"),
+            target: "int",
+        })
     }
 }
 
@@ -277,7 +375,10 @@ mod tests {
         assert_eq!(ok("len(xs)"), "3");
         assert_eq!(ok("len(o)"), "2");
         assert_eq!(ok("len(e)"), "0");
-        assert_eq!(err("len(1.5)"), "len() expects a string, an array or an object, got float");
+        assert_eq!(
+            err("len(1.5)"),
+            "len() expects a string, an array or an object, got float"
+        );
     }
 
     #[test]
@@ -298,7 +399,10 @@ mod tests {
 
     #[test]
     fn concat() {
-        assert_eq!(ok("concat(s, '-', 1, true, 2.5, null, xs)"), r#""MiXed-1true2.5null[1,2.0,\"x\"]""#);
+        assert_eq!(
+            ok("concat(s, '-', 1, true, 2.5, null, xs)"),
+            r#""MiXed-1true2.5null[1,2.0,\"x\"]""#
+        );
         assert_eq!(ok("concat(lo)"), r#""abc""#);
         assert_eq!(ok("concat(i, o)"), r#""-7{\"a\":1,\"b\":2}""#);
     }
@@ -320,9 +424,18 @@ mod tests {
         assert_eq!(ok("contains(xs, 3)"), "false");
         assert_eq!(ok("starts_with(s, 'Mi')"), "true");
         assert_eq!(ok("starts_with(s, 'Xe')"), "false");
-        assert_eq!(err("contains(1, 'a')"), "contains() expects a string or an array, got int");
-        assert_eq!(err("contains(s, 1)"), "contains() expects a string as second argument, got int");
-        assert_eq!(err("starts_with(xs, 'a')"), "starts_with() expects a string, got array");
+        assert_eq!(
+            err("contains(1, 'a')"),
+            "contains() expects a string or an array, got int"
+        );
+        assert_eq!(
+            err("contains(s, 1)"),
+            "contains() expects a string as second argument, got int"
+        );
+        assert_eq!(
+            err("starts_with(xs, 'a')"),
+            "starts_with() expects a string, got array"
+        );
         assert_eq!(
             err("starts_with(s, null)"),
             "starts_with() expects a string as second argument, got null"
@@ -340,7 +453,10 @@ mod tests {
         assert_eq!(err("to_int('abc')"), r#"cannot convert "abc" to int"#);
         assert_eq!(err("to_int('nan')"), r#"cannot convert "nan" to int"#);
         assert_eq!(err("to_int(1e19)"), "cannot convert 1e19 to int");
-        assert_eq!(err("to_int(xs)"), "to_int() expects a number, a bool or a string, got array");
+        assert_eq!(
+            err("to_int(xs)"),
+            "to_int() expects a number, a bool or a string, got array"
+        );
     }
 
     #[test]
@@ -351,7 +467,10 @@ mod tests {
         assert_eq!(ok("to_float(true)"), "1.0");
         assert_eq!(ok("to_float(missing)"), "null");
         assert_eq!(err("to_float('x1')"), r#"cannot convert "x1" to float"#);
-        assert_eq!(err("to_float(o)"), "to_float() expects a number, a bool or a string, got object");
+        assert_eq!(
+            err("to_float(o)"),
+            "to_float() expects a number, a bool or a string, got object"
+        );
     }
 
     #[test]
@@ -377,8 +496,20 @@ mod tests {
     fn arity_is_checked_at_eval_too() {
         let args = [Node::Literal(Value::Int(1)), Node::Literal(Value::Int(2))];
         let e = call(Function::Abs, &args, &NULL).expect_err("wrong arity");
-        assert_eq!(e, EvalError::Arity { function: "abs", got: 2 });
+        assert_eq!(
+            e,
+            EvalError::Arity {
+                function: "abs",
+                got: 2
+            }
+        );
         let e = call(Function::Concat, &[], &NULL).expect_err("wrong arity");
-        assert_eq!(e, EvalError::Arity { function: "concat", got: 0 });
+        assert_eq!(
+            e,
+            EvalError::Arity {
+                function: "concat",
+                got: 0
+            }
+        );
     }
 }

@@ -29,7 +29,11 @@ pub(crate) struct Token {
 }
 
 fn err(column: usize, message: impl Into<String>, hint: Option<&str>) -> ParseError {
-    ParseError { column, message: message.into(), hint: hint.map(str::to_string) }
+    ParseError {
+        column,
+        message: message.into(),
+        hint: hint.map(str::to_string),
+    }
 }
 
 fn is_word_char(c: char) -> bool {
@@ -54,7 +58,10 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, ParseError> {
             let mut it = op.chars();
             it.next() == Some(c) && it.next() == next
         }) {
-            tokens.push(Token { tok: Tok::Op(op), column });
+            tokens.push(Token {
+                tok: Tok::Op(op),
+                column,
+            });
             i += 2;
             continue;
         }
@@ -87,7 +94,10 @@ pub(crate) fn tokenize(text: &str) -> Result<Vec<Token>, ParseError> {
         tokens.push(Token { tok, column });
         i = end;
     }
-    tokens.push(Token { tok: Tok::End, column: chars.len() + 1 });
+    tokens.push(Token {
+        tok: Tok::End,
+        column: chars.len() + 1,
+    });
     Ok(tokens)
 }
 
@@ -122,7 +132,11 @@ fn string(chars: &[char], start: usize) -> Result<(Tok, usize), ParseError> {
         out.push(escaped);
         i += 2;
     }
-    Err(err(start + 1, "unterminated string", Some("close it with the same quote it opened with")))
+    Err(err(
+        start + 1,
+        "unterminated string",
+        Some("close it with the same quote it opened with"),
+    ))
 }
 
 /// A number: digits, an optional `.digits` fraction and an optional `e[+-]digits` exponent.
@@ -160,7 +174,10 @@ fn number(chars: &[char], start: usize) -> Result<(Tok, usize), ParseError> {
     }
     let text: String = chars[start..i].iter().collect();
     let tok = if float {
-        Tok::Float(text.parse().map_err(|_| err(start + 1, format!("bad number `{text}`"), None))?)
+        Tok::Float(
+            text.parse()
+                .map_err(|_| err(start + 1, format!("bad number `{text}`"), None))?,
+        )
     } else {
         match text.parse::<u64>() {
             Ok(n) if n <= i64::MAX as u64 + 1 => Tok::Int(n),
@@ -184,9 +201,16 @@ fn path(chars: &[char], start: usize) -> Result<(Tok, usize), ParseError> {
     let mut i = start;
     loop {
         if chars.get(i) == Some(&'`') {
-            let len = chars[i + 1..].iter().position(|&c| c == '`').ok_or_else(|| {
-                err(i + 1, "unterminated backtick name", Some("close the name with a backtick"))
-            })?;
+            let len = chars[i + 1..]
+                .iter()
+                .position(|&c| c == '`')
+                .ok_or_else(|| {
+                    err(
+                        i + 1,
+                        "unterminated backtick name",
+                        Some("close the name with a backtick"),
+                    )
+                })?;
             if len == 0 {
                 return Err(err(i + 1, "empty backtick name", None));
             }
@@ -224,7 +248,11 @@ mod tests {
     use super::*;
 
     fn toks(text: &str) -> Vec<Tok> {
-        tokenize(text).expect("tokenizes").into_iter().map(|t| t.tok).collect()
+        tokenize(text)
+            .expect("tokenizes")
+            .into_iter()
+            .map(|t| t.tok)
+            .collect()
     }
 
     fn lex_err(text: &str) -> ParseError {
@@ -262,30 +290,47 @@ mod tests {
 
     #[test]
     fn numbers() {
-        assert_eq!(toks("42 4.5 1e3 2.5E-2"), [
-            Tok::Int(42),
-            Tok::Float(4.5),
-            Tok::Float(1000.0),
-            Tok::Float(0.025),
-            Tok::End
-        ]);
+        assert_eq!(
+            toks("42 4.5 1e3 2.5E-2"),
+            [
+                Tok::Int(42),
+                Tok::Float(4.5),
+                Tok::Float(1000.0),
+                Tok::Float(0.025),
+                Tok::End
+            ]
+        );
         assert_eq!(toks("9223372036854775808"), [Tok::Int(1 << 63), Tok::End]);
-        assert!(lex_err("99999999999999999999").message.contains("too large"));
+        assert!(lex_err("99999999999999999999")
+            .message
+            .contains("too large"));
         assert!(lex_err("9223372036854775809").message.contains("too large"));
         let e = lex_err("x + 3abc");
         assert_eq!(e.column, 5);
-        assert!(e.hint.as_deref().unwrap_or("").contains("backticks"), "{e:?}");
+        assert!(
+            e.hint.as_deref().unwrap_or("").contains("backticks"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn string_escapes() {
-        assert_eq!(toks(r#""a\"b\\c\n\t\r""#), [Tok::Str("a\"b\\c\n\t\r".into()), Tok::End]);
-        assert_eq!(toks(r"'it\'s' 'say \"hi\"'"), [
-            Tok::Str("it's".into()),
-            Tok::Str("say \"hi\"".into()),
-            Tok::End
-        ]);
-        assert_eq!(toks(r#"'a"b' "a'b""#), [Tok::Str("a\"b".into()), Tok::Str("a'b".into()), Tok::End]);
+        assert_eq!(
+            toks(r#""a\"b\\c\n\t\r""#),
+            [Tok::Str("a\"b\\c\n\t\r".into()), Tok::End]
+        );
+        assert_eq!(
+            toks(r#"'it\'s' 'say \"hi\"'"#),
+            [
+                Tok::Str("it's".into()),
+                Tok::Str("say \"hi\"".into()),
+                Tok::End
+            ]
+        );
+        assert_eq!(
+            toks(r#"'a"b' "a'b""#),
+            [Tok::Str("a\"b".into()), Tok::Str("a'b".into()), Tok::End]
+        );
         let e = lex_err(r"'a\qb'");
         assert_eq!(e.column, 3);
         assert!(e.message.contains(r"\q"), "{e:?}");
@@ -300,9 +345,19 @@ mod tests {
     #[test]
     fn paths_and_backticks() {
         assert_eq!(toks("price"), [Tok::Ident("price".into()), Tok::End]);
-        assert_eq!(toks("user.id items.0"), [path_tok(&["user", "id"]), path_tok(&["items", "0"]), Tok::End]);
+        assert_eq!(
+            toks("user.id items.0"),
+            [
+                path_tok(&["user", "id"]),
+                path_tok(&["items", "0"]),
+                Tok::End
+            ]
+        );
         assert_eq!(toks("`my field`"), [path_tok(&["my field"]), Tok::End]);
-        assert_eq!(toks("`a.b`.c.`d e`"), [path_tok(&["a.b", "c", "d e"]), Tok::End]);
+        assert_eq!(
+            toks("`a.b`.c.`d e`"),
+            [path_tok(&["a.b", "c", "d e"]), Tok::End]
+        );
         assert_eq!(toks("_x1"), [Tok::Ident("_x1".into()), Tok::End]);
         assert_eq!(lex_err("a..b").column, 3);
         assert_eq!(lex_err("a. b").column, 3);

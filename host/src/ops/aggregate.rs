@@ -15,10 +15,18 @@ use crate::value::Value;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Acc {
     Count(u64),
-    Sum { int: i64, float: f64, is_float: bool, seen: bool },
+    Sum {
+        int: i64,
+        float: f64,
+        is_float: bool,
+        seen: bool,
+    },
     Min(Option<Value>),
     Max(Option<Value>),
-    Avg { sum: f64, n: u64 },
+    Avg {
+        sum: f64,
+        n: u64,
+    },
     Distinct(u64),
 }
 
@@ -26,7 +34,12 @@ impl Acc {
     pub fn new(f: AggregateFn) -> Acc {
         match f {
             AggregateFn::Count => Acc::Count(0),
-            AggregateFn::Sum => Acc::Sum { int: 0, float: 0.0, is_float: false, seen: false },
+            AggregateFn::Sum => Acc::Sum {
+                int: 0,
+                float: 0.0,
+                is_float: false,
+                seen: false,
+            },
             AggregateFn::Min => Acc::Min(None),
             AggregateFn::Max => Acc::Max(None),
             AggregateFn::Avg => Acc::Avg { sum: 0.0, n: 0 },
@@ -39,7 +52,12 @@ impl Acc {
     pub fn add(&mut self, v: Option<&Value>) {
         match self {
             Acc::Count(n) => *n += 1,
-            Acc::Sum { int, float, is_float, seen } => match v {
+            Acc::Sum {
+                int,
+                float,
+                is_float,
+                seen,
+            } => match v {
                 Some(Value::Int(i)) => {
                     *seen = true;
                     if *is_float {
@@ -78,8 +96,18 @@ impl Acc {
         match (self, other) {
             (Acc::Count(a), Acc::Count(b)) => *a += b,
             (
-                Acc::Sum { int, float, is_float, seen },
-                Acc::Sum { int: i2, float: f2, is_float: fl2, seen: s2 },
+                Acc::Sum {
+                    int,
+                    float,
+                    is_float,
+                    seen,
+                },
+                Acc::Sum {
+                    int: i2,
+                    float: f2,
+                    is_float: fl2,
+                    seen: s2,
+                },
             ) => {
                 *seen |= *s2;
                 if *is_float || *fl2 {
@@ -110,7 +138,11 @@ impl Acc {
         match self {
             Acc::Count(n) | Acc::Distinct(n) => Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
             Acc::Sum { seen: false, .. } => Value::Null,
-            Acc::Sum { float, is_float: true, .. } => Value::Float(*float),
+            Acc::Sum {
+                float,
+                is_float: true,
+                ..
+            } => Value::Float(*float),
             Acc::Sum { int, .. } => Value::Int(*int),
             Acc::Min(v) | Acc::Max(v) => v.clone().unwrap_or(Value::Null),
             Acc::Avg { n: 0, .. } => Value::Null,
@@ -125,7 +157,12 @@ impl Acc {
                 out.push(0);
                 out.extend_from_slice(&n.to_le_bytes());
             }
-            Acc::Sum { int, float, is_float, seen } => {
+            Acc::Sum {
+                int,
+                float,
+                is_float,
+                seen,
+            } => {
                 out.push(1);
                 out.extend_from_slice(&int.to_le_bytes());
                 out.extend_from_slice(&float.to_le_bytes());
@@ -158,7 +195,14 @@ impl Acc {
         match tag {
             0 | 5 => {
                 let (n, rest) = take_u64(rest)?;
-                Some((if tag == 0 { Acc::Count(n) } else { Acc::Distinct(n) }, rest))
+                Some((
+                    if tag == 0 {
+                        Acc::Count(n)
+                    } else {
+                        Acc::Distinct(n)
+                    },
+                    rest,
+                ))
             }
             1 => {
                 let (int, rest) = take_u64(rest)?;
@@ -177,14 +221,24 @@ impl Acc {
             2 | 3 => {
                 let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
                 let json = rest.get(4..4 + len)?;
-                let v = if len == 0 { None } else { Some(Value::from_json(json).ok()?) };
+                let v = if len == 0 {
+                    None
+                } else {
+                    Some(Value::from_json(json).ok()?)
+                };
                 let rest = &rest[4 + len..];
                 Some((if tag == 2 { Acc::Min(v) } else { Acc::Max(v) }, rest))
             }
             4 => {
                 let (sum, rest) = take_u64(rest)?;
                 let (n, rest) = take_u64(rest)?;
-                Some((Acc::Avg { sum: f64::from_bits(sum), n }, rest))
+                Some((
+                    Acc::Avg {
+                        sum: f64::from_bits(sum),
+                        n,
+                    },
+                    rest,
+                ))
             }
             _ => None,
         }
@@ -257,10 +311,18 @@ mod tests {
 
     #[test]
     fn aggregates_compute_sql_like_results() {
-        let vals = [Value::Int(3), Value::Float(1.5), Value::Null, Value::from("x")];
+        let vals = [
+            Value::Int(3),
+            Value::Float(1.5),
+            Value::Null,
+            Value::from("x"),
+        ];
         assert_eq!(feed(AggregateFn::Count, &vals), Value::Int(5));
         assert_eq!(feed(AggregateFn::Sum, &vals), Value::Float(4.5));
-        assert_eq!(feed(AggregateFn::Sum, &[Value::Int(2), Value::Int(3)]), Value::Int(5));
+        assert_eq!(
+            feed(AggregateFn::Sum, &[Value::Int(2), Value::Int(3)]),
+            Value::Int(5)
+        );
         assert_eq!(feed(AggregateFn::Sum, &[]), Value::Null);
         assert_eq!(feed(AggregateFn::Min, &vals), Value::Float(1.5));
         assert_eq!(feed(AggregateFn::Max, &vals), Value::from("x"));
@@ -270,13 +332,25 @@ mod tests {
 
     #[test]
     fn int_sum_overflow_switches_to_float() {
-        assert_eq!(feed(AggregateFn::Sum, &[Value::Int(i64::MAX), Value::Int(1)]), Value::Float(i64::MAX as f64 + 1.0));
+        assert_eq!(
+            feed(AggregateFn::Sum, &[Value::Int(i64::MAX), Value::Int(1)]),
+            Value::Float(i64::MAX as f64 + 1.0)
+        );
     }
 
     #[test]
     fn merge_equals_feeding_everything_to_one() {
-        for f in [AggregateFn::Count, AggregateFn::Sum, AggregateFn::Min, AggregateFn::Max, AggregateFn::Avg] {
-            let (xs, ys) = ([Value::Int(4), Value::Int(-2)], [Value::Float(0.5), Value::Int(9)]);
+        for f in [
+            AggregateFn::Count,
+            AggregateFn::Sum,
+            AggregateFn::Min,
+            AggregateFn::Max,
+            AggregateFn::Avg,
+        ] {
+            let (xs, ys) = (
+                [Value::Int(4), Value::Int(-2)],
+                [Value::Float(0.5), Value::Int(9)],
+            );
             let mut a = Acc::new(f);
             xs.iter().for_each(|v| a.add(Some(v)));
             let mut b = Acc::new(f);
@@ -293,7 +367,12 @@ mod tests {
     fn encoding_round_trips() {
         let mut accs = vec![
             Acc::Count(7),
-            Acc::Sum { int: -3, float: 2.5, is_float: true, seen: true },
+            Acc::Sum {
+                int: -3,
+                float: 2.5,
+                is_float: true,
+                seen: true,
+            },
             Acc::Min(Some(Value::from("a"))),
             Acc::Max(None),
             Acc::Avg { sum: 1.0, n: 2 },
@@ -303,6 +382,10 @@ mod tests {
         assert_eq!(decode_all(&bytes, 6), Some(accs.clone()));
         accs.pop();
         assert_eq!(decode_all(&bytes, 5), None, "a count mismatch is detected");
-        assert_eq!(decode_all(&bytes[..bytes.len() - 1], 6), None, "truncation is detected");
+        assert_eq!(
+            decode_all(&bytes[..bytes.len() - 1], 6),
+            None,
+            "truncation is detected"
+        );
     }
 }

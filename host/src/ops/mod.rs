@@ -37,7 +37,11 @@ pub trait Operator: Send {
     fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError>;
 
     /// The watermark advanced to `watermark`; returns records it releases (fired windows).
-    fn on_watermark(&mut self, _watermark: EventTime, _ctx: &mut Context) -> Result<Batch, OpError> {
+    fn on_watermark(
+        &mut self,
+        _watermark: EventTime,
+        _ctx: &mut Context,
+    ) -> Result<Batch, OpError> {
         Ok(Vec::new())
     }
 }
@@ -69,7 +73,11 @@ impl Chain {
 
     /// Gives the watermark to each operator in order; what one releases passes through the
     /// operators after it before they see the watermark themselves.
-    pub fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
+    pub fn on_watermark(
+        &mut self,
+        watermark: EventTime,
+        ctx: &mut Context,
+    ) -> Result<Batch, OpError> {
         let mut carry: Batch = Vec::new();
         for op in &mut self.ops {
             if !carry.is_empty() {

@@ -23,10 +23,15 @@ impl Filter {
 
 impl Operator for Filter {
     fn process(&mut self, mut batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
-        batch.retain(|r| match self.expr.eval(&r.value) {
-            Ok(v) => v.is_truthy(),
+        batch.retain(|r| match self.expr.matches(&r.value) {
+            Ok(keep) => keep,
             Err(e) => {
-                ctx.dead.push(dead_letter_for(r, &self.step, ErrorClass::Permanent, e.to_string()));
+                ctx.dead.push(dead_letter_for(
+                    r,
+                    &self.step,
+                    ErrorClass::Permanent,
+                    e.to_string(),
+                ));
                 false
             }
         });
@@ -43,7 +48,11 @@ pub struct Map {
 
 impl Map {
     pub fn new(step: String, spec: MapSpec, compute: Vec<(Vec<Str>, Expr)>) -> Self {
-        Map { step, compute, spec }
+        Map {
+            step,
+            compute,
+            spec,
+        }
     }
 
     fn apply(&self, value: &mut Value) -> Result<(), String> {
@@ -83,7 +92,8 @@ impl Operator for Map {
         batch.retain_mut(|r| match self.apply(&mut r.value) {
             Ok(()) => true,
             Err(e) => {
-                ctx.dead.push(dead_letter_for(r, &self.step, ErrorClass::Permanent, e));
+                ctx.dead
+                    .push(dead_letter_for(r, &self.step, ErrorClass::Permanent, e));
                 false
             }
         });
@@ -106,7 +116,9 @@ impl KeyBy {
         match self.fields.as_slice() {
             [one] => value.get_path(one).cloned().unwrap_or(Value::Null),
             many => Value::Array(
-                many.iter().map(|p| value.get_path(p).cloned().unwrap_or(Value::Null)).collect(),
+                many.iter()
+                    .map(|p| value.get_path(p).cloned().unwrap_or(Value::Null))
+                    .collect(),
             ),
         }
     }
@@ -128,15 +140,25 @@ mod tests {
     use crate::value::split_path;
 
     fn rec(json: &str) -> Record {
-        Record::new(Value::from_json(json.as_bytes()).expect("json"), 0, Origin::default())
+        Record::new(
+            Value::from_json(json.as_bytes()).expect("json"),
+            0,
+            Origin::default(),
+        )
     }
 
     #[test]
     fn filter_keeps_truthy_and_dead_letters_errors() {
-        let mut f = Filter::new("steps[0] filter".into(), Expr::parse("a > 1").expect("expr"));
+        let mut f = Filter::new(
+            "steps[0] filter".into(),
+            Expr::parse("a > 1").expect("expr"),
+        );
         let mut ctx = Context::default();
         let out = f
-            .process(vec![rec(r#"{"a":2}"#), rec(r#"{"a":0}"#), rec(r#"{"a":"x"}"#)], &mut ctx)
+            .process(
+                vec![rec(r#"{"a":2}"#), rec(r#"{"a":0}"#), rec(r#"{"a":"x"}"#)],
+                &mut ctx,
+            )
             .expect("process");
         assert_eq!(out.len(), 1);
         assert_eq!(ctx.dead.len(), 1);
@@ -154,7 +176,9 @@ mod tests {
         let compute = vec![(split_path("total"), Expr::parse("a * 2").expect("expr"))];
         let mut m = Map::new("steps[0] map".into(), spec, compute);
         let mut ctx = Context::default();
-        let out = m.process(vec![rec(r#"{"a":2,"b":1,"c":3}"#)], &mut ctx).expect("process");
+        let out = m
+            .process(vec![rec(r#"{"a":2,"b":1,"c":3}"#)], &mut ctx)
+            .expect("process");
         assert_eq!(out[0].value.to_json_string(), r#"{"total":4,"alpha":2}"#);
     }
 
@@ -163,6 +187,9 @@ mod tests {
         let one = KeyBy::new(vec![split_path("u.id")]);
         assert_eq!(one.key_of(&rec(r#"{"u":{"id":7}}"#).value), Value::Int(7));
         let two = KeyBy::new(vec![split_path("a"), split_path("b")]);
-        assert_eq!(two.key_of(&rec(r#"{"a":1}"#).value).to_json_string(), "[1,null]");
+        assert_eq!(
+            two.key_of(&rec(r#"{"a":1}"#).value).to_json_string(),
+            "[1,null]"
+        );
     }
 }

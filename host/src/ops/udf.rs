@@ -64,7 +64,13 @@ impl UdfStep {
         kind: FunctionKind,
         retry: RetryPolicy,
     ) -> Self {
-        UdfStep { step, runtime, function, kind, retry }
+        UdfStep {
+            step,
+            runtime,
+            function,
+            kind,
+            retry,
+        }
     }
 
     fn dead(&self, ctx: &mut Context, record: &Record, err: &FunctionError, attempts: u32) {
@@ -83,7 +89,10 @@ impl UdfStep {
             }
             FunctionKind::Map | FunctionKind::FlatMap => {
                 for value in outputs {
-                    out.push(Record { value, ..record.clone() });
+                    out.push(Record {
+                        value,
+                        ..record.clone()
+                    });
                 }
             }
         }
@@ -97,10 +106,13 @@ impl Operator for UdfStep {
         let mut attempt = 1u32;
         while !pending.is_empty() {
             let inputs = pending.iter().map(|r| r.value.clone()).collect();
-            let outcomes = self
-                .runtime
-                .invoke(&self.function, inputs)
-                .map_err(|e| OpError::Udf { step: self.step.clone(), message: e.to_string() })?;
+            let outcomes =
+                self.runtime
+                    .invoke(&self.function, inputs)
+                    .map_err(|e| OpError::Udf {
+                        step: self.step.clone(),
+                        message: e.to_string(),
+                    })?;
             if outcomes.len() != pending.len() {
                 return Err(OpError::Udf {
                     step: self.step.clone(),
@@ -126,7 +138,8 @@ impl Operator for UdfStep {
                         }
                     }
                     Err(err)
-                        if err.class == ErrorClass::Transient && attempt < self.retry.max_attempts =>
+                        if err.class == ErrorClass::Transient
+                            && attempt < self.retry.max_attempts =>
                     {
                         retry.push(record)
                     }
@@ -136,7 +149,10 @@ impl Operator for UdfStep {
             pending = retry;
             if !pending.is_empty() {
                 attempt += 1;
-                std::thread::sleep(self.retry.backoff(attempt, pending.len() as u64 ^ u64::from(attempt)));
+                std::thread::sleep(
+                    self.retry
+                        .backoff(attempt, pending.len() as u64 ^ u64::from(attempt)),
+                );
             }
         }
         Ok(out)
@@ -157,7 +173,11 @@ mod tests {
             FunctionKind::Map
         }
         fn call(&self, record: Value) -> Result<Vec<Value>, FunctionError> {
-            if record.as_object().and_then(|o| o.get("always_fail")).is_some() {
+            if record
+                .as_object()
+                .and_then(|o| o.get("always_fail"))
+                .is_some()
+            {
                 return Err(FunctionError::transient("still down"));
             }
             if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
@@ -169,7 +189,11 @@ mod tests {
     }
 
     fn rec(json: &str) -> Record {
-        Record::new(Value::from_json(json.as_bytes()).expect("json"), 5, Origin::default())
+        Record::new(
+            Value::from_json(json.as_bytes()).expect("json"),
+            5,
+            Origin::default(),
+        )
     }
 
     fn fast_retry() -> RetryPolicy {
@@ -184,11 +208,19 @@ mod tests {
     fn transient_errors_are_retried_then_dead_lettered_with_attempts() {
         let mut rt = NativeRuntime::default();
         rt.register("flaky", Flaky(AtomicU32::new(0)));
-        let mut step =
-            UdfStep::new("steps[0] udf f".into(), Arc::new(rt), "flaky".into(), FunctionKind::Map, fast_retry());
+        let mut step = UdfStep::new(
+            "steps[0] udf f".into(),
+            Arc::new(rt),
+            "flaky".into(),
+            FunctionKind::Map,
+            fast_retry(),
+        );
         let mut ctx = Context::default();
         let out = step
-            .process(vec![rec(r#"{"a":1}"#), rec(r#"{"always_fail":true}"#)], &mut ctx)
+            .process(
+                vec![rec(r#"{"a":1}"#), rec(r#"{"always_fail":true}"#)],
+                &mut ctx,
+            )
             .expect("process");
         assert_eq!(out.len(), 1);
         assert_eq!(ctx.dead.len(), 1);
@@ -208,7 +240,10 @@ mod tests {
         );
         let mut ctx = Context::default();
         let out = step
-            .process(vec![rec(r#"{"lat":1,"lon":2}"#), rec(r#"{"lat":1}"#)], &mut ctx)
+            .process(
+                vec![rec(r#"{"lat":1,"lon":2}"#), rec(r#"{"lat":1}"#)],
+                &mut ctx,
+            )
             .expect("process");
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].time, 5, "outputs keep the input's event time");

@@ -82,46 +82,66 @@ impl WindowOp {
 
     /// Number of windows with pending timers (for tests and metrics).
     pub fn open_windows(&self) -> usize {
-        self.timers.iter().filter(|(_, k, _)| *k == TimerKind::Cleanup).count()
+        self.timers
+            .iter()
+            .filter(|(_, k, _)| *k == TimerKind::Cleanup)
+            .count()
     }
 
     fn state_err(&self, source: StateError) -> OpError {
-        OpError::State { step: self.cfg.step.clone(), source }
+        OpError::State {
+            step: self.cfg.step.clone(),
+            source,
+        }
     }
 
     fn is_late(&self, w: &TimeWindow) -> bool {
-        w.max_timestamp().saturating_add(self.cfg.allowed_lateness_ms) <= self.watermark
+        w.max_timestamp()
+            .saturating_add(self.cfg.allowed_lateness_ms)
+            <= self.watermark
     }
 
     fn register_timers(&mut self, w: &TimeWindow, skey: &[u8]) {
         if self.watermark < w.max_timestamp() {
-            self.timers.insert((w.max_timestamp(), TimerKind::Fire, skey.to_vec()));
+            self.timers
+                .insert((w.max_timestamp(), TimerKind::Fire, skey.to_vec()));
         }
-        let cleanup = w.max_timestamp().saturating_add(self.cfg.allowed_lateness_ms);
-        self.timers.insert((cleanup, TimerKind::Cleanup, skey.to_vec()));
+        let cleanup = w
+            .max_timestamp()
+            .saturating_add(self.cfg.allowed_lateness_ms);
+        self.timers
+            .insert((cleanup, TimerKind::Cleanup, skey.to_vec()));
     }
 
     fn remove_timers(&mut self, w: &TimeWindow, skey: &[u8]) {
-        self.timers.remove(&(w.max_timestamp(), TimerKind::Fire, skey.to_vec()));
-        let cleanup = w.max_timestamp().saturating_add(self.cfg.allowed_lateness_ms);
-        self.timers.remove(&(cleanup, TimerKind::Cleanup, skey.to_vec()));
+        self.timers
+            .remove(&(w.max_timestamp(), TimerKind::Fire, skey.to_vec()));
+        let cleanup = w
+            .max_timestamp()
+            .saturating_add(self.cfg.allowed_lateness_ms);
+        self.timers
+            .remove(&(cleanup, TimerKind::Cleanup, skey.to_vec()));
     }
 
     fn new_accs(&self) -> Vec<Acc> {
-        self.cfg.aggregates.iter().map(|a| Acc::new(a.func)).collect()
+        self.cfg
+            .aggregates
+            .iter()
+            .map(|a| Acc::new(a.func))
+            .collect()
     }
 
     fn load(&self, skey: &[u8]) -> Result<Option<Vec<Acc>>, OpError> {
         match self.store.get(skey).map_err(|e| self.state_err(e))? {
             None => Ok(None),
-            Some(bytes) => decode_all(&bytes, self.cfg.aggregates.len()).map(Some).ok_or_else(|| {
-                OpError::State {
+            Some(bytes) => decode_all(&bytes, self.cfg.aggregates.len())
+                .map(Some)
+                .ok_or_else(|| OpError::State {
                     step: self.cfg.step.clone(),
                     source: StateError::Corrupt(format!(
                         "window accumulator under key {skey:?} cannot be decoded"
                     )),
-                }
-            }),
+                }),
         }
     }
 
@@ -181,12 +201,19 @@ impl WindowOp {
         for (i, (spec, acc)) in self.cfg.aggregates.iter().zip(accs.iter_mut()).enumerate() {
             let v = spec.field.as_ref().and_then(|p| record.value.get_path(p));
             if spec.func == AggregateFn::CountDistinct {
-                let Some(v) = v.filter(|v| !matches!(v, Value::Null)) else { continue };
+                let Some(v) = v.filter(|v| !matches!(v, Value::Null)) else {
+                    continue;
+                };
                 let mkey = member_key(skey, i as u8, v);
                 if members.contains(&mkey) {
                     continue;
                 }
-                if self.store.get(&mkey).map_err(|e| self.state_err(e))?.is_none() {
+                if self
+                    .store
+                    .get(&mkey)
+                    .map_err(|e| self.state_err(e))?
+                    .is_none()
+                {
                     wb.put(&mkey, []);
                     if let Acc::Distinct(n) = acc {
                         *n += 1;
@@ -231,7 +258,9 @@ impl WindowOp {
                     };
                     cache.insert(skey.clone(), Cached { accs, dirty: false });
                 }
-                let Some(entry) = cache.get_mut(&skey) else { continue };
+                let Some(entry) = cache.get_mut(&skey) else {
+                    continue;
+                };
                 self.accumulate(record, &skey, &mut entry.accs, &mut members, &mut wb)?;
                 entry.dirty = true;
                 if self.watermark >= w.max_timestamp() {
@@ -302,11 +331,17 @@ impl WindowOp {
             // Distinct counts of a merged session are the sizes of the merged member sets.
             let mut members = HashSet::new();
             if existing.len() > 1 || (existing.len() == 1 && !had_merged_key) {
-                self.store.write(std::mem::take(&mut wb)).map_err(|e| self.state_err(e))?;
+                self.store
+                    .write(std::mem::take(&mut wb))
+                    .map_err(|e| self.state_err(e))?;
                 for (i, acc) in accs.iter_mut().enumerate() {
                     if let Acc::Distinct(n) = acc {
                         let p = member_prefix(&mkey, i as u8);
-                        *n = self.store.scan_prefix(&p).map_err(|e| self.state_err(e))?.len() as u64;
+                        *n = self
+                            .store
+                            .scan_prefix(&p)
+                            .map_err(|e| self.state_err(e))?
+                            .len() as u64;
                     }
                 }
             }
@@ -325,7 +360,11 @@ impl WindowOp {
         prefix[4] = TAG_MEMBER;
         let mut target = to.to_vec();
         target[4] = TAG_MEMBER;
-        for (k, _) in self.store.scan_prefix(&prefix).map_err(|e| self.state_err(e))? {
+        for (k, _) in self
+            .store
+            .scan_prefix(&prefix)
+            .map_err(|e| self.state_err(e))?
+        {
             let mut moved = target.clone();
             moved.extend_from_slice(&k[prefix.len()..]);
             wb.put(&moved, []);
@@ -335,8 +374,12 @@ impl WindowOp {
     }
 
     fn fire(&self, skey: &[u8]) -> Result<Option<Record>, OpError> {
-        let Some(accs) = self.load(skey)? else { return Ok(None) };
-        let Some((key, w)) = parse_window_key(skey) else { return Ok(None) };
+        let Some(accs) = self.load(skey)? else {
+            return Ok(None);
+        };
+        let Some((key, w)) = parse_window_key(skey) else {
+            return Ok(None);
+        };
         Ok(Some(self.output(&key, &w, &accs)))
     }
 
@@ -344,7 +387,11 @@ impl WindowOp {
         wb.delete(skey);
         let mut prefix = skey.to_vec();
         prefix[4] = TAG_MEMBER;
-        for (k, _) in self.store.scan_prefix(&prefix).map_err(|e| self.state_err(e))? {
+        for (k, _) in self
+            .store
+            .scan_prefix(&prefix)
+            .map_err(|e| self.state_err(e))?
+        {
             wb.delete(&k);
         }
         Ok(())
@@ -371,7 +418,9 @@ impl Operator for WindowOp {
             if first.0 > watermark {
                 break;
             }
-            let Some((_, kind, skey)) = self.timers.pop_first() else { break };
+            let Some((_, kind, skey)) = self.timers.pop_first() else {
+                break;
+            };
             match kind {
                 TimerKind::Fire => out.extend(self.fire(&skey)?),
                 TimerKind::Cleanup => self.cleanup(&skey, &mut wb)?,
@@ -426,7 +475,10 @@ fn window_of_key(k: &[u8], prefix_len: usize) -> Option<TimeWindow> {
     if rest.len() != 16 {
         return None;
     }
-    Some(TimeWindow { start: unordered(&rest[..8])?, end: unordered(&rest[8..])? })
+    Some(TimeWindow {
+        start: unordered(&rest[..8])?,
+        end: unordered(&rest[8..])?,
+    })
 }
 
 /// Splits an accumulator key into the key value and the window.
@@ -448,7 +500,12 @@ mod tests {
         (dir, s)
     }
 
-    fn op(store: StateStore, assigner: WindowAssigner, lateness: i64, late: LateTarget) -> WindowOp {
+    fn op(
+        store: StateStore,
+        assigner: WindowAssigner,
+        lateness: i64,
+        late: LateTarget,
+    ) -> WindowOp {
         WindowOp::new(
             WindowConfig {
                 step: "steps[1] window".into(),
@@ -456,8 +513,16 @@ mod tests {
                 assigner,
                 allowed_lateness_ms: lateness,
                 aggregates: vec![
-                    AggregateSpec { func: AggregateFn::Count, field: None, name: "n".into() },
-                    AggregateSpec { func: AggregateFn::Sum, field: Some(split_path("v")), name: "total".into() },
+                    AggregateSpec {
+                        func: AggregateFn::Count,
+                        field: None,
+                        name: "n".into(),
+                    },
+                    AggregateSpec {
+                        func: AggregateFn::Sum,
+                        field: Some(split_path("v")),
+                        name: "total".into(),
+                    },
                     AggregateSpec {
                         func: AggregateFn::CountDistinct,
                         field: Some(split_path("u")),
@@ -473,8 +538,14 @@ mod tests {
     }
 
     fn rec(key: &str, t: i64, v: i64, u: &str) -> Record {
-        let value = Value::from_json(format!(r#"{{"k":"{key}","v":{v},"u":"{u}"}}"#).as_bytes()).expect("json");
-        Record { value, time: t, key: Some(Value::from(key)), origin: Origin::default() }
+        let value = Value::from_json(format!(r#"{{"k":"{key}","v":{v},"u":"{u}"}}"#).as_bytes())
+            .expect("json");
+        Record {
+            value,
+            time: t,
+            key: Some(Value::from(key)),
+            origin: Origin::default(),
+        }
     }
 
     fn lines(batch: &Batch) -> Vec<String> {
@@ -486,10 +557,23 @@ mod tests {
     #[test]
     fn tumbling_fires_at_watermark_and_cleans_up() {
         let (_d, s) = store();
-        let mut w = op(s.clone(), WindowAssigner::Tumbling { size: 10 }, 0, LateTarget::Drop);
+        let mut w = op(
+            s.clone(),
+            WindowAssigner::Tumbling { size: 10 },
+            0,
+            LateTarget::Drop,
+        );
         let mut ctx = Context::default();
         let out = w
-            .process(vec![rec("a", 1, 2, "x"), rec("a", 5, 3, "x"), rec("a", 12, 1, "y"), rec("b", 3, 1, "z")], &mut ctx)
+            .process(
+                vec![
+                    rec("a", 1, 2, "x"),
+                    rec("a", 5, 3, "x"),
+                    rec("a", 12, 1, "y"),
+                    rec("b", 3, 1, "z"),
+                ],
+                &mut ctx,
+            )
             .expect("process");
         assert!(out.is_empty());
         assert!(w.on_watermark(8, &mut ctx).expect("wm").is_empty());
@@ -503,27 +587,48 @@ mod tests {
         );
         assert_eq!(fired[0].time, 9);
         // a record for the fired window is late (no allowed lateness)
-        let out = w.process(vec![rec("a", 2, 1, "q")], &mut ctx).expect("process");
+        let out = w
+            .process(vec![rec("a", 2, 1, "q")], &mut ctx)
+            .expect("process");
         assert!(out.is_empty());
         assert_eq!(ctx.late, 1);
         assert_eq!(w.open_windows(), 1);
         let fired = w.on_watermark(i64::MAX, &mut ctx).expect("wm");
-        assert_eq!(lines(&fired), [r#"{"k":"a","window_start":10,"window_end":20,"n":1,"total":1,"users":1}"#]);
+        assert_eq!(
+            lines(&fired),
+            [r#"{"k":"a","window_start":10,"window_end":20,"n":1,"total":1,"users":1}"#]
+        );
         assert_eq!(w.open_windows(), 0);
-        assert!(s.scan_prefix(&[]).expect("scan").is_empty(), "all state cleaned up");
+        assert!(
+            s.scan_prefix(&[]).expect("scan").is_empty(),
+            "all state cleaned up"
+        );
     }
 
     #[test]
     fn allowed_lateness_emits_updates_then_sends_late_records_to_policy() {
         let (_d, s) = store();
-        let mut w = op(s, WindowAssigner::Tumbling { size: 10 }, 5, LateTarget::Sink(3));
+        let mut w = op(
+            s,
+            WindowAssigner::Tumbling { size: 10 },
+            5,
+            LateTarget::Sink(3),
+        );
         let mut ctx = Context::default();
-        w.process(vec![rec("a", 1, 1, "x")], &mut ctx).expect("process");
+        w.process(vec![rec("a", 1, 1, "x")], &mut ctx)
+            .expect("process");
         assert_eq!(w.on_watermark(10, &mut ctx).expect("wm").len(), 1);
-        let upd = w.process(vec![rec("a", 2, 10, "y")], &mut ctx).expect("process");
-        assert_eq!(lines(&upd), [r#"{"k":"a","window_start":0,"window_end":10,"n":2,"total":11,"users":2}"#]);
+        let upd = w
+            .process(vec![rec("a", 2, 10, "y")], &mut ctx)
+            .expect("process");
+        assert_eq!(
+            lines(&upd),
+            [r#"{"k":"a","window_start":0,"window_end":10,"n":2,"total":11,"users":2}"#]
+        );
         w.on_watermark(14, &mut ctx).expect("wm");
-        let out = w.process(vec![rec("a", 3, 1, "z")], &mut ctx).expect("process");
+        let out = w
+            .process(vec![rec("a", 3, 1, "z")], &mut ctx)
+            .expect("process");
         assert!(out.is_empty());
         assert_eq!(ctx.late, 1);
         assert_eq!(ctx.side.len(), 1);
@@ -536,17 +641,28 @@ mod tests {
         let mut w = op(s, WindowAssigner::Tumbling { size: 10 }, 0, LateTarget::Dlq);
         let mut ctx = Context::default();
         w.on_watermark(100, &mut ctx).expect("wm");
-        w.process(vec![rec("a", 3, 1, "z")], &mut ctx).expect("process");
+        w.process(vec![rec("a", 3, 1, "z")], &mut ctx)
+            .expect("process");
         assert_eq!(ctx.dead.len(), 1);
-        assert!(ctx.dead[0].error.starts_with("late record"), "{}", ctx.dead[0].error);
+        assert!(
+            ctx.dead[0].error.starts_with("late record"),
+            "{}",
+            ctx.dead[0].error
+        );
     }
 
     #[test]
     fn sliding_windows_count_each_record_in_every_window() {
         let (_d, s) = store();
-        let mut w = op(s, WindowAssigner::Sliding { size: 10, slide: 5 }, 0, LateTarget::Drop);
+        let mut w = op(
+            s,
+            WindowAssigner::Sliding { size: 10, slide: 5 },
+            0,
+            LateTarget::Drop,
+        );
         let mut ctx = Context::default();
-        w.process(vec![rec("a", 7, 1, "x"), rec("a", 7, 1, "x")], &mut ctx).expect("process");
+        w.process(vec![rec("a", 7, 1, "x"), rec("a", 7, 1, "x")], &mut ctx)
+            .expect("process");
         let fired = w.on_watermark(i64::MAX, &mut ctx).expect("wm");
         assert_eq!(
             lines(&fired),
@@ -560,18 +676,32 @@ mod tests {
     #[test]
     fn sessions_merge_and_union_distinct_members() {
         let (_d, s) = store();
-        let mut w = op(s.clone(), WindowAssigner::Session { gap: 10 }, 0, LateTarget::Drop);
+        let mut w = op(
+            s.clone(),
+            WindowAssigner::Session { gap: 10 },
+            0,
+            LateTarget::Drop,
+        );
         let mut ctx = Context::default();
-        w.process(vec![rec("a", 0, 1, "x"), rec("a", 30, 1, "y")], &mut ctx).expect("process");
+        w.process(vec![rec("a", 0, 1, "x"), rec("a", 30, 1, "y")], &mut ctx)
+            .expect("process");
         assert_eq!(w.open_windows(), 2);
         // [15,25) touches neither; [22,32) bridges it with [30,40)
-        w.process(vec![rec("a", 15, 1, "x"), rec("a", 22, 1, "z")], &mut ctx).expect("process");
+        w.process(vec![rec("a", 15, 1, "x"), rec("a", 22, 1, "z")], &mut ctx)
+            .expect("process");
         assert_eq!(w.open_windows(), 2);
-        w.process(vec![rec("a", 8, 1, "x")], &mut ctx).expect("process");
+        w.process(vec![rec("a", 8, 1, "x")], &mut ctx)
+            .expect("process");
         assert_eq!(w.open_windows(), 1);
         let fired = w.on_watermark(i64::MAX, &mut ctx).expect("wm");
-        assert_eq!(lines(&fired), [r#"{"k":"a","window_start":0,"window_end":40,"n":5,"total":5,"users":3}"#]);
-        assert!(s.scan_prefix(&[]).expect("scan").is_empty(), "all state cleaned up");
+        assert_eq!(
+            lines(&fired),
+            [r#"{"k":"a","window_start":0,"window_end":40,"n":5,"total":5,"users":3}"#]
+        );
+        assert!(
+            s.scan_prefix(&[]).expect("scan").is_empty(),
+            "all state cleaned up"
+        );
     }
 
     #[test]
@@ -580,6 +710,9 @@ mod tests {
         let a = window_key(3, 1, key, &TimeWindow { start: -5, end: 5 });
         let b = window_key(3, 1, key, &TimeWindow { start: 2, end: 12 });
         assert!(a < b);
-        assert_eq!(parse_window_key(&a), Some((Value::from("k"), TimeWindow { start: -5, end: 5 })));
+        assert_eq!(
+            parse_window_key(&a),
+            Some((Value::from("k"), TimeWindow { start: -5, end: 5 }))
+        );
     }
 }

@@ -31,7 +31,9 @@ impl Metrics {
             late: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             max_event_time: AtomicI64::new(WATERMARK_START),
-            task_watermarks: (0..final_tasks).map(|_| AtomicI64::new(WATERMARK_START)).collect(),
+            task_watermarks: (0..final_tasks)
+                .map(|_| AtomicI64::new(WATERMARK_START))
+                .collect(),
             dlq_by_step: Mutex::new(Vec::new()),
         }
     }
@@ -44,7 +46,11 @@ impl Metrics {
 
     /// The output watermark: the minimum over the final tasks.
     pub fn watermark(&self) -> EventTime {
-        self.task_watermarks.iter().map(|w| w.load(Ordering::Relaxed)).min().unwrap_or(WATERMARK_START)
+        self.task_watermarks
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(WATERMARK_START)
     }
 
     pub fn note_dead_letters(&self, step: &str, n: u64) {
@@ -89,7 +95,9 @@ impl Snapshot {
         if self.watermark == i64::MAX {
             return Some(Duration::ZERO);
         }
-        Some(Duration::from_millis(self.max_event_time.saturating_sub(self.watermark).max(0) as u64))
+        Some(Duration::from_millis(
+            self.max_event_time.saturating_sub(self.watermark).max(0) as u64,
+        ))
     }
 }
 
@@ -118,7 +126,13 @@ pub fn rate(per_sec: f64) -> String {
 }
 
 /// The one-line progress report printed on long runs.
-pub fn progress_line(name: &str, elapsed: Duration, now: &Snapshot, prev: &Snapshot, interval: Duration) -> String {
+pub fn progress_line(
+    name: &str,
+    elapsed: Duration,
+    now: &Snapshot,
+    prev: &Snapshot,
+    interval: Duration,
+) -> String {
     let secs = interval.as_secs_f64().max(1e-9);
     let mut line = format!(
         "[{name}] {:>6.1}s  in {} ({})  out {}  late {}  dlq {}  watermark {}",
@@ -131,7 +145,11 @@ pub fn progress_line(name: &str, elapsed: Duration, now: &Snapshot, prev: &Snaps
         format_time(now.watermark),
     );
     if let Some(lag) = now.lag() {
-        let _ = write!(line, "  lag {}", humantime::format_duration(Duration::from_millis(lag.as_millis() as u64)));
+        let _ = write!(
+            line,
+            "  lag {}",
+            humantime::format_duration(Duration::from_millis(lag.as_millis() as u64))
+        );
     }
     line
 }
@@ -156,11 +174,20 @@ impl RunSummary {
         let mut s = format!(
             "pipeline `{}` {} in {:.2}s with {} task(s)\n",
             self.pipeline,
-            if self.stopped_early { "stopped" } else { "finished" },
+            if self.stopped_early {
+                "stopped"
+            } else {
+                "finished"
+            },
             self.elapsed.as_secs_f64(),
             self.parallelism
         );
-        let _ = writeln!(s, "  records in    {:>12}  ({})", count(t.records_in), rate(t.records_in as f64 / secs));
+        let _ = writeln!(
+            s,
+            "  records in    {:>12}  ({})",
+            count(t.records_in),
+            rate(t.records_in as f64 / secs)
+        );
         let _ = writeln!(s, "  records out   {:>12}", count(t.records_out));
         let _ = writeln!(s, "  late          {:>12}", count(t.late));
         let _ = write!(s, "  dead letters  {:>12}", count(t.dead_letters));
@@ -193,7 +220,10 @@ pub fn report_progress(
             continue;
         }
         let snap = metrics.snapshot();
-        eprintln!("{}", progress_line(name, now - started, &snap, &prev, interval));
+        eprintln!(
+            "{}",
+            progress_line(name, now - started, &snap, &prev, interval)
+        );
         prev = snap;
         next = now + interval;
     }
@@ -240,7 +270,10 @@ mod tests {
             stopped_early: false,
         };
         let text = s.render();
-        assert!(text.contains("dead letters             3  -> dlq.jsonl"), "{text}");
+        assert!(
+            text.contains("dead letters             3  -> dlq.jsonl"),
+            "{text}"
+        );
         assert!(text.contains("3  decode"), "{text}");
     }
 }

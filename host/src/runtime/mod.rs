@@ -107,7 +107,11 @@ pub fn check(spec: &PipelineSpec) -> Result<(), RunError> {
 }
 
 /// Runs the pipeline to the end of its input (or until `control` asks it to stop).
-pub fn run(spec: &PipelineSpec, control: Arc<RunControl>, opts: RunOptions) -> Result<RunSummary, RunError> {
+pub fn run(
+    spec: &PipelineSpec,
+    control: Arc<RunControl>,
+    opts: RunOptions,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let plan = Plan::build(spec).map_err(RunError::Plan)?;
     let parallelism = spec.parallelism.max(1);
@@ -120,10 +124,14 @@ pub fn run(spec: &PipelineSpec, control: Arc<RunControl>, opts: RunOptions) -> R
     for (i, source) in spec.sources.iter().enumerate() {
         let partitions = open_source(source, i as u16)?;
         names.sources.push(source.name.clone());
-        names.partitions.push(partitions.iter().map(|p| p.name().to_string()).collect());
+        names
+            .partitions
+            .push(partitions.iter().map(|p| p.name().to_string()).collect());
         for partition in partitions {
-            per_task[next_task % parallelism]
-                .push(AssignedPartition { partition, event_time: source.event_time.clone() });
+            per_task[next_task % parallelism].push(AssignedPartition {
+                partition,
+                event_time: source.event_time.clone(),
+            });
             next_task += 1;
         }
     }
@@ -139,36 +147,59 @@ pub fn run(spec: &PipelineSpec, control: Arc<RunControl>, opts: RunOptions) -> R
         let (tx, rx) = bounded::<Vec<Value>>(capacity * parallelism);
         let name = sink_spec.name.clone();
         let ctl = control.clone();
-        sink_threads.push((name.clone(), spawn(&format!("sink-{name}"), move || run_sink(sink, rx, ctl))?));
+        sink_threads.push((
+            name.clone(),
+            spawn(&format!("sink-{name}"), move || run_sink(sink, rx, ctl))?,
+        ));
         sink_senders.push(tx);
     }
     let dlq_path = spec.dlq.path.display().to_string();
-    let dlq_writer = DlqWriter::open(&spec.dlq.path)
-        .map_err(|e| RunError::Dlq { path: dlq_path.clone(), message: e.to_string() })?;
+    let dlq_writer = DlqWriter::open(&spec.dlq.path).map_err(|e| RunError::Dlq {
+        path: dlq_path.clone(),
+        message: e.to_string(),
+    })?;
     let (dlq_tx, dlq_rx) = bounded::<Vec<DeadLetter>>(capacity * parallelism);
     let dlq_thread = {
         let metrics = metrics.clone();
         let ctl = control.clone();
         let path = dlq_path.clone();
-        spawn("dlq", move || run_dlq(dlq_writer, names, dlq_rx, metrics, ctl, path))?
+        spawn("dlq", move || {
+            run_dlq(dlq_writer, names, dlq_rx, metrics, ctl, path)
+        })?
     };
-    let hub = SinkHub { sinks: sink_senders.clone(), dlq: dlq_tx };
-    let outputs: Vec<Sender<Vec<Value>>> = plan.outputs.iter().map(|&i| sink_senders[i].clone()).collect();
+    let hub = SinkHub {
+        sinks: sink_senders.clone(),
+        dlq: dlq_tx,
+    };
+    let outputs: Vec<Sender<Vec<Value>>> = plan
+        .outputs
+        .iter()
+        .map(|&i| sink_senders[i].clone())
+        .collect();
     drop(sink_senders);
 
     // Inbound channels of every stage after the first.
     let stage_count = plan.stages.len();
     let mut inbound: Vec<Vec<(Sender<Inbound>, Receiver<Inbound>)>> = (1..stage_count)
-        .map(|_| (0..parallelism).map(|_| bounded(capacity * parallelism)).collect())
+        .map(|_| {
+            (0..parallelism)
+                .map(|_| bounded(capacity * parallelism))
+                .collect()
+        })
         .collect();
-    let downstream_for = |stage: usize, task: usize, inbound: &Vec<Vec<(Sender<Inbound>, Receiver<Inbound>)>>| {
-        if stage + 1 < stage_count {
-            let targets = inbound[stage].iter().map(|(tx, _)| tx.clone()).collect();
-            Downstream::shuffle(task, targets, spec.max_parallelism)
-        } else {
-            Downstream::Sinks { task, outputs: outputs.clone(), metrics: metrics.clone() }
-        }
-    };
+    let downstream_for =
+        |stage: usize, task: usize, inbound: &Vec<Vec<(Sender<Inbound>, Receiver<Inbound>)>>| {
+            if stage + 1 < stage_count {
+                let targets = inbound[stage].iter().map(|(tx, _)| tx.clone()).collect();
+                Downstream::shuffle(task, targets, spec.max_parallelism)
+            } else {
+                Downstream::Sinks {
+                    task,
+                    outputs: outputs.clone(),
+                    metrics: metrics.clone(),
+                }
+            }
+        };
     let env = |hub: &SinkHub| TaskEnv {
         hub: hub.clone(),
         metrics: metrics.clone(),
@@ -182,7 +213,12 @@ pub fn run(spec: &PipelineSpec, control: Arc<RunControl>, opts: RunOptions) -> R
         let downstream = downstream_for(0, task, &inbound);
         let env = env(&hub);
         let name = format!("source-task-{task}");
-        task_threads.push((name.clone(), spawn(&name, move || tasks::run_source_task(assigned, chain, downstream, env))?));
+        task_threads.push((
+            name.clone(),
+            spawn(&name, move || {
+                tasks::run_source_task(assigned, chain, downstream, env)
+            })?,
+        ));
     }
     for stage in 1..stage_count {
         for task in 0..parallelism {
@@ -193,7 +229,9 @@ pub fn run(spec: &PipelineSpec, control: Arc<RunControl>, opts: RunOptions) -> R
             let name = format!("stage-{stage}-task-{task}");
             task_threads.push((
                 name.clone(),
-                spawn(&name, move || tasks::run_stage_task(rx, parallelism, chain, downstream, env))?,
+                spawn(&name, move || {
+                    tasks::run_stage_task(rx, parallelism, chain, downstream, env)
+                })?,
             ));
         }
     }
@@ -213,7 +251,9 @@ pub fn run(spec: &PipelineSpec, control: Arc<RunControl>, opts: RunOptions) -> R
 
     let mut first_error: Option<RunError> = None;
     for (name, handle) in task_threads {
-        let result = handle.join().unwrap_or_else(|_| Err(RunError::Panic { what: name.clone() }));
+        let result = handle
+            .join()
+            .unwrap_or_else(|_| Err(RunError::Panic { what: name.clone() }));
         if let Err(e) = result {
             tracing::error!(task = %name, error = %e, "task failed");
             control.cancel();
@@ -221,12 +261,19 @@ pub fn run(spec: &PipelineSpec, control: Arc<RunControl>, opts: RunOptions) -> R
         }
     }
     for (name, handle) in sink_threads {
-        let result = handle.join().unwrap_or_else(|_| Err(RunError::Panic { what: format!("sink {name}") }));
+        let result = handle.join().unwrap_or_else(|_| {
+            Err(RunError::Panic {
+                what: format!("sink {name}"),
+            })
+        });
         if let Err(e) = result {
             first_error.get_or_insert(e);
         }
     }
-    if let Err(e) = dlq_thread.join().unwrap_or_else(|_| Err(RunError::Panic { what: "dlq".into() })) {
+    if let Err(e) = dlq_thread
+        .join()
+        .unwrap_or_else(|_| Err(RunError::Panic { what: "dlq".into() }))
+    {
         first_error.get_or_insert(e);
     }
     progress_done.store(true, Ordering::Relaxed);
@@ -236,7 +283,11 @@ pub fn run(spec: &PipelineSpec, control: Arc<RunControl>, opts: RunOptions) -> R
     if let Some(e) = first_error {
         return Err(e);
     }
-    let dlq_by_step = metrics.dlq_by_step.lock().map(|v| v.clone()).unwrap_or_default();
+    let dlq_by_step = metrics
+        .dlq_by_step
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
     Ok(RunSummary {
         pipeline: spec.name.clone(),
         elapsed: started.elapsed(),
@@ -255,10 +306,16 @@ where
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(f)
-        .map_err(|_| RunError::Panic { what: format!("{name} (could not start thread)") })
+        .map_err(|_| RunError::Panic {
+            what: format!("{name} (could not start thread)"),
+        })
 }
 
-fn run_sink(mut sink: Box<dyn Sink>, rx: Receiver<Vec<Value>>, control: Arc<RunControl>) -> Result<(), RunError> {
+fn run_sink(
+    mut sink: Box<dyn Sink>,
+    rx: Receiver<Vec<Value>>,
+    control: Arc<RunControl>,
+) -> Result<(), RunError> {
     let mut closed = false;
     for values in rx {
         if closed {
@@ -293,7 +350,10 @@ fn run_dlq(
     control: Arc<RunControl>,
     path: String,
 ) -> Result<(), RunError> {
-    let fail = |e: &dyn std::fmt::Display| RunError::Dlq { path: path.clone(), message: e.to_string() };
+    let fail = |e: &dyn std::fmt::Display| RunError::Dlq {
+        path: path.clone(),
+        message: e.to_string(),
+    };
     for batch in rx {
         for dl in &batch {
             if let Err(e) = writer.write(dl, &names) {

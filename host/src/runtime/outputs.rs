@@ -37,7 +37,9 @@ impl SinkHub {
             ctx.late = 0;
         }
         if !ctx.dead.is_empty() {
-            self.dlq.send(std::mem::take(&mut ctx.dead)).map_err(|_| Disconnected)?;
+            self.dlq
+                .send(std::mem::take(&mut ctx.dead))
+                .map_err(|_| Disconnected)?;
         }
         if !ctx.side.is_empty() {
             let mut per_sink: Vec<Vec<Value>> = vec![Vec::new(); self.sinks.len()];
@@ -66,13 +68,22 @@ pub enum Downstream {
         buckets: Vec<Batch>,
     },
     /// Write to the main-output sinks (each gets every record).
-    Sinks { task: usize, outputs: Vec<Sender<Vec<Value>>>, metrics: Arc<Metrics> },
+    Sinks {
+        task: usize,
+        outputs: Vec<Sender<Vec<Value>>>,
+        metrics: Arc<Metrics>,
+    },
 }
 
 impl Downstream {
     pub fn shuffle(from: usize, targets: Vec<Sender<Inbound>>, max_parallelism: u32) -> Self {
         let buckets = targets.iter().map(|_| Vec::new()).collect();
-        Downstream::Shuffle { from, targets, max_parallelism, buckets }
+        Downstream::Shuffle {
+            from,
+            targets,
+            max_parallelism,
+            buckets,
+        }
     }
 
     pub fn send_batch(&mut self, batch: Batch) -> Result<(), Disconnected> {
@@ -80,7 +91,12 @@ impl Downstream {
             return Ok(());
         }
         match self {
-            Downstream::Shuffle { from, targets, max_parallelism, buckets } => {
+            Downstream::Shuffle {
+                from,
+                targets,
+                max_parallelism,
+                buckets,
+            } => {
                 let parallelism = targets.len();
                 let mut key_bytes = Vec::with_capacity(32);
                 for record in batch {
@@ -96,13 +112,19 @@ impl Downstream {
                 for (task, bucket) in buckets.iter_mut().enumerate() {
                     if !bucket.is_empty() {
                         let batch: Vec<Record> = std::mem::take(bucket);
-                        targets[task].send((*from, Message::Data(batch))).map_err(|_| Disconnected)?;
+                        targets[task]
+                            .send((*from, Message::Data(batch)))
+                            .map_err(|_| Disconnected)?;
                     }
                 }
                 Ok(())
             }
-            Downstream::Sinks { outputs, metrics, .. } => {
-                metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            Downstream::Sinks {
+                outputs, metrics, ..
+            } => {
+                metrics
+                    .records_out
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let values: Vec<Value> = batch.into_iter().map(|r| r.value).collect();
                 send_to_all(outputs, values)
             }
@@ -113,7 +135,8 @@ impl Downstream {
         match self {
             Downstream::Shuffle { from, targets, .. } => {
                 for t in targets.iter() {
-                    t.send((*from, Message::Watermark(status))).map_err(|_| Disconnected)?;
+                    t.send((*from, Message::Watermark(status)))
+                        .map_err(|_| Disconnected)?;
                 }
                 Ok(())
             }
@@ -144,7 +167,9 @@ impl Downstream {
 }
 
 fn send_to_all(outputs: &[Sender<Vec<Value>>], values: Vec<Value>) -> Result<(), Disconnected> {
-    let Some((last, rest)) = outputs.split_last() else { return Ok(()) };
+    let Some((last, rest)) = outputs.split_last() else {
+        return Ok(());
+    };
     for s in rest {
         s.send(values.clone()).map_err(|_| Disconnected)?;
     }

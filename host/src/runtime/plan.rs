@@ -20,21 +20,48 @@ use crate::value::Str;
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("steps[{step}] (line {line}): cannot compile expression `{expr}`: {message}")]
-    Expr { step: usize, line: usize, expr: String, message: String },
+    Expr {
+        step: usize,
+        line: usize,
+        expr: String,
+        message: String,
+    },
     #[error("udfs.{udf} (line {line}): {source}")]
-    Udf { udf: String, line: usize, source: crate::udf::RuntimeError },
+    Udf {
+        udf: String,
+        line: usize,
+        source: crate::udf::RuntimeError,
+    },
     #[error("steps[{step}] (line {line}): {message}")]
-    Step { step: usize, line: usize, message: String },
+    Step {
+        step: usize,
+        line: usize,
+        message: String,
+    },
 }
 
 /// One stateless or stateful operator, ready to be instantiated per task.
 #[derive(Clone)]
 enum OpPlan {
-    Filter { step: String, expr: Expr },
-    Map { step: String, spec: crate::config::spec::MapSpec, compute: Vec<(Vec<Str>, Expr)> },
-    KeyBy { fields: Vec<Vec<Str>> },
+    Filter {
+        step: String,
+        expr: Expr,
+    },
+    Map {
+        step: String,
+        spec: crate::config::spec::MapSpec,
+        compute: Vec<(Vec<Str>, Expr)>,
+    },
+    KeyBy {
+        fields: Vec<Vec<Str>>,
+    },
     Window(WindowConfig),
-    Udf { step: String, runtime: Arc<dyn UdfRuntime>, function: String, kind: FunctionKind },
+    Udf {
+        step: String,
+        runtime: Arc<dyn UdfRuntime>,
+        function: String,
+        kind: FunctionKind,
+    },
 }
 
 /// The steps of one stage.
@@ -54,12 +81,25 @@ impl StagePlan {
             .map(|op| -> Box<dyn Operator> {
                 match op.clone() {
                     OpPlan::Filter { step, expr } => Box::new(Filter::new(step, expr)),
-                    OpPlan::Map { step, spec, compute } => Box::new(Map::new(step, spec, compute)),
+                    OpPlan::Map {
+                        step,
+                        spec,
+                        compute,
+                    } => Box::new(Map::new(step, spec, compute)),
                     OpPlan::KeyBy { fields } => Box::new(KeyBy::new(fields)),
                     OpPlan::Window(cfg) => Box::new(WindowOp::new(cfg, store.clone())),
-                    OpPlan::Udf { step, runtime, function, kind } => {
-                        Box::new(UdfStep::new(step, runtime, function, kind, RetryPolicy::default()))
-                    }
+                    OpPlan::Udf {
+                        step,
+                        runtime,
+                        function,
+                        kind,
+                    } => Box::new(UdfStep::new(
+                        step,
+                        runtime,
+                        function,
+                        kind,
+                        RetryPolicy::default(),
+                    )),
                 }
             })
             .collect();
@@ -81,8 +121,12 @@ pub struct Plan {
 impl Plan {
     pub fn build(spec: &PipelineSpec) -> Result<Plan, Vec<PlanError>> {
         let mut errors = Vec::new();
-        let sink_index: HashMap<&str, usize> =
-            spec.sinks.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let sink_index: HashMap<&str, usize> = spec
+            .sinks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         let runtimes = runtimes_for(spec, &mut errors);
         let mut stages = vec![StagePlan::default()];
         let mut key_names: Vec<Str> = Vec::new();
@@ -102,22 +146,34 @@ impl Plan {
                 }
             };
             let op = match &step.kind {
-                StepKind::Filter { expr } => compile(expr, &mut errors)
-                    .map(|expr| OpPlan::Filter { step: step_name(i, "filter"), expr }),
+                StepKind::Filter { expr } => {
+                    compile(expr, &mut errors).map(|expr| OpPlan::Filter {
+                        step: step_name(i, "filter"),
+                        expr,
+                    })
+                }
                 StepKind::Map(m) => {
                     let compute: Vec<_> = m
                         .compute
                         .iter()
-                        .filter_map(|(path, text)| Some((path.clone(), compile(text, &mut errors)?)))
+                        .filter_map(|(path, text)| {
+                            Some((path.clone(), compile(text, &mut errors)?))
+                        })
                         .collect();
-                    Some(OpPlan::Map { step: step_name(i, "map"), spec: m.clone(), compute })
+                    Some(OpPlan::Map {
+                        step: step_name(i, "map"),
+                        spec: m.clone(),
+                        compute,
+                    })
                 }
                 StepKind::KeyBy { fields } => {
                     key_names = fields
                         .iter()
                         .map(|p| p.last().cloned().unwrap_or_else(|| Str::from("key")))
                         .collect();
-                    Some(OpPlan::KeyBy { fields: fields.clone() })
+                    Some(OpPlan::KeyBy {
+                        fields: fields.clone(),
+                    })
                 }
                 StepKind::Window(w) => {
                     if key_names.is_empty() {
@@ -136,7 +192,9 @@ impl Plan {
                                 errors.push(PlanError::Step {
                                     step: i,
                                     line,
-                                    message: format!("late-data sink `{name}` is not declared in `sinks`"),
+                                    message: format!(
+                                        "late-data sink `{name}` is not declared in `sinks`"
+                                    ),
                                 });
                                 LateTarget::Drop
                             }
@@ -154,22 +212,24 @@ impl Plan {
                         max_parallelism: spec.max_parallelism,
                     }))
                 }
-                StepKind::Udf { function } => match spec.udfs.iter().find(|u| &u.name == function) {
-                    Some(udf) => runtimes.get(&udf.name).map(|rt| OpPlan::Udf {
-                        step: step_name(i, &format!("udf {function}")),
-                        runtime: rt.clone(),
-                        function: udf.function.clone(),
-                        kind: function_kind(udf.kind),
-                    }),
-                    None => {
-                        errors.push(PlanError::Step {
-                            step: i,
-                            line,
-                            message: format!("udf `{function}` is not declared in `udfs`"),
-                        });
-                        None
+                StepKind::Udf { function } => {
+                    match spec.udfs.iter().find(|u| &u.name == function) {
+                        Some(udf) => runtimes.get(&udf.name).map(|rt| OpPlan::Udf {
+                            step: step_name(i, &format!("udf {function}")),
+                            runtime: rt.clone(),
+                            function: udf.function.clone(),
+                            kind: function_kind(udf.kind),
+                        }),
+                        None => {
+                            errors.push(PlanError::Step {
+                                step: i,
+                                line,
+                                message: format!("udf `{function}` is not declared in `udfs`"),
+                            });
+                            None
+                        }
                     }
-                },
+                }
             };
             if let Some(op) = op {
                 let is_key_by = matches!(op, OpPlan::KeyBy { .. });
@@ -216,7 +276,10 @@ fn function_kind(kind: UdfKind) -> FunctionKind {
 }
 
 /// One runtime per declared UDF, each checked for the function and its kind.
-fn runtimes_for(spec: &PipelineSpec, errors: &mut Vec<PlanError>) -> HashMap<String, Arc<dyn UdfRuntime>> {
+fn runtimes_for(
+    spec: &PipelineSpec,
+    errors: &mut Vec<PlanError>,
+) -> HashMap<String, Arc<dyn UdfRuntime>> {
     let native: Arc<dyn UdfRuntime> = Arc::new(NativeRuntime::with_builtins());
     let mut out = HashMap::new();
     for udf in &spec.udfs {
@@ -227,7 +290,11 @@ fn runtimes_for(spec: &PipelineSpec, errors: &mut Vec<PlanError>) -> HashMap<Str
             Ok(()) => {
                 out.insert(udf.name.clone(), rt);
             }
-            Err(source) => errors.push(PlanError::Udf { udf: udf.name.clone(), line: udf.location.line, source }),
+            Err(source) => errors.push(PlanError::Udf {
+                udf: udf.name.clone(),
+                line: udf.location.line,
+                source,
+            }),
         }
     }
     out

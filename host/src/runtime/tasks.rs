@@ -50,7 +50,10 @@ pub fn run_source_task(
     let mut parts: Vec<Live> = assigned
         .into_iter()
         .map(|a| Live {
-            clock: PartitionClock::new(a.event_time.max_out_of_orderness, a.event_time.idle_timeout),
+            clock: PartitionClock::new(
+                a.event_time.max_out_of_orderness,
+                a.event_time.idle_timeout,
+            ),
             partition: a.partition,
             ended: false,
         })
@@ -77,7 +80,10 @@ pub fn run_source_task(
                 continue;
             }
             buf.clear();
-            let poll = p.partition.poll(&mut buf, &mut dead, env.batch_size).map_err(RunError::Source)?;
+            let poll = p
+                .partition
+                .poll(&mut buf, &mut dead, env.batch_size)
+                .map_err(RunError::Source)?;
             let now = Instant::now();
             match poll {
                 Poll::Ready => progressed = true,
@@ -100,11 +106,17 @@ pub fn run_source_task(
                     max_time = max_time.max(r.time);
                 }
                 p.clock.observe(max_time, now);
-                env.metrics.records_in.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                env.metrics.max_event_time.fetch_max(max_time, Ordering::Relaxed);
+                env.metrics
+                    .records_in
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                env.metrics
+                    .max_event_time
+                    .fetch_max(max_time, Ordering::Relaxed);
                 let batch = std::mem::replace(&mut buf, Vec::with_capacity(env.batch_size));
                 let out = chain.process(batch, &mut ctx)?;
-                if env.hub.drain_context(&mut ctx, &env.metrics).is_err() || downstream.send_batch(out).is_err() {
+                if env.hub.drain_context(&mut ctx, &env.metrics).is_err()
+                    || downstream.send_batch(out).is_err()
+                {
                     return Ok(());
                 }
             }
@@ -114,7 +126,8 @@ pub fn run_source_task(
         for (idx, p) in parts.iter().enumerate() {
             watermarks.update(idx, p.clock.status(now));
         }
-        if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?.is_err() {
+        if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?.is_err()
+        {
             return Ok(());
         }
         if parts.iter().all(|p| p.ended) {
@@ -149,13 +162,17 @@ pub fn run_stage_task(
         match msg {
             Message::Data(batch) => {
                 let out = chain.process(batch, &mut ctx)?;
-                if env.hub.drain_context(&mut ctx, &env.metrics).is_err() || downstream.send_batch(out).is_err() {
+                if env.hub.drain_context(&mut ctx, &env.metrics).is_err()
+                    || downstream.send_batch(out).is_err()
+                {
                     return Ok(());
                 }
             }
             Message::Watermark(status) => {
                 watermarks.update(from, status);
-                if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?.is_err() {
+                if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
@@ -164,7 +181,9 @@ pub fn run_stage_task(
                 if let Some(slot) = ended.get_mut(from) {
                     *slot = true;
                 }
-                if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?.is_err() {
+                if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?
+                    .is_err()
+                {
                     return Ok(());
                 }
                 if ended.iter().all(|e| *e) {
@@ -187,7 +206,9 @@ fn forward_watermark(
     downstream: &mut Downstream,
     env: &TaskEnv,
 ) -> Result<Result<(), super::outputs::Disconnected>, RunError> {
-    let Some(status) = watermarks.changed() else { return Ok(Ok(())) };
+    let Some(status) = watermarks.changed() else {
+        return Ok(Ok(()));
+    };
     if let WatermarkStatus::Active(wm) = status {
         let released = chain.on_watermark(wm, ctx)?;
         if let Err(e) = env.hub.drain_context(ctx, &env.metrics) {

@@ -18,9 +18,17 @@ pub trait Sink: Send {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("sink `{sink}`: cannot create `{path}`: {source}; check that the folder is writable")]
-    Create { sink: String, path: PathBuf, source: std::io::Error },
+    Create {
+        sink: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("sink `{sink}`: writing `{path}` failed: {source}; the disk may be full")]
-    Write { sink: String, path: PathBuf, source: std::io::Error },
+    Write {
+        sink: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The reader went away (e.g. `headwater run ... | head`): not an error of the pipeline.
     #[error("sink `{sink}`: the reader closed the output")]
     Closed { sink: String },
@@ -29,7 +37,11 @@ pub enum SinkError {
 pub fn open_sink(spec: &SinkSpec) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match &spec.kind {
         SinkKind::File { path } => Box::new(FileSink::create(&spec.name, path)?),
-        SinkKind::Stdout => Box::new(StdoutSink { name: spec.name.clone(), out: BufWriter::with_capacity(64 << 10, std::io::stdout()), line: Vec::new() }),
+        SinkKind::Stdout => Box::new(StdoutSink {
+            name: spec.name.clone(),
+            out: BufWriter::with_capacity(64 << 10, std::io::stdout()),
+            line: Vec::new(),
+        }),
         SinkKind::Blackhole => Box::new(Blackhole::default()),
     })
 }
@@ -45,7 +57,11 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn create(name: &str, path: &std::path::Path) -> Result<FileSink, SinkError> {
-        let err = |source| SinkError::Create { sink: name.to_string(), path: path.to_path_buf(), source };
+        let err = |source| SinkError::Create {
+            sink: name.to_string(),
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(err)?;
         }
@@ -59,7 +75,11 @@ impl FileSink {
     }
 
     fn err(&self, source: std::io::Error) -> SinkError {
-        SinkError::Write { sink: self.name.clone(), path: self.path.clone(), source }
+        SinkError::Write {
+            sink: self.name.clone(),
+            path: self.path.clone(),
+            source,
+        }
     }
 }
 
@@ -94,9 +114,15 @@ pub struct StdoutSink {
 impl StdoutSink {
     fn map(&self, e: std::io::Error) -> SinkError {
         if e.kind() == ErrorKind::BrokenPipe {
-            SinkError::Closed { sink: self.name.clone() }
+            SinkError::Closed {
+                sink: self.name.clone(),
+            }
         } else {
-            SinkError::Write { sink: self.name.clone(), path: PathBuf::from("<stdout>"), source: e }
+            SinkError::Write {
+                sink: self.name.clone(),
+                path: PathBuf::from("<stdout>"),
+                source: e,
+            }
         }
     }
 }
@@ -148,11 +174,22 @@ mod tests {
     fn file_sink_writes_json_lines_and_creates_folders() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a/b/out.jsonl");
-        let spec = SinkSpec { name: "out".into(), kind: SinkKind::File { path: path.clone() }, location: Location::default() };
+        let spec = SinkSpec {
+            name: "out".into(),
+            kind: SinkKind::File { path: path.clone() },
+            location: Location::default(),
+        };
         let mut sink = open_sink(&spec).expect("open");
-        sink.write(&[Value::from_json(br#"{"a":1}"#).expect("json"), Value::from("x")]).expect("write");
+        sink.write(&[
+            Value::from_json(br#"{"a":1}"#).expect("json"),
+            Value::from("x"),
+        ])
+        .expect("write");
         sink.flush().expect("flush");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "{\"a\":1}\n\"x\"\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "{\"a\":1}\n\"x\"\n"
+        );
     }
 
     #[test]
@@ -171,8 +208,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, "").expect("seed");
-        let err = FileSink::create("results", &blocker.join("out.jsonl")).err().expect("must fail");
+        let err = FileSink::create("results", &blocker.join("out.jsonl"))
+            .err()
+            .expect("must fail");
         let msg = err.to_string();
-        assert!(msg.contains("results") && msg.contains("out.jsonl"), "{msg}");
+        assert!(
+            msg.contains("results") && msg.contains("out.jsonl"),
+            "{msg}"
+        );
     }
 }

@@ -16,10 +16,16 @@ pub fn expand_glob(source_name: &str, pattern: &str) -> Result<Vec<PathBuf>, Sou
         glob: pattern.to_string(),
         message: e.to_string(),
     })?;
-    let mut paths: Vec<PathBuf> = entries.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
     paths.sort();
     if paths.is_empty() {
-        return Err(SourceError::NoFilesMatch { source_name: source_name.to_string(), glob: pattern.to_string() });
+        return Err(SourceError::NoFilesMatch {
+            source_name: source_name.to_string(),
+            glob: pattern.to_string(),
+        });
     }
     Ok(paths)
 }
@@ -48,11 +54,27 @@ impl LinesPartition {
             path: path.to_path_buf(),
             error,
         })?;
-        Ok(Self::new(source_name, source, partition, path.display().to_string(), path, Box::new(file), time_field))
+        Ok(Self::new(
+            source_name,
+            source,
+            partition,
+            path.display().to_string(),
+            path,
+            Box::new(file),
+            time_field,
+        ))
     }
 
     pub fn stdin(source_name: &str, source: u16, time_field: Vec<Str>) -> Self {
-        Self::new(source_name, source, 0, "stdin".into(), Path::new("<stdin>"), Box::new(std::io::stdin()), time_field)
+        Self::new(
+            source_name,
+            source,
+            0,
+            "stdin".into(),
+            Path::new("<stdin>"),
+            Box::new(std::io::stdin()),
+            time_field,
+        )
     }
 
     /// A partition over any reader (tests, stdin).
@@ -69,7 +91,11 @@ impl LinesPartition {
             name,
             source_name: source_name.to_string(),
             path: path.to_path_buf(),
-            origin: Origin { source, partition, offset: 0 },
+            origin: Origin {
+                source,
+                partition,
+                offset: 0,
+            },
             reader: Box::new(BufReader::with_capacity(256 << 10, reader)),
             time_field,
             line: Vec::with_capacity(1024),
@@ -77,9 +103,13 @@ impl LinesPartition {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Record, (String, &'static str)> {
-        let value = Value::from_json(bytes).map_err(|e| (format!("not valid JSON: {e}"), "decode"))?;
+        let value =
+            Value::from_json(bytes).map_err(|e| (format!("not valid JSON: {e}"), "decode"))?;
         if !matches!(value, Value::Object(_)) {
-            return Err((format!("expected a JSON object, found a {}", value.type_name()), "decode"));
+            return Err((
+                format!("expected a JSON object, found a {}", value.type_name()),
+                "decode",
+            ));
         }
         let time = extract_event_time(&value, &self.time_field).map_err(|e| (e, "event_time"))?;
         Ok(Record::new(value, time, self.origin))
@@ -91,15 +121,23 @@ impl SourcePartition for LinesPartition {
         &self.name
     }
 
-    fn poll(&mut self, out: &mut Vec<Record>, dead: &mut Vec<DeadLetter>, max: usize) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record>,
+        dead: &mut Vec<DeadLetter>,
+        max: usize,
+    ) -> Result<Poll, SourceError> {
         let mut produced = 0;
         while produced < max {
             self.line.clear();
-            let n = self.reader.read_until(b'\n', &mut self.line).map_err(|error| SourceError::Io {
-                source_name: self.source_name.clone(),
-                path: self.path.clone(),
-                error,
-            })?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .map_err(|error| SourceError::Io {
+                    source_name: self.source_name.clone(),
+                    path: self.path.clone(),
+                    error,
+                })?;
             if n == 0 {
                 return Ok(if produced > 0 { Poll::Ready } else { Poll::End });
             }
@@ -118,9 +156,13 @@ impl SourcePartition for LinesPartition {
             produced += 1;
             match self.decode(bytes) {
                 Ok(record) => out.push(record),
-                Err((error, step)) => {
-                    dead.push(DeadLetter::new(bytes.to_vec(), self.origin, step.to_string(), ErrorClass::Permanent, error))
-                }
+                Err((error, step)) => dead.push(DeadLetter::new(
+                    bytes.to_vec(),
+                    self.origin,
+                    step.to_string(),
+                    ErrorClass::Permanent,
+                    error,
+                )),
             }
         }
         Ok(Poll::Ready)
@@ -133,7 +175,15 @@ mod tests {
     use crate::value::split_path;
 
     fn partition(text: &'static [u8]) -> LinesPartition {
-        LinesPartition::new("s", 0, 0, "mem".into(), Path::new("mem"), Box::new(text), split_path("ts"))
+        LinesPartition::new(
+            "s",
+            0,
+            0,
+            "mem".into(),
+            Path::new("mem"),
+            Box::new(text),
+            split_path("ts"),
+        )
     }
 
     fn drain(p: &mut LinesPartition, max: usize) -> (Vec<Record>, Vec<DeadLetter>, usize) {
@@ -149,9 +199,25 @@ mod tests {
         let text: &[u8] = b"{\"ts\":1,\"a\":1}\r\n\n  \n{bad\n[1,2]\n{\"a\":2}\n{\"ts\":\"2026-01-01T00:00:00Z\"}\n\xff\xfe\n{\"ts\":3}";
         let mut p = partition(text);
         let (out, dead, _) = drain(&mut p, 100);
-        assert_eq!(out.iter().map(|r| (r.origin.offset, r.time)).collect::<Vec<_>>(), vec![(1, 1), (7, 1_767_225_600_000), (9, 3)]);
-        let d: Vec<_> = dead.iter().map(|d| (d.origin.offset, d.step.as_str())).collect();
-        assert_eq!(d, vec![(4, "decode"), (5, "decode"), (6, "event_time"), (8, "decode")]);
+        assert_eq!(
+            out.iter()
+                .map(|r| (r.origin.offset, r.time))
+                .collect::<Vec<_>>(),
+            vec![(1, 1), (7, 1_767_225_600_000), (9, 3)]
+        );
+        let d: Vec<_> = dead
+            .iter()
+            .map(|d| (d.origin.offset, d.step.as_str()))
+            .collect();
+        assert_eq!(
+            d,
+            vec![
+                (4, "decode"),
+                (5, "decode"),
+                (6, "event_time"),
+                (8, "decode")
+            ]
+        );
         assert_eq!(dead[0].raw, b"{bad");
         assert!(dead[1].error.contains("found a array"), "{}", dead[1].error);
         assert_eq!(dead[3].raw, vec![0xff, 0xfe]);
@@ -175,9 +241,14 @@ mod tests {
         }
         let pattern = format!("{}/*.jsonl", dir.path().display());
         let paths = expand_glob("s", &pattern).expect("glob");
-        let names: Vec<_> = paths.iter().filter_map(|p| p.file_name()).map(|n| n.to_string_lossy().to_string()).collect();
+        let names: Vec<_> = paths
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .collect();
         assert_eq!(names, ["a.jsonl", "b.jsonl"]);
-        let err = expand_glob("clicks", &format!("{}/*.csv", dir.path().display())).expect_err("no match");
+        let err = expand_glob("clicks", &format!("{}/*.csv", dir.path().display()))
+            .expect_err("no match");
         assert!(err.to_string().contains("no files match"), "{err}");
     }
 }

@@ -19,7 +19,12 @@ pub trait SourcePartition: Send {
     /// A name for messages and DLQ envelopes: a file path, `nexmark[2/4]`, `stdin`.
     fn name(&self) -> &str;
     /// Appends up to `max` records to `out` and dead letters for bad input to `dead`.
-    fn poll(&mut self, out: &mut Vec<Record>, dead: &mut Vec<DeadLetter>, max: usize) -> Result<Poll, SourceError>;
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record>,
+        dead: &mut Vec<DeadLetter>,
+        max: usize,
+    ) -> Result<Poll, SourceError>;
 }
 
 /// What a poll achieved.
@@ -39,28 +44,61 @@ pub enum SourceError {
     #[error("source `{source_name}`: no files match `{glob}`; check the path (relative paths are relative to the pipeline file)")]
     NoFilesMatch { source_name: String, glob: String },
     #[error("source `{source_name}`: `{glob}` is not a valid glob pattern: {message}")]
-    BadGlob { source_name: String, glob: String, message: String },
+    BadGlob {
+        source_name: String,
+        glob: String,
+        message: String,
+    },
     #[error("source `{source_name}`: cannot read `{path}`: {error}")]
-    Io { source_name: String, path: PathBuf, error: std::io::Error },
+    Io {
+        source_name: String,
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("source `{source_name}`: needs `event_time.field` to find each record's timestamp")]
     NoTimeField { source_name: String },
 }
 
 /// Opens every partition of a source.
-pub fn open_source(spec: &SourceSpec, source_index: u16) -> Result<Vec<Box<dyn SourcePartition>>, SourceError> {
+pub fn open_source(
+    spec: &SourceSpec,
+    source_index: u16,
+) -> Result<Vec<Box<dyn SourcePartition>>, SourceError> {
     match &spec.kind {
         SourceKind::Files { glob } => {
-            let field = spec.event_time.field.clone().ok_or_else(|| SourceError::NoTimeField { source_name: spec.name.clone() })?;
+            let field = spec
+                .event_time
+                .field
+                .clone()
+                .ok_or_else(|| SourceError::NoTimeField {
+                    source_name: spec.name.clone(),
+                })?;
             let paths = lines::expand_glob(&spec.name, glob)?;
             let mut parts: Vec<Box<dyn SourcePartition>> = Vec::with_capacity(paths.len());
             for (i, path) in paths.into_iter().enumerate() {
-                parts.push(Box::new(lines::LinesPartition::open_file(&spec.name, source_index, i as u32, &path, field.clone())?));
+                parts.push(Box::new(lines::LinesPartition::open_file(
+                    &spec.name,
+                    source_index,
+                    i as u32,
+                    &path,
+                    field.clone(),
+                )?));
             }
             Ok(parts)
         }
         SourceKind::Stdin => {
-            let field = spec.event_time.field.clone().ok_or_else(|| SourceError::NoTimeField { source_name: spec.name.clone() })?;
-            Ok(vec![Box::new(lines::LinesPartition::stdin(&spec.name, source_index, field))])
+            let field = spec
+                .event_time
+                .field
+                .clone()
+                .ok_or_else(|| SourceError::NoTimeField {
+                    source_name: spec.name.clone(),
+                })?;
+            Ok(vec![Box::new(lines::LinesPartition::stdin(
+                &spec.name,
+                source_index,
+                field,
+            ))])
         }
         SourceKind::Nexmark(n) => Ok(nexmark::partitions(n, source_index)
             .into_iter()
@@ -97,7 +135,10 @@ mod tests {
     use crate::value::split_path;
 
     fn t(json: &str) -> Result<i64, String> {
-        extract_event_time(&Value::from_json(json.as_bytes()).expect("json"), &split_path("ts"))
+        extract_event_time(
+            &Value::from_json(json.as_bytes()).expect("json"),
+            &split_path("ts"),
+        )
     }
 
     #[test]
@@ -105,13 +146,20 @@ mod tests {
         assert_eq!(t(r#"{"ts":1500}"#), Ok(1500));
         assert_eq!(t(r#"{"ts":1500.9}"#), Ok(1500));
         assert_eq!(t(r#"{"ts":"2026-01-01T10:00:03Z"}"#), Ok(1_767_261_603_000));
-        assert_eq!(t(r#"{"ts":"2026-01-01T10:00:03.250Z"}"#), Ok(1_767_261_603_250));
+        assert_eq!(
+            t(r#"{"ts":"2026-01-01T10:00:03.250Z"}"#),
+            Ok(1_767_261_603_250)
+        );
     }
 
     #[test]
     fn bad_event_times_explain_themselves() {
-        assert!(t(r#"{"x":1}"#).unwrap_err().contains("missing"));
-        assert!(t(r#"{"ts":true}"#).unwrap_err().contains("is a bool"));
-        assert!(t(r#"{"ts":"yesterday"}"#).unwrap_err().contains("RFC 3339"));
+        assert!(t(r#"{"x":1}"#).expect_err("must fail").contains("missing"));
+        assert!(t(r#"{"ts":true}"#)
+            .expect_err("must fail")
+            .contains("is a bool"));
+        assert!(t(r#"{"ts":"yesterday"}"#)
+            .expect_err("must fail")
+            .contains("RFC 3339"));
     }
 }

@@ -38,7 +38,9 @@ pub fn partitions(spec: &NexmarkSpec, source: u16) -> Vec<NexmarkPartition> {
     };
     (0..n)
         .map(|i| {
-            let mut generator = EventGenerator::new(config.clone()).with_offset(i).with_step(n);
+            let mut generator = EventGenerator::new(config.clone())
+                .with_offset(i)
+                .with_step(n);
             if let Some(kind) = spec.only {
                 generator = generator.with_type_filter(match kind {
                     NexmarkEventKind::Person => EventType::Person,
@@ -47,11 +49,17 @@ pub fn partitions(spec: &NexmarkSpec, source: u16) -> Vec<NexmarkPartition> {
                 });
             }
             // Partition i produces the global events i, i+n, ... below the total.
-            let remaining = spec.events.map(|total| total / n + u64::from(i < total % n));
+            let remaining = spec
+                .events
+                .map(|total| total / n + u64::from(i < total % n));
             NexmarkPartition {
                 name: format!("nexmark[{}/{}]", i, n),
                 generator,
-                origin: Origin { source, partition: i as u32, offset: 0 },
+                origin: Origin {
+                    source,
+                    partition: i as u32,
+                    offset: 0,
+                },
                 remaining,
                 rate: spec.rate.map(|r| r as f64 / n as f64),
                 started: None,
@@ -66,7 +74,12 @@ impl SourcePartition for NexmarkPartition {
         &self.name
     }
 
-    fn poll(&mut self, out: &mut Vec<Record>, _dead: &mut Vec<DeadLetter>, max: usize) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        out: &mut Vec<Record>,
+        _dead: &mut Vec<DeadLetter>,
+        max: usize,
+    ) -> Result<Poll, SourceError> {
         let mut budget = max as u64;
         if let Some(remaining) = self.remaining {
             if remaining == 0 {
@@ -85,7 +98,9 @@ impl SourcePartition for NexmarkPartition {
         }
         for _ in 0..budget {
             self.origin.offset = self.generator.offset();
-            let Some(event) = self.generator.next() else { break };
+            let Some(event) = self.generator.next() else {
+                break;
+            };
             let time = event.timestamp() as i64;
             out.push(Record::new(to_value(event), time, self.origin));
         }
@@ -152,8 +167,19 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn spec(events: Option<u64>, partitions: u32, only: Option<NexmarkEventKind>, rate: Option<u64>) -> NexmarkSpec {
-        NexmarkSpec { events, rate, partitions, only, base_time: 1_704_067_200_000 }
+    fn spec(
+        events: Option<u64>,
+        partitions: u32,
+        only: Option<NexmarkEventKind>,
+        rate: Option<u64>,
+    ) -> NexmarkSpec {
+        NexmarkSpec {
+            events,
+            rate,
+            partitions,
+            only,
+            base_time: 1_704_067_200_000,
+        }
     }
 
     fn drain(p: &mut NexmarkPartition) -> Vec<Record> {
@@ -174,8 +200,16 @@ mod tests {
         offsets.dedup();
         assert_eq!(offsets.len(), 1000, "every event number once");
         assert!(all.iter().all(|r| r.time >= 1_704_067_200_000));
-        let kinds: std::collections::HashSet<_> =
-            all.iter().filter_map(|r| r.value.as_object()?.get("event_type")?.as_str().map(str::to_string)).collect();
+        let kinds: std::collections::HashSet<_> = all
+            .iter()
+            .filter_map(|r| {
+                r.value
+                    .as_object()?
+                    .get("event_type")?
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
         assert_eq!(kinds.len(), 3, "persons, auctions and bids: {kinds:?}");
     }
 
@@ -196,9 +230,19 @@ mod tests {
     fn rate_limit_returns_pending_when_ahead_of_schedule() {
         let mut p = partitions(&spec(None, 1, Some(NexmarkEventKind::Bid), Some(10)), 0).remove(0);
         let (mut out, mut dead) = (Vec::new(), Vec::new());
-        assert_eq!(p.poll(&mut out, &mut dead, 1000).expect("poll"), Poll::Pending);
+        assert_eq!(
+            p.poll(&mut out, &mut dead, 1000).expect("poll"),
+            Poll::Pending
+        );
         std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(p.poll(&mut out, &mut dead, 1000).expect("poll"), Poll::Ready);
-        assert!((1..=3).contains(&out.len()), "about 2 events after 250ms at 10/s, got {}", out.len());
+        assert_eq!(
+            p.poll(&mut out, &mut dead, 1000).expect("poll"),
+            Poll::Ready
+        );
+        assert!(
+            (1..=3).contains(&out.len()),
+            "about 2 events after 250ms at 10/s, got {}",
+            out.len()
+        );
     }
 }

@@ -23,11 +23,18 @@ mod tests {
     #[test]
     fn each_task_owns_a_contiguous_nonempty_range() {
         for (max, par) in [(128u32, 1usize), (128, 2), (128, 3), (128, 128), (7, 3)] {
-            let owners: Vec<usize> =
-                (0..max).map(|kg| task_of_key_group(kg as KeyGroup, max, par)).collect();
-            assert!(owners.windows(2).all(|w| w[0] <= w[1]), "ranges are contiguous");
+            let owners: Vec<usize> = (0..max)
+                .map(|kg| task_of_key_group(kg as KeyGroup, max, par))
+                .collect();
+            assert!(
+                owners.windows(2).all(|w| w[0] <= w[1]),
+                "ranges are contiguous"
+            );
             for task in 0..par {
-                assert!(owners.contains(&task), "task {task} of {par} owns a key group");
+                assert!(
+                    owners.contains(&task),
+                    "task {task} of {par} owns a key group"
+                );
             }
             assert_eq!(owners.last().copied(), Some(par - 1));
         }
@@ -38,8 +45,13 @@ mod tests {
         let a = key_group_of(b"\"user-1\"", 128);
         assert_eq!(a, key_group_of(b"\"user-1\"", 128));
         assert!(a < 128);
-        let spread: std::collections::HashSet<_> =
-            (0..1000).map(|i| key_group_of(format!("k{i}").as_bytes(), 128)).collect();
-        assert!(spread.len() > 100, "keys spread over key groups: {}", spread.len());
+        let spread: std::collections::HashSet<_> = (0..1000)
+            .map(|i| key_group_of(format!("k{i}").as_bytes(), 128))
+            .collect();
+        assert!(
+            spread.len() > 100,
+            "keys spread over key groups: {}",
+            spread.len()
+        );
     }
 }

@@ -10,14 +10,25 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot open the state store in `{path}`: {source}; check that the folder is writable and not used by another run")]
-    Open { path: PathBuf, source: rocksdb::Error },
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
     #[error("cannot clear old state in `{path}`: {source}")]
-    Clear { path: PathBuf, source: std::io::Error },
+    Clear {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state is corrupt: {0}; delete the state folder and rerun")]
     Corrupt(String),
-    #[error("state store read/write failed: {0}; the disk may be full or the state folder damaged")]
+    #[error(
+        "state store read/write failed: {0}; the disk may be full or the state folder damaged"
+    )]
     Io(#[from] rocksdb::Error),
 }
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// A cheap-to-clone handle on the run's RocksDB instance.
 #[derive(Clone)]
@@ -31,19 +42,28 @@ impl StateStore {
     /// resume yet; checkpoints and recovery arrive with issue #4).
     pub fn open_fresh(dir: &Path) -> Result<StateStore, StateError> {
         if dir.exists() {
-            std::fs::remove_dir_all(dir)
-                .map_err(|source| StateError::Clear { path: dir.to_path_buf(), source })?;
+            std::fs::remove_dir_all(dir).map_err(|source| StateError::Clear {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StateError::Clear { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Clear {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
         opts.set_write_buffer_size(64 << 20);
-        let db = DB::open(&opts, dir)
-            .map_err(|source| StateError::Open { path: dir.to_path_buf(), source })?;
-        Ok(StateStore { db: Arc::new(db), path: dir.to_path_buf() })
+        let db = DB::open(&opts, dir).map_err(|source| StateError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok(StateStore {
+            db: Arc::new(db),
+            path: dir.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -74,9 +94,11 @@ impl StateStore {
     }
 
     /// All entries whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
         let mut out = Vec::new();
-        let iter = self.db.iterator(IteratorMode::From(prefix, Direction::Forward));
+        let iter = self
+            .db
+            .iterator(IteratorMode::From(prefix, Direction::Forward));
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
@@ -89,7 +111,11 @@ impl StateStore {
 
     /// Number of live keys (an estimate from RocksDB's properties), for the run summary.
     pub fn estimated_keys(&self) -> u64 {
-        self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+        self.db
+            .property_int_value("rocksdb.estimate-num-keys")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 }
 
@@ -104,8 +130,12 @@ mod tests {
         for k in [&b"a\x01b"[..], b"a\x01a", b"a\x02", b"b"] {
             store.put(k, b"v").expect("put");
         }
-        let keys: Vec<_> =
-            store.scan_prefix(b"a\x01").expect("scan").into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = store
+            .scan_prefix(b"a\x01")
+            .expect("scan")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, vec![b"a\x01a".to_vec(), b"a\x01b".to_vec()]);
         store.delete(b"a\x01a").expect("delete");
         assert_eq!(store.get(b"a\x01a").expect("get"), None);

@@ -66,7 +66,11 @@ impl PartitionClock {
         if self.max_time == WATERMARK_START {
             return WatermarkStatus::Active(WATERMARK_START);
         }
-        WatermarkStatus::Active(self.max_time.saturating_sub(self.bound_ms).saturating_sub(1))
+        WatermarkStatus::Active(
+            self.max_time
+                .saturating_sub(self.bound_ms)
+                .saturating_sub(1),
+        )
     }
 }
 
@@ -91,7 +95,9 @@ impl InputWatermarks {
     /// Records input `idx`'s status. An input's own watermark never goes back: a lower value
     /// than it reported before is ignored.
     pub fn update(&mut self, idx: usize, status: WatermarkStatus) {
-        let Some(slot) = self.inputs.get_mut(idx) else { return };
+        let Some(slot) = self.inputs.get_mut(idx) else {
+            return;
+        };
         *slot = match (*slot, status) {
             (WatermarkStatus::Active(old), WatermarkStatus::Active(new)) => {
                 WatermarkStatus::Active(old.max(new))

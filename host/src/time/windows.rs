@@ -26,7 +26,10 @@ impl TimeWindow {
     }
 
     pub fn cover(&self, other: &TimeWindow) -> TimeWindow {
-        TimeWindow { start: self.start.min(other.start), end: self.end.max(other.end) }
+        TimeWindow {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 }
 
@@ -41,12 +44,16 @@ pub enum WindowAssigner {
 impl WindowAssigner {
     pub fn from_kind(kind: &WindowKind) -> Self {
         match *kind {
-            WindowKind::Tumbling { size } => WindowAssigner::Tumbling { size: millis(size).max(1) },
+            WindowKind::Tumbling { size } => WindowAssigner::Tumbling {
+                size: millis(size).max(1),
+            },
             WindowKind::Sliding { size, slide } => WindowAssigner::Sliding {
                 size: millis(size).max(1),
                 slide: millis(slide).max(1),
             },
-            WindowKind::Session { gap } => WindowAssigner::Session { gap: millis(gap).max(1) },
+            WindowKind::Session { gap } => WindowAssigner::Session {
+                gap: millis(gap).max(1),
+            },
         }
     }
 
@@ -60,20 +67,29 @@ impl WindowAssigner {
         match *self {
             WindowAssigner::Tumbling { size } => {
                 let start = t - t.rem_euclid(size);
-                out.push(TimeWindow { start, end: start.saturating_add(size) });
+                out.push(TimeWindow {
+                    start,
+                    end: start.saturating_add(size),
+                });
             }
             WindowAssigner::Sliding { size, slide } => {
                 let last_start = t - t.rem_euclid(slide);
                 let mut start = last_start - ((size - 1) / slide) * slide;
                 while start <= last_start {
                     if t < start.saturating_add(size) {
-                        out.push(TimeWindow { start, end: start.saturating_add(size) });
+                        out.push(TimeWindow {
+                            start,
+                            end: start.saturating_add(size),
+                        });
                     }
                     start += slide;
                 }
             }
             WindowAssigner::Session { gap } => {
-                out.push(TimeWindow { start: t, end: t.saturating_add(gap) });
+                out.push(TimeWindow {
+                    start: t,
+                    end: t.saturating_add(gap),
+                });
             }
         }
     }
@@ -106,8 +122,12 @@ mod tests {
         let b = WindowAssigner::Sliding { size: 10, slide: 3 };
         for t in -20..20 {
             let ws = windows(b, t);
-            assert!(ws.iter().all(|&(s, e)| s <= t && t < e && e - s == 10 && s.rem_euclid(3) == 0));
-            let expected = (-30..30).filter(|s: &i64| s.rem_euclid(3) == 0 && *s <= t && t < s + 10).count();
+            assert!(ws
+                .iter()
+                .all(|&(s, e)| s <= t && t < e && e - s == 10 && s.rem_euclid(3) == 0));
+            let expected = (-30..30)
+                .filter(|s: &i64| s.rem_euclid(3) == 0 && *s <= t && t < s + 10)
+                .count();
             assert_eq!(ws.len(), expected, "t={t}");
         }
     }

@@ -21,9 +21,17 @@ pub struct FunctionInfo {
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("unknown function `{name}` in the {runtime} runtime; available: {available}")]
-    UnknownFunction { runtime: String, name: String, available: String },
+    UnknownFunction {
+        runtime: String,
+        name: String,
+        available: String,
+    },
     #[error("function `{name}` is a {actual:?} function but the pipeline declares it as {declared:?}; fix `kind` in the `udfs` section")]
-    KindMismatch { name: String, declared: FunctionKind, actual: FunctionKind },
+    KindMismatch {
+        name: String,
+        declared: FunctionKind,
+        actual: FunctionKind,
+    },
 }
 
 /// The outcome for one input record.
@@ -36,7 +44,11 @@ pub trait UdfRuntime: Send + Sync {
     /// The functions this runtime offers.
     fn functions(&self) -> Vec<FunctionInfo>;
     /// Calls `function` once per input, in order; returns one outcome per input.
-    fn invoke(&self, function: &str, inputs: Vec<Value>) -> Result<Vec<RecordOutcome>, RuntimeError>;
+    fn invoke(
+        &self,
+        function: &str,
+        inputs: Vec<Value>,
+    ) -> Result<Vec<RecordOutcome>, RuntimeError>;
 }
 
 /// Checks that `name` exists in `runtime` with the declared kind.
@@ -56,7 +68,11 @@ pub fn check_function(
         None => Err(RuntimeError::UnknownFunction {
             runtime: runtime.name().to_string(),
             name: name.to_string(),
-            available: functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
+            available: functions
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }

@@ -44,16 +44,31 @@ impl UdfRuntime for NativeRuntime {
     fn functions(&self) -> Vec<FunctionInfo> {
         self.functions
             .iter()
-            .map(|(name, f)| FunctionInfo { name: name.clone(), kind: f.kind() })
+            .map(|(name, f)| FunctionInfo {
+                name: name.clone(),
+                kind: f.kind(),
+            })
             .collect()
     }
 
-    fn invoke(&self, function: &str, inputs: Vec<Value>) -> Result<Vec<RecordOutcome>, RuntimeError> {
-        let f = self.functions.get(function).ok_or_else(|| RuntimeError::UnknownFunction {
-            runtime: "native".into(),
-            name: function.into(),
-            available: self.functions.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
+    fn invoke(
+        &self,
+        function: &str,
+        inputs: Vec<Value>,
+    ) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        let f = self
+            .functions
+            .get(function)
+            .ok_or_else(|| RuntimeError::UnknownFunction {
+                runtime: "native".into(),
+                name: function.into(),
+                available: self
+                    .functions
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         Ok(inputs.into_iter().map(|v| f.call(v)).collect())
     }
 }
@@ -78,7 +93,9 @@ fn number_field(record: &Value, name: &str) -> Result<f64, FunctionError> {
         .as_object()
         .and_then(|o| o.get(name))
         .and_then(Value::as_f64)
-        .ok_or_else(|| FunctionError::permanent(format!("field `{name}` is missing or not a number")))
+        .ok_or_else(|| {
+            FunctionError::permanent(format!("field `{name}` is missing or not a number"))
+        })
 }
 
 impl Function for Geohash {
@@ -201,11 +218,20 @@ mod tests {
     fn invoke_returns_one_outcome_per_input_and_keeps_failures_per_record() {
         let rt = NativeRuntime::with_builtins();
         let out = rt
-            .invoke("geohash", vec![json(r#"{"lat":37.7749,"lon":-122.4194}"#), json(r#"{"lat":"x"}"#)])
+            .invoke(
+                "geohash",
+                vec![
+                    json(r#"{"lat":37.7749,"lon":-122.4194}"#),
+                    json(r#"{"lat":"x"}"#),
+                ],
+            )
             .expect("known function");
         assert_eq!(out.len(), 2);
         let first = out[0].as_ref().expect("first succeeds");
-        assert_eq!(first[0].as_object().and_then(|o| o.get("geohash")), Some(&Value::from("9q8yyk8")));
+        assert_eq!(
+            first[0].as_object().and_then(|o| o.get("geohash")),
+            Some(&Value::from("9q8yyk8"))
+        );
         let err = out[1].as_ref().expect_err("second fails");
         assert_eq!(err.class, headwater_sdk::ErrorClass::Permanent);
     }
@@ -213,14 +239,23 @@ mod tests {
     #[test]
     fn split_words_fans_out() {
         let rt = NativeRuntime::with_builtins();
-        let out = rt.invoke("split_words", vec![json(r#"{"id":1,"text":"a b  c"}"#)]).expect("ok");
+        let out = rt
+            .invoke("split_words", vec![json(r#"{"id":1,"text":"a b  c"}"#)])
+            .expect("ok");
         let words: Vec<String> = out[0]
             .as_ref()
             .expect("ok")
             .iter()
             .map(|v| v.to_json_string())
             .collect();
-        assert_eq!(words, [r#"{"id":1,"word":"a"}"#, r#"{"id":1,"word":"b"}"#, r#"{"id":1,"word":"c"}"#]);
+        assert_eq!(
+            words,
+            [
+                r#"{"id":1,"word":"a"}"#,
+                r#"{"id":1,"word":"b"}"#,
+                r#"{"id":1,"word":"c"}"#
+            ]
+        );
     }
 
     #[test]
