@@ -89,7 +89,7 @@ fn run_case(case: &Path) -> Result<(), String> {
     copy_dir(case, &work);
     let output = Command::new(env!("CARGO_BIN_EXE_headwater"))
         .arg("run")
-        .arg(work.join("pipeline.yaml"))
+        .arg("pipeline.yaml")
         .arg("--quiet")
         .current_dir(&work)
         .output()
