@@ -15,6 +15,11 @@ use clap::Parser;
 use serde_json::json;
 
 use headwater::config;
+
+/// mimalloc: records are allocated on source threads and freed on sink threads, a pattern
+/// glibc's per-thread arenas handle poorly.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use headwater::runtime::{self, RunControl, RunOptions};
 
 #[derive(Parser)]

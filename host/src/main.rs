@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use clap::{Parser, Subcommand};
 
 use headwater::config;
+
+/// mimalloc: records are allocated on source threads and freed on sink threads, a pattern
+/// glibc's per-thread arenas handle poorly.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use headwater::runtime::{self, RunControl, RunError, RunOptions};
 
 /// Exit code for a pipeline file or plan that is not valid.
