@@ -283,6 +283,7 @@ impl WindowOp {
         let mut out = Vec::new();
         let mut key_bytes = Vec::with_capacity(32);
         let mut proto = Vec::with_capacity(1);
+        let has_distinct = self.has_distinct();
         for record in &batch {
             let key = record.key.clone().unwrap_or(Value::Null);
             key_bytes.clear();
@@ -291,46 +292,49 @@ impl WindowOp {
             proto.clear();
             self.cfg.assigner.assign(record.time, &mut proto);
             let Some(&new) = proto.first() else { continue };
+            // A session's key holds its start only, so extending its end (the common case)
+            // rewrites one value instead of deleting and inserting keys.
             let prefix = key_prefix(kg, self.cfg.op_id, TAG_ACC, &key_bytes);
-            let existing: Vec<(TimeWindow, Vec<u8>, Vec<u8>)> = self
+            let mut existing: Vec<(TimeWindow, Vec<u8>, Vec<Acc>)> = Vec::new();
+            for (k, v) in self
                 .store
                 .scan_prefix(&prefix)
                 .map_err(|e| self.state_err(e))?
-                .into_iter()
-                .filter_map(|(k, v)| window_of_key(&k, prefix.len()).map(|w| (w, k, v)))
-                .filter(|(w, _, _)| w.touches(&new))
-                .collect();
+            {
+                let (end, accs) = self.decode_session(&k, &v)?;
+                let Some(start) = k.get(prefix.len()..).and_then(unordered) else {
+                    continue;
+                };
+                let w = TimeWindow { start, end };
+                if w.touches(&new) {
+                    existing.push((w, k, accs));
+                }
+            }
             let merged = existing.iter().fold(new, |acc, (w, _, _)| acc.cover(w));
             if self.is_late(&merged) {
                 self.handle_late(record, ctx);
                 continue;
             }
-            let mkey = window_key(kg, self.cfg.op_id, &key_bytes, &merged);
+            let mkey = session_key(kg, self.cfg.op_id, &key_bytes, merged.start);
             let mut wb = WriteBatch::default();
             let mut accs = self.new_accs();
-            let mut had_merged_key = false;
-            for (w, k, v) in &existing {
-                let old = decode_all(v, accs.len()).ok_or_else(|| OpError::State {
-                    step: self.cfg.step.clone(),
-                    source: StateError::Corrupt(format!("session accumulator under key {k:?}")),
-                })?;
-                for (a, o) in accs.iter_mut().zip(&old) {
+            let mut moved = false;
+            for (w, k, old) in &existing {
+                for (a, o) in accs.iter_mut().zip(old) {
                     a.merge(o);
                 }
-                if *k == mkey {
-                    had_merged_key = true;
-                    continue;
-                }
                 self.remove_timers(w, k);
-                wb.delete(k);
-                self.move_members(k, &mkey, &mut wb)?;
+                if *k != mkey {
+                    wb.delete(k);
+                    if has_distinct {
+                        self.move_members(k, &mkey, &mut wb)?;
+                        moved = true;
+                    }
+                }
             }
-            if !had_merged_key {
-                self.register_timers(&merged, &mkey);
-            }
+            self.register_timers(&merged, &mkey);
             // Distinct counts of a merged session are the sizes of the merged member sets.
-            let mut members = HashSet::new();
-            if existing.len() > 1 || (existing.len() == 1 && !had_merged_key) {
+            if moved {
                 self.store
                     .write(std::mem::take(&mut wb))
                     .map_err(|e| self.state_err(e))?;
@@ -345,14 +349,42 @@ impl WindowOp {
                     }
                 }
             }
+            let mut members = HashSet::new();
             self.accumulate(record, &mkey, &mut accs, &mut members, &mut wb)?;
-            wb.put(&mkey, encode_all(&accs));
+            let mut value = merged.end.to_le_bytes().to_vec();
+            value.extend_from_slice(&encode_all(&accs));
+            wb.put(&mkey, value);
             self.store.write(wb).map_err(|e| self.state_err(e))?;
             if self.watermark >= merged.max_timestamp() {
                 out.push(self.output(&key, &merged, &accs));
             }
         }
         Ok(out)
+    }
+
+    fn has_distinct(&self) -> bool {
+        self.cfg
+            .aggregates
+            .iter()
+            .any(|a| a.func == AggregateFn::CountDistinct)
+    }
+
+    /// A session's value: its end (8 bytes, little-endian) then its accumulators.
+    fn decode_session(&self, key: &[u8], value: &[u8]) -> Result<(EventTime, Vec<Acc>), OpError> {
+        let corrupt = || OpError::State {
+            step: self.cfg.step.clone(),
+            source: StateError::Corrupt(format!(
+                "session state under key {key:?} cannot be decoded"
+            )),
+        };
+        let end = i64::from_le_bytes(
+            value
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(corrupt)?,
+        );
+        let accs = decode_all(&value[8..], self.cfg.aggregates.len()).ok_or_else(corrupt)?;
+        Ok((end, accs))
     }
 
     fn move_members(&self, from: &[u8], to: &[u8], wb: &mut WriteBatch) -> Result<(), OpError> {
@@ -374,6 +406,16 @@ impl WindowOp {
     }
 
     fn fire(&self, skey: &[u8]) -> Result<Option<Record>, OpError> {
+        if self.cfg.assigner.is_session() {
+            let Some(value) = self.store.get(skey).map_err(|e| self.state_err(e))? else {
+                return Ok(None);
+            };
+            let (end, accs) = self.decode_session(skey, &value)?;
+            let Some((key, start)) = parse_session_key(skey) else {
+                return Ok(None);
+            };
+            return Ok(Some(self.output(&key, &TimeWindow { start, end }, &accs)));
+        }
         let Some(accs) = self.load(skey)? else {
             return Ok(None);
         };
@@ -385,14 +427,16 @@ impl WindowOp {
 
     fn cleanup(&self, skey: &[u8], wb: &mut WriteBatch) -> Result<(), OpError> {
         wb.delete(skey);
-        let mut prefix = skey.to_vec();
-        prefix[4] = TAG_MEMBER;
-        for (k, _) in self
-            .store
-            .scan_prefix(&prefix)
-            .map_err(|e| self.state_err(e))?
-        {
-            wb.delete(&k);
+        if self.has_distinct() {
+            let mut prefix = skey.to_vec();
+            prefix[4] = TAG_MEMBER;
+            for (k, _) in self
+                .store
+                .scan_prefix(&prefix)
+                .map_err(|e| self.state_err(e))?
+            {
+                wb.delete(&k);
+            }
         }
         Ok(())
     }
@@ -479,6 +523,19 @@ fn window_of_key(k: &[u8], prefix_len: usize) -> Option<TimeWindow> {
         start: unordered(&rest[..8])?,
         end: unordered(&rest[8..])?,
     })
+}
+
+fn session_key(kg: KeyGroup, op: u16, key: &[u8], start: EventTime) -> Vec<u8> {
+    let mut k = key_prefix(kg, op, TAG_ACC, key);
+    k.extend_from_slice(&ordered(start));
+    k
+}
+
+/// Splits a session key into the key value and the session's start.
+fn parse_session_key(k: &[u8]) -> Option<(Value, EventTime)> {
+    let len = u32::from_be_bytes(k.get(5..9)?.try_into().ok()?) as usize;
+    let key = Value::from_json(k.get(9..9 + len)?).ok()?;
+    Some((key, unordered(k.get(9 + len..)?)?))
 }
 
 /// Splits an accumulator key into the key value and the window.

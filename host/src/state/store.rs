@@ -96,9 +96,14 @@ impl StateStore {
     /// All entries whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StateError> {
         let mut out = Vec::new();
+        let mut opts = rocksdb::ReadOptions::default();
+        // Bound the iterator so it never walks past the prefix (or over tombstones beyond it).
+        if let Some(upper) = prefix_successor(prefix) {
+            opts.set_iterate_upper_bound(upper);
+        }
         let iter = self
             .db
-            .iterator(IteratorMode::From(prefix, Direction::Forward));
+            .iterator_opt(IteratorMode::From(prefix, Direction::Forward), opts);
         for item in iter {
             let (k, v) = item?;
             if !k.starts_with(prefix) {
@@ -117,6 +122,18 @@ impl StateStore {
             .flatten()
             .unwrap_or(0)
     }
+}
+
+/// The smallest key greater than every key starting with `prefix` (None if there is none).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut upper = prefix.to_vec();
+    while let Some(last) = upper.pop() {
+        if last < u8::MAX {
+            upper.push(last + 1);
+            return Some(upper);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -139,6 +156,14 @@ mod tests {
         assert_eq!(keys, vec![b"a\x01a".to_vec(), b"a\x01b".to_vec()]);
         store.delete(b"a\x01a").expect("delete");
         assert_eq!(store.get(b"a\x01a").expect("get"), None);
+    }
+
+    #[test]
+    fn prefix_successor_handles_max_bytes() {
+        assert_eq!(prefix_successor(b"a\x01"), Some(b"a\x02".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
     }
 
     #[test]
