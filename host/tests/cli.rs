@@ -1,0 +1,213 @@
+//! The `headwater` command line, run as a user would: help, validate, stdin input, the
+//! progress line and Ctrl-C on an unbounded source, exit codes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn headwater() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_headwater"))
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+}
+
+#[test]
+fn help_teaches_the_first_steps() {
+    let out = headwater().arg("--help").output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        text.contains("headwater run examples/quickstart/pipeline.yaml"),
+        "{text}"
+    );
+    assert!(text.contains("Exit codes"), "{text}");
+    let out = headwater().args(["run", "--help"]).output().expect("runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--parallelism"));
+}
+
+#[test]
+fn validate_accepts_the_quickstart_and_rejects_a_broken_file() {
+    let quickstart = repo().join("examples/quickstart/pipeline.yaml");
+    let out = headwater()
+        .arg("validate")
+        .arg(&quickstart)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok — pipeline `quickstart`"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: x\nsources: {}\nsinks:\n  o: { type: stdout }\noutput: o\nparalelism: 2\n",
+    )
+    .expect("write");
+    let out = headwater()
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:6:1: error: unknown key `paralelism`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `parallelism`?"), "{err}");
+    assert!(err.contains("declare at least one source"), "{err}");
+}
+
+#[test]
+fn a_missing_pipeline_file_exits_with_2() {
+    let out = headwater()
+        .args(["run", "/no/such/pipeline.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the pipeline file"));
+}
+
+#[test]
+fn a_source_that_cannot_be_opened_is_reported_by_validate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.yaml");
+    std::fs::write(&p, "name: x\nsources:\n  s: { type: file, path: 'nothing/*.jsonl', event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n").expect("write");
+    let out = headwater().arg("validate").arg(&p).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no files match"));
+}
+
+#[test]
+fn stdin_records_flow_through_to_stdout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        "name: s\nparallelism: 2\nsources:\n  in: { type: stdin, event_time: { field: t } }\nsteps:\n  - key_by: k\n  - window: { type: tumbling, size: 10ms, aggregates: { n: count(), total: sum(v) } }\nsinks:\n  o: { type: stdout }\noutput: o\n",
+    )
+    .expect("write");
+    let mut child = headwater()
+        .arg("run")
+        .arg(&p)
+        .arg("--quiet")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for (t, k, v) in [
+            (1, "a", 1),
+            (2, "b", 2),
+            (5, "a", 3),
+            (12, "a", 4),
+            (3, "b", 5),
+        ] {
+            writeln!(stdin, r#"{{"t":{t},"k":"{k}","v":{v}}}"#).expect("write");
+        }
+        writeln!(stdin, "not json").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            r#"{"k":"a","window_start":0,"window_end":10,"n":2,"total":4}"#,
+            r#"{"k":"a","window_start":10,"window_end":20,"n":1,"total":4}"#,
+            r#"{"k":"b","window_start":0,"window_end":10,"n":2,"total":7}"#,
+        ]
+    );
+    let dlq = std::fs::read_to_string(dir.path().join(".headwater/s/dlq.jsonl")).expect("dlq");
+    assert_eq!(dlq.lines().count(), 1);
+    assert!(dlq.contains(r#""raw":"not json""#), "{dlq}");
+}
+
+#[test]
+fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        "name: live\nparallelism: 2\nsources:\n  bids: { type: nexmark, rate: 20000, partitions: 2, only: bid }\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 1s, aggregates: { n: count() } }\nsinks:\n  o: { type: file, path: out/r.jsonl }\noutput: o\ntuning: { progress_interval: 200ms }\n",
+    )
+    .expect("write");
+    let mut child = headwater()
+        .arg("run")
+        .arg(&p)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let started = Instant::now();
+    let mut progress = None;
+    for line in lines.by_ref() {
+        let line = line.expect("utf8");
+        if line.starts_with("[live]") && line.contains("in ") && !line.contains(" in 0 ") {
+            progress = Some(line);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no progress line"
+        );
+    }
+    let progress = progress.expect("a progress line");
+    assert!(
+        progress.contains("/s") && progress.contains("watermark"),
+        "{progress}"
+    );
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "exit {exit:?}; stderr: {rest:?}");
+    let text = rest.join("\n");
+    assert!(text.contains("stopping: draining"), "{text}");
+    assert!(text.contains("pipeline `live` stopped"), "{text}");
+    // draining fired the open windows: every bid read is counted in some window
+    let out = std::fs::read_to_string(dir.path().join("out/r.jsonl")).expect("output");
+    let counted: i64 = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["n"]
+                .as_i64()
+                .expect("n")
+        })
+        .sum();
+    let read: i64 = text
+        .lines()
+        .find(|l| l.contains("records in"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .map(|n| n.replace(',', "").parse().expect("count"))
+        .expect("records in line");
+    assert_eq!(
+        counted, read,
+        "every record read ended up in a window result"
+    );
+}
