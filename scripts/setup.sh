@@ -7,7 +7,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/headwater/target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
 # Native build needs: libclang for RocksDB's bindings, a C++ compiler for RocksDB itself.
-APT_PACKAGES=(libclang-dev clang build-essential pkg-config)
+APT_PACKAGES=(libclang-dev build-essential pkg-config)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
