@@ -211,3 +211,41 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
         "every record read ended up in a window result"
     );
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_sink_that_stops_reading_pauses_the_source_with_memory_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.yaml");
+    // An unbounded generator at full speed into stdout, which this test does not read.
+    std::fs::write(
+        &p,
+        "name: bp\nparallelism: 2\nsources:\n  bids: { type: nexmark, partitions: 2, only: bid }\nsinks:\n  o: { type: stdout }\noutput: o\ntuning: { progress_interval: 0s }\n",
+    )
+    .expect("write");
+    let mut child = headwater().arg("run").arg(&p).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let pid = child.id();
+    std::thread::sleep(Duration::from_millis(1500));
+    let first = rss_kib(pid);
+    std::thread::sleep(Duration::from_millis(1500));
+    let second = rss_kib(pid);
+    // The pipe (64 KiB) and the bounded channels fill, then the generator waits: memory stays
+    // flat instead of growing with the ~millions of events/s it could produce.
+    assert!(first > 0, "process is running");
+    assert!(second < 200 * 1024, "RSS {second} KiB: memory grew without bound");
+    assert!(second <= first + 16 * 1024, "RSS grew from {first} to {second} KiB while the sink was blocked");
+    // Reading a little lets it continue: the pipeline was paused, not dead.
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read");
+    assert!(line.contains("\"event_type\":\"bid\""), "{line}");
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
