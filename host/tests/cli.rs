@@ -215,7 +215,11 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
@@ -230,7 +234,13 @@ fn a_sink_that_stops_reading_pauses_the_source_with_memory_bounded() {
         "name: bp\nparallelism: 2\nsources:\n  bids: { type: nexmark, partitions: 2, only: bid }\nsinks:\n  o: { type: stdout }\noutput: o\ntuning: { progress_interval: 0s }\n",
     )
     .expect("write");
-    let mut child = headwater().arg("run").arg(&p).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut child = headwater()
+        .arg("run")
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(1500));
     let first = rss_kib(pid);
@@ -239,8 +249,14 @@ fn a_sink_that_stops_reading_pauses_the_source_with_memory_bounded() {
     // The pipe (64 KiB) and the bounded channels fill, then the generator waits: memory stays
     // flat instead of growing with the ~millions of events/s it could produce.
     assert!(first > 0, "process is running");
-    assert!(second < 200 * 1024, "RSS {second} KiB: memory grew without bound");
-    assert!(second <= first + 16 * 1024, "RSS grew from {first} to {second} KiB while the sink was blocked");
+    assert!(
+        second < 200 * 1024,
+        "RSS {second} KiB: memory grew without bound"
+    );
+    assert!(
+        second <= first + 16 * 1024,
+        "RSS grew from {first} to {second} KiB while the sink was blocked"
+    );
     // Reading a little lets it continue: the pipeline was paused, not dead.
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();

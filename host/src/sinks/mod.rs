@@ -83,17 +83,24 @@ impl FileSink {
     }
 }
 
+/// Writes each record as one line of compact JSON, reusing `line` as the buffer.
+fn write_json_lines(
+    out: &mut impl Write,
+    line: &mut Vec<u8>,
+    records: &[Value],
+) -> std::io::Result<()> {
+    for r in records {
+        line.clear();
+        r.write_json(line);
+        line.push(b'\n');
+        out.write_all(line)?;
+    }
+    Ok(())
+}
+
 impl Sink for FileSink {
     fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
-        for r in records {
-            self.line.clear();
-            r.write_json(&mut self.line);
-            self.line.push(b'\n');
-            if let Err(e) = self.out.write_all(&self.line) {
-                return Err(self.err(e));
-            }
-        }
-        Ok(())
+        write_json_lines(&mut self.out, &mut self.line, records).map_err(|e| self.err(e))
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -129,14 +136,7 @@ impl StdoutSink {
 
 impl Sink for StdoutSink {
     fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
-        for r in records {
-            self.line.clear();
-            r.write_json(&mut self.line);
-            self.line.push(b'\n');
-            if let Err(e) = self.out.write_all(&self.line) {
-                return Err(self.map(e));
-            }
-        }
+        write_json_lines(&mut self.out, &mut self.line, records).map_err(|e| self.map(e))?;
         self.flush()
     }
 

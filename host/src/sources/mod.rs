@@ -59,6 +59,15 @@ pub enum SourceError {
     NoTimeField { source_name: String },
 }
 
+fn time_field(spec: &SourceSpec) -> Result<Vec<Str>, SourceError> {
+    spec.event_time
+        .field
+        .clone()
+        .ok_or_else(|| SourceError::NoTimeField {
+            source_name: spec.name.clone(),
+        })
+}
+
 /// Opens every partition of a source.
 pub fn open_source(
     spec: &SourceSpec,
@@ -66,13 +75,7 @@ pub fn open_source(
 ) -> Result<Vec<Box<dyn SourcePartition>>, SourceError> {
     match &spec.kind {
         SourceKind::Files { glob } => {
-            let field = spec
-                .event_time
-                .field
-                .clone()
-                .ok_or_else(|| SourceError::NoTimeField {
-                    source_name: spec.name.clone(),
-                })?;
+            let field = time_field(spec)?;
             let paths = lines::expand_glob(&spec.name, glob)?;
             let mut parts: Vec<Box<dyn SourcePartition>> = Vec::with_capacity(paths.len());
             for (i, path) in paths.into_iter().enumerate() {
@@ -87,13 +90,7 @@ pub fn open_source(
             Ok(parts)
         }
         SourceKind::Stdin => {
-            let field = spec
-                .event_time
-                .field
-                .clone()
-                .ok_or_else(|| SourceError::NoTimeField {
-                    source_name: spec.name.clone(),
-                })?;
+            let field = time_field(spec)?;
             Ok(vec![Box::new(lines::LinesPartition::stdin(
                 &spec.name,
                 source_index,
