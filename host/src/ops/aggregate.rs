@@ -128,8 +128,9 @@ impl Acc {
                 *sum += s2;
                 *n += n2;
             }
-            // Distinct counts are recomputed from the merged member set.
-            (Acc::Distinct(_), Acc::Distinct(_)) => {}
+            // Adding is right for disjoint member sets (and for folding a window into an empty
+            // accumulator); after a union of overlapping sets the window operator recounts.
+            (Acc::Distinct(a), Acc::Distinct(b)) => *a += b,
             _ => {}
         }
     }

@@ -762,6 +762,29 @@ mod tests {
     }
 
     #[test]
+    fn extending_a_session_keeps_its_distinct_count() {
+        // Regression: folding the stored accumulator into a fresh one used to reset
+        // count_distinct to 0 when a session was extended without a merge.
+        let (_d, s) = store();
+        let mut w = op(s, WindowAssigner::Session { gap: 7 }, 0, LateTarget::Drop);
+        let mut ctx = Context::default();
+        w.process(
+            vec![
+                rec("a", -24, 0, "u0"),
+                rec("a", -21, 0, "u0"),
+                rec("a", -18, 1, "u1"),
+            ],
+            &mut ctx,
+        )
+        .expect("process");
+        let fired = w.on_watermark(i64::MAX, &mut ctx).expect("wm");
+        assert_eq!(
+            lines(&fired),
+            [r#"{"k":"a","window_start":-24,"window_end":-11,"n":3,"total":1,"users":2}"#]
+        );
+    }
+
+    #[test]
     fn window_keys_round_trip_and_sort_by_time() {
         let key = br#""k""#;
         let a = window_key(3, 1, key, &TimeWindow { start: -5, end: 5 });
