@@ -1,0 +1,211 @@
+"""Protocol round trips through the handler: build a request, call it, check the response.
+No host and no network needed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import headwater as hw
+from headwater.functions import Registry
+from headwater.handler import PROTOCOL_VERSION, Handler
+from headwater.udf.v1 import worker_pb2 as pb
+
+
+@pytest.fixture()
+def reg() -> Iterator[Registry]:
+    hw.registry.clear()
+    yield hw.registry
+    hw.registry.clear()
+
+
+def rec(value: Any, **kw: Any) -> pb.Record:
+    return pb.Record(value=json.dumps(value).encode(), **kw)
+
+
+def outputs(result: pb.RecordResult) -> list[Any]:
+    return [json.loads(o) for o in result.outputs]
+
+
+def test_handshake_lists_functions_with_kinds_and_formats(reg: Registry) -> None:
+    @hw.map
+    def enrich(r: dict[str, Any]) -> dict[str, Any]:
+        return r
+
+    @hw.filter(name="paid", input="json")
+    def is_paid(r: dict[str, Any]) -> bool:
+        return True
+
+    @hw.flat_map(input="bytes", output="bytes")
+    def split(b: bytes) -> list[bytes]:
+        return b.split(b",")
+
+    resp = Handler(reg).handshake(pb.HandshakeRequest(protocol_version=1))
+    assert resp.protocol_version == PROTOCOL_VERSION
+    assert resp.worker.startswith("headwater-python")
+    got = {(f.name, f.kind, f.input, f.output) for f in resp.functions}
+    assert got == {
+        ("enrich", pb.FUNCTION_KIND_MAP, pb.FORMAT_JSON, pb.FORMAT_JSON),
+        ("paid", pb.FUNCTION_KIND_FILTER, pb.FORMAT_JSON, pb.FORMAT_JSON),
+        ("split", pb.FUNCTION_KIND_FLAT_MAP, pb.FORMAT_BYTES, pb.FORMAT_BYTES),
+    }
+
+
+def test_map_filter_and_flat_map_outputs(reg: Registry) -> None:
+    @hw.map
+    def double(r: dict[str, Any]) -> dict[str, Any]:
+        return {**r, "n": r["n"] * 2}
+
+    @hw.filter
+    def even(r: dict[str, Any]) -> bool:
+        return bool(r["n"] % 2 == 0)
+
+    @hw.flat_map
+    def explode(r: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for i in range(r["n"]):
+            yield {"i": i}
+
+    h = Handler(reg)
+    resp = h.process(pb.BatchRequest(batch_id=7, function="double", records=[rec({"n": 2})]))
+    assert resp.batch_id == 7
+    assert outputs(resp.results[0]) == [{"n": 4}]
+    resp = h.process(pb.BatchRequest(function="even", records=[rec({"n": 2}), rec({"n": 3})]))
+    assert [outputs(r) for r in resp.results] == [[{"n": 2}], []]
+    resp = h.process(pb.BatchRequest(function="explode", records=[rec({"n": 3}), rec({"n": 0})]))
+    assert [outputs(r) for r in resp.results] == [[{"i": 0}, {"i": 1}, {"i": 2}], []]
+
+
+def test_a_failing_record_never_fails_its_batch(reg: Registry) -> None:
+    @hw.map
+    def strict(r: dict[str, Any]) -> dict[str, Any]:
+        if r["price"] < 0:
+            raise ValueError("price must be positive")
+        if r["price"] == 0:
+            raise hw.TransientError("pricing service unavailable")
+        return r
+
+    resp = Handler(reg).process(
+        pb.BatchRequest(
+            function="strict",
+            records=[rec({"price": 1}), rec({"price": -1}), rec({"price": 0}), rec({"x": 1})],
+        )
+    )
+    ok, bad, flaky, missing = resp.results
+    assert outputs(ok) == [{"price": 1}] and not ok.HasField("error")
+    assert bad.error.message == "ValueError: price must be positive"
+    assert getattr(bad.error, "class") == pb.ERROR_CLASS_PERMANENT
+    assert "Traceback" in bad.error.traceback and "strict" in bad.error.traceback
+    assert getattr(flaky.error, "class") == pb.ERROR_CLASS_TRANSIENT
+    assert missing.error.message == "KeyError: 'price'"
+
+
+def test_bad_shapes_are_permanent_errors(reg: Registry) -> None:
+    @hw.flat_map
+    def single(r: dict[str, Any]) -> dict[str, Any]:
+        return r
+
+    @hw.map
+    def unencodable(r: dict[str, Any]) -> Any:
+        return {1, 2}
+
+    h = Handler(reg)
+    r = h.process(pb.BatchRequest(function="single", records=[rec({"a": 1})])).results[0]
+    assert "iterable of records" in r.error.message
+    r = h.process(pb.BatchRequest(function="unencodable", records=[rec({})])).results[0]
+    assert "cannot be encoded as JSON" in r.error.message
+    r = h.process(pb.BatchRequest(function="nope", records=[rec({})])).results[0]
+    assert "unknown function 'nope'" in r.error.message
+    r = h.process(
+        pb.BatchRequest(function="single", records=[pb.Record(value=b"{not json")])
+    ).results[0]
+    assert "not valid JSON" in r.error.message
+
+
+def test_keyed_process_reads_and_returns_state_and_timers(reg: Registry) -> None:
+    @hw.keyed_process
+    def running_total(order: dict[str, Any] | None, ctx: hw.KeyedContext) -> Iterator[Any]:
+        if ctx.timer is not None:
+            ctx.clear()
+            yield {"shop": ctx.key, "expired": True}
+            return
+        total = (ctx.state or 0) + order["amount"] if order else 0
+        ctx.state = total
+        ctx.set_timer(ctx.event_time + 1000)
+        yield {"shop": ctx.key, "total": total}
+
+    h = Handler(reg)
+    first = h.process(
+        pb.BatchRequest(
+            function="running_total",
+            records=[rec({"amount": 5}, key=b'"north"', event_time=100)],
+        )
+    ).results[0]
+    assert outputs(first) == [{"shop": "north", "total": 5}]
+    assert json.loads(first.new_state) == 5 and list(first.timers) == [1100]
+    second = h.process(
+        pb.BatchRequest(
+            function="running_total",
+            records=[rec({"amount": 2}, key=b'"north"', state=first.new_state)],
+        )
+    ).results[0]
+    assert json.loads(second.new_state) == 7
+    fired = h.process(
+        pb.BatchRequest(
+            function="running_total",
+            records=[pb.Record(key=b'"north"', state=second.new_state, timer=1100)],
+        )
+    ).results[0]
+    assert fired.clear_state and not fired.HasField("new_state")
+    assert outputs(fired) == [{"shop": "north", "expired": True}]
+
+
+def test_window_aggregate_create_add_merge_result(reg: Registry) -> None:
+    @hw.window_aggregate
+    class Spread:
+        def create(self) -> list[float]:
+            return []
+
+        def add(self, acc: list[float], record: dict[str, Any]) -> list[float]:
+            return [*acc, record["v"]]
+
+        def merge(self, a: list[float], b: list[float]) -> list[float]:
+            return a + b
+
+        def result(self, acc: list[float]) -> dict[str, float]:
+            return {"spread": max(acc) - min(acc)}
+
+    h = Handler(reg)
+
+    def call(op: Any, value: Any = None, accs: list[bytes] | None = None) -> pb.RecordResult:
+        r = pb.Record(accumulators=accs or [])
+        if value is not None:
+            r.value = json.dumps(value).encode()
+        request = pb.BatchRequest(function="Spread", aggregate_op=op, records=[r])
+        return h.process(request).results[0]
+
+    empty = call(pb.AGGREGATE_OP_CREATE).accumulator
+    a = call(pb.AGGREGATE_OP_ADD, {"v": 3}, [empty]).accumulator
+    b = call(pb.AGGREGATE_OP_ADD, {"v": 10}, [empty]).accumulator
+    merged = call(pb.AGGREGATE_OP_MERGE, None, [a, b]).accumulator
+    assert outputs(call(pb.AGGREGATE_OP_RESULT, None, [merged])) == [{"spread": 7}]
+    assert "bad window-aggregate request" in call(pb.AGGREGATE_OP_MERGE, None, [a]).error.message
+
+
+def test_duplicate_names_are_refused(reg: Registry) -> None:
+    @hw.map
+    def f(r: Any) -> Any:
+        return r
+
+    with pytest.raises(ValueError, match="two functions are named 'f'"):
+        hw.map(name="f")(lambda r: r)
+
+
+def test_messages_round_trip_through_bytes() -> None:
+    req = pb.BatchRequest(
+        batch_id=3, function="f", records=[pb.Record(value=b"{}", state=b"1", timer=5)]
+    )
+    back = pb.BatchRequest.FromString(req.SerializeToString())
+    assert back == req and back.records[0].HasField("timer")
