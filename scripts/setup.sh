@@ -26,3 +26,21 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 # rust-toolchain.toml pins the compiler and adds rustfmt and clippy.
 rustup show active-toolchain >/dev/null
+
+# The Python SDK's virtual environment (outside the clone, reused between runs).
+export HEADWATER_VENV="${HEADWATER_VENV:-$HOME/.cache/headwater/venv}"
+setup_python() {
+  if [ ! -x "$HEADWATER_VENV/bin/python" ]; then
+    if ! python3 -m venv --help >/dev/null 2>&1; then
+      SUDO=""
+      [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+    fi
+    echo "setup: creating the Python environment in $HEADWATER_VENV" >&2
+    python3 -m venv "$HEADWATER_VENV"
+  fi
+  # Installs (or refreshes) the SDK in editable mode with its dev tools; quick when present.
+  "$HEADWATER_VENV/bin/pip" install -q --disable-pip-version-check -e "sdk-python[dev]"
+  export HEADWATER_PYTHON="$HEADWATER_VENV/bin/python"
+}

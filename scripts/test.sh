@@ -21,3 +21,10 @@ out=$(mktemp -d)
 test -s "$out/stdout.jsonl" || { echo "quickstart printed no results" >&2; exit 1; }
 echo "quickstart: $(wc -l < "$out/stdout.jsonl") window results" >&2
 rm -rf "$out"
+
+step "Python SDK: ruff, mypy, generated code, pytest"
+setup_python
+V="$HEADWATER_VENV/bin"
+(cd sdk-python && "$V/ruff" check . && "$V/ruff" format --check . && "$V/mypy")
+scripts/gen-proto.sh --check
+(cd sdk-python && "$V/python" -m pytest -q)
