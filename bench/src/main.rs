@@ -6,7 +6,10 @@
 //!
 //! Each Nexmark query runs on the generator source through the real runtime. The baseline
 //! `nexmark_generator` measures the bare generator in the same run, so each query's figure can
-//! be read as a ratio of it.
+//! be read as a ratio of it. `python` compares Python UDF runtimes with a plain Python loop
+//! (see `python_udf.rs`).
+
+mod python_udf;
 
 use std::time::Instant;
 
@@ -25,8 +28,11 @@ use headwater::runtime::{self, RunControl, RunOptions};
 #[derive(Parser)]
 #[command(about = "Run Headwater benchmarks; prints one JSON line per result")]
 struct Args {
-    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11.
+    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python.
     names: Vec<String>,
+    /// Records for the Python UDF benchmark.
+    #[arg(long, default_value_t = 200_000)]
+    python_records: u64,
     /// Events per Nexmark benchmark.
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
@@ -35,7 +41,7 @@ struct Args {
     parallelism: Option<usize>,
 }
 
-const ALL: [&str; 5] = ["generator", "q0", "q1", "q5", "q11"];
+const ALL: [&str; 6] = ["generator", "q0", "q1", "q5", "q11", "python"];
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -48,6 +54,19 @@ fn main() -> Result<()> {
     let work = tempfile_dir()?;
     let mut baseline: Option<f64> = None;
     for name in &names {
+        if name == "python" {
+            let emit = |mut line: serde_json::Value| {
+                line["profile"] = json!(if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                });
+                line["machine"] = machine();
+                println!("{line}");
+            };
+            python_udf::run(&work, args.python_records, cores(), &emit)?;
+            continue;
+        }
         let (events, secs) = match name.as_str() {
             "generator" => bench_generator(args.events, parallelism),
             q => bench_query(q, args.events, parallelism, &work)?,

@@ -35,6 +35,9 @@ pub enum FunctionKind {
     Filter,
     /// Zero or more outputs per input.
     FlatMap,
+    /// Keyed process function (Stateful Functions model): gets the key's state with each
+    /// record, returns outputs, the new state and timers. Served by sidecar runtimes.
+    KeyedProcess,
 }
 
 /// Whether retrying the same record can help.

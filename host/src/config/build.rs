@@ -118,7 +118,10 @@ pub fn pipeline(root: &Node, base: &Path, errs: &mut Errors) -> Option<PipelineS
         None => Vec::new(),
     };
     let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
-    let udfs = top.get("udfs").map(|n| udfs(n, errs)).unwrap_or_default();
+    let udfs = top
+        .get("udfs")
+        .map(|n| udfs(n, base, errs))
+        .unwrap_or_default();
     let steps = top
         .get("steps")
         .map(|n| steps(n, &sink_names, &udfs, errs))
@@ -451,7 +454,7 @@ fn sinks(node: &Node, base: &Path, errs: &mut Errors) -> Vec<SinkSpec> {
     out
 }
 
-fn udfs(node: &Node, errs: &mut Errors) -> Vec<UdfSpec> {
+fn udfs(node: &Node, base: &Path, errs: &mut Errors) -> Vec<UdfSpec> {
     let mut out = Vec::new();
     for (k, v) in entries(node, "udfs", errs) {
         let name = k.scalar().unwrap_or("").to_string();
@@ -460,20 +463,36 @@ fn udfs(node: &Node, errs: &mut Errors) -> Vec<UdfSpec> {
             continue;
         };
         let runtime = m
-            .required("runtime", errs, "set `runtime: native`")
+            .required(
+                "runtime",
+                errs,
+                "set `runtime: native` or `runtime: python`",
+            )
             .and_then(|n| {
                 let text = n.scalar().unwrap_or("");
-                if ["python", "python-inproc", "go", "wasm"].contains(&text) {
+                if ["go", "wasm"].contains(&text) {
                     errs.at(
                         n,
                         format!("{ctx}: the `{text}` runtime is not available in this version"),
-                        Some("use `runtime: native` (built-in Rust functions) for now".into()),
+                        Some("use `runtime: python` or `runtime: native` for now".into()),
                     );
                     return None;
                 }
-                choice(n, &["native"], &format!("{ctx} runtime"), errs)
-                    .map(|_| UdfRuntimeKind::Native)
+                choice(
+                    n,
+                    &["native", "python", "python-inproc"],
+                    &format!("{ctx} runtime"),
+                    errs,
+                )
             });
+        let runtime = match runtime {
+            Some("python") => python_spec(&mut m, &ctx, base, errs).map(UdfRuntimeKind::Python),
+            Some("python-inproc") => {
+                python_spec(&mut m, &ctx, base, errs).map(UdfRuntimeKind::PythonInproc)
+            }
+            Some(_) => Some(UdfRuntimeKind::Native),
+            None => None,
+        };
         let function = m
             .required(
                 "function",
@@ -484,12 +503,13 @@ fn udfs(node: &Node, errs: &mut Errors) -> Vec<UdfSpec> {
         let kind = match m.get("kind") {
             Some(n) => match choice(
                 n,
-                &["map", "filter", "flat_map"],
+                &["map", "filter", "flat_map", "keyed_process"],
                 &format!("{ctx} kind"),
                 errs,
             ) {
                 Some("filter") => UdfKind::Filter,
                 Some("flat_map") => UdfKind::FlatMap,
+                Some("keyed_process") => UdfKind::KeyedProcess,
                 _ => UdfKind::Map,
             },
             None => UdfKind::Map,
@@ -506,6 +526,82 @@ fn udfs(node: &Node, errs: &mut Errors) -> Vec<UdfSpec> {
         }
     }
     out
+}
+
+fn python_spec(
+    m: &mut MapReader<'_>,
+    ctx: &str,
+    base: &Path,
+    errs: &mut Errors,
+) -> Option<PythonSpec> {
+    let module = m
+        .required(
+            "module",
+            errs,
+            "name the Python module defining the function, e.g. `module: my_udfs`",
+        )
+        .and_then(|n| string(n, &format!("{ctx} module"), errs));
+    let interpreter = m
+        .get("python")
+        .and_then(|n| string(n, &format!("{ctx} python"), errs))
+        .map(|p| {
+            if p.contains('/') {
+                resolve(base, &p)
+            } else {
+                PathBuf::from(p)
+            }
+        });
+    let path = m
+        .get("path")
+        .and_then(|n| string(n, &format!("{ctx} path"), errs))
+        .map(|p| resolve(base, &p))
+        .unwrap_or_else(|| base.to_path_buf());
+    let workers = positive_count(m.get("workers"), &format!("{ctx} workers"), 1, errs);
+    let batch_size = positive_count(m.get("batch_size"), &format!("{ctx} batch_size"), 512, errs);
+    let timeout = m
+        .get("timeout")
+        .and_then(|n| positive_duration(n, &format!("{ctx} timeout"), errs))
+        .unwrap_or(Duration::from_secs(30));
+    let linger = match m.get("linger") {
+        Some(n) => duration(n, &format!("{ctx} linger"), errs).unwrap_or(Duration::ZERO),
+        None => Duration::ZERO,
+    };
+    let endpoint = m.get("endpoint").and_then(|n| {
+        let text = string(n, &format!("{ctx} endpoint"), errs)?;
+        if text.starts_with("unix:") || text.starts_with("http://") {
+            Some(text)
+        } else {
+            errs.at(
+                n,
+                format!("{ctx}: endpoint `{text}` is neither `unix:/path` nor `http://host:port`"),
+                Some("e.g. `endpoint: http://127.0.0.1:50051` for a sidecar container".into()),
+            );
+            None
+        }
+    });
+    Some(PythonSpec {
+        module: module?,
+        interpreter,
+        path,
+        workers,
+        timeout,
+        batch_size,
+        linger,
+        endpoint,
+    })
+}
+
+/// A whole number of at least 1 (workers, batch sizes), `default` when absent.
+fn positive_count(node: Option<&Node>, what: &str, default: usize, errs: &mut Errors) -> usize {
+    let Some(n) = node else { return default };
+    match uint(n, what, errs) {
+        Some(0) => {
+            errs.at(n, format!("{what} must be at least 1"), None);
+            default
+        }
+        Some(v) => usize::try_from(v).unwrap_or(default),
+        None => default,
+    }
 }
 
 const STEP_KINDS: [&str; 5] = ["filter", "map", "key_by", "window", "udf"];

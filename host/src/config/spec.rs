@@ -190,9 +190,36 @@ pub struct UdfSpec {
     pub location: Location,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum UdfRuntimeKind {
     Native,
+    /// Python functions served by `python -m headwater.worker` sidecar processes.
+    Python(PythonSpec),
+    /// Python functions called inside the host process (embedded CPython).
+    PythonInproc(PythonSpec),
+}
+
+/// How to run the Python workers of one UDF.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PythonSpec {
+    /// The module that defines the function (imported by the worker).
+    pub module: String,
+    /// The interpreter (a virtual environment's `bin/python`); default: `$HEADWATER_PYTHON`,
+    /// else `python3`.
+    pub interpreter: Option<PathBuf>,
+    /// Folder the module is imported from (default: the pipeline file's folder).
+    pub path: PathBuf,
+    /// Worker processes for this UDF (default 1).
+    pub workers: usize,
+    /// How long one batch may take before the worker is restarted and the batch resent.
+    pub timeout: Duration,
+    /// Most records sent in one request; larger batches are split and sent concurrently.
+    pub batch_size: usize,
+    /// Longest a record waits for more to fill a request (zero: send what the task has).
+    pub linger: Duration,
+    /// Connect to an already-running worker (`unix:/path.sock` or `http://host:port`, e.g. a
+    /// sidecar container) instead of starting processes.
+    pub endpoint: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +227,8 @@ pub enum UdfKind {
     Map,
     Filter,
     FlatMap,
+    /// Keyed process function: needs a `key_by` before it; its state lives in the host.
+    KeyedProcess,
 }
 
 #[derive(Clone, Debug, PartialEq)]

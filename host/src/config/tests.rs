@@ -209,10 +209,52 @@ fn expression_errors_point_into_the_expression() {
 
 #[test]
 fn udf_references_and_runtimes_are_checked() {
-    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, function: x }\nsteps:\n  - udf: g\n");
+    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: wasm, function: x }\n  h: { runtime: python, function: x }\nsteps:\n  - udf: g\n");
     let r = e.to_string();
-    assert!(r.contains("`python` runtime is not available"), "{r}");
+    assert!(r.contains("`wasm` runtime is not available"), "{r}");
+    assert!(r.contains("udf `h`: missing required key `module`"), "{r}");
     assert!(r.contains("udf `g` is not declared"), "{r}");
+}
+
+#[test]
+fn python_udfs_take_module_interpreter_workers_and_timeout() {
+    let text = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, module: my_udfs, function: enrich, python: .venv/bin/python, workers: 2, timeout: 5s }\n  g: { runtime: python, module: m, function: x, kind: flat_map }\n";
+    let spec = load_str(text, "/p/pipeline.yaml").expect("valid");
+    let UdfRuntimeKind::Python(py) = &spec.udfs[0].runtime else {
+        panic!("python expected")
+    };
+    assert_eq!(py.module, "my_udfs");
+    assert_eq!(
+        py.interpreter,
+        Some(std::path::PathBuf::from("/p/.venv/bin/python"))
+    );
+    assert_eq!(py.path, std::path::PathBuf::from("/p"));
+    assert_eq!((py.workers, py.timeout), (2, Duration::from_secs(5)));
+    let UdfRuntimeKind::Python(py) = &spec.udfs[1].runtime else {
+        panic!("python expected")
+    };
+    assert_eq!(
+        (py.interpreter.clone(), py.workers, py.timeout),
+        (None, 1, Duration::from_secs(30))
+    );
+    assert_eq!(spec.udfs[1].kind, UdfKind::FlatMap);
+    assert_eq!((py.batch_size, py.endpoint.clone()), (512, None));
+}
+
+#[test]
+fn python_udfs_take_a_batch_size_an_endpoint_and_the_keyed_process_kind() {
+    let text = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, module: m, function: f, batch_size: 64, endpoint: 'http://127.0.0.1:50051', kind: keyed_process }\n";
+    let spec = load_str(text, "/p/pipeline.yaml").expect("valid");
+    let UdfRuntimeKind::Python(py) = &spec.udfs[0].runtime else {
+        panic!("python expected")
+    };
+    assert_eq!(py.batch_size, 64);
+    assert_eq!(py.endpoint.as_deref(), Some("http://127.0.0.1:50051"));
+    assert_eq!(spec.udfs[0].kind, UdfKind::KeyedProcess);
+    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, module: m, function: f, batch_size: 0, endpoint: 'tcp://x' }\n");
+    let r = e.to_string();
+    assert!(r.contains("batch_size must be at least 1"), "{r}");
+    assert!(r.contains("endpoint `tcp://x` is neither"), "{r}");
 }
 
 #[test]

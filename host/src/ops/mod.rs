@@ -2,6 +2,7 @@
 //! also act on watermarks. A [`Chain`] runs consecutive operators inside one task.
 
 pub mod aggregate;
+pub mod keyed;
 pub mod stateless;
 pub mod udf;
 pub mod window;
@@ -43,6 +44,18 @@ pub trait Operator: Send {
         _ctx: &mut Context,
     ) -> Result<Batch, OpError> {
         Ok(Vec::new())
+    }
+
+    /// Called regularly (about every few milliseconds) with the wall clock, for operators
+    /// that hold records back for a while (a UDF step lingering to fill a request); returns
+    /// records whose time is up.
+    fn on_tick(&mut self, _now: std::time::Instant, _ctx: &mut Context) -> Result<Batch, OpError> {
+        Ok(Vec::new())
+    }
+
+    /// True when the operator holds records back (then its task keeps ticking it).
+    fn holds_records(&self) -> bool {
+        false
     }
 }
 
@@ -87,6 +100,28 @@ impl Chain {
             carry.extend(released);
         }
         Ok(carry)
+    }
+
+    /// Gives the clock to each operator in order; what one releases passes through the
+    /// operators after it.
+    pub fn on_tick(
+        &mut self,
+        now: std::time::Instant,
+        ctx: &mut Context,
+    ) -> Result<Batch, OpError> {
+        let mut carry: Batch = Vec::new();
+        for op in &mut self.ops {
+            if !carry.is_empty() {
+                carry = op.process(carry, ctx)?;
+            }
+            carry.extend(op.on_tick(now, ctx)?);
+        }
+        Ok(carry)
+    }
+
+    /// True when some operator holds records back until a tick.
+    pub fn holds_records(&self) -> bool {
+        self.ops.iter().any(|op| op.holds_records())
     }
 }
 

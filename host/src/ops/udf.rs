@@ -3,10 +3,10 @@
 //! then sent to the DLQ; permanent errors go to the DLQ at once.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::dlq::ErrorClass;
-use crate::record::{Batch, Record};
+use crate::record::{Batch, EventTime, Record};
 use crate::udf::{FunctionError, FunctionKind, UdfRuntime};
 use crate::value::Value;
 
@@ -48,12 +48,34 @@ impl RetryPolicy {
     }
 }
 
+/// How a UDF step groups records into calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    /// Call as soon as this many records are waiting.
+    pub max_records: usize,
+    /// Longest a record waits for others to fill a call; zero calls once per incoming batch.
+    pub linger: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching {
+            max_records: 512,
+            linger: Duration::ZERO,
+        }
+    }
+}
+
 pub struct UdfStep {
     step: String,
     runtime: Arc<dyn UdfRuntime>,
     function: String,
     kind: FunctionKind,
     retry: RetryPolicy,
+    batching: Batching,
+    /// Records lingering until a call (only with a non-zero linger).
+    waiting: Batch,
+    waiting_since: Option<Instant>,
 }
 
 impl UdfStep {
@@ -70,7 +92,25 @@ impl UdfStep {
             function,
             kind,
             retry,
+            batching: Batching::default(),
+            waiting: Vec::new(),
+            waiting_since: None,
         }
+    }
+
+    /// Groups records into calls as `batching` says.
+    pub fn with_batching(mut self, batching: Batching) -> Self {
+        self.batching = batching;
+        self
+    }
+
+    fn flush(&mut self, ctx: &mut Context) -> Result<Batch, OpError> {
+        self.waiting_since = None;
+        let batch = std::mem::take(&mut self.waiting);
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        self.call(batch, ctx)
     }
 
     fn dead(&self, ctx: &mut Context, record: &Record, err: &FunctionError, attempts: u32) {
@@ -87,7 +127,7 @@ impl UdfStep {
                     out.push(record.clone());
                 }
             }
-            FunctionKind::Map | FunctionKind::FlatMap => {
+            FunctionKind::Map | FunctionKind::FlatMap | FunctionKind::KeyedProcess => {
                 for value in outputs {
                     out.push(Record {
                         value,
@@ -101,11 +141,46 @@ impl UdfStep {
 
 impl Operator for UdfStep {
     fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
-        let mut out = Vec::with_capacity(batch.len());
-        let mut pending: Vec<Record> = batch;
+        if self.batching.linger.is_zero() {
+            return self.call(batch, ctx);
+        }
+        let now = Instant::now();
+        let since = *self.waiting_since.get_or_insert(now);
+        self.waiting.extend(batch);
+        if self.waiting.len() >= self.batching.max_records
+            || now.duration_since(since) >= self.batching.linger
+        {
+            return self.flush(ctx);
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_watermark(&mut self, _watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
+        // Records are never held past a watermark: it must not overtake them.
+        self.flush(ctx)
+    }
+
+    fn on_tick(&mut self, now: Instant, ctx: &mut Context) -> Result<Batch, OpError> {
+        match self.waiting_since {
+            Some(since) if now.duration_since(since) >= self.batching.linger => self.flush(ctx),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn holds_records(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+}
+
+impl UdfStep {
+    /// Calls the function on `batch`, retrying transient failures. Outputs keep the order of
+    /// their inputs, retried or not, so per-key order holds.
+    fn call(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut outputs: Vec<Batch> = vec![Vec::new(); batch.len()];
+        let mut pending: Vec<(usize, Record)> = batch.into_iter().enumerate().collect();
         let mut attempt = 1u32;
         while !pending.is_empty() {
-            let inputs = pending.iter().map(|r| r.value.clone()).collect();
+            let inputs = pending.iter().map(|(_, r)| r.value.clone()).collect();
             let outcomes =
                 self.runtime
                     .invoke(&self.function, inputs)
@@ -124,24 +199,24 @@ impl Operator for UdfStep {
                 });
             }
             let mut retry = Vec::new();
-            for (record, outcome) in pending.into_iter().zip(outcomes) {
+            for ((index, record), outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
-                    Ok(outputs) => {
-                        if self.kind == FunctionKind::Map && outputs.len() != 1 {
+                    Ok(values) => {
+                        if self.kind == FunctionKind::Map && values.len() != 1 {
                             let err = FunctionError::permanent(format!(
                                 "a map function must return exactly one record, got {}",
-                                outputs.len()
+                                values.len()
                             ));
                             self.dead(ctx, &record, &err, attempt);
-                        } else {
-                            self.emit(&record, outputs, &mut out);
+                        } else if let Some(slot) = outputs.get_mut(index) {
+                            self.emit(&record, values, slot);
                         }
                     }
                     Err(err)
                         if err.class == ErrorClass::Transient
                             && attempt < self.retry.max_attempts =>
                     {
-                        retry.push(record)
+                        retry.push((index, record))
                     }
                     Err(err) => self.dead(ctx, &record, &err, attempt),
                 }
@@ -155,7 +230,7 @@ impl Operator for UdfStep {
                 );
             }
         }
-        Ok(out)
+        Ok(outputs.into_iter().flatten().collect())
     }
 }
 
@@ -226,6 +301,84 @@ mod tests {
         assert_eq!(ctx.dead.len(), 1);
         assert_eq!(ctx.dead[0].attempts, 4);
         assert_eq!(ctx.dead[0].error_class, ErrorClass::Transient);
+    }
+
+    #[test]
+    fn retried_records_keep_their_place_in_the_output() {
+        let mut rt = NativeRuntime::default();
+        rt.register("flaky", Flaky(AtomicU32::new(0)));
+        let mut step = UdfStep::new(
+            "steps[0] udf f".into(),
+            Arc::new(rt),
+            "flaky".into(),
+            FunctionKind::Map,
+            fast_retry(),
+        );
+        // Flaky fails its first two calls: record 1 and 2 fail once and are retried, record 3
+        // succeeds at once; the output must still read 1, 2, 3.
+        let mut ctx = Context::default();
+        let out = step
+            .process(
+                vec![rec(r#"{"n":1}"#), rec(r#"{"n":2}"#), rec(r#"{"n":3}"#)],
+                &mut ctx,
+            )
+            .expect("process");
+        let texts: Vec<String> = out.iter().map(|r| r.value.to_json_string()).collect();
+        assert_eq!(texts, vec![r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+        assert!(ctx.dead.is_empty());
+    }
+
+    #[test]
+    fn lingering_holds_records_until_full_a_tick_or_a_watermark() {
+        let rt = NativeRuntime::with_builtins();
+        let mut step = UdfStep::new(
+            "steps[0] udf id".into(),
+            Arc::new(rt),
+            "identity".into(),
+            FunctionKind::Map,
+            fast_retry(),
+        )
+        .with_batching(Batching {
+            max_records: 3,
+            linger: Duration::from_secs(3600),
+        });
+        let mut ctx = Context::default();
+        assert!(step
+            .process(vec![rec("{}"), rec("{}")], &mut ctx)
+            .expect("p")
+            .is_empty());
+        assert!(step.holds_records());
+        assert!(
+            step.on_tick(Instant::now(), &mut ctx)
+                .expect("tick")
+                .is_empty(),
+            "not yet"
+        );
+        assert_eq!(
+            step.process(vec![rec("{}")], &mut ctx).expect("p").len(),
+            3,
+            "full"
+        );
+        assert!(step
+            .process(vec![rec("{}")], &mut ctx)
+            .expect("p")
+            .is_empty());
+        let later = Instant::now() + Duration::from_secs(3601);
+        assert_eq!(
+            step.on_tick(later, &mut ctx).expect("tick").len(),
+            1,
+            "linger elapsed"
+        );
+        assert!(step
+            .process(vec![rec("{}")], &mut ctx)
+            .expect("p")
+            .is_empty());
+        assert_eq!(
+            step.on_watermark(10, &mut ctx).expect("wm").len(),
+            1,
+            "watermark flushes"
+        );
+        assert!(!step.holds_records());
     }
 
     #[test]

@@ -475,16 +475,16 @@ impl Operator for WindowOp {
     }
 }
 
-fn ordered(t: i64) -> [u8; 8] {
+pub(super) fn ordered(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-fn unordered(b: &[u8]) -> Option<i64> {
+pub(super) fn unordered(b: &[u8]) -> Option<i64> {
     let arr: [u8; 8] = b.try_into().ok()?;
     Some((u64::from_be_bytes(arr) ^ (1 << 63)) as i64)
 }
 
-fn key_prefix(kg: KeyGroup, op: u16, tag: u8, key: &[u8]) -> Vec<u8> {
+pub(super) fn key_prefix(kg: KeyGroup, op: u16, tag: u8, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + key.len() + 16);
     k.extend_from_slice(&kg.to_be_bytes());
     k.extend_from_slice(&op.to_be_bytes());

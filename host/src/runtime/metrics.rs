@@ -21,6 +21,8 @@ pub struct Metrics {
     task_watermarks: Vec<AtomicI64>,
     /// Dead letters per step, for the summary.
     pub dlq_by_step: Mutex<Vec<(String, u64)>>,
+    /// The first failure per step: (step, error, detail such as a Python traceback).
+    pub first_failures: Mutex<Vec<FirstFailure>>,
 }
 
 impl Metrics {
@@ -35,6 +37,7 @@ impl Metrics {
                 .map(|_| AtomicI64::new(WATERMARK_START))
                 .collect(),
             dlq_by_step: Mutex::new(Vec::new()),
+            first_failures: Mutex::new(Vec::new()),
         }
     }
 
@@ -59,6 +62,19 @@ impl Metrics {
             match by_step.iter_mut().find(|(s, _)| s == step) {
                 Some((_, c)) => *c += n,
                 None => by_step.push((step.to_string(), n)),
+            }
+        }
+    }
+
+    /// Keeps the first failure of each step for the run summary.
+    pub fn note_failure(&self, step: &str, error: &str, detail: Option<&str>) {
+        if let Ok(mut firsts) = self.first_failures.lock() {
+            if !firsts.iter().any(|f| f.step == step) {
+                firsts.push(FirstFailure {
+                    step: step.to_string(),
+                    error: error.to_string(),
+                    detail: detail.map(str::to_string),
+                });
             }
         }
     }
@@ -154,6 +170,17 @@ pub fn progress_line(
     line
 }
 
+/// The first record a step dead-lettered, shown in the run summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FirstFailure {
+    pub step: String,
+    pub error: String,
+    pub detail: Option<String>,
+}
+
+/// Lines of a traceback the summary shows (its end, where the error is).
+const DETAIL_LINES: usize = 12;
+
 /// What a finished run reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunSummary {
@@ -162,6 +189,7 @@ pub struct RunSummary {
     pub parallelism: usize,
     pub totals: Snapshot,
     pub dlq_by_step: Vec<(String, u64)>,
+    pub first_failures: Vec<FirstFailure>,
     pub dlq_path: String,
     /// Set when the run was stopped by the user before its input ended.
     pub stopped_early: bool,
@@ -195,6 +223,23 @@ impl RunSummary {
             let _ = write!(s, "  -> {}", self.dlq_path);
             for (step, n) in &self.dlq_by_step {
                 let _ = write!(s, "\n      {:>10}  {step}", count(*n));
+                let Some(first) = self.first_failures.iter().find(|f| &f.step == step) else {
+                    continue;
+                };
+                let _ = write!(s, "\n                  first: {}", first.error);
+                if let Some(detail) = &first.detail {
+                    let lines: Vec<&str> = detail.trim_end().lines().collect();
+                    let skip = lines.len().saturating_sub(DETAIL_LINES);
+                    if skip > 0 {
+                        let _ = write!(
+                            s,
+                            "\n                    ... ({skip} more lines in the DLQ)"
+                        );
+                    }
+                    for line in &lines[skip..] {
+                        let _ = write!(s, "\n                    {line}");
+                    }
+                }
             }
         }
         s.push('\n');
@@ -260,20 +305,38 @@ mod tests {
         m.records_in.store(10, Ordering::Relaxed);
         m.note_dead_letters("decode", 2);
         m.note_dead_letters("decode", 1);
+        m.note_failure("decode", "not valid JSON", None);
+        m.note_failure("decode", "a later error", None);
+        m.note_dead_letters("steps[0] udf f", 1);
+        m.note_failure(
+            "steps[0] udf f",
+            "ValueError: bad",
+            Some("Traceback (most recent call last):\n  File \"u.py\", line 3, in f\nValueError: bad\n"),
+        );
         let s = RunSummary {
             pipeline: "p".into(),
             elapsed: Duration::from_secs(1),
             parallelism: 1,
             totals: m.snapshot(),
             dlq_by_step: m.dlq_by_step.lock().expect("lock").clone(),
+            first_failures: m.first_failures.lock().expect("lock").clone(),
             dlq_path: "dlq.jsonl".into(),
             stopped_early: false,
         };
         let text = s.render();
         assert!(
-            text.contains("dead letters             3  -> dlq.jsonl"),
+            text.contains("dead letters             4  -> dlq.jsonl"),
             "{text}"
         );
-        assert!(text.contains("3  decode"), "{text}");
+        assert!(
+            text.contains("3  decode\n                  first: not valid JSON\n"),
+            "{text}"
+        );
+        assert!(!text.contains("a later error"), "{text}");
+        assert!(
+            text.contains("first: ValueError: bad\n                    Traceback"),
+            "{text}"
+        );
+        assert!(text.contains("File \"u.py\", line 3, in f"), "{text}");
     }
 }

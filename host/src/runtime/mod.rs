@@ -288,7 +288,13 @@ pub fn run(
         .lock()
         .map(|v| v.clone())
         .unwrap_or_default();
+    let first_failures = metrics
+        .first_failures
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
     Ok(RunSummary {
+        first_failures,
         pipeline: spec.name.clone(),
         elapsed: started.elapsed(),
         parallelism,
@@ -361,6 +367,7 @@ fn run_dlq(
                 return Err(fail(&e));
             }
             metrics.note_dead_letters(&dl.step, 1);
+            metrics.note_failure(&dl.step, &dl.error, dl.detail.as_deref());
         }
     }
     writer.flush().map_err(|e| fail(&e))

@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use crate::config::spec::{LatePolicy, PipelineSpec, StepKind, UdfKind, UdfRuntimeKind};
 use crate::expr::Expr;
+use crate::ops::keyed::{KeyedProcess, KeyedProcessConfig};
 use crate::ops::stateless::{Filter, KeyBy, Map};
-use crate::ops::udf::{RetryPolicy, UdfStep};
+use crate::ops::udf::{Batching, RetryPolicy, UdfStep};
 use crate::ops::window::{LateTarget, WindowConfig, WindowOp};
 use crate::ops::{step_name, Chain, Operator};
 use crate::state::StateStore;
 use crate::time::{millis, WindowAssigner};
+use crate::udf::inproc::InprocRuntime;
 use crate::udf::native::NativeRuntime;
+use crate::udf::python::PythonRuntime;
 use crate::udf::{check_function, FunctionKind, UdfRuntime};
 use crate::value::Str;
 
@@ -56,11 +59,13 @@ enum OpPlan {
         fields: Vec<Vec<Str>>,
     },
     Window(WindowConfig),
+    Keyed(KeyedProcessConfig),
     Udf {
         step: String,
         runtime: Arc<dyn UdfRuntime>,
         function: String,
         kind: FunctionKind,
+        batching: Batching,
     },
 }
 
@@ -88,18 +93,17 @@ impl StagePlan {
                     } => Box::new(Map::new(step, spec, compute)),
                     OpPlan::KeyBy { fields } => Box::new(KeyBy::new(fields)),
                     OpPlan::Window(cfg) => Box::new(WindowOp::new(cfg, store.clone())),
+                    OpPlan::Keyed(cfg) => Box::new(KeyedProcess::new(cfg, store.clone())),
                     OpPlan::Udf {
                         step,
                         runtime,
                         function,
                         kind,
-                    } => Box::new(UdfStep::new(
-                        step,
-                        runtime,
-                        function,
-                        kind,
-                        RetryPolicy::default(),
-                    )),
+                        batching,
+                    } => Box::new(
+                        UdfStep::new(step, runtime, function, kind, RetryPolicy::default())
+                            .with_batching(batching),
+                    ),
                 }
             })
             .collect();
@@ -107,7 +111,9 @@ impl StagePlan {
     }
 
     pub fn has_state(&self) -> bool {
-        self.ops.iter().any(|op| matches!(op, OpPlan::Window(_)))
+        self.ops
+            .iter()
+            .any(|op| matches!(op, OpPlan::Window(_) | OpPlan::Keyed(_)))
     }
 }
 
@@ -214,11 +220,42 @@ impl Plan {
                 }
                 StepKind::Udf { function } => {
                     match spec.udfs.iter().find(|u| &u.name == function) {
+                        Some(udf) if udf.kind == UdfKind::KeyedProcess => {
+                            if key_names.is_empty() {
+                                errors.push(PlanError::Step {
+                                    step: i,
+                                    line,
+                                    message: format!(
+                                    "keyed process udf `{function}` needs a `key_by` step before it"
+                                ),
+                                });
+                            }
+                            op_id += 1;
+                            runtimes.get(&udf.name).map(|rt| {
+                                OpPlan::Keyed(KeyedProcessConfig {
+                                    step: step_name(i, &format!("udf {function}")),
+                                    op_id,
+                                    runtime: rt.clone(),
+                                    function: udf.function.clone(),
+                                    max_parallelism: spec.max_parallelism,
+                                    retry: RetryPolicy::default(),
+                                })
+                            })
+                        }
                         Some(udf) => runtimes.get(&udf.name).map(|rt| OpPlan::Udf {
                             step: step_name(i, &format!("udf {function}")),
                             runtime: rt.clone(),
                             function: udf.function.clone(),
                             kind: function_kind(udf.kind),
+                            batching: match &udf.runtime {
+                                UdfRuntimeKind::Python(py) | UdfRuntimeKind::PythonInproc(py) => {
+                                    Batching {
+                                        max_records: py.batch_size,
+                                        linger: py.linger,
+                                    }
+                                }
+                                UdfRuntimeKind::Native => Batching::default(),
+                            },
                         }),
                         None => {
                             errors.push(PlanError::Step {
@@ -272,6 +309,7 @@ fn function_kind(kind: UdfKind) -> FunctionKind {
         UdfKind::Map => FunctionKind::Map,
         UdfKind::Filter => FunctionKind::Filter,
         UdfKind::FlatMap => FunctionKind::FlatMap,
+        UdfKind::KeyedProcess => FunctionKind::KeyedProcess,
     }
 }
 
@@ -283,8 +321,24 @@ fn runtimes_for(
     let native: Arc<dyn UdfRuntime> = Arc::new(NativeRuntime::with_builtins());
     let mut out = HashMap::new();
     for udf in &spec.udfs {
-        let rt = match udf.runtime {
-            UdfRuntimeKind::Native => native.clone(),
+        let started: Result<Arc<dyn UdfRuntime>, _> =
+            match &udf.runtime {
+                UdfRuntimeKind::Native => Ok(native.clone()),
+                UdfRuntimeKind::PythonInproc(py) => InprocRuntime::start(&udf.name, py)
+                    .map(|rt| Arc::new(rt) as Arc<dyn UdfRuntime>),
+                UdfRuntimeKind::Python(py) => PythonRuntime::start(&udf.name, py)
+                    .map(|rt| Arc::new(rt) as Arc<dyn UdfRuntime>),
+            };
+        let rt = match started {
+            Ok(rt) => rt,
+            Err(source) => {
+                errors.push(PlanError::Udf {
+                    udf: udf.name.clone(),
+                    line: udf.location.line,
+                    source,
+                });
+                continue;
+            }
         };
         match check_function(rt.as_ref(), &udf.function, function_kind(udf.kind)) {
             Ok(()) => {

@@ -123,6 +123,10 @@ pub fn run_source_task(
             watermarks.update(idx, p.clock.status(now));
         }
         let now = Instant::now();
+        if chain.holds_records() && tick(&mut chain, &mut ctx, &mut downstream, &env, now)?.is_err()
+        {
+            return Ok(());
+        }
         for (idx, p) in parts.iter().enumerate() {
             watermarks.update(idx, p.clock.status(now));
         }
@@ -155,10 +159,30 @@ pub fn run_stage_task(
     let mut watermarks = InputWatermarks::new(upstream_tasks);
     let mut ended = vec![false; upstream_tasks];
     let mut ctx = Context::default();
-    while let Ok((from, msg)) = inbound.recv() {
+    loop {
+        let next = if chain.holds_records() {
+            match inbound.recv_timeout(TICK) {
+                Ok(m) => Some(m),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match inbound.recv() {
+                Ok(m) => Some(m),
+                Err(_) => break,
+            }
+        };
         if env.control.cancelled() {
             return Ok(());
         }
+        if chain.holds_records()
+            && tick(&mut chain, &mut ctx, &mut downstream, &env, Instant::now())?.is_err()
+        {
+            return Ok(());
+        }
+        let Some((from, msg)) = next else {
+            continue;
+        };
         match msg {
             Message::Data(batch) => {
                 let out = chain.process(batch, &mut ctx)?;
@@ -195,6 +219,24 @@ pub fn run_stage_task(
     }
     // All senders are gone without an End: the run was torn down.
     Ok(())
+}
+
+/// How often a stage task whose chain holds records back checks the clock.
+const TICK: Duration = Duration::from_millis(2);
+
+/// Lets operators that hold records back release those whose time is up.
+fn tick(
+    chain: &mut Chain,
+    ctx: &mut Context,
+    downstream: &mut Downstream,
+    env: &TaskEnv,
+    now: Instant,
+) -> Result<Result<(), super::outputs::Disconnected>, RunError> {
+    let released = chain.on_tick(now, ctx)?;
+    if let Err(e) = env.hub.drain_context(ctx, &env.metrics) {
+        return Ok(Err(e));
+    }
+    Ok(downstream.send_batch(released))
 }
 
 /// If the combined watermark changed, lets the chain act on it (firing windows), sends what

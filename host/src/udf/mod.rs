@@ -5,8 +5,12 @@
 //! host, written with the `headwater-sdk` crate) implements it now; the Python and Go sidecar
 //! runtimes and the Wasm runtime plug into the same trait.
 
+pub mod inproc;
 pub mod native;
+pub mod proto;
+pub mod python;
 
+use crate::record::EventTime;
 use crate::value::Value;
 pub use headwater_sdk::{ErrorClass, FunctionError, FunctionKind};
 
@@ -26,6 +30,22 @@ pub enum RuntimeError {
         name: String,
         available: String,
     },
+    #[error("udf `{udf}`: the Python worker did not start: {message}")]
+    WorkerStart { udf: String, message: String },
+    #[error("udf `{udf}`: the Python worker failed {attempts} times in a row: {message}")]
+    WorkerFailed {
+        udf: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error(
+        "the {runtime} runtime does not run {what} (function `{function}`); write it in Python"
+    )]
+    Unsupported {
+        runtime: String,
+        function: String,
+        what: &'static str,
+    },
     #[error("function `{name}` is a {actual:?} function but the pipeline declares it as {declared:?}; fix `kind` in the `udfs` section")]
     KindMismatch {
         name: String,
@@ -36,6 +56,40 @@ pub enum RuntimeError {
 
 /// The outcome for one input record.
 pub type RecordOutcome = Result<Vec<Value>, FunctionError>;
+
+/// One call of a keyed process function: a record (or a fired timer) with its key's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyedInput {
+    pub key: Value,
+    /// The record; `None` when a timer fired.
+    pub value: Option<Value>,
+    /// The record's event time, or the timer's.
+    pub time: EventTime,
+    /// The key's state as the function last stored it (`None`: no state yet).
+    pub state: Option<Vec<u8>>,
+    /// Set when this call is a timer firing.
+    pub timer: Option<EventTime>,
+}
+
+/// What a keyed process function does to its key's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateUpdate {
+    Keep,
+    Set(Vec<u8>),
+    Clear,
+}
+
+/// The result of one keyed call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyedResult {
+    pub outputs: Vec<Value>,
+    pub state: StateUpdate,
+    /// Event-time timers to set for this key.
+    pub timers: Vec<EventTime>,
+}
+
+/// The outcome for one keyed call.
+pub type KeyedOutcome = Result<KeyedResult, FunctionError>;
 
 /// One UDF runtime. Implementations are shared by all tasks of a run.
 pub trait UdfRuntime: Send + Sync {
@@ -49,6 +103,33 @@ pub trait UdfRuntime: Send + Sync {
         function: &str,
         inputs: Vec<Value>,
     ) -> Result<Vec<RecordOutcome>, RuntimeError>;
+
+    /// Calls a keyed process function once per input, in order. Inputs never hold two calls
+    /// for the same key (the caller sends a key's next call after storing the state the
+    /// previous one returned).
+    fn invoke_keyed(
+        &self,
+        function: &str,
+        _inputs: Vec<KeyedInput>,
+    ) -> Result<Vec<KeyedOutcome>, RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            runtime: self.name().to_string(),
+            function: function.to_string(),
+            what: "keyed process functions",
+        })
+    }
+}
+
+/// Decodes a function's JSON outputs; bad JSON fails the record, not the run.
+pub fn outputs_from_json<B: AsRef<[u8]>>(outputs: &[B]) -> RecordOutcome {
+    outputs
+        .iter()
+        .map(|bytes| {
+            Value::from_json(bytes.as_ref()).map_err(|e| {
+                FunctionError::permanent(format!("the function returned invalid JSON: {e}"))
+            })
+        })
+        .collect()
 }
 
 /// Checks that `name` exists in `runtime` with the declared kind.

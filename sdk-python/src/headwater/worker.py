@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from concurrent import futures
@@ -41,6 +42,9 @@ class Servicer(pb_grpc.WorkerServicer):  # type: ignore[misc]
     def Process(
         self, request_iterator: Iterator[pb.BatchRequest], context: Any
     ) -> Iterator[pb.BatchResponse]:
+        # Headers now, not with the first response: a client may wait for them before it
+        # sends its first request.
+        context.send_initial_metadata(())
         for request in request_iterator:
             yield self.handler.process(request)
 
@@ -71,6 +75,19 @@ def serve(address: str, reg: Registry = registry, max_workers: int = 4) -> grpc.
         raise RuntimeError(f"cannot listen on {address}")
     server.start()
     return server
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Exits the process when its parent (the host) is gone: an orphaned worker would hold
+    memory and sockets forever."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="headwater-parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             "decorate them with @headwater.map, @headwater.filter, ...\n"
         )
         return EXIT_IMPORT_ERROR
+    if args.socket:
+        # Started by a host: exit with it, even when it was killed and could not stop us.
+        _exit_with_parent(os.getppid())
     address = f"unix:{args.socket}" if args.socket else args.address
     if args.socket and os.path.exists(args.socket):
         os.unlink(args.socket)

@@ -1,0 +1,463 @@
+//! The keyed process step (the Stateful Functions model): for each record the host reads the
+//! key's state from RocksDB, sends it with the record to the function, and stores the state
+//! the function returns; workers hold nothing. Functions may set event-time timers, which
+//! call them again for the key when the watermark passes.
+//!
+//! A key's calls are strictly sequential: a batch is cut into rounds holding at most one
+//! record per key (in arrival order), and a round's states are written before the next round
+//! reads them. Failed calls change nothing: transient ones are retried (with backoff) before
+//! the key's next record is sent, permanent ones go to the DLQ.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use rocksdb::WriteBatch;
+
+use crate::dlq::ErrorClass;
+use crate::record::{Batch, EventTime, Origin, Record};
+use crate::state::{key_group_of, KeyGroup, StateError, StateStore};
+use crate::udf::{FunctionError, KeyedInput, KeyedResult, StateUpdate, UdfRuntime};
+use crate::value::Value;
+
+use super::udf::RetryPolicy;
+use super::window::{key_prefix, ordered};
+use super::{dead_letter_for, Context, OpError, Operator};
+
+const TAG_STATE: u8 = 3;
+const TAG_TIMER: u8 = 4;
+
+/// What a keyed process step needs, shared by its tasks.
+#[derive(Clone)]
+pub struct KeyedProcessConfig {
+    pub step: String,
+    pub op_id: u16,
+    pub runtime: Arc<dyn UdfRuntime>,
+    pub function: String,
+    pub max_parallelism: u32,
+    pub retry: RetryPolicy,
+}
+
+pub struct KeyedProcess {
+    cfg: KeyedProcessConfig,
+    store: StateStore,
+    /// Pending timers of this task's keys: (time, encoded key).
+    timers: BTreeSet<(EventTime, Vec<u8>)>,
+}
+
+/// One call waiting to be made: the input and where it came from.
+struct Call {
+    key_bytes: Vec<u8>,
+    key: Value,
+    record: Option<Record>,
+    time: EventTime,
+    timer: Option<EventTime>,
+}
+
+impl KeyedProcess {
+    pub fn new(cfg: KeyedProcessConfig, store: StateStore) -> Self {
+        KeyedProcess {
+            cfg,
+            store,
+            timers: BTreeSet::new(),
+        }
+    }
+
+    /// Pending timers (for tests and metrics).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    fn state_err(&self, source: StateError) -> OpError {
+        OpError::State {
+            step: self.cfg.step.clone(),
+            source,
+        }
+    }
+
+    fn key_group(&self, key_bytes: &[u8]) -> KeyGroup {
+        key_group_of(key_bytes, self.cfg.max_parallelism)
+    }
+
+    fn state_key(&self, key_bytes: &[u8]) -> Vec<u8> {
+        key_prefix(
+            self.key_group(key_bytes),
+            self.cfg.op_id,
+            TAG_STATE,
+            key_bytes,
+        )
+    }
+
+    fn timer_key(&self, key_bytes: &[u8], time: EventTime) -> Vec<u8> {
+        let mut k = Vec::with_capacity(21 + key_bytes.len());
+        k.extend_from_slice(&self.key_group(key_bytes).to_be_bytes());
+        k.extend_from_slice(&self.cfg.op_id.to_be_bytes());
+        k.push(TAG_TIMER);
+        k.extend_from_slice(&ordered(time));
+        k.extend_from_slice(key_bytes);
+        k
+    }
+
+    /// Makes `calls` key by key in order (see the module docs); returns the outputs.
+    fn run(&mut self, calls: Vec<Call>, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut out = Vec::with_capacity(calls.len());
+        for round in rounds(calls) {
+            let mut pending = round;
+            let mut attempt = 1u32;
+            while !pending.is_empty() {
+                let inputs = pending
+                    .iter()
+                    .map(|c| -> Result<KeyedInput, OpError> {
+                        Ok(KeyedInput {
+                            key: c.key.clone(),
+                            value: c.record.as_ref().map(|r| r.value.clone()),
+                            time: c.time,
+                            state: self
+                                .store
+                                .get(&self.state_key(&c.key_bytes))
+                                .map_err(|e| self.state_err(e))?,
+                            timer: c.timer,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let outcomes = self
+                    .cfg
+                    .runtime
+                    .invoke_keyed(&self.cfg.function, inputs)
+                    .map_err(|e| OpError::Udf {
+                        step: self.cfg.step.clone(),
+                        message: e.to_string(),
+                    })?;
+                if outcomes.len() != pending.len() {
+                    return Err(OpError::Udf {
+                        step: self.cfg.step.clone(),
+                        message: format!(
+                            "runtime returned {} results for {} calls",
+                            outcomes.len(),
+                            pending.len()
+                        ),
+                    });
+                }
+                let mut wb = WriteBatch::default();
+                let mut retry = Vec::new();
+                for (call, outcome) in pending.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(result) => self.apply(&call, result, &mut wb, &mut out),
+                        Err(err)
+                            if err.class == ErrorClass::Transient
+                                && attempt < self.cfg.retry.max_attempts =>
+                        {
+                            retry.push(call)
+                        }
+                        Err(err) => self.dead(ctx, &call, &err, attempt),
+                    }
+                }
+                self.store.write(wb).map_err(|e| self.state_err(e))?;
+                pending = retry;
+                if !pending.is_empty() {
+                    attempt += 1;
+                    std::thread::sleep(
+                        self.cfg
+                            .retry
+                            .backoff(attempt, pending.len() as u64 ^ u64::from(attempt)),
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, call: &Call, result: KeyedResult, wb: &mut WriteBatch, out: &mut Batch) {
+        let skey = self.state_key(&call.key_bytes);
+        match result.state {
+            StateUpdate::Keep => {}
+            StateUpdate::Set(bytes) => wb.put(&skey, bytes),
+            StateUpdate::Clear => wb.delete(&skey),
+        }
+        for t in result.timers {
+            if self.timers.insert((t, call.key_bytes.clone())) {
+                wb.put(self.timer_key(&call.key_bytes, t), []);
+            }
+        }
+        let origin = call.record.as_ref().map(|r| r.origin).unwrap_or_default();
+        for value in result.outputs {
+            out.push(Record {
+                value,
+                time: call.time,
+                key: Some(call.key.clone()),
+                origin,
+            });
+        }
+    }
+
+    fn dead(&self, ctx: &mut Context, call: &Call, err: &FunctionError, attempts: u32) {
+        let record = call.record.clone().unwrap_or_else(|| Record {
+            value: Value::Null,
+            time: call.time,
+            key: Some(call.key.clone()),
+            origin: Origin::default(),
+        });
+        let message = match call.timer {
+            Some(t) => format!(
+                "timer at {t} for key {}: {}",
+                call.key.to_json_string(),
+                err.message
+            ),
+            None => err.message.clone(),
+        };
+        let mut dl = dead_letter_for(&record, &self.cfg.step, err.class, message);
+        dl.detail = err.detail.clone();
+        dl.attempts = attempts;
+        ctx.dead.push(dl);
+    }
+}
+
+/// Cuts calls into rounds with at most one call per key, keeping each key's order.
+fn rounds(calls: Vec<Call>) -> Vec<Vec<Call>> {
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut rounds: Vec<Vec<Call>> = Vec::new();
+    for call in calls {
+        let n = seen.entry(call.key_bytes.clone()).or_insert(0);
+        if rounds.len() <= *n {
+            rounds.push(Vec::new());
+        }
+        rounds[*n].push(call);
+        *n += 1;
+    }
+    rounds
+}
+
+impl Operator for KeyedProcess {
+    fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        let calls = batch
+            .into_iter()
+            .map(|record| {
+                let key = record.key.clone().unwrap_or(Value::Null);
+                let mut key_bytes = Vec::with_capacity(32);
+                key.key_bytes(&mut key_bytes);
+                Call {
+                    key_bytes,
+                    key,
+                    time: record.time,
+                    record: Some(record),
+                    timer: None,
+                }
+            })
+            .collect();
+        self.run(calls, ctx)
+    }
+
+    fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut out = Vec::new();
+        // Timers may set new timers that are already due: fire until none is.
+        loop {
+            let mut due = Vec::new();
+            while let Some((t, _)) = self.timers.first() {
+                if *t > watermark {
+                    break;
+                }
+                let Some((t, key_bytes)) = self.timers.pop_first() else {
+                    break;
+                };
+                due.push((t, key_bytes));
+            }
+            if due.is_empty() {
+                return Ok(out);
+            }
+            let mut wb = WriteBatch::default();
+            let mut calls = Vec::with_capacity(due.len());
+            for (t, key_bytes) in due {
+                wb.delete(self.timer_key(&key_bytes, t));
+                let key = Value::from_json(&key_bytes)
+                    .map_err(|e| self.state_err(StateError::Corrupt(format!("timer key: {e}"))))?;
+                calls.push(Call {
+                    key_bytes,
+                    key,
+                    record: None,
+                    time: t,
+                    timer: Some(t),
+                });
+            }
+            self.store.write(wb).map_err(|e| self.state_err(e))?;
+            out.extend(self.run(calls, ctx)?);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::udf::{FunctionInfo, FunctionKind, KeyedOutcome, RecordOutcome, RuntimeError};
+    use std::sync::Mutex;
+
+    /// What the test runtime was called with: key, timer, state.
+    type SeenCall = (Value, Option<EventTime>, Option<Vec<u8>>);
+
+    /// A running sum per key that emits the total when its timer (ts + 10) fires, and fails
+    /// permanently on negative values. Records what it was called with.
+    struct Summer {
+        calls: Mutex<Vec<SeenCall>>,
+    }
+
+    impl UdfRuntime for Summer {
+        fn name(&self) -> &str {
+            "test"
+        }
+        fn functions(&self) -> Vec<FunctionInfo> {
+            vec![FunctionInfo {
+                name: "sum".into(),
+                kind: FunctionKind::KeyedProcess,
+            }]
+        }
+        fn invoke(&self, _: &str, _: Vec<Value>) -> Result<Vec<RecordOutcome>, RuntimeError> {
+            unreachable!("keyed only")
+        }
+        fn invoke_keyed(
+            &self,
+            _: &str,
+            inputs: Vec<KeyedInput>,
+        ) -> Result<Vec<KeyedOutcome>, RuntimeError> {
+            let mut keys = std::collections::HashSet::new();
+            Ok(inputs
+                .into_iter()
+                .map(|i| {
+                    assert!(
+                        keys.insert(i.key.to_json_string()),
+                        "one call per key per round"
+                    );
+                    self.calls
+                        .lock()
+                        .map(|mut c| c.push((i.key.clone(), i.timer, i.state.clone())))
+                        .ok();
+                    let total: i64 = i
+                        .state
+                        .as_deref()
+                        .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+                        .unwrap_or(0);
+                    if let Some(t) = i.timer {
+                        return Ok(KeyedResult {
+                            outputs: vec![Value::from_json(
+                                format!(r#"{{"total":{total},"at":{t}}}"#).as_bytes(),
+                            )
+                            .map_err(|e| FunctionError::permanent(e.to_string()))?],
+                            state: StateUpdate::Clear,
+                            timers: vec![],
+                        });
+                    }
+                    let v = i
+                        .value
+                        .as_ref()
+                        .and_then(|v| v.as_object()?.get("v")?.as_f64())
+                        .unwrap_or(0.0) as i64;
+                    if v < 0 {
+                        return Err(FunctionError::permanent("negative"));
+                    }
+                    Ok(KeyedResult {
+                        outputs: vec![],
+                        state: StateUpdate::Set((total + v).to_string().into_bytes()),
+                        timers: vec![i.time + 10],
+                    })
+                })
+                .collect())
+        }
+    }
+
+    fn rec(key: &str, t: i64, v: i64) -> Record {
+        let value =
+            Value::from_json(format!(r#"{{"k":"{key}","v":{v}}}"#).as_bytes()).expect("json");
+        Record {
+            value,
+            time: t,
+            key: Some(Value::from_json(format!("\"{key}\"").as_bytes()).expect("json")),
+            origin: Origin::default(),
+        }
+    }
+
+    #[test]
+    fn state_threads_through_a_keys_records_and_timers_fire_at_the_watermark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open_fresh(dir.path()).expect("store");
+        let runtime = Arc::new(Summer {
+            calls: Mutex::new(Vec::new()),
+        });
+        let mut op = KeyedProcess::new(
+            KeyedProcessConfig {
+                step: "steps[1] udf sum".into(),
+                op_id: 1,
+                runtime: runtime.clone(),
+                function: "sum".into(),
+                max_parallelism: 128,
+                retry: RetryPolicy::default(),
+            },
+            store,
+        );
+        let mut ctx = Context::default();
+        // Three records of key a in one batch: each must see the previous one's state.
+        let out = op
+            .process(
+                vec![
+                    rec("a", 1, 1),
+                    rec("b", 2, 5),
+                    rec("a", 3, 2),
+                    rec("a", 4, -1),
+                    rec("a", 5, 4),
+                ],
+                &mut ctx,
+            )
+            .expect("process");
+        assert!(out.is_empty());
+        assert_eq!(ctx.dead.len(), 1, "the negative record is dead-lettered");
+        assert_eq!(
+            op.pending_timers(),
+            4,
+            "timers at 11, 12, 13, 15 (a) and 12 (b) dedupe by (time, key)"
+        );
+        // Watermark 12 fires a@11 (total 7), a@13 no, b@12 (5): a's state is cleared at 11.
+        let fired = op.on_watermark(12, &mut ctx).expect("fire");
+        let texts: Vec<String> = fired.iter().map(|r| r.value.to_json_string()).collect();
+        assert_eq!(
+            texts,
+            vec![r#"{"total":7,"at":11}"#, r#"{"total":5,"at":12}"#]
+        );
+        let fired = op.on_watermark(i64::MAX, &mut ctx).expect("fire");
+        let texts: Vec<String> = fired.iter().map(|r| r.value.to_json_string()).collect();
+        assert_eq!(
+            texts,
+            vec![r#"{"total":0,"at":13}"#, r#"{"total":0,"at":15}"#]
+        );
+        assert_eq!(op.pending_timers(), 0);
+        let calls = runtime.calls.lock().expect("lock");
+        let a_states: Vec<Option<String>> = calls
+            .iter()
+            .filter(|(k, t, _)| k.to_json_string() == "\"a\"" && t.is_none())
+            .map(|(_, _, s)| s.clone().map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .collect();
+        assert_eq!(
+            a_states,
+            vec![None, Some("1".into()), Some("3".into()), Some("3".into())],
+            "each call of key a saw the state the previous successful one stored"
+        );
+    }
+
+    #[test]
+    fn rounds_hold_one_call_per_key_in_order() {
+        let call = |k: &str, t| Call {
+            key_bytes: k.as_bytes().to_vec(),
+            key: Value::Null,
+            record: None,
+            time: t,
+            timer: None,
+        };
+        let r = rounds(vec![
+            call("a", 1),
+            call("b", 2),
+            call("a", 3),
+            call("a", 4),
+            call("c", 5),
+        ]);
+        let times: Vec<Vec<i64>> = r
+            .iter()
+            .map(|round| round.iter().map(|c| c.time).collect())
+            .collect();
+        assert_eq!(times, vec![vec![1, 2, 5], vec![3], vec![4]]);
+    }
+}

@@ -1,0 +1,496 @@
+//! Python UDFs end to end: the real `headwater` binary starts real `python -m
+//! headwater.worker` processes (the SDK installed by `./dev test` in its virtual environment,
+//! named by HEADWATER_PYTHON), and nothing is lost when a worker misbehaves.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEADWATER_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/headwater/venv/bin/python");
+    assert!(
+        venv.exists(),
+        "these tests need Python with the SDK installed: run them through ./dev test, or set HEADWATER_PYTHON"
+    );
+    venv
+}
+
+fn headwater(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
+    c.current_dir(dir).env("HEADWATER_PYTHON", python());
+    c
+}
+
+const UDFS: &str = r#"
+import os, time
+import headwater as hw
+
+@hw.map
+def enrich(r):
+    if r["n"] % 97 == 13:
+        raise ValueError(f"bad record {r['n']}")
+    return {"n": r["n"], "square": r["n"] * r["n"]}
+
+@hw.filter
+def even(r):
+    return r["n"] % 2 == 0
+
+@hw.flat_map
+def twice(r):
+    yield {"n": r["n"], "copy": 1}
+    yield {"n": r["n"], "copy": 2}
+
+@hw.map
+def slow(r):
+    time.sleep(0.0002)
+    return r
+
+@hw.keyed_process
+def bucket_totals(r, ctx):
+    # State: {bucket end: {"total", "count"}} for this key's open buckets.
+    buckets = dict(ctx.state or {})
+    if r is None:  # a timer fired: emit that bucket and forget it
+        done = buckets.pop(str(ctx.timer))
+        yield {"user": ctx.key, "bucket_end": ctx.timer, **done}
+    else:
+        end = r["ts"] // 100 * 100 + 99
+        b = buckets.get(str(end), {"total": 0, "count": 0})
+        buckets[str(end)] = {"total": b["total"] + r["n"], "count": b["count"] + 1}
+        ctx.set_timer(end)
+    if buckets:
+        ctx.state = buckets
+    else:
+        ctx.clear()
+
+@hw.map
+def sleepy(r):
+    time.sleep(0.002)
+    return r
+
+@hw.map
+def hang_once(r):
+    marker = os.environ.get("HANG_MARKER", "")
+    if marker and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(3600)
+    return r
+"#;
+
+fn write_case(dir: &Path, records: u64, steps: &str, extra_udf: &str) {
+    std::fs::write(dir.join("my_udfs.py"), UDFS).expect("udfs");
+    let mut input = String::new();
+    for n in 0..records {
+        input.push_str(&format!("{{\"ts\":{n},\"n\":{n}}}\n"));
+    }
+    std::fs::write(dir.join("input.jsonl"), input).expect("input");
+    let pipeline = format!(
+        "name: py\nparallelism: 2\nsources:\n  in: {{ type: file, path: input.jsonl, event_time: {{ field: ts }} }}\n\
+udfs:\n  enrich: {{ runtime: python, module: my_udfs, function: enrich }}\n  even: {{ runtime: python, module: my_udfs, function: even, kind: filter }}\n  twice: {{ runtime: python, module: my_udfs, function: twice, kind: flat_map }}\n  slow: {{ runtime: python, module: my_udfs, function: slow, workers: 2 }}\n{extra_udf}\
+steps:\n{steps}sinks:\n  out: {{ type: file, path: out.jsonl }}\noutput: out\ntuning: {{ batch_size: 256, progress_interval: 0s }}\n"
+    );
+    std::fs::write(dir.join("pipeline.yaml"), pipeline).expect("pipeline");
+}
+
+fn output_ns(dir: &Path) -> BTreeMap<i64, usize> {
+    let text = std::fs::read_to_string(dir.join("out.jsonl")).expect("output");
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        *counts.entry(v["n"].as_i64().expect("n")).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn map_filter_flat_map_and_failures_go_where_they_should() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        1000,
+        "  - udf: enrich\n  - udf: even\n  - udf: twice\n",
+        "",
+    );
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The summary names the failing step and shows the first failure's Python traceback.
+    assert!(
+        stderr.contains("steps[0] udf enrich\n                  first: ValueError: bad record 13"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Traceback (most recent call last)") && stderr.contains("in enrich"),
+        "{stderr}"
+    );
+    let failing: Vec<i64> = (0..1000).filter(|n| n % 97 == 13).collect();
+    let expected: BTreeMap<i64, usize> = (0..1000)
+        .filter(|n| n % 2 == 0 && !failing.contains(n))
+        .map(|n| (n, 2))
+        .collect();
+    assert_eq!(output_ns(dir.path()), expected);
+    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
+    let dead: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(
+        dead.len(),
+        failing.len(),
+        "exactly the failing records are dead-lettered"
+    );
+    for d in &dead {
+        assert_eq!(d["step"], "steps[0] udf enrich");
+        assert_eq!(d["error_class"], "permanent");
+        assert!(
+            d["error"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("ValueError: bad record"),
+            "{d}"
+        );
+        let tb = d["detail"].as_str().unwrap_or("");
+        assert!(
+            tb.contains("Traceback") && tb.contains("my_udfs.py"),
+            "traceback kept: {tb}"
+        );
+    }
+}
+
+#[test]
+fn killing_a_worker_mid_stream_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = 60_000;
+    write_case(dir.path(), records, "  - udf: slow\n", "");
+    let mut child = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    // Once results flow (the workers are up and serving), kill -9 every worker of this run a
+    // few times while it processes.
+    let started = Instant::now();
+    let out_file = dir.path().join("out.jsonl");
+    while std::fs::metadata(&out_file).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no output after 60 s"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended before any output"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut kills = 0;
+    while kills < 3 && started.elapsed() < Duration::from_secs(60) {
+        let pids = Command::new("pgrep")
+            .args(["-P", &child.id().to_string(), "-f", "headwater.worker"])
+            .output()
+            .expect("pgrep");
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            if Command::new("kill")
+                .args(["-9", pid])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+            {
+                kills += 1;
+            }
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        kills >= 1,
+        "the test killed no worker; the run finished too fast"
+    );
+    assert!(stderr.contains("restarting Python worker"), "{stderr}");
+    let expected: BTreeMap<i64, usize> = (0..records as i64).map(|n| (n, 1)).collect();
+    assert_eq!(
+        output_ns(dir.path()),
+        expected,
+        "every record exactly once after {kills} kill(s)"
+    );
+}
+
+#[test]
+fn a_worker_that_never_answers_times_out_and_is_restarted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        500,
+        "  - udf: hang\n",
+        "  hang: { runtime: python, module: my_udfs, function: hang_once, timeout: 1s }\n",
+    );
+    let out = headwater(dir.path())
+        .env("HANG_MARKER", dir.path().join("hung"))
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(dir.path().join("hung").exists(), "the worker did hang once");
+    assert!(stderr.contains("no answer within"), "{stderr}");
+    let expected: BTreeMap<i64, usize> = (0..500).map(|n| (n, 1)).collect();
+    assert_eq!(output_ns(dir.path()), expected);
+}
+
+#[test]
+fn an_import_error_fails_the_pipeline_start_with_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(dir.path(), 10, "  - udf: enrich\n", "");
+    std::fs::write(
+        dir.path().join("my_udfs.py"),
+        "import headwater\nimport numpy_that_is_not_installed\n",
+    )
+    .expect("write");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the Python worker did not start"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ModuleNotFoundError: No module named 'numpy_that_is_not_installed'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_kind_mismatch_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        10,
+        "  - udf: wrong\n",
+        "  wrong: { runtime: python, module: my_udfs, function: enrich, kind: flat_map }\n",
+    );
+    let out = headwater(dir.path())
+        .args(["validate", "pipeline.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "function `enrich` is a Map function but the pipeline declares it as FlatMap"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn keyed_process_state_and_timers_match_an_oracle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = 3000u64;
+    write_case(
+        dir.path(),
+        records,
+        "  - map: { compute: { user: \"n % 7\" } }\n  - key_by: user\n  - udf: buckets\n",
+        "  buckets: { runtime: python, module: my_udfs, function: bucket_totals, kind: keyed_process, workers: 2 }\n",
+    );
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Oracle: per (user, 100-ms bucket), the sum and count of n (ts == n here).
+    let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for n in 0..records as i64 {
+        let e = expected.entry((n % 7, n / 100 * 100 + 99)).or_default();
+        e.0 += n;
+        e.1 += 1;
+    }
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let mut got: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let key = (
+            v["user"].as_i64().expect("user"),
+            v["bucket_end"].as_i64().expect("end"),
+        );
+        let prev = got.insert(
+            key,
+            (
+                v["total"].as_i64().expect("total"),
+                v["count"].as_i64().expect("count"),
+            ),
+        );
+        assert!(prev.is_none(), "bucket {key:?} emitted twice");
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_slow_udf_applies_backpressure_with_bounded_memory() {
+    // An unbounded generator feeding a UDF that takes 2 ms per record: the sources must slow
+    // down to the UDF's pace instead of queueing records in memory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("my_udfs.py"), UDFS).expect("udfs");
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "name: bp\nparallelism: 1\nsources:\n  g: { type: nexmark, rate: 1000000, only: bid }\n\
+udfs:\n  sleepy: { runtime: python, module: my_udfs, function: sleepy }\n\
+steps:\n  - udf: sleepy\nsinks:\n  x: { type: blackhole }\noutput: x\ntuning: { progress_interval: 0s }\n",
+    )
+    .expect("pipeline");
+    let mut child = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse().ok())
+            .unwrap_or(0)
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let early = rss(child.id());
+    std::thread::sleep(Duration::from_secs(5));
+    let late = rss(child.id());
+    let still_running = child.try_wait().expect("wait").is_none();
+    let host_pid = child.id();
+    // Kill the host outright: its workers must notice and exit by themselves.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(still_running, "the unbounded run ended by itself");
+    assert!(
+        early > 0 && late > 0,
+        "could not read the host's memory use"
+    );
+    // At 1M records/s offered and ~500/s served, an unbounded queue would grow by hundreds of
+    // MB in 5 s; bounded channels keep growth to a few batches.
+    assert!(
+        late < early + 64 * 1024,
+        "memory grew from {early} kB to {late} kB under backpressure"
+    );
+    let pattern = format!("headwater-{host_pid}-");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .expect("pgrep");
+        if left.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers outlived their killed host: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn an_endpoint_worker_started_by_someone_else_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(dir.path(), 300, "  - udf: remote\n", "");
+    let socket = dir.path().join("remote.sock");
+    let mut worker = Command::new(python())
+        .args(["-m", "headwater.worker", "--module", "my_udfs", "--socket"])
+        .arg(&socket)
+        .arg("--path")
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker");
+    let pipeline = std::fs::read_to_string(dir.path().join("pipeline.yaml")).expect("read");
+    let pipeline = pipeline.replace(
+        "udfs:\n",
+        &format!("udfs:\n  remote: {{ runtime: python, module: my_udfs, function: enrich, endpoint: 'unix:{}' }}\n", socket.display()),
+    );
+    std::fs::write(dir.path().join("pipeline.yaml"), pipeline).expect("write");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: BTreeMap<i64, usize> =
+        (0..300).filter(|n| n % 97 != 13).map(|n| (n, 1)).collect();
+    assert_eq!(output_ns(dir.path()), expected);
+}
+
+#[test]
+fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        1000,
+        "  - udf: enrich_inproc\n  - udf: even_inproc\n",
+        "  enrich_inproc: { runtime: python-inproc, module: my_udfs, function: enrich }\n  even_inproc: { runtime: python-inproc, module: my_udfs, function: even, kind: filter }\n",
+    );
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: BTreeMap<i64, usize> = (0..1000)
+        .filter(|n| n % 2 == 0 && n % 97 != 13)
+        .map(|n| (n, 1))
+        .collect();
+    assert_eq!(output_ns(dir.path()), expected);
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    assert!(
+        text.lines().all(|l| l.contains("\"square\"")),
+        "the map ran"
+    );
+    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
+    let dead: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(dead.len(), (0..1000).filter(|n| n % 97 == 13).count());
+    for d in &dead {
+        assert_eq!(d["step"], "steps[0] udf enrich_inproc");
+        assert!(
+            d["error"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("ValueError: bad record"),
+            "{d}"
+        );
+        assert!(
+            d["detail"].as_str().unwrap_or("").contains("Traceback"),
+            "{d}"
+        );
+    }
+}
