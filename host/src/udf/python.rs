@@ -190,11 +190,17 @@ fn start_error(udf: &str, message: String) -> RuntimeError {
 
 impl Shared {
     /// Sends one request, restarting the worker and resending until it succeeds.
-    async fn call(
+    ///
+    /// Encoding and decoding happen inside this future, so with several requests in flight
+    /// the host prepares the next request and reads the last answer while workers compute.
+    async fn call<I, T>(
         &self,
         function: &str,
-        records: Vec<proto::Record>,
-    ) -> Result<Vec<proto::RecordResult>, RuntimeError> {
+        chunk: &[I],
+        encode: fn(&I) -> proto::Record,
+        decode: fn(proto::RecordResult) -> T,
+    ) -> Result<Vec<T>, RuntimeError> {
+        let records: Vec<proto::Record> = chunk.iter().map(encode).collect();
         let n = records.len();
         let mut request = proto::BatchRequest {
             batch_id: 0,
@@ -211,7 +217,9 @@ impl Shared {
             };
             request.batch_id = self.next_batch.fetch_add(1, Ordering::Relaxed);
             match connection.call(request.clone(), self.spec.timeout).await {
-                Ok(resp) if resp.results.len() == n => return Ok(resp.results),
+                Ok(resp) if resp.results.len() == n => {
+                    return Ok(resp.results.into_iter().map(decode).collect())
+                }
                 Ok(resp) => {
                     last_error = format!(
                         "the worker answered {} results for {n} records",
@@ -612,18 +620,7 @@ impl UdfRuntime for PythonRuntime {
         function: &str,
         inputs: Vec<Value>,
     ) -> Result<Vec<RecordOutcome>, RuntimeError> {
-        let records = inputs
-            .iter()
-            .map(|v| proto::Record {
-                value: json_bytes(v),
-                ..Default::default()
-            })
-            .collect();
-        Ok(self
-            .send(function, records)?
-            .into_iter()
-            .map(outcome)
-            .collect())
+        self.send(function, &inputs, encode_value, outcome)
     }
 
     fn invoke_keyed(
@@ -631,22 +628,25 @@ impl UdfRuntime for PythonRuntime {
         function: &str,
         inputs: Vec<KeyedInput>,
     ) -> Result<Vec<KeyedOutcome>, RuntimeError> {
-        let records = inputs
-            .into_iter()
-            .map(|i| proto::Record {
-                value: i.value.as_ref().map(json_bytes).unwrap_or_default(),
-                key: json_bytes(&i.key),
-                event_time: i.time,
-                state: i.state,
-                timer: i.timer,
-                accumulators: Vec::new(),
-            })
-            .collect();
-        Ok(self
-            .send(function, records)?
-            .into_iter()
-            .map(keyed_outcome)
-            .collect())
+        self.send(function, &inputs, encode_keyed, keyed_outcome)
+    }
+}
+
+fn encode_value(v: &Value) -> proto::Record {
+    proto::Record {
+        value: json_bytes(v),
+        ..Default::default()
+    }
+}
+
+fn encode_keyed(i: &KeyedInput) -> proto::Record {
+    proto::Record {
+        value: i.value.as_ref().map(json_bytes).unwrap_or_default(),
+        key: json_bytes(&i.key),
+        event_time: i.time,
+        state: i.state.clone(),
+        timer: i.timer,
+        accumulators: Vec::new(),
     }
 }
 
@@ -675,24 +675,15 @@ fn keyed_outcome(result: proto::RecordResult) -> KeyedOutcome {
 }
 
 impl PythonRuntime {
-    /// Sends `records` in requests of at most `batch_size`, concurrently over the workers,
+    /// Sends `inputs` in requests of at most `batch_size`, concurrently over the workers,
     /// and returns the results in input order.
-    fn send(
+    fn send<I, T>(
         &self,
         function: &str,
-        records: Vec<proto::Record>,
-    ) -> Result<Vec<proto::RecordResult>, RuntimeError> {
-        let n = records.len();
-        let size = self.shared.spec.batch_size.max(1);
-        let mut requests: Vec<Vec<proto::Record>> = Vec::with_capacity(n.div_ceil(size));
-        let mut rest = records.into_iter();
-        loop {
-            let chunk: Vec<proto::Record> = rest.by_ref().take(size).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            requests.push(chunk);
-        }
+        inputs: &[I],
+        encode: fn(&I) -> proto::Record,
+        decode: fn(proto::RecordResult) -> T,
+    ) -> Result<Vec<T>, RuntimeError> {
         let Some(rt) = &self.rt else {
             return Err(start_error(
                 &self.shared.udf,
@@ -700,12 +691,13 @@ impl PythonRuntime {
             ));
         };
         let shared = &self.shared;
+        let size = shared.spec.batch_size.max(1);
         let results = rt.block_on(futures_util::future::join_all(
-            requests
-                .into_iter()
-                .map(|records| shared.call(function, records)),
+            inputs
+                .chunks(size)
+                .map(|chunk| shared.call(function, chunk, encode, decode)),
         ));
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(inputs.len());
         for r in results {
             out.extend(r?);
         }

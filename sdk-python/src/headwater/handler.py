@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from headwater.functions import Format, Function, KeyedContext, Kind, Registry, TransientError
@@ -31,6 +31,16 @@ class _Permanent(Exception):
     """A failure that retrying will not fix (bad output shape, undecodable input)."""
 
 
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise _Permanent(f"input is not valid JSON: {e}") from e
+
+
 def _decode(fmt: Format, raw: bytes) -> Any:
     if fmt is Format.BYTES:
         return raw
@@ -46,7 +56,7 @@ def _encode(fmt: Format, value: Any) -> bytes:
             raise _Permanent(f"a bytes function must return bytes, got {type(value).__name__}")
         return bytes(value)
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        return _dumps(value).encode()
     except (TypeError, ValueError) as e:
         raise _Permanent(f"result cannot be encoded as JSON: {e}") from e
 
@@ -68,9 +78,11 @@ def _error(cls: Any, message: str, tb: str = "") -> pb.Error:
     return error
 
 
-def _failure(cls: Any, message: str, e: BaseException) -> pb.RecordResult:
+def _fail(result: pb.RecordResult, cls: Any, message: str, e: BaseException) -> None:
+    """Turns `result` into a failure carrying the exception's traceback."""
     tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-    return pb.RecordResult(error=_error(cls, message, tb))
+    result.Clear()
+    result.error.CopyFrom(_error(cls, message, tb))
 
 
 class Handler:
@@ -100,43 +112,65 @@ class Handler:
     def process(self, request: pb.BatchRequest) -> pb.BatchResponse:
         function = self.registry.get(request.function)
         response = pb.BatchResponse(batch_id=request.batch_id)
+        results = response.results
+        if function is None:
+            known = ", ".join(f.name for f in self.registry.all()) or "none"
+            error = _error(
+                pb.ERROR_CLASS_PERMANENT,
+                f"unknown function {request.function!r}; this worker has: {known}",
+            )
+            for _ in request.records:
+                results.add().error.CopyFrom(error)
+            return response
+        fill = self._filler(function, request.aggregate_op)
         for record in request.records:
-            if function is None:
-                known = ", ".join(f.name for f in self.registry.all()) or "none"
-                result = pb.RecordResult(
-                    error=_error(
-                        pb.ERROR_CLASS_PERMANENT,
-                        f"unknown function {request.function!r}; this worker has: {known}",
-                    )
-                )
-            else:
-                result = self._one(function, record, request.aggregate_op)
-            response.results.append(result)
+            # Results are filled in place (no per-record message copies): this loop is the
+            # worker's hot path.
+            result = results.add()
+            try:
+                fill(record, result)
+            except TransientError as e:
+                _fail(result, pb.ERROR_CLASS_TRANSIENT, f"{type(e).__name__}: {e}", e)
+            except _Permanent as e:
+                _fail(result, pb.ERROR_CLASS_PERMANENT, str(e), e)
+            except Exception as e:
+                _fail(result, pb.ERROR_CLASS_PERMANENT, f"{type(e).__name__}: {e}", e)
         return response
 
-    def _one(self, f: Function, record: pb.Record, op: Any) -> pb.RecordResult:
-        try:
-            return self._call(f, record, op)
-        except TransientError as e:
-            return _failure(pb.ERROR_CLASS_TRANSIENT, f"{type(e).__name__}: {e}", e)
-        except _Permanent as e:
-            return _failure(pb.ERROR_CLASS_PERMANENT, str(e), e)
-        except Exception as e:
-            return _failure(pb.ERROR_CLASS_PERMANENT, f"{type(e).__name__}: {e}", e)
+    def _filler(self, f: Function, op: Any) -> Callable[[pb.Record, pb.RecordResult], None]:
+        """A function that computes one record's result into a fresh RecordResult."""
+        func = f.func
+        fmt_in, fmt_out = f.input, f.output
+        decode: Callable[[bytes], Any] = (
+            _loads if fmt_in is Format.JSON else (lambda raw: _decode(fmt_in, raw))
+        )
 
-    def _call(self, f: Function, record: pb.Record, op: Any) -> pb.RecordResult:
+        def encode(value: Any) -> bytes:
+            return _encode(fmt_out, value)
+
         if f.kind is Kind.MAP:
-            out = f.func(_decode(f.input, record.value))
-            return pb.RecordResult(outputs=[_encode(f.output, out)])
+
+            def fill_map(record: pb.Record, result: pb.RecordResult) -> None:
+                result.outputs.append(encode(func(decode(record.value))))
+
+            return fill_map
         if f.kind is Kind.FILTER:
-            keep = f.func(_decode(f.input, record.value))
-            return pb.RecordResult(outputs=[record.value] if keep else [])
+
+            def fill_filter(record: pb.Record, result: pb.RecordResult) -> None:
+                if func(decode(record.value)):
+                    result.outputs.append(record.value)
+
+            return fill_filter
         if f.kind is Kind.FLAT_MAP:
-            outs = _many(f.func(_decode(f.input, record.value)))
-            return pb.RecordResult(outputs=[_encode(f.output, o) for o in outs])
+
+            def fill_flat_map(record: pb.Record, result: pb.RecordResult) -> None:
+                outs = [encode(o) for o in _many(func(decode(record.value)))]
+                result.outputs.extend(outs)
+
+            return fill_flat_map
         if f.kind is Kind.KEYED_PROCESS:
-            return self._keyed(f, record)
-        return self._aggregate(f, record, op)
+            return lambda record, result: result.CopyFrom(self._keyed(f, record))
+        return lambda record, result: result.CopyFrom(self._aggregate(f, record, op))
 
     def _keyed(self, f: Function, record: pb.Record) -> pb.RecordResult:
         state = json.loads(record.state) if record.HasField("state") else None
