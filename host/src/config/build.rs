@@ -501,6 +501,18 @@ fn udfs(node: &Node, base: &Path, errs: &mut Errors) -> Vec<UdfSpec> {
             )
             .and_then(|n| string(n, &format!("{ctx} function"), errs));
         let kind = match m.get("kind") {
+            Some(n) if n.scalar() == Some("window_aggregate") => {
+                errs.at(
+                    n,
+                    format!("{ctx}: window aggregates written as UDFs are not supported yet"),
+                    Some(
+                        "use the built-in aggregates of a `window` step, or a `keyed_process` \
+                         function with timers for custom windowed logic"
+                            .into(),
+                    ),
+                );
+                UdfKind::Map
+            }
             Some(n) => match choice(
                 n,
                 &["map", "filter", "flat_map", "keyed_process"],
