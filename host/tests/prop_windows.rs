@@ -208,6 +208,7 @@ fn operator(store: StateStore, assigner: WindowAssigner, lateness: i64) -> Windo
         func,
         field: field.map(split_path),
         name: name.into(),
+        udf: None,
     };
     WindowOp::new(
         WindowConfig {
@@ -226,6 +227,7 @@ fn operator(store: StateStore, assigner: WindowAssigner, lateness: i64) -> Windo
             key_names: vec!["k".into()],
             late: LateTarget::Sink(0),
             max_parallelism: 128,
+            udfs: vec![None; 6],
         },
         store,
     )

@@ -67,6 +67,25 @@ def bucket_totals(r, ctx):
     else:
         ctx.clear()
 
+@hw.window_aggregate(name="spread")
+class Spread:
+    def create(self):
+        return {"lo": None, "hi": None}
+
+    def add(self, acc, r):
+        lo, hi = acc["lo"], acc["hi"]
+        return {"lo": r["n"] if lo is None else min(lo, r["n"]), "hi": r["n"] if hi is None else max(hi, r["n"])}
+
+    def merge(self, a, b):
+        merged = self.create()
+        for acc in (a, b):
+            merged = self.add(merged, {"n": acc["lo"]}) if acc["lo"] is not None else merged
+            merged = self.add(merged, {"n": acc["hi"]}) if acc["hi"] is not None else merged
+        return merged
+
+    def result(self, acc):
+        return None if acc["lo"] is None else acc["hi"] - acc["lo"]
+
 @hw.map
 def sleepy(r):
     time.sleep(0.002)
@@ -493,4 +512,107 @@ fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
             "{d}"
         );
     }
+}
+
+#[test]
+fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = 2000u64;
+    write_case(
+        dir.path(),
+        records,
+        "  - map: { compute: { user: \"n % 5\" } }\n  - key_by: user\n  - window: { type: tumbling, size: 100ms, aggregates: { count: count(), spread: \"udf(spread)\" } }\n",
+        "  spread: { runtime: python, module: my_udfs, function: spread, kind: window_aggregate }\n",
+    );
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Oracle: per (user, 100-ms window), the count and max - min of n (ts == n).
+    let mut expected: BTreeMap<(i64, i64), (i64, i64, i64)> = BTreeMap::new();
+    for n in 0..records as i64 {
+        let e = expected
+            .entry((n % 5, n / 100 * 100))
+            .or_insert((0, i64::MAX, i64::MIN));
+        e.0 += 1;
+        e.1 = e.1.min(n);
+        e.2 = e.2.max(n);
+    }
+    let expected: BTreeMap<(i64, i64), (i64, i64)> = expected
+        .into_iter()
+        .map(|(k, (c, lo, hi))| (k, (c, hi - lo)))
+        .collect();
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let mut got = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let key = (
+            v["user"].as_i64().expect("user"),
+            v["window_start"].as_i64().expect("start"),
+        );
+        let prev = got.insert(
+            key,
+            (
+                v["count"].as_i64().expect("count"),
+                v["spread"].as_i64().expect("spread"),
+            ),
+        );
+        assert!(prev.is_none(), "window {key:?} emitted twice");
+    }
+    assert_eq!(got, expected);
+
+    // Sessions (gap 300 ms): a@0 and a@400 open two sessions; a@200 bridges them, so the
+    // function merges their accumulators; b stays alone.
+    std::fs::write(
+        dir.path().join("input.jsonl"),
+        "{\"ts\":0,\"n\":5,\"k\":\"a\"}\n{\"ts\":400,\"n\":9,\"k\":\"a\"}\n{\"ts\":10,\"n\":7,\"k\":\"b\"}\n{\"ts\":200,\"n\":1,\"k\":\"a\"}\n{\"ts\":5000,\"n\":3,\"k\":\"a\"}\n",
+    )
+    .expect("input");
+    let pipeline = std::fs::read_to_string(dir.path().join("pipeline.yaml")).expect("read");
+    let start = pipeline.find("steps:\n").expect("steps");
+    let end = pipeline.find("sinks:\n").expect("sinks");
+    let pipeline = format!(
+        "{}steps:\n  - key_by: k\n  - window: {{ type: session, gap: 300ms, aggregates: {{ count: count(), spread: \"udf(spread)\" }} }}\n{}",
+        &pipeline[..start],
+        &pipeline[end..]
+    )
+    .replace("event_time: { field: ts }", "event_time: { field: ts, max_out_of_orderness: 10s }");
+    std::fs::write(dir.path().join("pipeline.yaml"), pipeline).expect("write");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let mut sessions: Vec<(String, i64, i64, i64, i64)> = text
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            (
+                v["k"].as_str().expect("k").to_string(),
+                v["window_start"].as_i64().expect("start"),
+                v["window_end"].as_i64().expect("end"),
+                v["count"].as_i64().expect("count"),
+                v["spread"].as_i64().expect("spread"),
+            )
+        })
+        .collect();
+    sessions.sort();
+    assert_eq!(
+        sessions,
+        vec![
+            ("a".into(), 0, 700, 3, 8),
+            ("a".into(), 5000, 5300, 1, 0),
+            ("b".into(), 10, 310, 1, 0),
+        ]
+    );
 }

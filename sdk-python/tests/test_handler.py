@@ -192,6 +192,15 @@ def test_window_aggregate_create_add_merge_result(reg: Registry) -> None:
     merged = call(pb.AGGREGATE_OP_MERGE, None, [a, b]).accumulator
     assert outputs(call(pb.AGGREGATE_OP_RESULT, None, [merged])) == [{"spread": 7}]
     assert "bad window-aggregate request" in call(pb.AGGREGATE_OP_MERGE, None, [a]).error.message
+    # ADD of several records at once, starting from create() when no accumulator is given.
+    folded = h.process(
+        pb.BatchRequest(
+            function="Spread",
+            aggregate_op=pb.AGGREGATE_OP_ADD,
+            records=[pb.Record(values=[json.dumps({"v": v}).encode() for v in (4, 9, 1)])],
+        )
+    ).results[0]
+    assert json.loads(folded.accumulator) == [4, 9, 1]
 
 
 def test_duplicate_names_are_refused(reg: Registry) -> None:

@@ -38,6 +38,9 @@ pub enum FunctionKind {
     /// Keyed process function (Stateful Functions model): gets the key's state with each
     /// record, returns outputs, the new state and timers. Served by sidecar runtimes.
     KeyedProcess,
+    /// Window aggregate (create / add / merge / result over accumulators the host stores).
+    /// Served by sidecar runtimes.
+    WindowAggregate,
 }
 
 /// Whether retrying the same record can help.

@@ -501,27 +501,22 @@ fn udfs(node: &Node, base: &Path, errs: &mut Errors) -> Vec<UdfSpec> {
             )
             .and_then(|n| string(n, &format!("{ctx} function"), errs));
         let kind = match m.get("kind") {
-            Some(n) if n.scalar() == Some("window_aggregate") => {
-                errs.at(
-                    n,
-                    format!("{ctx}: window aggregates written as UDFs are not supported yet"),
-                    Some(
-                        "use the built-in aggregates of a `window` step, or a `keyed_process` \
-                         function with timers for custom windowed logic"
-                            .into(),
-                    ),
-                );
-                UdfKind::Map
-            }
             Some(n) => match choice(
                 n,
-                &["map", "filter", "flat_map", "keyed_process"],
+                &[
+                    "map",
+                    "filter",
+                    "flat_map",
+                    "keyed_process",
+                    "window_aggregate",
+                ],
                 &format!("{ctx} kind"),
                 errs,
             ) {
                 Some("filter") => UdfKind::Filter,
                 Some("flat_map") => UdfKind::FlatMap,
                 Some("keyed_process") => UdfKind::KeyedProcess,
+                Some("window_aggregate") => UdfKind::WindowAggregate,
                 _ => UdfKind::Map,
             },
             None => UdfKind::Map,
@@ -765,7 +760,7 @@ fn map_step(node: &Node, ctx: &str, errs: &mut Errors) -> Option<MapSpec> {
     Some(spec)
 }
 
-const AGGREGATES: [&str; 6] = ["count", "sum", "min", "max", "avg", "count_distinct"];
+const AGGREGATES: [&str; 7] = ["count", "sum", "min", "max", "avg", "count_distinct", "udf"];
 
 fn window(node: &Node, ctx: &str, sinks: &[&str], errs: &mut Errors) -> Option<WindowSpec> {
     let ctx = format!("{ctx} window");
@@ -922,6 +917,7 @@ fn aggregates(node: &Node, ctx: &str, errs: &mut Errors) -> Vec<AggregateSpec> {
             "max" => AggregateFn::Max,
             "avg" => AggregateFn::Avg,
             "count_distinct" => AggregateFn::CountDistinct,
+            "udf" => AggregateFn::Udf,
             other => {
                 let hint = match suggest(other, &AGGREGATES) {
                     Some(s) => format!("did you mean `{s}`? aggregates: {}", AGGREGATES.join(", ")),
@@ -936,6 +932,7 @@ fn aggregates(node: &Node, ctx: &str, errs: &mut Errors) -> Vec<AggregateSpec> {
             }
         };
         let field = match (f, arg.is_empty()) {
+            (AggregateFn::Udf, false) => None,
             (AggregateFn::Count, true) => None,
             (AggregateFn::Count, false) => {
                 errs.at(
@@ -959,6 +956,7 @@ fn aggregates(node: &Node, ctx: &str, errs: &mut Errors) -> Vec<AggregateSpec> {
             func: f,
             field,
             name,
+            udf: (f == AggregateFn::Udf).then(|| arg.to_string()),
         });
     }
     out

@@ -142,6 +142,8 @@ pub struct AggregateSpec {
     pub field: Option<Vec<Str>>,
     /// Output field name.
     pub name: String,
+    /// For `udf(name)`: the declared UDF (a window aggregate function).
+    pub udf: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +154,8 @@ pub enum AggregateFn {
     Max,
     Avg,
     CountDistinct,
+    /// A user-defined window aggregate (create / add / merge / result) over whole records.
+    Udf,
 }
 
 /// Where records later than `allowed_lateness` go.
@@ -229,6 +233,8 @@ pub enum UdfKind {
     FlatMap,
     /// Keyed process function: needs a `key_by` before it; its state lives in the host.
     KeyedProcess,
+    /// Window aggregate: used as `udf(name)` among a `window` step's aggregates.
+    WindowAggregate,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -255,13 +255,6 @@ fn python_udfs_take_a_batch_size_an_endpoint_and_the_keyed_process_kind() {
     let r = e.to_string();
     assert!(r.contains("batch_size must be at least 1"), "{r}");
     assert!(r.contains("endpoint `tcp://x` is neither"), "{r}");
-    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, module: m, function: f, kind: window_aggregate }\n");
-    let r = e.to_string();
-    assert!(
-        r.contains("window aggregates written as UDFs are not supported yet"),
-        "{r}"
-    );
-    assert!(r.contains("keyed_process"), "{r}");
 }
 
 #[test]

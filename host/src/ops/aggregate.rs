@@ -28,6 +28,13 @@ pub enum Acc {
         n: u64,
     },
     Distinct(u64),
+    /// A user-defined aggregate: its accumulator as the function returned it (JSON; empty
+    /// before the first record), and records added but not yet folded in by the function.
+    /// The window operator folds `pending` in (one call per batch) before storing it.
+    Udf {
+        acc: Vec<u8>,
+        pending: Vec<Value>,
+    },
 }
 
 impl Acc {
@@ -44,6 +51,10 @@ impl Acc {
             AggregateFn::Max => Acc::Max(None),
             AggregateFn::Avg => Acc::Avg { sum: 0.0, n: 0 },
             AggregateFn::CountDistinct => Acc::Distinct(0),
+            AggregateFn::Udf => Acc::Udf {
+                acc: Vec::new(),
+                pending: Vec::new(),
+            },
         }
     }
 
@@ -87,7 +98,7 @@ impl Acc {
                     *n += 1;
                 }
             }
-            Acc::Distinct(_) => {}
+            Acc::Distinct(_) | Acc::Udf { .. } => {}
         }
     }
 
@@ -131,6 +142,18 @@ impl Acc {
             // Adding is right for disjoint member sets (and for folding a window into an empty
             // accumulator); after a union of overlapping sets the window operator recounts.
             (Acc::Distinct(a), Acc::Distinct(b)) => *a += b,
+            // Merging two non-empty user accumulators takes a call to the function, which the
+            // window operator makes; folding into an empty one is a copy.
+            (
+                Acc::Udf { acc, pending },
+                Acc::Udf {
+                    acc: a2,
+                    pending: p2,
+                },
+            ) if acc.is_empty() => {
+                acc.clone_from(a2);
+                pending.extend(p2.iter().cloned());
+            }
             _ => {}
         }
     }
@@ -148,6 +171,8 @@ impl Acc {
             Acc::Min(v) | Acc::Max(v) => v.clone().unwrap_or(Value::Null),
             Acc::Avg { n: 0, .. } => Value::Null,
             Acc::Avg { sum, n } => Value::Float(sum / *n as f64),
+            // Computed by the function; the window operator asks for it.
+            Acc::Udf { .. } => Value::Null,
         }
     }
 
@@ -186,6 +211,11 @@ impl Acc {
             Acc::Distinct(n) => {
                 out.push(5);
                 out.extend_from_slice(&n.to_le_bytes());
+            }
+            Acc::Udf { acc, .. } => {
+                out.push(6);
+                out.extend_from_slice(&(acc.len() as u32).to_le_bytes());
+                out.extend_from_slice(acc);
             }
         }
     }
@@ -239,6 +269,17 @@ impl Acc {
                         n,
                     },
                     rest,
+                ))
+            }
+            6 => {
+                let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+                let acc = rest.get(4..4 + len)?.to_vec();
+                Some((
+                    Acc::Udf {
+                        acc,
+                        pending: Vec::new(),
+                    },
+                    &rest[4 + len..],
                 ))
             }
             _ => None,
@@ -378,13 +419,17 @@ mod tests {
             Acc::Max(None),
             Acc::Avg { sum: 1.0, n: 2 },
             Acc::Distinct(9),
+            Acc::Udf {
+                acc: br#"{"n":[1,2]}"#.to_vec(),
+                pending: Vec::new(),
+            },
         ];
         let bytes = encode_all(&accs);
-        assert_eq!(decode_all(&bytes, 6), Some(accs.clone()));
+        assert_eq!(decode_all(&bytes, 7), Some(accs.clone()));
         accs.pop();
-        assert_eq!(decode_all(&bytes, 5), None, "a count mismatch is detected");
+        assert_eq!(decode_all(&bytes, 6), None, "a count mismatch is detected");
         assert_eq!(
-            decode_all(&bytes[..bytes.len() - 1], 6),
+            decode_all(&bytes[..bytes.len() - 1], 7),
             None,
             "truncation is detected"
         );

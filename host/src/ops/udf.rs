@@ -127,7 +127,10 @@ impl UdfStep {
                     out.push(record.clone());
                 }
             }
-            FunctionKind::Map | FunctionKind::FlatMap | FunctionKind::KeyedProcess => {
+            FunctionKind::Map
+            | FunctionKind::FlatMap
+            | FunctionKind::KeyedProcess
+            | FunctionKind::WindowAggregate => {
                 for value in outputs {
                     out.push(Record {
                         value,

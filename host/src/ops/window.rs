@@ -11,6 +11,7 @@
 //! their lateness is *late* and goes to the step's late-data policy.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use rocksdb::WriteBatch;
 
@@ -19,6 +20,7 @@ use crate::dlq::ErrorClass;
 use crate::record::{Batch, EventTime, Origin, Record, WATERMARK_START};
 use crate::state::{key_group_of, KeyGroup, StateError, StateStore};
 use crate::time::{format_time, TimeWindow, WindowAssigner};
+use crate::udf::{AggregateInput, AggregateOp, AggregateOutput, FunctionError, UdfRuntime};
 use crate::value::{Object, Str, Value};
 
 use super::aggregate::{decode_all, encode_all, Acc};
@@ -42,6 +44,19 @@ enum TimerKind {
     Cleanup,
 }
 
+/// A user-defined aggregate: the function and the runtime that serves it.
+#[derive(Clone)]
+pub struct UdfAggregate {
+    pub runtime: Arc<dyn UdfRuntime>,
+    pub function: String,
+}
+
+impl std::fmt::Debug for UdfAggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UdfAggregate({} {})", self.runtime.name(), self.function)
+    }
+}
+
 /// Everything a window step needs besides its state store.
 #[derive(Clone, Debug)]
 pub struct WindowConfig {
@@ -54,6 +69,8 @@ pub struct WindowConfig {
     pub key_names: Vec<Str>,
     pub late: LateTarget,
     pub max_parallelism: u32,
+    /// Per aggregate (same order): the function of a `udf(...)` aggregate.
+    pub udfs: Vec<Option<UdfAggregate>>,
 }
 
 pub struct WindowOp {
@@ -164,7 +181,171 @@ impl WindowOp {
         }
     }
 
-    fn output(&self, key: &Value, w: &TimeWindow, accs: &[Acc]) -> Record {
+    fn udf_error(&self, e: crate::udf::RuntimeError) -> OpError {
+        OpError::Udf {
+            step: self.cfg.step.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Folds the records pending in user-defined accumulators into them: one call per
+    /// aggregate for all the given windows. A window whose call fails keeps its accumulator
+    /// and its records go to the DLQ with the error.
+    fn settle(&self, windows: &mut [&mut Vec<Acc>], ctx: &mut Context) -> Result<(), OpError> {
+        for (i, udf) in self.cfg.udfs.iter().enumerate() {
+            let Some(udf) = udf else { continue };
+            let mut which = Vec::new();
+            let mut inputs = Vec::new();
+            for (j, accs) in windows.iter_mut().enumerate() {
+                if let Some(Acc::Udf { acc, pending }) = accs.get_mut(i) {
+                    if !pending.is_empty() {
+                        which.push(j);
+                        inputs.push(AggregateInput {
+                            accumulators: if acc.is_empty() {
+                                vec![]
+                            } else {
+                                vec![acc.clone()]
+                            },
+                            values: std::mem::take(pending),
+                        });
+                    }
+                }
+            }
+            if inputs.is_empty() {
+                continue;
+            }
+            let outcomes = udf
+                .runtime
+                .invoke_aggregate(&udf.function, AggregateOp::Add, inputs.clone())
+                .map_err(|e| self.udf_error(e))?;
+            for ((j, input), outcome) in which.into_iter().zip(inputs).zip(outcomes) {
+                match outcome {
+                    Ok(AggregateOutput::Accumulator(bytes)) => {
+                        if let Some(Acc::Udf { acc, .. }) = windows[j].get_mut(i) {
+                            *acc = bytes;
+                        }
+                    }
+                    Ok(AggregateOutput::Result(_)) => {}
+                    Err(err) => {
+                        for value in input.values {
+                            self.dead_aggregate(ctx, value, &udf.function, &err);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_aggregate(&self, ctx: &mut Context, value: Value, function: &str, err: &FunctionError) {
+        let record = Record::new(value, WATERMARK_START, Origin::default());
+        let mut dl = dead_letter_for(
+            &record,
+            &self.cfg.step,
+            err.class,
+            format!("aggregate `{function}`: {}", err.message),
+        );
+        dl.event_time = None;
+        dl.detail = err.detail.clone();
+        ctx.dead.push(dl);
+    }
+
+    /// Merges `from` into `into` (session merges): built-ins directly, user-defined
+    /// accumulators through their function when both hold something.
+    fn merge_into(&self, into: &mut [Acc], from: &[Acc]) -> Result<(), OpError> {
+        for (i, (a, o)) in into.iter_mut().zip(from).enumerate() {
+            match (a, o, self.cfg.udfs.get(i).and_then(Option::as_ref)) {
+                (Acc::Udf { acc, .. }, Acc::Udf { acc: other, .. }, Some(udf))
+                    if !acc.is_empty() && !other.is_empty() =>
+                {
+                    let input = AggregateInput {
+                        accumulators: vec![acc.clone(), other.clone()],
+                        values: Vec::new(),
+                    };
+                    let outcome = udf
+                        .runtime
+                        .invoke_aggregate(&udf.function, AggregateOp::Merge, vec![input])
+                        .map_err(|e| self.udf_error(e))?;
+                    match outcome.into_iter().next() {
+                        Some(Ok(AggregateOutput::Accumulator(bytes))) => *acc = bytes,
+                        Some(Err(err)) => {
+                            return Err(OpError::Udf {
+                                step: self.cfg.step.clone(),
+                                message: format!(
+                                    "aggregate `{}` failed to merge: {}",
+                                    udf.function, err.message
+                                ),
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                (a, o, _) => a.merge(o),
+            }
+        }
+        Ok(())
+    }
+
+    /// The window's result record; user-defined aggregates are computed by their function
+    /// (`null` and a dead letter if it fails).
+    fn output(
+        &self,
+        key: &Value,
+        w: &TimeWindow,
+        accs: &[Acc],
+        ctx: &mut Context,
+    ) -> Result<Record, OpError> {
+        let mut record = self.output_builtin(key, w, accs);
+        for (i, (spec, acc)) in self.cfg.aggregates.iter().zip(accs).enumerate() {
+            let (Some(udf), Acc::Udf { acc, .. }) =
+                (self.cfg.udfs.get(i).and_then(Option::as_ref), acc)
+            else {
+                continue;
+            };
+            let input = AggregateInput {
+                accumulators: if acc.is_empty() {
+                    vec![]
+                } else {
+                    vec![acc.clone()]
+                },
+                values: Vec::new(),
+            };
+            // An empty accumulator (no record was folded in) still has a result: create()'s.
+            let input = if input.accumulators.is_empty() {
+                let created = udf
+                    .runtime
+                    .invoke_aggregate(&udf.function, AggregateOp::Add, vec![input])
+                    .map_err(|e| self.udf_error(e))?;
+                match created.into_iter().next() {
+                    Some(Ok(AggregateOutput::Accumulator(b))) => AggregateInput {
+                        accumulators: vec![b],
+                        values: Vec::new(),
+                    },
+                    _ => continue,
+                }
+            } else {
+                input
+            };
+            let outcome = udf
+                .runtime
+                .invoke_aggregate(&udf.function, AggregateOp::Result, vec![input])
+                .map_err(|e| self.udf_error(e))?;
+            let value = match outcome.into_iter().next() {
+                Some(Ok(AggregateOutput::Result(v))) => v,
+                Some(Err(err)) => {
+                    self.dead_aggregate(ctx, record.value.clone(), &udf.function, &err);
+                    Value::Null
+                }
+                _ => Value::Null,
+            };
+            if let Value::Object(obj) = &mut record.value {
+                obj.insert(spec.name.as_str(), value);
+            }
+        }
+        Ok(record)
+    }
+
+    fn output_builtin(&self, key: &Value, w: &TimeWindow, accs: &[Acc]) -> Record {
         let mut obj = Object::with_capacity(self.cfg.key_names.len() + 2 + accs.len());
         match (self.cfg.key_names.as_slice(), key) {
             ([one], k) => obj.push_unchecked(one.clone(), k.clone()),
@@ -220,6 +401,8 @@ impl WindowOp {
                     }
                 }
                 members.insert(mkey);
+            } else if let Acc::Udf { pending, .. } = acc {
+                pending.push(record.value.clone());
             } else {
                 acc.add(v);
             }
@@ -264,7 +447,10 @@ impl WindowOp {
                 self.accumulate(record, &skey, &mut entry.accs, &mut members, &mut wb)?;
                 entry.dirty = true;
                 if self.watermark >= w.max_timestamp() {
-                    out.push(self.output(&key, w, &entry.accs));
+                    // A late update: its result is due now.
+                    self.settle(&mut [&mut entry.accs], ctx)?;
+                    let accs = entry.accs.clone();
+                    out.push(self.output(&key, w, &accs, ctx)?);
                 }
             }
             if !accepted {
@@ -272,6 +458,14 @@ impl WindowOp {
             }
         }
         self.scratch = windows;
+        if self.cfg.udfs.iter().any(Option::is_some) {
+            let mut dirty: Vec<&mut Vec<Acc>> = cache
+                .values_mut()
+                .filter(|e| e.dirty)
+                .map(|e| &mut e.accs)
+                .collect();
+            self.settle(&mut dirty, ctx)?;
+        }
         for (skey, entry) in cache.into_iter().filter(|(_, e)| e.dirty) {
             wb.put(&skey, encode_all(&entry.accs));
         }
@@ -320,9 +514,7 @@ impl WindowOp {
             let mut accs = self.new_accs();
             let mut moved = false;
             for (w, k, old) in &existing {
-                for (a, o) in accs.iter_mut().zip(old) {
-                    a.merge(o);
-                }
+                self.merge_into(&mut accs, old)?;
                 self.remove_timers(w, k);
                 if *k != mkey {
                     wb.delete(k);
@@ -351,12 +543,13 @@ impl WindowOp {
             }
             let mut members = HashSet::new();
             self.accumulate(record, &mkey, &mut accs, &mut members, &mut wb)?;
+            self.settle(&mut [&mut accs], ctx)?;
             let mut value = merged.end.to_le_bytes().to_vec();
             value.extend_from_slice(&encode_all(&accs));
             wb.put(&mkey, value);
             self.store.write(wb).map_err(|e| self.state_err(e))?;
             if self.watermark >= merged.max_timestamp() {
-                out.push(self.output(&key, &merged, &accs));
+                out.push(self.output(&key, &merged, &accs, ctx)?);
             }
         }
         Ok(out)
@@ -405,7 +598,7 @@ impl WindowOp {
         Ok(())
     }
 
-    fn fire(&self, skey: &[u8]) -> Result<Option<Record>, OpError> {
+    fn fire(&self, skey: &[u8], ctx: &mut Context) -> Result<Option<Record>, OpError> {
         if self.cfg.assigner.is_session() {
             let Some(value) = self.store.get(skey).map_err(|e| self.state_err(e))? else {
                 return Ok(None);
@@ -414,7 +607,12 @@ impl WindowOp {
             let Some((key, start)) = parse_session_key(skey) else {
                 return Ok(None);
             };
-            return Ok(Some(self.output(&key, &TimeWindow { start, end }, &accs)));
+            return Ok(Some(self.output(
+                &key,
+                &TimeWindow { start, end },
+                &accs,
+                ctx,
+            )?));
         }
         let Some(accs) = self.load(skey)? else {
             return Ok(None);
@@ -422,7 +620,7 @@ impl WindowOp {
         let Some((key, w)) = parse_window_key(skey) else {
             return Ok(None);
         };
-        Ok(Some(self.output(&key, &w, &accs)))
+        Ok(Some(self.output(&key, &w, &accs, ctx)?))
     }
 
     fn cleanup(&self, skey: &[u8], wb: &mut WriteBatch) -> Result<(), OpError> {
@@ -451,7 +649,7 @@ impl Operator for WindowOp {
         }
     }
 
-    fn on_watermark(&mut self, watermark: EventTime, _ctx: &mut Context) -> Result<Batch, OpError> {
+    fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
         if watermark <= self.watermark {
             return Ok(Vec::new());
         }
@@ -466,7 +664,7 @@ impl Operator for WindowOp {
                 break;
             };
             match kind {
-                TimerKind::Fire => out.extend(self.fire(&skey)?),
+                TimerKind::Fire => out.extend(self.fire(&skey, ctx)?),
                 TimerKind::Cleanup => self.cleanup(&skey, &mut wb)?,
             }
         }
@@ -574,21 +772,25 @@ mod tests {
                         func: AggregateFn::Count,
                         field: None,
                         name: "n".into(),
+                        udf: None,
                     },
                     AggregateSpec {
                         func: AggregateFn::Sum,
                         field: Some(split_path("v")),
                         name: "total".into(),
+                        udf: None,
                     },
                     AggregateSpec {
                         func: AggregateFn::CountDistinct,
                         field: Some(split_path("u")),
                         name: "users".into(),
+                        udf: None,
                     },
                 ],
                 key_names: vec!["k".into()],
                 late,
                 max_parallelism: 128,
+                udfs: vec![None, None, None],
             },
             store,
         )

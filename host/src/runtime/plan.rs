@@ -9,7 +9,7 @@ use crate::expr::Expr;
 use crate::ops::keyed::{KeyedProcess, KeyedProcessConfig};
 use crate::ops::stateless::{Filter, KeyBy, Map};
 use crate::ops::udf::{Batching, RetryPolicy, UdfStep};
-use crate::ops::window::{LateTarget, WindowConfig, WindowOp};
+use crate::ops::window::{LateTarget, UdfAggregate, WindowConfig, WindowOp};
 use crate::ops::{step_name, Chain, Operator};
 use crate::state::StateStore;
 use crate::time::{millis, WindowAssigner};
@@ -206,8 +206,39 @@ impl Plan {
                             }
                         },
                     };
+                    let mut udf_aggs = Vec::with_capacity(w.aggregates.len());
+                    for a in &w.aggregates {
+                        let Some(name) = &a.udf else {
+                            udf_aggs.push(None);
+                            continue;
+                        };
+                        let declared = spec.udfs.iter().find(|u| &u.name == name);
+                        match (declared, runtimes.get(name)) {
+                            (Some(u), Some(rt)) if u.kind == UdfKind::WindowAggregate => udf_aggs
+                                .push(Some(UdfAggregate {
+                                    runtime: rt.clone(),
+                                    function: u.function.clone(),
+                                })),
+                            (Some(_), _) | (None, _) => {
+                                if declared.is_some_and(|u| u.kind != UdfKind::WindowAggregate)
+                                    || declared.is_none()
+                                {
+                                    errors.push(PlanError::Step {
+                                        step: i,
+                                        line,
+                                        message: format!(
+                                            "aggregate `{}`: `udf({name})` needs a udf declared with `kind: window_aggregate`",
+                                            a.name
+                                        ),
+                                    });
+                                }
+                                udf_aggs.push(None);
+                            }
+                        }
+                    }
                     op_id += 1;
                     Some(OpPlan::Window(WindowConfig {
+                        udfs: udf_aggs,
                         step: step_name(i, "window"),
                         op_id,
                         assigner: WindowAssigner::from_kind(&w.kind),
@@ -220,6 +251,17 @@ impl Plan {
                 }
                 StepKind::Udf { function } => {
                     match spec.udfs.iter().find(|u| &u.name == function) {
+                        Some(udf) if udf.kind == UdfKind::WindowAggregate => {
+                            errors.push(PlanError::Step {
+                                step: i,
+                                line,
+                                message: format!(
+                                    "udf `{function}` is a window aggregate: use it inside a window step, \
+                                     e.g. `aggregates: {{ result: \"udf({function})\" }}`"
+                                ),
+                            });
+                            None
+                        }
                         Some(udf) if udf.kind == UdfKind::KeyedProcess => {
                             if key_names.is_empty() {
                                 errors.push(PlanError::Step {
@@ -310,6 +352,7 @@ fn function_kind(kind: UdfKind) -> FunctionKind {
         UdfKind::Filter => FunctionKind::Filter,
         UdfKind::FlatMap => FunctionKind::FlatMap,
         UdfKind::KeyedProcess => FunctionKind::KeyedProcess,
+        UdfKind::WindowAggregate => FunctionKind::WindowAggregate,
     }
 }
 

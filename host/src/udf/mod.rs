@@ -91,6 +91,36 @@ pub struct KeyedResult {
 /// The outcome for one keyed call.
 pub type KeyedOutcome = Result<KeyedResult, FunctionError>;
 
+/// What to do with a window aggregate's accumulators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggregateOp {
+    /// Fold `values` into the accumulator (none: start from `create()`).
+    Add,
+    /// Merge the two accumulators.
+    Merge,
+    /// The final value of the accumulator.
+    Result,
+}
+
+/// One window's part of an aggregate call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateInput {
+    /// The accumulators (JSON): none or one for ADD, two for MERGE, one for RESULT.
+    pub accumulators: Vec<Vec<u8>>,
+    /// ADD: the records to fold in, in order.
+    pub values: Vec<Value>,
+}
+
+/// The new accumulator (ADD, MERGE) or the result (RESULT).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AggregateOutput {
+    Accumulator(Vec<u8>),
+    Result(Value),
+}
+
+/// The outcome for one window's part of an aggregate call.
+pub type AggregateOutcome = Result<AggregateOutput, FunctionError>;
+
 /// One UDF runtime. Implementations are shared by all tasks of a run.
 pub trait UdfRuntime: Send + Sync {
     /// The runtime's name as written in pipeline files (`native`, `python`, ...).
@@ -116,6 +146,20 @@ pub trait UdfRuntime: Send + Sync {
             runtime: self.name().to_string(),
             function: function.to_string(),
             what: "keyed process functions",
+        })
+    }
+
+    /// Calls a window aggregate function, once per input, in order.
+    fn invoke_aggregate(
+        &self,
+        function: &str,
+        _op: AggregateOp,
+        _inputs: Vec<AggregateInput>,
+    ) -> Result<Vec<AggregateOutcome>, RuntimeError> {
+        Err(RuntimeError::Unsupported {
+            runtime: self.name().to_string(),
+            function: function.to_string(),
+            what: "window aggregate functions",
         })
     }
 }

@@ -25,8 +25,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::proto::{self, worker_client::WorkerClient};
 use super::{
-    outputs_from_json, FunctionInfo, KeyedInput, KeyedOutcome, KeyedResult, RecordOutcome,
-    RuntimeError, StateUpdate, UdfRuntime,
+    outputs_from_json, AggregateInput, AggregateOp, AggregateOutcome, AggregateOutput,
+    FunctionInfo, KeyedInput, KeyedOutcome, KeyedResult, RecordOutcome, RuntimeError, StateUpdate,
+    UdfRuntime,
 };
 use crate::config::spec::PythonSpec;
 use crate::value::Value;
@@ -196,6 +197,7 @@ impl Shared {
     async fn call<I, T>(
         &self,
         function: &str,
+        op: i32,
         chunk: &[I],
         encode: fn(&I) -> proto::Record,
         decode: fn(proto::RecordResult) -> T,
@@ -206,7 +208,7 @@ impl Shared {
             batch_id: 0,
             function: function.to_string(),
             records,
-            aggregate_op: 0,
+            aggregate_op: op,
         };
         let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1);
         let mut last_error = String::new();
@@ -391,6 +393,7 @@ async fn spawn_worker(
                 proto::FunctionKind::Filter => FunctionKind::Filter,
                 proto::FunctionKind::FlatMap => FunctionKind::FlatMap,
                 proto::FunctionKind::KeyedProcess => FunctionKind::KeyedProcess,
+                proto::FunctionKind::WindowAggregate => FunctionKind::WindowAggregate,
                 _ => return None,
             };
             Some(FunctionInfo {
@@ -620,7 +623,7 @@ impl UdfRuntime for PythonRuntime {
         function: &str,
         inputs: Vec<Value>,
     ) -> Result<Vec<RecordOutcome>, RuntimeError> {
-        self.send(function, &inputs, encode_value, outcome)
+        self.send(function, 0, &inputs, encode_value, outcome)
     }
 
     fn invoke_keyed(
@@ -628,7 +631,48 @@ impl UdfRuntime for PythonRuntime {
         function: &str,
         inputs: Vec<KeyedInput>,
     ) -> Result<Vec<KeyedOutcome>, RuntimeError> {
-        self.send(function, &inputs, encode_keyed, keyed_outcome)
+        self.send(function, 0, &inputs, encode_keyed, keyed_outcome)
+    }
+
+    fn invoke_aggregate(
+        &self,
+        function: &str,
+        op: AggregateOp,
+        inputs: Vec<AggregateInput>,
+    ) -> Result<Vec<AggregateOutcome>, RuntimeError> {
+        let (code, decode): (
+            proto::AggregateOp,
+            fn(proto::RecordResult) -> AggregateOutcome,
+        ) = match op {
+            AggregateOp::Add => (proto::AggregateOp::Add, accumulator_outcome),
+            AggregateOp::Merge => (proto::AggregateOp::Merge, accumulator_outcome),
+            AggregateOp::Result => (proto::AggregateOp::Result, result_outcome),
+        };
+        self.send(function, code as i32, &inputs, encode_aggregate, decode)
+    }
+}
+
+fn encode_aggregate(i: &AggregateInput) -> proto::Record {
+    proto::Record {
+        accumulators: i.accumulators.clone(),
+        values: i.values.iter().map(json_bytes).collect(),
+        ..Default::default()
+    }
+}
+
+fn accumulator_outcome(result: proto::RecordResult) -> AggregateOutcome {
+    let accumulator = result.accumulator.clone();
+    outcome(result)?;
+    Ok(AggregateOutput::Accumulator(accumulator))
+}
+
+fn result_outcome(result: proto::RecordResult) -> AggregateOutcome {
+    let mut values = outcome(result)?;
+    match values.pop() {
+        Some(v) if values.is_empty() => Ok(AggregateOutput::Result(v)),
+        _ => Err(FunctionError::permanent(
+            "a window aggregate's result must be exactly one value",
+        )),
     }
 }
 
@@ -646,7 +690,7 @@ fn encode_keyed(i: &KeyedInput) -> proto::Record {
         event_time: i.time,
         state: i.state.clone(),
         timer: i.timer,
-        accumulators: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -680,6 +724,7 @@ impl PythonRuntime {
     fn send<I, T>(
         &self,
         function: &str,
+        op: i32,
         inputs: &[I],
         encode: fn(&I) -> proto::Record,
         decode: fn(proto::RecordResult) -> T,
@@ -695,7 +740,7 @@ impl PythonRuntime {
         let results = rt.block_on(futures_util::future::join_all(
             inputs
                 .chunks(size)
-                .map(|chunk| shared.call(function, chunk, encode, decode)),
+                .map(|chunk| shared.call(function, op, chunk, encode, decode)),
         ));
         let mut out = Vec::with_capacity(inputs.len());
         for r in results {

@@ -191,8 +191,12 @@ class Handler:
         accs = [json.loads(a) for a in record.accumulators]
         if op == pb.AGGREGATE_OP_CREATE:
             return pb.RecordResult(accumulator=_encode(Format.JSON, agg.create()))
-        if op == pb.AGGREGATE_OP_ADD and len(accs) == 1:
-            acc = agg.add(accs[0], _decode(f.input, record.value))
+        if op == pb.AGGREGATE_OP_ADD and len(accs) <= 1:
+            # Folds every record in `values` (or the one in `value`) into the accumulator;
+            # no accumulator yet means start from create().
+            acc = accs[0] if accs else agg.create()
+            for raw in record.values or [record.value]:
+                acc = agg.add(acc, _decode(f.input, raw))
             return pb.RecordResult(accumulator=_encode(Format.JSON, acc))
         if op == pb.AGGREGATE_OP_MERGE and len(accs) == 2:
             return pb.RecordResult(accumulator=_encode(Format.JSON, agg.merge(accs[0], accs[1])))

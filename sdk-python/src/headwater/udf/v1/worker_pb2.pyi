@@ -103,20 +103,22 @@ class BatchRequest(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., function: _Optional[str] = ..., records: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., aggregate_op: _Optional[_Union[AggregateOp, str]] = ...) -> None: ...
 
 class Record(_message.Message):
-    __slots__ = ("value", "key", "event_time", "state", "timer", "accumulators")
+    __slots__ = ("value", "key", "event_time", "state", "timer", "accumulators", "values")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TIMER_FIELD_NUMBER: _ClassVar[int]
     ACCUMULATORS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     value: bytes
     key: bytes
     event_time: int
     state: bytes
     timer: int
     accumulators: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, value: _Optional[bytes] = ..., key: _Optional[bytes] = ..., event_time: _Optional[int] = ..., state: _Optional[bytes] = ..., timer: _Optional[int] = ..., accumulators: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, value: _Optional[bytes] = ..., key: _Optional[bytes] = ..., event_time: _Optional[int] = ..., state: _Optional[bytes] = ..., timer: _Optional[int] = ..., accumulators: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class BatchResponse(_message.Message):
     __slots__ = ("batch_id", "results")
