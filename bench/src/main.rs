@@ -215,7 +215,7 @@ fn bench_query(
     );
     let spec = config::load_str(&yaml, &format!("{q}.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
-    let summary = runtime::run(&spec, RunControl::new(), RunOptions { progress: false })
+    let summary = runtime::run(&spec, RunControl::new(), RunOptions::default())
         .with_context(|| format!("running {q}"))?;
     let secs = started.elapsed().as_secs_f64();
     if summary.totals.records_in != events {

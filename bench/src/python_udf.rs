@@ -121,7 +121,7 @@ steps:\n  - udf: f\nsinks:\n  x: {{ type: blackhole }}\noutput: x\nstate: {{ dir
 fn run_pipeline(yaml: &str, expected: u64) -> Result<f64> {
     let spec = config::load_str(yaml, "bench-py.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
-    let summary = runtime::run(&spec, RunControl::new(), RunOptions { progress: false })?;
+    let summary = runtime::run(&spec, RunControl::new(), RunOptions::default())?;
     let secs = started.elapsed().as_secs_f64();
     if summary.totals.records_out != expected {
         bail!(

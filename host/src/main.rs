@@ -55,6 +55,10 @@ to stderr at the end."
         /// Do not print the progress line and summary.
         #[arg(long, short = 'q')]
         quiet: bool,
+        /// Serve the control API on this address while running: GET /status (JSON) and
+        /// /metrics (Prometheus text), e.g. `--control 127.0.0.1:9464`.
+        #[arg(long, value_name = "ADDR")]
+        control: Option<std::net::SocketAddr>,
     },
     /// Check a pipeline file without running it: every problem is reported with its line.
     #[command(
@@ -78,7 +82,8 @@ fn main() -> ExitCode {
             pipeline,
             parallelism,
             quiet,
-        } => run(&pipeline, parallelism, quiet),
+            control,
+        } => run(&pipeline, parallelism, quiet, control),
     }
 }
 
@@ -124,7 +129,12 @@ fn validate(pipeline: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(pipeline: &std::path::Path, parallelism: Option<usize>, quiet: bool) -> ExitCode {
+fn run(
+    pipeline: &std::path::Path,
+    parallelism: Option<usize>,
+    quiet: bool,
+    control_api: Option<std::net::SocketAddr>,
+) -> ExitCode {
     let mut spec = match load(pipeline) {
         Ok(spec) => spec,
         Err(code) => return code,
@@ -140,7 +150,11 @@ fn run(pipeline: &std::path::Path, parallelism: Option<usize>, quiet: bool) -> E
     }
     let control = RunControl::new();
     install_interrupt_handler(control.clone(), quiet);
-    match runtime::run(&spec, control, RunOptions { progress: !quiet }) {
+    let opts = RunOptions {
+        progress: !quiet,
+        control: control_api,
+    };
+    match runtime::run(&spec, control, opts) {
         Ok(summary) => {
             if !quiet {
                 eprintln!("{}", summary.render());

@@ -7,7 +7,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn headwater() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_headwater"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
+    // The quickstart has a Python UDF: use the SDK's environment (./dev test sets it up).
+    if std::env::var_os("HEADWATER_PYTHON").is_none() {
+        let venv = Path::new(&std::env::var("HOME").unwrap_or_default())
+            .join(".cache/headwater/venv/bin/python");
+        if venv.exists() {
+            c.env("HEADWATER_PYTHON", venv);
+        }
+    }
+    c
 }
 
 fn repo() -> &'static Path {
@@ -154,6 +163,7 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
     let mut child = headwater()
         .arg("run")
         .arg(&p)
+        .args(["--control", "127.0.0.1:0"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -162,8 +172,12 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
     let mut lines = BufReader::new(stderr).lines();
     let started = Instant::now();
     let mut progress = None;
+    let mut control = None;
     for line in lines.by_ref() {
         let line = line.expect("utf8");
+        if let Some(rest) = line.strip_prefix("control API on http://") {
+            control = rest.split('/').next().map(str::to_string);
+        }
         if line.starts_with("[live]") && line.contains("in ") && !line.contains(" in 0 ") {
             progress = Some(line);
             break;
@@ -178,6 +192,24 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
         progress.contains("/s") && progress.contains("watermark"),
         "{progress}"
     );
+    // The control API serves live counters while the run goes on.
+    let control = control.expect("the control API address is printed");
+    let metrics = http_get(&control, "/metrics");
+    let read_so_far: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("headwater_records_in_total{pipeline=\"live\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no records_in_total in {metrics}"));
+    assert!(read_so_far > 0.0, "{metrics}");
+    assert!(
+        metrics.contains("# TYPE headwater_backpressure_seconds_total counter"),
+        "{metrics}"
+    );
+    let status = http_get(&control, "/status");
+    let body: serde_json::Value =
+        serde_json::from_str(status.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    assert_eq!(body["pipeline"], "live");
+    assert_eq!(body["parallelism"], 2);
     let status = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -210,6 +242,16 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
         counted, read,
         "every record read ended up in a window result"
     );
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(address).expect("connect to the control API");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    out
 }
 
 fn rss_kib(pid: u32) -> u64 {

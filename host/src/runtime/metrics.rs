@@ -15,6 +15,8 @@ pub struct Metrics {
     pub records_out: AtomicU64,
     pub late: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Nanoseconds tasks spent blocked on full downstream channels (backpressure).
+    pub backpressure_ns: AtomicU64,
     /// Largest event time read by any source.
     pub max_event_time: AtomicI64,
     /// Watermark at the sinks: the minimum over the final tasks.
@@ -32,6 +34,7 @@ impl Metrics {
             records_out: AtomicU64::new(0),
             late: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
+            backpressure_ns: AtomicU64::new(0),
             max_event_time: AtomicI64::new(WATERMARK_START),
             task_watermarks: (0..final_tasks)
                 .map(|_| AtomicI64::new(WATERMARK_START))
@@ -54,6 +57,10 @@ impl Metrics {
             .map(|w| w.load(Ordering::Relaxed))
             .min()
             .unwrap_or(WATERMARK_START)
+    }
+
+    pub fn backpressure_seconds(&self) -> f64 {
+        self.backpressure_ns.load(Ordering::Relaxed) as f64 / 1e9
     }
 
     pub fn note_dead_letters(&self, step: &str, n: u64) {

@@ -2,6 +2,7 @@
 //! and P tasks per later stage (threads, since the work is CPU-bound), connects them with
 //! bounded channels, and waits for the end of input (or a stop request).
 
+pub mod control;
 pub mod metrics;
 pub mod outputs;
 pub mod plan;
@@ -43,6 +44,8 @@ pub enum RunError {
     State(#[from] StateError),
     #[error(transparent)]
     Op(#[from] OpError),
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     #[error("internal error: a {what} thread panicked; please report this with the pipeline file")]
     Panic { what: String },
 }
@@ -94,6 +97,8 @@ impl RunControl {
 pub struct RunOptions {
     /// Print the progress line to stderr every `tuning.progress_interval`.
     pub progress: bool,
+    /// Serve the control API (`/status`, `/metrics`) on this address while running.
+    pub control: Option<std::net::SocketAddr>,
 }
 
 /// Checks everything that can be checked without reading data: the plan (expressions, UDF
@@ -138,6 +143,27 @@ pub fn run(
 
     let store = StateStore::open_fresh(&spec.state.dir)?;
     let metrics = Arc::new(Metrics::new(parallelism));
+    let _control_api = match opts.control {
+        Some(address) => {
+            let server = control::ControlServer::start(
+                address,
+                control::RunInfo {
+                    pipeline: spec.name.clone(),
+                    parallelism,
+                },
+                metrics.clone(),
+            )?;
+            tracing::info!(address = %server.address(), "control API: /status, /metrics");
+            if opts.progress {
+                eprintln!(
+                    "control API on http://{0}/status and http://{0}/metrics",
+                    server.address()
+                );
+            }
+            Some(server)
+        }
+        None => None,
+    };
 
     // Sinks and the DLQ, each drained by its own thread.
     let mut sink_threads = Vec::new();
@@ -191,7 +217,7 @@ pub fn run(
         |stage: usize, task: usize, inbound: &Vec<Vec<(Sender<Inbound>, Receiver<Inbound>)>>| {
             if stage + 1 < stage_count {
                 let targets = inbound[stage].iter().map(|(tx, _)| tx.clone()).collect();
-                Downstream::shuffle(task, targets, spec.max_parallelism)
+                Downstream::shuffle(task, targets, spec.max_parallelism, metrics.clone())
             } else {
                 Downstream::Sinks {
                     task,

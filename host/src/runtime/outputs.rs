@@ -66,6 +66,7 @@ pub enum Downstream {
         targets: Vec<Sender<Inbound>>,
         max_parallelism: u32,
         buckets: Vec<Batch>,
+        metrics: Arc<Metrics>,
     },
     /// Write to the main-output sinks (each gets every record).
     Sinks {
@@ -76,13 +77,19 @@ pub enum Downstream {
 }
 
 impl Downstream {
-    pub fn shuffle(from: usize, targets: Vec<Sender<Inbound>>, max_parallelism: u32) -> Self {
+    pub fn shuffle(
+        from: usize,
+        targets: Vec<Sender<Inbound>>,
+        max_parallelism: u32,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let buckets = targets.iter().map(|_| Vec::new()).collect();
         Downstream::Shuffle {
             from,
             targets,
             max_parallelism,
             buckets,
+            metrics,
         }
     }
 
@@ -96,6 +103,7 @@ impl Downstream {
                 targets,
                 max_parallelism,
                 buckets,
+                metrics,
             } => {
                 let parallelism = targets.len();
                 let mut key_bytes = Vec::with_capacity(32);
@@ -112,9 +120,7 @@ impl Downstream {
                 for (task, bucket) in buckets.iter_mut().enumerate() {
                     if !bucket.is_empty() {
                         let batch: Vec<Record> = std::mem::take(bucket);
-                        targets[task]
-                            .send((*from, Message::Data(batch)))
-                            .map_err(|_| Disconnected)?;
+                        send_timed(&targets[task], (*from, Message::Data(batch)), metrics)?;
                     }
                 }
                 Ok(())
@@ -126,7 +132,7 @@ impl Downstream {
                     .records_out
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let values: Vec<Value> = batch.into_iter().map(|r| r.value).collect();
-                send_to_all(outputs, values)
+                send_to_all(outputs, values, metrics)
             }
         }
     }
@@ -166,12 +172,32 @@ impl Downstream {
     }
 }
 
-fn send_to_all(outputs: &[Sender<Vec<Value>>], values: Vec<Value>) -> Result<(), Disconnected> {
+fn send_to_all(
+    outputs: &[Sender<Vec<Value>>],
+    values: Vec<Value>,
+    metrics: &Metrics,
+) -> Result<(), Disconnected> {
     let Some((last, rest)) = outputs.split_last() else {
         return Ok(());
     };
     for s in rest {
-        s.send(values.clone()).map_err(|_| Disconnected)?;
+        send_timed(s, values.clone(), metrics)?;
     }
-    last.send(values).map_err(|_| Disconnected)
+    send_timed(last, values, metrics)
+}
+
+/// Sends, counting the time spent waiting on a full channel as backpressure.
+fn send_timed<T>(tx: &Sender<T>, msg: T, metrics: &Metrics) -> Result<(), Disconnected> {
+    match tx.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(crossbeam_channel::TrySendError::Full(msg)) => {
+            let waited = std::time::Instant::now();
+            let sent = tx.send(msg).map_err(|_| Disconnected);
+            metrics
+                .backpressure_ns
+                .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            sent
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Disconnected),
+    }
 }

@@ -1,0 +1,303 @@
+//! The control API: a small HTTP server on loopback while a pipeline runs.
+//!
+//! - `GET /status`: the run as JSON (pipeline, state, uptime, parallelism, counters,
+//!   watermark and lag).
+//! - `GET /metrics`: the same counters in Prometheus text format, for scraping.
+//!
+//! Plain HTTP/1.1, one request per connection, GET only: enough for `curl` and Prometheus,
+//! with no dependency and no async runtime. It binds loopback addresses only unless told
+//! otherwise; there is no authentication.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::metrics::Metrics;
+use crate::record::{WATERMARK_END, WATERMARK_START};
+
+/// A failure to start the control API.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the control API on {address}: {source}; pick a free port with --control 127.0.0.1:PORT")]
+pub struct ControlError {
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
+/// What the control API reports besides the counters.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    pub pipeline: String,
+    pub parallelism: usize,
+}
+
+/// The running server; stops when dropped.
+pub struct ControlServer {
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Binds `address` (port 0 picks a free one) and serves until dropped.
+    pub fn start(
+        address: SocketAddr,
+        info: RunInfo,
+        metrics: Arc<Metrics>,
+    ) -> Result<ControlServer, ControlError> {
+        let listener =
+            TcpListener::bind(address).map_err(|source| ControlError { address, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| ControlError { address, source })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let started = Instant::now();
+        let thread = std::thread::Builder::new()
+            .name("control-api".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(stream) = conn {
+                        if let Err(e) = handle(stream, &info, &metrics, started) {
+                            tracing::debug!(error = %e, "control API request failed");
+                        }
+                    }
+                }
+            })
+            .map_err(|source| ControlError { address, source })?;
+        Ok(ControlServer {
+            address: bound,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.address, Duration::from_millis(200));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handle(
+    stream: TcpStream,
+    info: &RunInfo,
+    metrics: &Metrics,
+    started: Instant,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Drain the headers; the request has no body we care about.
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            prometheus(info, metrics, started),
+        ),
+        ("GET", "/status") => ("200 OK", "application/json", status(info, metrics, started)),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "not found; try /status or /metrics\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET is supported\n".to_string(),
+        ),
+    };
+    let mut out = stream;
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    out.flush()
+}
+
+fn watermark_json(wm: i64) -> serde_json::Value {
+    match wm {
+        WATERMARK_START => serde_json::Value::Null,
+        WATERMARK_END => serde_json::json!("+inf"),
+        w => serde_json::json!(w),
+    }
+}
+
+fn status(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
+    let t = metrics.snapshot();
+    let body = serde_json::json!({
+        "pipeline": info.pipeline,
+        "state": if t.watermark == WATERMARK_END { "finishing" } else { "running" },
+        "uptime_seconds": started.elapsed().as_secs_f64(),
+        "parallelism": info.parallelism,
+        "records_in": t.records_in,
+        "records_out": t.records_out,
+        "late": t.late,
+        "dead_letters": t.dead_letters,
+        "watermark_ms": watermark_json(t.watermark),
+        "watermark_lag_ms": t.lag().map(|l| l.as_millis() as u64),
+        "backpressure_seconds": metrics.backpressure_seconds(),
+        "checkpoints": { "completed": 0, "failed": 0, "note": "checkpoints are not implemented yet" },
+    });
+    format!("{body}\n")
+}
+
+fn prometheus(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
+    let t = metrics.snapshot();
+    let p = info.pipeline.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut s = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(s, "# HELP headwater_{name} {help}");
+        let _ = writeln!(s, "# TYPE headwater_{name} {kind}");
+        let _ = writeln!(s, "headwater_{name}{{pipeline=\"{p}\"}} {value}");
+    };
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the run started.",
+        started.elapsed().as_secs_f64(),
+    );
+    metric(
+        "records_in_total",
+        "counter",
+        "Records read by the sources.",
+        t.records_in as f64,
+    );
+    metric(
+        "records_out_total",
+        "counter",
+        "Records written to the main output.",
+        t.records_out as f64,
+    );
+    metric(
+        "late_records_total",
+        "counter",
+        "Records later than their window's allowed lateness.",
+        t.late as f64,
+    );
+    metric(
+        "dead_letters_total",
+        "counter",
+        "Records sent to the dead-letter queue.",
+        t.dead_letters as f64,
+    );
+    metric(
+        "backpressure_seconds_total",
+        "counter",
+        "Time tasks spent blocked on full downstream channels.",
+        metrics.backpressure_seconds(),
+    );
+    if t.watermark != WATERMARK_START && t.watermark != WATERMARK_END {
+        metric(
+            "watermark_ms",
+            "gauge",
+            "Output watermark, ms since the epoch.",
+            t.watermark as f64,
+        );
+    }
+    if let Some(lag) = t.lag() {
+        metric(
+            "watermark_lag_seconds",
+            "gauge",
+            "Newest event time read minus the output watermark.",
+            lag.as_secs_f64(),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP headwater_dead_letters_by_step_total Dead letters per step."
+    );
+    let _ = writeln!(s, "# TYPE headwater_dead_letters_by_step_total counter");
+    if let Ok(by_step) = metrics.dlq_by_step.lock() {
+        for (step, n) in by_step.iter() {
+            let step = step.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                s,
+                "headwater_dead_letters_by_step_total{{pipeline=\"{p}\",step=\"{step}\"}} {n}"
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    }
+
+    #[test]
+    fn serves_status_and_prometheus_metrics_and_stops_when_dropped() {
+        let metrics = Arc::new(Metrics::new(1));
+        metrics.records_in.store(42, Ordering::Relaxed);
+        metrics.note_dead_letters("steps[0] udf \"f\"", 3);
+        metrics.set_task_watermark(0, 1_000);
+        metrics.max_event_time.store(3_500, Ordering::Relaxed);
+        let server = ControlServer::start(
+            "127.0.0.1:0".parse().expect("addr"),
+            RunInfo {
+                pipeline: "p".into(),
+                parallelism: 2,
+            },
+            metrics,
+        )
+        .expect("start");
+        let addr = server.address();
+        let status = get(addr, "/status");
+        assert!(status.starts_with("HTTP/1.1 200 OK"), "{status}");
+        let body = status.split("\r\n\r\n").nth(1).expect("body");
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["records_in"], 42);
+        assert_eq!(v["dead_letters"], 3);
+        assert_eq!(v["watermark_ms"], 1000);
+        assert_eq!(v["watermark_lag_ms"], 2500);
+        let metrics = get(addr, "/metrics");
+        assert!(metrics.contains("# TYPE headwater_records_in_total counter\nheadwater_records_in_total{pipeline=\"p\"} 42\n"), "{metrics}");
+        assert!(
+            metrics.contains("headwater_watermark_lag_seconds{pipeline=\"p\"} 2.5\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("step=\"steps[0] udf \\\"f\\\"\"} 3"),
+            "label values are escaped: {metrics}"
+        );
+        assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));
+        drop(server);
+        assert!(
+            TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err(),
+            "the port is released"
+        );
+    }
+}
