@@ -616,3 +616,20 @@ fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows()
         ]
     );
 }
+
+#[test]
+fn an_interpreter_without_the_sdk_is_named_with_a_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(dir.path(), 10, "  - udf: bare\n", "  bare: { runtime: python, module: my_udfs, function: enrich, python: /usr/bin/python3 }\n");
+    if !Path::new("/usr/bin/python3").exists() {
+        return; // no second interpreter on this machine to try
+    }
+    let out = headwater(dir.path())
+        .args(["validate", "pipeline.yaml"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("No module named 'headwater'"), "{stderr}");
+    assert!(stderr.contains("pip install ./sdk-python"), "{stderr}");
+}

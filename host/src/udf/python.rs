@@ -341,9 +341,15 @@ async fn spawn_worker(
                 // Give the stderr thread a moment to collect the error text.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let tail = stderr_tail.lock().map(|t| t.join("\n")).unwrap_or_default();
+                let hint = if tail.contains("No module named 'headwater'") {
+                    "\nthe interpreter lacks the Headwater SDK: `pip install ./sdk-python` into it, \
+                     or point the udf's `python:` (or HEADWATER_PYTHON) at an environment that has it"
+                } else {
+                    ""
+                };
                 return Err(start_error(
                     udf,
-                    format!("the worker exited ({status}) before it was ready:\n{tail}"),
+                    format!("the worker exited ({status}) before it was ready:\n{tail}{hint}"),
                 ));
             }
         }
