@@ -54,6 +54,17 @@ elapsed = time.perf_counter() - started
 print(json.dumps({"records": len(out), "seconds": elapsed}))
 "#;
 
+/// Records per request to the sidecar (the runtime's default).
+const BATCH: usize = 512;
+
+/// Interleaved measurement rounds per variant; figures are medians.
+const ROUNDS: usize = 3;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn python() -> Result<PathBuf> {
     std::env::var_os("HEADWATER_PYTHON")
         .map(PathBuf::from)
@@ -109,12 +120,13 @@ fn pipeline_yaml(
 ) -> String {
     format!(
         "name: bench-py\nparallelism: {parallelism}\nsources:\n  r: {{ type: file, path: '{}', event_time: {{ field: ts }} }}\n\
-udfs:\n  f: {{ runtime: {runtime}, module: bench_udfs, function: {function}, path: '{}', workers: {workers} }}\n\
+udfs:\n  f: {{ runtime: {runtime}, module: bench_udfs, function: {function}, path: '{}', workers: {workers}, batch_size: {batch} }}\n\
 steps:\n  - udf: f\nsinks:\n  x: {{ type: blackhole }}\noutput: x\nstate: {{ dir: '{}' }}\ndlq: {{ path: '{}' }}\ntuning: {{ progress_interval: 0s }}\n",
         input.display(),
         work.display(),
         work.join("state").display(),
         work.join("dlq.jsonl").display(),
+        batch = BATCH,
     )
 }
 
@@ -144,28 +156,24 @@ pub fn run(
     let input = work.join("records.jsonl");
     write_records(&input, records)?;
     let mut sidecar_max = 0.0f64;
+    let wide = cores.max(2);
     for function in ["trivial", "enrich"] {
-        let (n, loop_secs) = run_loop(work, &input, function)?;
-        if n != records {
-            bail!("plain loop processed {n} records, expected {records}");
+        // Interleaved rounds, medians: a noisy neighbour then hits every variant alike.
+        let (mut a, mut b, mut c, mut a2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let (n, loop_secs) = run_loop(work, &input, function)?;
+            if n != records {
+                bail!("plain loop processed {n} records, expected {records}");
+            }
+            c.push(records as f64 / loop_secs);
+            let sidecar = pipeline_yaml(work, &input, "python", function, 1, 1);
+            a.push(records as f64 / run_pipeline(&sidecar, records)?);
+            let inproc = pipeline_yaml(work, &input, "python-inproc", function, 1, 1);
+            b.push(records as f64 / run_pipeline(&inproc, records)?);
+            let scaled = pipeline_yaml(work, &input, "python", function, wide, wide);
+            a2.push(records as f64 / run_pipeline(&scaled, records)?);
         }
-        let c = records as f64 / loop_secs;
-        let a_secs = run_pipeline(
-            &pipeline_yaml(work, &input, "python", function, 1, 1),
-            records,
-        )?;
-        let a = records as f64 / a_secs;
-        let b_secs = run_pipeline(
-            &pipeline_yaml(work, &input, "python-inproc", function, 1, 1),
-            records,
-        )?;
-        let b = records as f64 / b_secs;
-        let wide = cores.max(2);
-        let a2_secs = run_pipeline(
-            &pipeline_yaml(work, &input, "python", function, wide, wide),
-            records,
-        )?;
-        let a2 = records as f64 / a2_secs;
+        let (a, b, c, a2) = (median(a), median(b), median(c), median(a2));
         if function == "trivial" {
             sidecar_max = a;
         }
@@ -173,6 +181,7 @@ pub fn run(
             "name": format!("python_udf_{function}"),
             "records": records,
             "record_bytes": 100,
+            "rounds": ROUNDS,
             "a_sidecar_records_per_sec": a.round(),
             "b_inproc_records_per_sec": b.round(),
             "c_plain_loop_records_per_sec": c.round(),
