@@ -218,3 +218,16 @@ def test_messages_round_trip_through_bytes() -> None:
     )
     back = pb.BatchRequest.FromString(req.SerializeToString())
     assert back == req and back.records[0].HasField("timer")
+
+
+def test_a_udf_calling_exit_fails_its_record_not_the_batch(reg: Registry) -> None:
+    @hw.map
+    def quitter(r: dict[str, Any]) -> dict[str, Any]:
+        if r["n"] == 1:
+            raise SystemExit(3)
+        return r
+
+    request = pb.BatchRequest(function="quitter", records=[rec({"n": 0}), rec({"n": 1})])
+    results = Handler(reg).process(request).results
+    assert outputs(results[0]) == [{"n": 0}]
+    assert results[1].error.message == "SystemExit: 3"

@@ -25,6 +25,8 @@ use super::{dead_letter_for, Context, OpError, Operator};
 
 const TAG_STATE: u8 = 3;
 const TAG_TIMER: u8 = 4;
+/// Rounds of timer firing per watermark before re-armed timers wait for the next one.
+const MAX_TIMER_ROUNDS: usize = 1000;
 
 /// What a keyed process step needs, shared by its tasks.
 #[derive(Clone)]
@@ -248,8 +250,26 @@ impl Operator for KeyedProcess {
 
     fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
         let mut out = Vec::new();
-        // Timers may set new timers that are already due: fire until none is.
-        loop {
+        // Timers may set new timers that are already due: fire until none is, but a function
+        // that keeps re-arming a due timer (always so at the end of input) must not loop forever.
+        for round in 0.. {
+            if round == MAX_TIMER_ROUNDS {
+                let left = self
+                    .timers
+                    .iter()
+                    .take_while(|(t, _)| *t <= watermark)
+                    .count();
+                tracing::warn!(step = %self.cfg.step, left, "timers keep setting due timers; \
+                    leaving the rest for the next watermark (at the end of input they are dropped)");
+                if watermark == crate::record::WATERMARK_END {
+                    let mut wb = WriteBatch::default();
+                    while let Some((t, key_bytes)) = self.timers.pop_first() {
+                        wb.delete(self.timer_key(&key_bytes, t));
+                    }
+                    self.store.write(wb).map_err(|e| self.state_err(e))?;
+                }
+                return Ok(out);
+            }
             let mut due = Vec::new();
             while let Some((t, _)) = self.timers.first() {
                 if *t > watermark {
@@ -280,6 +300,7 @@ impl Operator for KeyedProcess {
             self.store.write(wb).map_err(|e| self.state_err(e))?;
             out.extend(self.run(calls, ctx)?);
         }
+        Ok(out)
     }
 }
 
@@ -436,6 +457,60 @@ mod tests {
             vec![None, Some("1".into()), Some("3".into()), Some("3".into())],
             "each call of key a saw the state the previous successful one stored"
         );
+    }
+
+    /// Sets a timer at the same time it fired for, forever.
+    struct Rearm;
+
+    impl UdfRuntime for Rearm {
+        fn name(&self) -> &str {
+            "test"
+        }
+        fn functions(&self) -> Vec<FunctionInfo> {
+            Vec::new()
+        }
+        fn invoke(&self, _: &str, _: Vec<Value>) -> Result<Vec<RecordOutcome>, RuntimeError> {
+            unreachable!("keyed only")
+        }
+        fn invoke_keyed(
+            &self,
+            _: &str,
+            inputs: Vec<KeyedInput>,
+        ) -> Result<Vec<KeyedOutcome>, RuntimeError> {
+            Ok(inputs
+                .into_iter()
+                .map(|i| {
+                    Ok(KeyedResult {
+                        outputs: vec![],
+                        state: StateUpdate::Keep,
+                        timers: vec![i.timer.unwrap_or(i.time)],
+                    })
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_timer_that_rearms_itself_does_not_hang_the_end_of_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open_fresh(dir.path()).expect("store");
+        let mut op = KeyedProcess::new(
+            KeyedProcessConfig {
+                step: "steps[1] udf rearm".into(),
+                op_id: 1,
+                runtime: Arc::new(Rearm),
+                function: "rearm".into(),
+                max_parallelism: 128,
+                retry: RetryPolicy::default(),
+            },
+            store,
+        );
+        let mut ctx = Context::default();
+        op.process(vec![rec("a", 5, 1)], &mut ctx).expect("process");
+        assert_eq!(op.pending_timers(), 1);
+        op.on_watermark(crate::record::WATERMARK_END, &mut ctx)
+            .expect("fire");
+        assert_eq!(op.pending_timers(), 0, "dropped at the end of input");
     }
 
     #[test]

@@ -252,7 +252,13 @@ impl WindowOp {
 
     /// Merges `from` into `into` (session merges): built-ins directly, user-defined
     /// accumulators through their function when both hold something.
-    fn merge_into(&self, into: &mut [Acc], from: &[Acc]) -> Result<(), OpError> {
+    fn merge_into(
+        &self,
+        into: &mut [Acc],
+        from: &[Acc],
+        record: &Record,
+        ctx: &mut Context,
+    ) -> Result<(), OpError> {
         for (i, (a, o)) in into.iter_mut().zip(from).enumerate() {
             match (a, o, self.cfg.udfs.get(i).and_then(Option::as_ref)) {
                 (Acc::Udf { acc, .. }, Acc::Udf { acc: other, .. }, Some(udf))
@@ -268,14 +274,11 @@ impl WindowOp {
                         .map_err(|e| self.udf_error(e))?;
                     match outcome.into_iter().next() {
                         Some(Ok(AggregateOutput::Accumulator(bytes))) => *acc = bytes,
-                        Some(Err(err)) => {
-                            return Err(OpError::Udf {
-                                step: self.cfg.step.clone(),
-                                message: format!(
-                                    "aggregate `{}` failed to merge: {}",
-                                    udf.function, err.message
-                                ),
-                            })
+                        // The merged session keeps the first accumulator; the record that
+                        // bridged the sessions goes to the DLQ with the error.
+                        Some(Err(mut err)) => {
+                            err.message = format!("failed to merge sessions: {}", err.message);
+                            self.dead_aggregate(ctx, record.value.clone(), &udf.function, &err);
                         }
                         _ => {}
                     }
@@ -310,17 +313,22 @@ impl WindowOp {
                 },
                 values: Vec::new(),
             };
-            // An empty accumulator (no record was folded in) still has a result: create()'s.
+            // An empty accumulator (every ADD for the window failed) still has a result:
+            // create()'s.
             let input = if input.accumulators.is_empty() {
                 let created = udf
                     .runtime
-                    .invoke_aggregate(&udf.function, AggregateOp::Add, vec![input])
+                    .invoke_aggregate(&udf.function, AggregateOp::Create, vec![input])
                     .map_err(|e| self.udf_error(e))?;
                 match created.into_iter().next() {
                     Some(Ok(AggregateOutput::Accumulator(b))) => AggregateInput {
                         accumulators: vec![b],
                         values: Vec::new(),
                     },
+                    Some(Err(err)) => {
+                        self.dead_aggregate(ctx, record.value.clone(), &udf.function, &err);
+                        continue;
+                    }
                     _ => continue,
                 }
             } else {
@@ -514,7 +522,7 @@ impl WindowOp {
             let mut accs = self.new_accs();
             let mut moved = false;
             for (w, k, old) in &existing {
-                self.merge_into(&mut accs, old)?;
+                self.merge_into(&mut accs, old, record, ctx)?;
                 self.remove_timers(w, k);
                 if *k != mkey {
                     wb.delete(k);

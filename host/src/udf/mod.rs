@@ -94,6 +94,8 @@ pub type KeyedOutcome = Result<KeyedResult, FunctionError>;
 /// What to do with a window aggregate's accumulators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AggregateOp {
+    /// A fresh accumulator (`create()`).
+    Create,
     /// Fold `values` into the accumulator (none: start from `create()`).
     Add,
     /// Merge the two accumulators.

@@ -35,6 +35,11 @@ use headwater_sdk::{ErrorClass, FunctionError, FunctionKind};
 
 const PROTOCOL_VERSION: u32 = 1;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one connect-and-handshake attempt may take during start-up.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests a worker holds at once: one computing and one queued behind it, so a request's
+/// timeout measures the worker, not a queue of other tasks' requests.
+const IN_FLIGHT_PER_WORKER: usize = 2;
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts per request before the run fails (each failed attempt restarts the worker).
@@ -91,6 +96,8 @@ struct Shared {
     udf: String,
     spec: PythonSpec,
     workers: Vec<tokio::sync::Mutex<Worker>>,
+    /// Per worker: permits for requests in flight.
+    slots: Vec<tokio::sync::Semaphore>,
     next_worker: AtomicUsize,
     next_batch: AtomicU64,
     restarts: AtomicU64,
@@ -134,9 +141,14 @@ impl PythonRuntime {
                 }
             }
         }
+        let slots = workers
+            .iter()
+            .map(|_| tokio::sync::Semaphore::new(IN_FLIGHT_PER_WORKER))
+            .collect();
         let shared = Arc::new(Shared {
             udf: udf.to_string(),
             spec: spec.clone(),
+            slots,
             workers,
             next_worker: AtomicUsize::new(0),
             next_batch: AtomicU64::new(1),
@@ -176,8 +188,11 @@ fn socket_path(udf: &str, index: usize) -> PathBuf {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(40)
         .collect();
+    // A process-wide counter keeps names that sanitize alike (`my-udf`, `my_udf`) apart.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
     std::env::temp_dir().join(format!(
-        "headwater-{}-{safe}-{index}.sock",
+        "headwater-{}-{safe}-{index}-{unique}.sock",
         std::process::id()
     ))
 }
@@ -213,6 +228,11 @@ impl Shared {
         let index = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1);
         let mut last_error = String::new();
         for attempt in 0..MAX_ATTEMPTS {
+            // Waiting for a slot is not counted against the timeout.
+            let _slot = self.slots[index]
+                .acquire()
+                .await
+                .map_err(|_| start_error(&self.udf, "the runtime is shutting down".into()))?;
             let (connection, generation) = {
                 let w = self.workers[index].lock().await;
                 (w.connection.clone(), w.generation)
@@ -367,9 +387,10 @@ async fn spawn_worker(
                 format!("no worker answered on {at} within {STARTUP_TIMEOUT:?} ({last_error})"),
             ));
         }
-        match handshake(&address).await {
-            Ok(done) => break done,
-            Err(e) => last_error = e,
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, handshake(&address)).await {
+            Ok(Ok(done)) => break done,
+            Ok(Err(e)) => last_error = e,
+            Err(_) => last_error = format!("no handshake answer within {ATTEMPT_TIMEOUT:?}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -496,7 +517,7 @@ async fn handshake(
         Address::Endpoint(e) => match e.strip_prefix("unix:") {
             Some(path) => connect_unix(PathBuf::from(path)).await,
             None => match Endpoint::try_from(e.clone()) {
-                Ok(ep) => ep.connect().await,
+                Ok(ep) => ep.connect_timeout(ATTEMPT_TIMEOUT).connect().await,
                 Err(err) => return Err(format!("bad endpoint `{e}`: {err}")),
             },
         },
@@ -650,6 +671,7 @@ impl UdfRuntime for PythonRuntime {
             proto::AggregateOp,
             fn(proto::RecordResult) -> AggregateOutcome,
         ) = match op {
+            AggregateOp::Create => (proto::AggregateOp::Create, accumulator_outcome),
             AggregateOp::Add => (proto::AggregateOp::Add, accumulator_outcome),
             AggregateOp::Merge => (proto::AggregateOp::Merge, accumulator_outcome),
             AggregateOp::Result => (proto::AggregateOp::Result, result_outcome),

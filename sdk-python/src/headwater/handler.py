@@ -133,7 +133,9 @@ class Handler:
                 _fail(result, pb.ERROR_CLASS_TRANSIENT, f"{type(e).__name__}: {e}", e)
             except _Permanent as e:
                 _fail(result, pb.ERROR_CLASS_PERMANENT, str(e), e)
-            except Exception as e:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:  # SystemExit from a UDF fails its record, not the stream
                 _fail(result, pb.ERROR_CLASS_PERMANENT, f"{type(e).__name__}: {e}", e)
         return response
 

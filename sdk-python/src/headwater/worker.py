@@ -61,7 +61,7 @@ def load_modules(names: list[str], search_path: list[str]) -> None:
         importlib.import_module(name)
 
 
-def serve(address: str, reg: Registry = registry, max_workers: int = 4) -> grpc.Server:
+def serve(address: str, reg: Registry = registry, max_workers: int = 32) -> grpc.Server:
     """Starts a server for `reg` on `address` (``unix:/path`` or ``host:port``)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
