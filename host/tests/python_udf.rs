@@ -73,6 +73,8 @@ class Spread:
         return {"lo": None, "hi": None}
 
     def add(self, acc, r):
+        if r.get("poison"):
+            raise ValueError(f"poisoned record {r['n']}")
         lo, hi = acc["lo"], acc["hi"]
         return {"lo": r["n"] if lo is None else min(lo, r["n"]), "hi": r["n"] if hi is None else max(hi, r["n"])}
 
@@ -632,4 +634,56 @@ fn an_interpreter_without_the_sdk_is_named_with_a_fix() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("No module named 'headwater'"), "{stderr}");
     assert!(stderr.contains("pip install ./sdk-python"), "{stderr}");
+}
+
+#[test]
+fn a_record_a_window_aggregate_fails_on_goes_alone_to_the_dlq() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        0,
+        "  - key_by: k\n  - window: { type: tumbling, size: 1s, aggregates: { count: count(), spread: \"udf(spread)\" } }\n",
+        "  spread: { runtime: python, module: my_udfs, function: spread, kind: window_aggregate }\n",
+    );
+    std::fs::write(
+        dir.path().join("input.jsonl"),
+        "{\"ts\":1,\"n\":4,\"k\":\"a\"}\n{\"ts\":2,\"n\":100,\"k\":\"a\",\"poison\":true}\n{\"ts\":3,\"n\":9,\"k\":\"a\"}\n",
+    )
+    .expect("input");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one window");
+    assert_eq!(
+        (v["count"].as_i64(), v["spread"].as_i64()),
+        (Some(3), Some(5)),
+        "{v}"
+    );
+    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
+    let dead: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dlq}");
+    assert!(
+        dead[0]["raw"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"poison\":true"),
+        "{dlq}"
+    );
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ValueError: poisoned record 100"),
+        "{dlq}"
+    );
 }

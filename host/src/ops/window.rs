@@ -226,15 +226,62 @@ impl WindowOp {
                         }
                     }
                     Ok(AggregateOutput::Result(_)) => {}
-                    Err(err) => {
+                    // Find the record(s) the function fails on: fold the batch in one record
+                    // at a time, dead-lettering only those that fail.
+                    Err(_) => {
+                        let mut acc = input.accumulators.into_iter().next().unwrap_or_default();
                         for value in input.values {
-                            self.dead_aggregate(ctx, value, &udf.function, &err);
+                            acc = self.add_one(udf, acc, value, ctx)?;
+                        }
+                        if let Some(Acc::Udf { acc: slot, .. }) = windows[j].get_mut(i) {
+                            *slot = acc;
                         }
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Folds one record into `acc`; on failure the record goes to the DLQ and `acc` is kept.
+    /// Transient failures are retried with backoff first.
+    fn add_one(
+        &self,
+        udf: &UdfAggregate,
+        acc: Vec<u8>,
+        value: Value,
+        ctx: &mut Context,
+    ) -> Result<Vec<u8>, OpError> {
+        let retry = super::udf::RetryPolicy::default();
+        let mut attempt = 1;
+        loop {
+            let input = AggregateInput {
+                accumulators: if acc.is_empty() {
+                    vec![]
+                } else {
+                    vec![acc.clone()]
+                },
+                values: vec![value.clone()],
+            };
+            let outcome = udf
+                .runtime
+                .invoke_aggregate(&udf.function, AggregateOp::Add, vec![input])
+                .map_err(|e| self.udf_error(e))?;
+            match outcome.into_iter().next() {
+                Some(Ok(AggregateOutput::Accumulator(bytes))) => return Ok(bytes),
+                Some(Err(err))
+                    if err.class == ErrorClass::Transient && attempt < retry.max_attempts =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(retry.backoff(attempt, u64::from(attempt)));
+                }
+                Some(Err(err)) => {
+                    self.dead_aggregate(ctx, value, &udf.function, &err);
+                    return Ok(acc);
+                }
+                _ => return Ok(acc),
+            }
+        }
     }
 
     fn dead_aggregate(&self, ctx: &mut Context, value: Value, function: &str, err: &FunctionError) {
