@@ -117,6 +117,19 @@ steps:\n{steps}sinks:\n  out: {{ type: file, path: out.jsonl }}\noutput: out\ntu
     std::fs::write(dir.join("pipeline.yaml"), pipeline).expect("pipeline");
 }
 
+/// Runs `pipeline.yaml` in `dir` quietly and fails the test with the host's stderr if the run fails.
+fn run_ok(dir: &Path) {
+    let out = headwater(dir)
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn output_ns(dir: &Path) -> BTreeMap<i64, usize> {
     let text = std::fs::read_to_string(dir.join("out.jsonl")).expect("output");
     let mut counts = BTreeMap::new();
@@ -328,15 +341,7 @@ fn keyed_process_state_and_timers_match_an_oracle() {
         "  - map: { compute: { user: \"n % 7\" } }\n  - key_by: user\n  - udf: buckets\n",
         "  buckets: { runtime: python, module: my_udfs, function: bucket_totals, kind: keyed_process, workers: 2 }\n",
     );
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(dir.path());
     // Oracle: per (user, 100-ms bucket), the sum and count of n (ts == n here).
     let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
     for n in 0..records as i64 {
@@ -475,15 +480,7 @@ fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
         "  - udf: enrich_inproc\n  - udf: even_inproc\n",
         "  enrich_inproc: { runtime: python-inproc, module: my_udfs, function: enrich }\n  even_inproc: { runtime: python-inproc, module: my_udfs, function: even, kind: filter }\n",
     );
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(dir.path());
     let expected: BTreeMap<i64, usize> = (0..1000)
         .filter(|n| n % 2 == 0 && n % 97 != 13)
         .map(|n| (n, 1))
@@ -526,15 +523,7 @@ fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows()
         "  - map: { compute: { user: \"n % 5\" } }\n  - key_by: user\n  - window: { type: tumbling, size: 100ms, aggregates: { count: count(), spread: \"udf(spread)\" } }\n",
         "  spread: { runtime: python, module: my_udfs, function: spread, kind: window_aggregate }\n",
     );
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(dir.path());
     // Oracle: per (user, 100-ms window), the count and max - min of n (ts == n).
     let mut expected: BTreeMap<(i64, i64), (i64, i64, i64)> = BTreeMap::new();
     for n in 0..records as i64 {
@@ -585,15 +574,7 @@ fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows()
     )
     .replace("event_time: { field: ts }", "event_time: { field: ts, max_out_of_orderness: 10s }");
     std::fs::write(dir.path().join("pipeline.yaml"), pipeline).expect("write");
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(dir.path());
     let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
     let mut sessions: Vec<(String, i64, i64, i64, i64)> = text
         .lines()
@@ -650,15 +631,7 @@ fn a_record_a_window_aggregate_fails_on_goes_alone_to_the_dlq() {
         "{\"ts\":1,\"n\":4,\"k\":\"a\"}\n{\"ts\":2,\"n\":100,\"k\":\"a\",\"poison\":true}\n{\"ts\":3,\"n\":9,\"k\":\"a\"}\n",
     )
     .expect("input");
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(dir.path());
     let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one window");
     assert_eq!(
