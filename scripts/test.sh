@@ -19,12 +19,20 @@ cargo clippy --release --locked --workspace --all-targets -- -D warnings
 step "cargo test (unit, property and golden tests; release profile)"
 cargo test --release --locked --workspace
 
-step "quickstart runs end to end (Python UDF) and prints the expected results"
+step "quickstart runs end to end (Python UDF), prints and commits the expected results"
 out=$(mktemp -d)
-"$CARGO_TARGET_DIR/release/headwater" run examples/quickstart/pipeline.yaml --quiet > "$out/stdout.jsonl"
+hw="$CARGO_TARGET_DIR/release/headwater"
+"$hw" run examples/quickstart/pipeline.yaml --quiet --fresh > "$out/stdout.jsonl"
 diff -u examples/quickstart/expected/stdout.jsonl "$out/stdout.jsonl" >&2 \
   || { echo "quickstart output differs from examples/quickstart/expected/stdout.jsonl" >&2; exit 1; }
-echo "quickstart: $(wc -l < "$out/stdout.jsonl") window results, as expected" >&2
+cat examples/quickstart/out/results-*.jsonl > "$out/committed.jsonl"
+diff -u <(sort examples/quickstart/expected/stdout.jsonl) <(sort "$out/committed.jsonl") >&2 \
+  || { echo "the quickstart's committed part files differ from its expected results" >&2; exit 1; }
+# Run again: it resumes from the final checkpoint, so nothing is read or written twice.
+"$hw" run examples/quickstart/pipeline.yaml --quiet > "$out/again.jsonl"
+[ ! -s "$out/again.jsonl" ] \
+  || { echo "a resumed quickstart printed results again" >&2; exit 1; }
+echo "quickstart: $(wc -l < "$out/stdout.jsonl") window results, committed once, none repeated on resume" >&2
 rm -rf "$out"
 
 step "Python SDK: ruff, mypy, generated code, pytest (harness tests use the real binary)"

@@ -6,6 +6,7 @@
 //! [`sinks`] write results. [`runtime`] wires it into parallel tasks with bounded channels.
 //! Bad records go to the [`dlq`]. See ARCHITECTURE.md for the whole picture.
 
+pub mod checkpoint;
 pub mod config;
 pub mod dlq;
 pub mod expr;

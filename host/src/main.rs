@@ -6,6 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::{Parser, Subcommand};
 
+use headwater::checkpoint::inspect;
+use headwater::checkpoint::manifest::manifest_key;
+use headwater::checkpoint::recovery::StartMode;
+use headwater::checkpoint::storage::CheckpointStorage;
+use headwater::checkpoint::CheckpointError;
 use headwater::config;
 
 /// mimalloc: records are allocated on source threads and freed on sink threads, a pattern
@@ -38,9 +43,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline until its input is exhausted (or Ctrl-C, which drains and stops).
+    /// Run a pipeline until its input is exhausted, or until Ctrl-C (which stops at a
+    /// checkpoint; the next run resumes there).
     #[command(
-        after_help = "Example:\n  headwater run examples/quickstart/pipeline.yaml\n\n\
+        after_help = "Examples:\n  headwater run examples/quickstart/pipeline.yaml\n  \
+headwater run pipeline.yaml --fresh          # start over: delete checkpoints, state, output\n  \
+headwater run pipeline.yaml --from sp/       # start from a savepoint (any parallelism)\n\n\
+Checkpoints are on by default (`checkpoint:` in the file; every 10s into \
+.headwater/<name>/checkpoints). A run resumes from the newest complete checkpoint: state, \
+source positions and watermarks are restored, and output is exactly-once: file sinks write \
+part files (`results-<checkpoint>.jsonl`) made visible when their checkpoint completes.\n\n\
 Bounded sources (files, stdin, a Nexmark source with `events`) end the run when exhausted: \
 every open window then fires as if the watermark reached +infinity. Results go to the sinks \
 named in `output`; bad records go to the dead-letter queue (`dlq.path`). A summary is printed \
@@ -49,6 +61,13 @@ to stderr at the end."
     Run {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
+        /// Start over: delete this pipeline's checkpoints, local state and file-sink output.
+        #[arg(long, conflicts_with = "from")]
+        fresh: bool,
+        /// Start from this savepoint folder or checkpoint manifest
+        /// (`.../manifests/0000000042.json`) instead of the newest checkpoint.
+        #[arg(long, value_name = "PATH")]
+        from: Option<String>,
         /// Override `parallelism` from the file (number of parallel tasks).
         #[arg(long, short = 'p')]
         parallelism: Option<usize>,
@@ -71,6 +90,49 @@ anything is wrong."
         /// The pipeline file (YAML).
         pipeline: PathBuf,
     },
+    /// List or inspect a pipeline's checkpoints.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+    /// Copy a checkpoint (default: the newest) into a self-contained savepoint folder, to
+    /// restore elsewhere or with another parallelism.
+    #[command(after_help = "Example (upgrade or rescale):\n  \
+headwater run pipeline.yaml          # Ctrl-C: stops at a checkpoint\n  \
+headwater savepoint pipeline.yaml --to savepoints/before-upgrade\n  \
+headwater run pipeline.yaml -p 4 --from savepoints/before-upgrade\n\n\
+The savepoint holds its manifest (`manifest.json`) and every state file it needs; `--to` \
+may be a folder or an `s3://bucket/prefix` URL.")]
+    Savepoint {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Where to write the savepoint (a new folder or `s3://` prefix).
+        #[arg(long, value_name = "PATH")]
+        to: String,
+        /// The checkpoint to copy (default: the newest).
+        #[arg(long, value_name = "ID")]
+        checkpoint: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CheckpointsCommand {
+    /// One line per complete checkpoint: id, time, duration, state size, uploaded bytes, files.
+    #[command(
+        after_help = "Example:\n  headwater checkpoints list examples/quickstart/pipeline.yaml"
+    )]
+    List {
+        /// The pipeline file (YAML); its `checkpoint.location` is read.
+        pipeline: PathBuf,
+    },
+    /// Everything a checkpoint holds: source positions, task state and watermarks, output.
+    #[command(
+        after_help = "Example:\n  headwater checkpoints show examples/quickstart/pipeline.yaml 3"
+    )]
+    Show {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// The checkpoint id (see `checkpoints list`); default: the newest.
+        id: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,7 +145,74 @@ fn main() -> ExitCode {
             parallelism,
             quiet,
             control,
-        } => run(&pipeline, parallelism, quiet, control),
+            fresh,
+            from,
+        } => {
+            let start = match (fresh, from) {
+                (true, _) => StartMode::Fresh,
+                (false, Some(path)) => StartMode::From(path),
+                (false, None) => StartMode::Resume,
+            };
+            run(&pipeline, parallelism, quiet, control, start)
+        }
+        Command::Checkpoints(CheckpointsCommand::List { pipeline }) => {
+            with_storage(&pipeline, |storage| {
+                println!("{}", inspect::list(storage)?);
+                Ok(())
+            })
+        }
+        Command::Checkpoints(CheckpointsCommand::Show { pipeline, id }) => {
+            with_storage(&pipeline, |storage| {
+                let id = match id {
+                    Some(id) => id,
+                    None => *storage.list_checkpoints()?.last().ok_or_else(|| {
+                        CheckpointError::Incompatible(format!(
+                            "no checkpoints in {} yet",
+                            storage.url()
+                        ))
+                    })?,
+                };
+                let m = storage.read_manifest(id)?;
+                print!("{}", inspect::show(&m, &storage.display(&manifest_key(id))));
+                Ok(())
+            })
+        }
+        Command::Savepoint {
+            pipeline,
+            to,
+            checkpoint,
+        } => with_storage(&pipeline, |storage| {
+            let info = inspect::savepoint(storage, checkpoint, &to)?;
+            println!(
+                "savepoint of checkpoint {} written to {} ({} file(s), {} copied)\nrestore it with: headwater run {} --from {}",
+                info.from,
+                info.location,
+                info.files,
+                headwater::runtime::metrics::bytes(info.bytes),
+                pipeline.display(),
+                to
+            );
+            Ok(())
+        }),
+    }
+}
+
+/// Opens the checkpoint storage named by a pipeline file and runs `f` on it.
+fn with_storage(
+    pipeline: &std::path::Path,
+    f: impl FnOnce(&CheckpointStorage) -> Result<(), CheckpointError>,
+) -> ExitCode {
+    let spec = match load(pipeline) {
+        Ok(spec) => spec,
+        Err(code) => return code,
+    };
+    let result = CheckpointStorage::open(&spec.checkpoint.location).and_then(|s| f(&s));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 
@@ -134,6 +263,7 @@ fn run(
     parallelism: Option<usize>,
     quiet: bool,
     control_api: Option<std::net::SocketAddr>,
+    start: StartMode,
 ) -> ExitCode {
     let mut spec = match load(pipeline) {
         Ok(spec) => spec,
@@ -142,17 +272,19 @@ fn run(
     if let Some(p) = parallelism {
         spec.parallelism = p.max(1);
     }
-    if spec.checkpoint.is_some() {
-        tracing::warn!(
-            "the `checkpoint` section is accepted but checkpointing is not implemented yet: \
-             this run keeps no checkpoints and a crash starts it over"
+    if !spec.checkpoint.enabled && start != StartMode::Resume {
+        eprintln!(
+            "{}: `--fresh` and `--from` need checkpoints, which this pipeline turns off (`checkpoint: {{ enabled: false }}`)",
+            pipeline.display()
         );
+        return ExitCode::from(EXIT_INVALID);
     }
     let control = RunControl::new();
-    install_interrupt_handler(control.clone(), quiet);
+    install_interrupt_handler(control.clone(), quiet, spec.checkpoint.enabled);
     let opts = RunOptions {
         progress: !quiet,
         control: control_api,
+        start,
     };
     match runtime::run(&spec, control, opts) {
         Ok(summary) => {
@@ -172,13 +304,22 @@ fn run(
     }
 }
 
-/// First Ctrl-C: stop reading, fire open windows, flush and print the summary. Second: quit.
-fn install_interrupt_handler(control: std::sync::Arc<RunControl>, quiet: bool) {
+/// First Ctrl-C: stop (at a checkpoint when checkpoints are on; else drain, fire open windows and
+/// flush) and print the summary. Second: quit at once.
+fn install_interrupt_handler(
+    control: std::sync::Arc<RunControl>,
+    quiet: bool,
+    checkpointing: bool,
+) {
     static PRESSES: AtomicUsize = AtomicUsize::new(0);
     let result = ctrlc::set_handler(move || {
         if PRESSES.fetch_add(1, Ordering::SeqCst) == 0 {
             if !quiet {
-                eprintln!("\nstopping: draining in-flight records and firing open windows (Ctrl-C again to quit now)");
+                if checkpointing {
+                    eprintln!("\nstopping: taking a checkpoint to resume from (Ctrl-C again to quit now; the next run resumes from the last checkpoint either way)");
+                } else {
+                    eprintln!("\nstopping: draining in-flight records and firing open windows (Ctrl-C again to quit now)");
+                }
             }
             control.request_stop();
         } else {

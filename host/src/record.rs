@@ -60,6 +60,8 @@ pub enum WatermarkStatus {
 pub enum Message {
     Data(Batch),
     Watermark(WatermarkStatus),
+    /// Checkpoint barrier: everything the sender sent before it belongs to the checkpoint.
+    Barrier(crate::checkpoint::CheckpointId),
     /// The sender has no more messages (bounded input exhausted).
     End,
 }

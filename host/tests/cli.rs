@@ -157,7 +157,7 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
     let p = dir.path().join("p.yaml");
     std::fs::write(
         &p,
-        "name: live\nparallelism: 2\nsources:\n  bids: { type: nexmark, rate: 20000, partitions: 2, only: bid }\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 1s, aggregates: { n: count() } }\nsinks:\n  o: { type: file, path: out/r.jsonl }\noutput: o\ntuning: { progress_interval: 200ms }\n",
+        "name: live\nparallelism: 2\nsources:\n  bids: { type: nexmark, rate: 20000, partitions: 2, only: bid }\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 1s, aggregates: { n: count() } }\nsinks:\n  o: { type: file, path: out/r.jsonl }\noutput: o\ntuning: { progress_interval: 200ms }\ncheckpoint: { enabled: false }\n",
     )
     .expect("write");
     let mut child = headwater()

@@ -143,7 +143,7 @@ fn run_case(case: &Path) -> Result<(), String> {
                 }
             }
             other => {
-                let got = fs::read_to_string(work.join("out").join(other))
+                let got = headwater::sinks::file::read_committed(&work.join("out").join(other))
                     .map_err(|e| format!("reading out/{other}: {e}"))?;
                 if sorted_lines(&got) != sorted_lines(&expected) {
                     return Err(format!(

@@ -117,10 +117,11 @@ steps:\n{steps}sinks:\n  out: {{ type: file, path: out.jsonl }}\noutput: out\ntu
     std::fs::write(dir.join("pipeline.yaml"), pipeline).expect("pipeline");
 }
 
-/// Runs `pipeline.yaml` in `dir` quietly and fails the test with the host's stderr if the run fails.
+/// Runs `pipeline.yaml` in `dir` quietly from scratch (each case writes new input) and
+/// fails the test with the host's stderr if the run fails.
 fn run_ok(dir: &Path) {
     let out = headwater(dir)
-        .args(["run", "pipeline.yaml", "-q"])
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
         .output()
         .expect("run");
     assert!(
@@ -131,7 +132,7 @@ fn run_ok(dir: &Path) {
 }
 
 fn output_ns(dir: &Path) -> BTreeMap<i64, usize> {
-    let text = std::fs::read_to_string(dir.join("out.jsonl")).expect("output");
+    let text = headwater::sinks::file::read_committed(&dir.join("out.jsonl")).expect("output");
     let mut counts = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
@@ -212,8 +213,18 @@ fn killing_a_worker_mid_stream_loses_and_duplicates_nothing() {
     // Once results flow (the workers are up and serving), kill -9 every worker of this run a
     // few times while it processes.
     let started = Instant::now();
-    let out_file = dir.path().join("out.jsonl");
-    while std::fs::metadata(&out_file).map(|m| m.len()).unwrap_or(0) == 0 {
+    // Output is first written to a pending part file (committed at the next checkpoint).
+    let output_started = || {
+        std::fs::read_dir(dir.path())
+            .map(|rd| {
+                rd.filter_map(Result::ok).any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(".out-") && e.metadata().map(|m| m.len()).unwrap_or(0) > 0
+                })
+            })
+            .unwrap_or(false)
+    };
+    while !output_started() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no output after 60 s"
@@ -349,7 +360,8 @@ fn keyed_process_state_and_timers_match_an_oracle() {
         e.0 += n;
         e.1 += 1;
     }
-    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let text =
+        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
     let mut got: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
@@ -486,7 +498,8 @@ fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
         .map(|n| (n, 1))
         .collect();
     assert_eq!(output_ns(dir.path()), expected);
-    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let text =
+        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
     assert!(
         text.lines().all(|l| l.contains("\"square\"")),
         "the map ran"
@@ -538,7 +551,8 @@ fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows()
         .into_iter()
         .map(|(k, (c, lo, hi))| (k, (c, hi - lo)))
         .collect();
-    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let text =
+        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
     let mut got = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
@@ -575,7 +589,8 @@ fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows()
     .replace("event_time: { field: ts }", "event_time: { field: ts, max_out_of_orderness: 10s }");
     std::fs::write(dir.path().join("pipeline.yaml"), pipeline).expect("write");
     run_ok(dir.path());
-    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let text =
+        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
     let mut sessions: Vec<(String, i64, i64, i64, i64)> = text
         .lines()
         .map(|line| {
@@ -632,7 +647,8 @@ fn a_record_a_window_aggregate_fails_on_goes_alone_to_the_dlq() {
     )
     .expect("input");
     run_ok(dir.path());
-    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let text =
+        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one window");
     assert_eq!(
         (v["count"].as_i64(), v["spread"].as_i64()),

@@ -29,8 +29,8 @@ pub struct PipelineSpec {
     pub udfs: Vec<UdfSpec>,
     pub state: StateSpec,
     pub dlq: DlqSpec,
-    /// Accepted and validated; the checkpoint machinery arrives with issue #4.
-    pub checkpoint: Option<CheckpointSpec>,
+    /// Exactly-once checkpoints (on by default).
+    pub checkpoint: CheckpointSpec,
     pub tuning: TuningSpec,
 }
 
@@ -251,9 +251,30 @@ pub struct DlqSpec {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckpointSpec {
+    /// False only when the file says `enabled: false` (at-least-once, nothing kept).
+    pub enabled: bool,
+    /// Time between the starts of two checkpoints (default 10s).
     pub interval: Duration,
-    /// Object-store URL or folder for checkpoints.
+    /// A checkpoint not complete after this long is abandoned (default 10m).
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the start of the next (default 0).
+    pub min_pause: Duration,
+    /// Complete checkpoints kept (default 3); older ones and unreferenced files are deleted.
+    pub retain: usize,
+    /// Object-store URL (`file:///...`, `s3://bucket/prefix`); default
+    /// `file://<pipeline folder>/.headwater/<name>/checkpoints`.
     pub location: String,
+    pub mode: CheckpointMode,
+}
+
+/// How barriers pass an operator with several inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// An input that delivered the barrier waits for the others (no in-flight data stored).
+    Aligned,
+    /// The first barrier is forwarded at once; data still queued from inputs whose barrier
+    /// has not arrived is stored with the snapshot (bounded checkpoint time under backpressure).
+    Unaligned,
 }
 
 /// Knobs with sensible defaults; rarely changed.

@@ -103,7 +103,8 @@ fn a_full_pipeline_decodes() {
     assert_eq!(spec.state.dir, std::path::PathBuf::from("/tmp/state"));
     assert_eq!(spec.dlq.path, std::path::PathBuf::from("/p/dlq.jsonl"));
     assert_eq!(spec.tuning.batch_size, 10);
-    assert!(spec.checkpoint.is_some());
+    assert!(spec.checkpoint.enabled);
+    assert_eq!(spec.checkpoint.location, "file:///tmp/ckpt");
 }
 
 #[test]
@@ -125,6 +126,38 @@ fn defaults_fill_what_is_omitted() {
         spec.sources[0].event_time.max_out_of_orderness,
         Duration::ZERO
     );
+}
+
+#[test]
+fn checkpoints_are_on_by_default_and_their_settings_are_checked() {
+    let base = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n";
+    let spec = load_str(base, "/dir/p.yaml").expect("valid");
+    let c = &spec.checkpoint;
+    assert!(c.enabled);
+    assert_eq!(c.interval, Duration::from_secs(10));
+    assert_eq!(c.retain, 3);
+    assert_eq!(c.location, "file:///dir/.headwater/p/checkpoints");
+    assert_eq!(c.mode, CheckpointMode::Aligned);
+
+    let spec = load_str(
+        &format!("{base}checkpoint: {{ enabled: false, location: ckpt, retain: 5, min_pause: 1s, timeout: 1m }}\n"),
+        "/dir/p.yaml",
+    )
+    .expect("valid");
+    assert!(!spec.checkpoint.enabled);
+    assert_eq!(spec.checkpoint.location, "file:///dir/ckpt");
+    assert_eq!(spec.checkpoint.retain, 5);
+    assert_eq!(spec.checkpoint.min_pause, Duration::from_secs(1));
+    assert_eq!(spec.checkpoint.timeout, Duration::from_secs(60));
+
+    let e = errors(&format!(
+        "{base}checkpoint: {{ retain: 0, location: \"ftp://x/y\", mode: unaligned, intervall: 1s }}\n"
+    ))
+    .to_string();
+    assert!(e.contains("retain must be at least 1"), "{e}");
+    assert!(e.contains("only `file://` and `s3://`"), "{e}");
+    assert!(e.contains("`unaligned` is not available yet"), "{e}");
+    assert!(e.contains("did you mean `interval`?"), "{e}");
 }
 
 fn errors(text: &str) -> ConfigErrors {

@@ -248,6 +248,26 @@ impl Operator for KeyedProcess {
         self.run(calls, ctx)
     }
 
+    fn restore(&mut self, key_groups: (u16, u16), _watermark: EventTime) -> Result<(), OpError> {
+        self.timers.clear();
+        for kg in key_groups.0..=key_groups.1 {
+            let entries = self
+                .store
+                .scan_prefix(&super::window::tag_prefix(kg, self.cfg.op_id, TAG_TIMER))
+                .map_err(|e| self.state_err(e))?;
+            for (k, _) in entries {
+                let time = k.get(5..13).and_then(super::window::unordered);
+                let (Some(time), Some(key_bytes)) = (time, k.get(13..)) else {
+                    return Err(self.state_err(StateError::Corrupt(format!(
+                        "timer key {k:?} cannot be decoded"
+                    ))));
+                };
+                self.timers.insert((time, key_bytes.to_vec()));
+            }
+        }
+        Ok(())
+    }
+
     fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
         let mut out = Vec::new();
         // Timers may set new timers that are already due: fire until none is, but a function

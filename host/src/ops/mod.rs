@@ -57,6 +57,18 @@ pub trait Operator: Send {
     fn holds_records(&self) -> bool {
         false
     }
+
+    /// A checkpoint barrier is about to pass: returns every record the operator holds back,
+    /// since they arrived before the barrier and belong to the checkpoint's side of it.
+    fn on_barrier(&mut self, _ctx: &mut Context) -> Result<Batch, OpError> {
+        Ok(Vec::new())
+    }
+
+    /// The task resumed from a checkpoint: rebuild in-memory indexes (pending timers) from
+    /// the restored state of key groups `first..=last`, at the restored `watermark`.
+    fn restore(&mut self, _key_groups: (u16, u16), _watermark: EventTime) -> Result<(), OpError> {
+        Ok(())
+    }
 }
 
 /// Operators run one after another in the same task.
@@ -117,6 +129,26 @@ impl Chain {
             carry.extend(op.on_tick(now, ctx)?);
         }
         Ok(carry)
+    }
+
+    /// Releases everything held back before a barrier; what one operator releases passes
+    /// through the operators after it.
+    pub fn on_barrier(&mut self, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut carry: Batch = Vec::new();
+        for op in &mut self.ops {
+            if !carry.is_empty() {
+                carry = op.process(carry, ctx)?;
+            }
+            carry.extend(op.on_barrier(ctx)?);
+        }
+        Ok(carry)
+    }
+
+    pub fn restore(&mut self, key_groups: (u16, u16), watermark: EventTime) -> Result<(), OpError> {
+        for op in &mut self.ops {
+            op.restore(key_groups, watermark)?;
+        }
+        Ok(())
     }
 
     /// True when some operator holds records back until a tick.

@@ -173,6 +173,10 @@ impl Operator for UdfStep {
     fn holds_records(&self) -> bool {
         !self.waiting.is_empty()
     }
+
+    fn on_barrier(&mut self, ctx: &mut Context) -> Result<Batch, OpError> {
+        self.flush(ctx)
+    }
 }
 
 impl UdfStep {

@@ -726,6 +726,35 @@ impl Operator for WindowOp {
         self.store.write(wb).map_err(|e| self.state_err(e))?;
         Ok(out)
     }
+
+    fn restore(&mut self, key_groups: (u16, u16), watermark: EventTime) -> Result<(), OpError> {
+        self.watermark = watermark;
+        self.timers.clear();
+        for kg in key_groups.0..=key_groups.1 {
+            let entries = self
+                .store
+                .scan_prefix(&tag_prefix(kg, self.cfg.op_id, TAG_ACC))
+                .map_err(|e| self.state_err(e))?;
+            for (k, v) in entries {
+                let window = if self.cfg.assigner.is_session() {
+                    let start = parse_session_key(&k).map(|(_, s)| s);
+                    match (start, self.decode_session(&k, &v)) {
+                        (Some(start), Ok((end, _))) => Some(TimeWindow { start, end }),
+                        _ => None,
+                    }
+                } else {
+                    parse_window_key(&k).map(|(_, w)| w)
+                };
+                let Some(w) = window else {
+                    return Err(self.state_err(StateError::Corrupt(format!(
+                        "window state key {k:?} cannot be decoded"
+                    ))));
+                };
+                self.register_timers(&w, &k);
+            }
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn ordered(t: i64) -> [u8; 8] {
@@ -735,6 +764,15 @@ pub(super) fn ordered(t: i64) -> [u8; 8] {
 pub(super) fn unordered(b: &[u8]) -> Option<i64> {
     let arr: [u8; 8] = b.try_into().ok()?;
     Some((u64::from_be_bytes(arr) ^ (1 << 63)) as i64)
+}
+
+/// The prefix of every entry of one kind (`tag`) an operator keeps in a key group.
+pub(super) fn tag_prefix(kg: KeyGroup, op: u16, tag: u8) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5);
+    k.extend_from_slice(&kg.to_be_bytes());
+    k.extend_from_slice(&op.to_be_bytes());
+    k.push(tag);
+    k
 }
 
 pub(super) fn key_prefix(kg: KeyGroup, op: u16, tag: u8, key: &[u8]) -> Vec<u8> {

@@ -25,6 +25,22 @@ pub struct Metrics {
     pub dlq_by_step: Mutex<Vec<(String, u64)>>,
     /// The first failure per step: (step, error, detail such as a Python traceback).
     pub first_failures: Mutex<Vec<FirstFailure>>,
+    /// Checkpoint counters and the last completed checkpoint.
+    pub checkpoints: Mutex<CheckpointStats>,
+}
+
+/// What the control API and the summary report about checkpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    pub completed: u64,
+    pub failed: u64,
+    pub last_id: Option<u64>,
+    pub last_duration_ms: u64,
+    pub last_state_bytes: u64,
+    pub last_uploaded_bytes: u64,
+    pub last_files: u64,
+    /// The checkpoint the run resumed from, if any.
+    pub restored_from: Option<u64>,
 }
 
 impl Metrics {
@@ -41,6 +57,20 @@ impl Metrics {
                 .collect(),
             dlq_by_step: Mutex::new(Vec::new()),
             first_failures: Mutex::new(Vec::new()),
+            checkpoints: Mutex::new(CheckpointStats::default()),
+        }
+    }
+
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        self.checkpoints
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn update_checkpoints(&self, f: impl FnOnce(&mut CheckpointStats)) {
+        if let Ok(mut c) = self.checkpoints.lock() {
+            f(&mut c);
         }
     }
 
@@ -200,6 +230,10 @@ pub struct RunSummary {
     pub dlq_path: String,
     /// Set when the run was stopped by the user before its input ended.
     pub stopped_early: bool,
+    /// Checkpoint figures (None when checkpoints are off).
+    pub checkpoints: Option<CheckpointStats>,
+    /// The stop took a checkpoint and halted; the next run resumes there.
+    pub stopped_at_checkpoint: bool,
 }
 
 impl RunSummary {
@@ -251,7 +285,48 @@ impl RunSummary {
         }
         s.push('\n');
         let _ = write!(s, "  watermark     {}", format_time(t.watermark));
+        if let Some(c) = &self.checkpoints {
+            let _ = write!(s, "\n  checkpoints   {:>12}", count(c.completed));
+            if let Some(id) = c.last_id {
+                let _ = write!(
+                    s,
+                    "  (last: #{id}, {} ms, state {}, uploaded {})",
+                    c.last_duration_ms,
+                    bytes(c.last_state_bytes),
+                    bytes(c.last_uploaded_bytes)
+                );
+            }
+            if c.failed > 0 {
+                let _ = write!(s, "; {} abandoned", c.failed);
+            }
+            if let Some(from) = c.restored_from {
+                let _ = write!(s, "\n  resumed from  checkpoint #{from}");
+            }
+            if self.stopped_at_checkpoint {
+                let _ = write!(
+                    s,
+                    "\n  stopped at checkpoint #{}: run the same command again to resume",
+                    c.last_id.unwrap_or_default()
+                );
+            }
+        }
         s
+    }
+}
+
+/// A byte count for people: `512 B`, `1.5 MB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
     }
 }
 
@@ -329,6 +404,8 @@ mod tests {
             first_failures: m.first_failures.lock().expect("lock").clone(),
             dlq_path: "dlq.jsonl".into(),
             stopped_early: false,
+            checkpoints: None,
+            stopped_at_checkpoint: false,
         };
         let text = s.render();
         assert!(

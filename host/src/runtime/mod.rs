@@ -2,6 +2,7 @@
 //! and P tasks per later stage (threads, since the work is CPU-bound), connects them with
 //! bounded channels, and waits for the end of input (or a stop request).
 
+pub mod align;
 pub mod control;
 pub mod metrics;
 pub mod outputs;
@@ -16,18 +17,21 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::config::spec::PipelineSpec;
+use crate::checkpoint::coordinator::{Barriers, Coordinator, Setup};
+use crate::checkpoint::recovery::{self, key_group_range, live_dir, Layout, StartMode};
+use crate::checkpoint::{CheckpointError, Contribution, Participant, Report};
+use crate::config::spec::{PipelineSpec, SinkKind};
 use crate::dlq::{DeadLetter, DlqWriter, Names};
 use crate::ops::OpError;
-use crate::sinks::{open_sink, Sink, SinkError};
+use crate::sinks::{open_checkpointed_sink, open_sink, Sink, SinkError};
 use crate::sources::{open_source, SourceError};
 use crate::state::{StateError, StateStore};
-use crate::value::Value;
 
-pub use metrics::{Metrics, RunSummary, Snapshot};
-use outputs::{Downstream, Inbound, SinkHub};
+use align::{Aligner, Recv, Step};
+pub use metrics::{CheckpointStats, Metrics, RunSummary, Snapshot};
+use outputs::{Downstream, Inbound, SinkHub, SinkItem, SinkMsg};
 pub use plan::{Plan, PlanError};
-use tasks::{AssignedPartition, TaskEnv};
+use tasks::{AssignedPartition, StageSlot, TaskEnv};
 
 /// A failure that stops the run.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,8 @@ pub enum RunError {
     Op(#[from] OpError),
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     #[error("internal error: a {what} thread panicked; please report this with the pipeline file")]
     Panic { what: String },
 }
@@ -99,6 +105,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Serve the control API (`/status`, `/metrics`) on this address while running.
     pub control: Option<std::net::SocketAddr>,
+    /// Where to start when checkpoints are on (default: resume from the newest).
+    pub start: StartMode,
 }
 
 /// Checks everything that can be checked without reading data: the plan (expressions, UDF
@@ -121,6 +129,76 @@ pub fn run(
     let plan = Plan::build(spec).map_err(RunError::Plan)?;
     let parallelism = spec.parallelism.max(1);
     let capacity = spec.tuning.channel_capacity.max(1);
+    let stage_count = plan.stages.len();
+    let checkpointing = spec.checkpoint.enabled;
+
+    // Where the run starts: from scratch, or from a checkpoint (state, positions, sinks).
+    let file_sinks: Vec<(String, std::path::PathBuf)> = spec
+        .sinks
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SinkKind::File { path } => Some((s.name.clone(), path.clone())),
+            _ => None,
+        })
+        .collect();
+    let stateful_stages: Vec<usize> = (0..stage_count)
+        .filter(|&s| plan.stages[s].has_state())
+        .collect();
+    let operators: Vec<String> = (0..stage_count)
+        .flat_map(|s| plan.stages[s].stateful_operators(s))
+        .collect();
+    let start = if checkpointing {
+        let layout = Layout {
+            pipeline: &spec.name,
+            state_dir: &spec.state.dir,
+            parallelism,
+            max_parallelism: spec.max_parallelism,
+            stateful_stages: stateful_stages.clone(),
+            operators: operators.clone(),
+            file_sinks,
+        };
+        Some(recovery::prepare(
+            &spec.checkpoint.location,
+            &opts.start,
+            &layout,
+        )?)
+    } else {
+        if let Err(source) = std::fs::remove_dir_all(&spec.state.dir) {
+            if source.kind() != std::io::ErrorKind::NotFound {
+                return Err(StateError::Clear {
+                    path: spec.state.dir.clone(),
+                    source,
+                }
+                .into());
+            }
+        }
+        None
+    };
+    let restored = start.as_ref().and_then(|s| s.restored.as_ref());
+    if let Some(r) = restored {
+        let m = &r.manifest;
+        let mut line = format!(
+            "resuming from checkpoint {} ({}, {} state files: {} reused locally, {} downloaded)",
+            m.id,
+            r.location,
+            m.file_count(),
+            r.stats.reused_files,
+            r.stats.downloaded_files
+        );
+        if let Some(p) = r.rescaled_from {
+            line.push_str(&format!("; parallelism {p} -> {parallelism}"));
+        }
+        tracing::info!("{line}");
+        if opts.progress {
+            eprintln!("{line}");
+            if m.finished {
+                eprintln!(
+                    "that run had read all of its input: only input added since is read \
+                     (start over with `headwater run --fresh`)"
+                );
+            }
+        }
+    }
 
     // Sources, partitions spread round-robin over the source tasks.
     let mut names = Names::default();
@@ -132,17 +210,38 @@ pub fn run(
         names
             .partitions
             .push(partitions.iter().map(|p| p.name().to_string()).collect());
-        for partition in partitions {
+        for mut partition in partitions {
+            if checkpointing && !partition.replayable() {
+                tracing::warn!(
+                    source = %source.name,
+                    "`{}` cannot be read again: after a crash, records read since the last checkpoint are lost",
+                    partition.name()
+                );
+            }
+            let mut restored_max_time = None;
+            if let Some(r) = restored {
+                if let Some(state) = r
+                    .positions
+                    .get(&(source.name.clone(), partition.name().to_string()))
+                {
+                    partition.seek(state.position)?;
+                    restored_max_time = state.max_event_time;
+                }
+            }
             per_task[next_task % parallelism].push(AssignedPartition {
+                source_name: source.name.clone(),
                 partition,
                 event_time: source.event_time.clone(),
+                restored_max_time,
             });
             next_task += 1;
         }
     }
 
-    let store = StateStore::open_fresh(&spec.state.dir)?;
     let metrics = Arc::new(Metrics::new(parallelism));
+    if let Some(r) = restored {
+        metrics.update_checkpoints(|c| c.restored_from = Some(r.manifest.id));
+    }
     let _control_api = match opts.control {
         Some(address) => {
             let server = control::ControlServer::start(
@@ -165,17 +264,68 @@ pub fn run(
         None => None,
     };
 
+    // The checkpoint coordinator. Sink output of epoch n is committed by checkpoint n.
+    let senders = parallelism * stage_count;
+    let next_epoch = start.as_ref().map_or(1, |s| s.next_id);
+    let (barriers, coordinator) = match start {
+        Some(start) => {
+            let mut participants: Vec<Participant> = (0..parallelism)
+                .map(|task| Participant::Source { task })
+                .collect();
+            for stage in 1..stage_count {
+                participants
+                    .extend((0..parallelism).map(|task| Participant::Stage { stage, task }));
+            }
+            participants.extend((0..spec.sinks.len()).map(|sink| Participant::Sink { sink }));
+            let setup = Setup {
+                spec: spec.checkpoint.clone(),
+                pipeline: spec.name.clone(),
+                parallelism,
+                max_parallelism: spec.max_parallelism,
+                operators,
+                state_dir: spec.state.dir.clone(),
+                participants,
+                sink_names: spec.sinks.iter().map(|s| s.name.clone()).collect(),
+                next_id: start.next_id,
+                storage: start.storage,
+                uploader: start.uploader,
+                control: control.clone(),
+            };
+            let (coordinator, barriers) = Coordinator::new(setup, metrics.clone());
+            let handle = std::thread::Builder::new()
+                .name("checkpoint-coordinator".into())
+                .spawn(move || coordinator.run())
+                .map_err(|_| RunError::Panic {
+                    what: "checkpoint coordinator (could not start thread)".into(),
+                })?;
+            (Some(barriers), Some((handle, start.restored)))
+        }
+        None => (None, None),
+    };
+
     // Sinks and the DLQ, each drained by its own thread.
     let mut sink_threads = Vec::new();
     let mut sink_senders = Vec::new();
-    for sink_spec in &spec.sinks {
-        let sink = open_sink(sink_spec)?;
-        let (tx, rx) = bounded::<Vec<Value>>(capacity * parallelism);
+    for (idx, sink_spec) in spec.sinks.iter().enumerate() {
+        let sink = if barriers.is_some() {
+            open_checkpointed_sink(sink_spec, next_epoch)?
+        } else {
+            open_sink(sink_spec)?
+        };
+        let (tx, rx) = bounded::<SinkMsg>(capacity * parallelism);
         let name = sink_spec.name.clone();
         let ctl = control.clone();
+        let ckpt = barriers.clone().map(|b| SinkCheckpointing {
+            barriers: b,
+            sink: idx,
+            senders,
+            epoch: next_epoch,
+        });
         sink_threads.push((
             name.clone(),
-            spawn(&format!("sink-{name}"), move || run_sink(sink, rx, ctl))?,
+            spawn(&format!("sink-{name}"), move || {
+                run_sink(sink, rx, ctl, ckpt)
+            })?,
         ));
         sink_senders.push(tx);
     }
@@ -194,10 +344,11 @@ pub fn run(
         })?
     };
     let hub = SinkHub {
+        sender: 0,
         sinks: sink_senders.clone(),
         dlq: dlq_tx,
     };
-    let outputs: Vec<Sender<Vec<Value>>> = plan
+    let outputs: Vec<Sender<SinkMsg>> = plan
         .outputs
         .iter()
         .map(|&i| sink_senders[i].clone())
@@ -205,7 +356,6 @@ pub fn run(
     drop(sink_senders);
 
     // Inbound channels of every stage after the first.
-    let stage_count = plan.stages.len();
     let mut inbound: Vec<Vec<(Sender<Inbound>, Receiver<Inbound>)>> = (1..stage_count)
         .map(|_| {
             (0..parallelism)
@@ -221,42 +371,70 @@ pub fn run(
             } else {
                 Downstream::Sinks {
                     task,
+                    sender: stage * parallelism + task,
                     outputs: outputs.clone(),
                     metrics: metrics.clone(),
                 }
             }
         };
-    let env = |hub: &SinkHub| TaskEnv {
-        hub: hub.clone(),
+    let env = |hub: &SinkHub, sender: usize| TaskEnv {
+        hub: SinkHub {
+            sender,
+            ..hub.clone()
+        },
         metrics: metrics.clone(),
         control: control.clone(),
         batch_size: spec.tuning.batch_size.max(1),
+        barriers: barriers.clone(),
     };
 
     let mut task_threads: Vec<(String, JoinHandle<Result<(), RunError>>)> = Vec::new();
     for (task, assigned) in per_task.into_iter().enumerate() {
-        let chain = plan.stages[0].chain(&store);
+        let chain = plan.stages[0].chain(None)?;
         let downstream = downstream_for(0, task, &inbound);
-        let env = env(&hub);
+        let env = env(&hub, task);
         let name = format!("source-task-{task}");
         task_threads.push((
             name.clone(),
             spawn(&name, move || {
-                tasks::run_source_task(assigned, chain, downstream, env)
+                tasks::run_source_task(task, assigned, chain, downstream, env)
             })?,
         ));
     }
+    let restored = coordinator.as_ref().and_then(|(_, r)| r.as_ref());
     for stage in 1..stage_count {
         for task in 0..parallelism {
             let rx = inbound[stage - 1][task].1.clone();
-            let chain = plan.stages[stage].chain(&store);
+            let store = if plan.stages[stage].has_state() {
+                let dir = live_dir(&spec.state.dir, stage, task);
+                Some(if restored.is_some() {
+                    StateStore::open(&dir)?
+                } else {
+                    StateStore::open_fresh(&dir)?
+                })
+            } else {
+                None
+            };
+            let chain = plan.stages[stage].chain(store.as_ref())?;
             let downstream = downstream_for(stage, task, &inbound);
-            let env = env(&hub);
+            let env = env(&hub, stage * parallelism + task);
+            let slot = StageSlot {
+                stage,
+                task,
+                key_groups: key_group_range(task, parallelism, spec.max_parallelism),
+                store,
+                restored_watermark: restored.map(|r| {
+                    r.watermarks
+                        .get(&(stage, task))
+                        .copied()
+                        .unwrap_or(crate::record::WATERMARK_START)
+                }),
+            };
             let name = format!("stage-{stage}-task-{task}");
             task_threads.push((
                 name.clone(),
                 spawn(&name, move || {
-                    tasks::run_stage_task(rx, parallelism, chain, downstream, env)
+                    tasks::run_stage_task(rx, parallelism, chain, downstream, env, slot)
                 })?,
             ));
         }
@@ -265,6 +443,7 @@ pub fn run(
     inbound.clear();
     drop(hub);
     drop(outputs);
+    drop(barriers);
 
     let progress_done = Arc::new(AtomicBool::new(false));
     let progress = (opts.progress && !spec.tuning.progress_interval.is_zero()).then(|| {
@@ -293,6 +472,7 @@ pub fn run(
             })
         });
         if let Err(e) = result {
+            control.cancel();
             first_error.get_or_insert(e);
         }
     }
@@ -301,6 +481,20 @@ pub fn run(
         .unwrap_or_else(|_| Err(RunError::Panic { what: "dlq".into() }))
     {
         first_error.get_or_insert(e);
+    }
+    let mut outcome = None;
+    if let Some((handle, _)) = coordinator {
+        match handle.join() {
+            Ok(Ok(o)) => outcome = Some(o),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e.into());
+            }
+            Err(_) => {
+                first_error.get_or_insert(RunError::Panic {
+                    what: "checkpoint coordinator".into(),
+                });
+            }
+        }
     }
     progress_done.store(true, Ordering::Relaxed);
     if let Some(p) = progress {
@@ -328,6 +522,8 @@ pub fn run(
         dlq_by_step,
         dlq_path,
         stopped_early: control.stop_requested(),
+        checkpoints: checkpointing.then(|| metrics.checkpoint_stats()),
+        stopped_at_checkpoint: outcome.as_ref().is_some_and(|o| o.stopped),
     })
 }
 
@@ -343,35 +539,89 @@ where
         })
 }
 
+/// A sink thread's part in checkpoints.
+struct SinkCheckpointing {
+    barriers: Barriers,
+    sink: usize,
+    /// Tasks that send to the sink (every task of every stage).
+    senders: usize,
+    /// The epoch the sink's next records belong to.
+    epoch: crate::checkpoint::CheckpointId,
+}
+
 fn run_sink(
     mut sink: Box<dyn Sink>,
-    rx: Receiver<Vec<Value>>,
+    rx: Receiver<SinkMsg>,
     control: Arc<RunControl>,
+    checkpointing: Option<SinkCheckpointing>,
 ) -> Result<(), RunError> {
     let mut closed = false;
-    for values in rx {
+    let mut write = |sink: &mut Box<dyn Sink>, values: &[crate::value::Value]| {
         if closed {
-            continue; // keep draining so upstream never blocks on a closed output
+            return Ok(()); // keep draining so upstream never blocks on a closed output
         }
-        match sink.write(&values) {
-            Ok(()) => {}
+        match sink.write(values) {
+            Ok(()) => Ok(()),
             Err(SinkError::Closed { .. }) => {
                 tracing::warn!("output closed by the reader; discarding the rest of its records");
                 closed = true;
+                Ok(())
             }
             Err(e) => {
                 control.cancel();
-                return Err(e.into());
+                Err(RunError::from(e))
             }
         }
-    }
-    if !closed {
-        match sink.flush() {
-            Ok(()) | Err(SinkError::Closed { .. }) => {}
-            Err(e) => return Err(e.into()),
+    };
+    let Some(mut ckpt) = checkpointing else {
+        for (_, item) in rx {
+            if let SinkItem::Data(values) = item {
+                write(&mut sink, &values)?;
+            }
+        }
+        return match sink.flush() {
+            Ok(()) | Err(SinkError::Closed { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+    };
+    // Checkpointed: align the barriers of every sending task, then pre-commit the epoch.
+    let mut aligner: Aligner<SinkItem> = Aligner::new(ckpt.senders);
+    let pre_commit = |sink: &mut Box<dyn Sink>, epoch| match sink.pre_commit(epoch) {
+        Ok(c) => Ok(c),
+        Err(SinkError::Closed { .. }) => Ok(None),
+        Err(e) => Err(RunError::from(e)),
+    };
+    loop {
+        match aligner.next(|| match rx.recv() {
+            Ok((from, item)) => Recv::Msg(from, item),
+            Err(_) => Recv::Closed,
+        }) {
+            Step::Deliver(_, SinkItem::Data(values)) => write(&mut sink, &values)?,
+            Step::Deliver(_, SinkItem::End) if aligner.all_ended() => {
+                let commit = pre_commit(&mut sink, ckpt.epoch)?;
+                ckpt.barriers.report(Report {
+                    from: Participant::Sink { sink: ckpt.sink },
+                    id: None,
+                    contribution: Contribution::Sink(commit),
+                });
+                return Ok(());
+            }
+            Step::Deliver(..) => {}
+            Step::Aligned(id) => {
+                let commit = pre_commit(&mut sink, id)?;
+                ckpt.epoch = id + 1;
+                ckpt.barriers.report(Report {
+                    from: Participant::Sink { sink: ckpt.sink },
+                    id: Some(id),
+                    contribution: Contribution::Sink(commit),
+                });
+                aligner.release();
+            }
+            // The run is being torn down (or stopped at a checkpoint): what was written
+            // since is discarded by the next run's recovery.
+            Step::Closed | Step::Timeout => return Ok(()),
         }
     }
-    Ok(())
 }
 
 fn run_dlq(

@@ -18,6 +18,32 @@ use super::metrics::Metrics;
 /// A message on a stage's inbound channel: which upstream task sent it, and what.
 pub type Inbound = (usize, Message);
 
+/// What a sink receives from a task.
+#[derive(Debug)]
+pub enum SinkItem {
+    Data(Vec<Value>),
+    /// Everything this task sent before belongs to checkpoint `id`'s epoch.
+    Barrier(crate::checkpoint::CheckpointId),
+    /// The task sends nothing more.
+    End,
+}
+
+/// A message on a sink's channel: the sending task (numbered across all stages) and what.
+pub type SinkMsg = (usize, SinkItem);
+
+impl super::align::Control for SinkItem {
+    fn barrier(&self) -> Option<crate::checkpoint::CheckpointId> {
+        match self {
+            SinkItem::Barrier(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    fn is_end(&self) -> bool {
+        matches!(self, SinkItem::End)
+    }
+}
+
 /// The receiver has gone away: the run is being torn down.
 #[derive(Debug)]
 pub struct Disconnected;
@@ -25,11 +51,31 @@ pub struct Disconnected;
 /// Senders to every sink (main and side outputs) and to the DLQ writer.
 #[derive(Clone)]
 pub struct SinkHub {
-    pub sinks: Vec<Sender<Vec<Value>>>,
+    /// This task's number among all tasks (the sinks track each sender's barriers).
+    pub sender: usize,
+    pub sinks: Vec<Sender<SinkMsg>>,
     pub dlq: Sender<Vec<DeadLetter>>,
 }
 
 impl SinkHub {
+    /// Sends checkpoint `id`'s barrier to every sink, after everything sent before.
+    pub fn barrier(&self, id: crate::checkpoint::CheckpointId) -> Result<(), Disconnected> {
+        for s in &self.sinks {
+            s.send((self.sender, SinkItem::Barrier(id)))
+                .map_err(|_| Disconnected)?;
+        }
+        Ok(())
+    }
+
+    /// Tells every sink this task is done.
+    pub fn end(&self) -> Result<(), Disconnected> {
+        for s in &self.sinks {
+            s.send((self.sender, SinkItem::End))
+                .map_err(|_| Disconnected)?;
+        }
+        Ok(())
+    }
+
     /// Sends what an operator put aside: dead letters and side outputs.
     pub fn drain_context(&self, ctx: &mut Context, metrics: &Metrics) -> Result<(), Disconnected> {
         if ctx.late > 0 {
@@ -50,7 +96,9 @@ impl SinkHub {
             }
             for (idx, values) in per_sink.into_iter().enumerate() {
                 if !values.is_empty() {
-                    self.sinks[idx].send(values).map_err(|_| Disconnected)?;
+                    self.sinks[idx]
+                        .send((self.sender, SinkItem::Data(values)))
+                        .map_err(|_| Disconnected)?;
                 }
             }
         }
@@ -71,7 +119,9 @@ pub enum Downstream {
     /// Write to the main-output sinks (each gets every record).
     Sinks {
         task: usize,
-        outputs: Vec<Sender<Vec<Value>>>,
+        /// The task's number among all tasks (see [`SinkHub::sender`]).
+        sender: usize,
+        outputs: Vec<Sender<SinkMsg>>,
         metrics: Arc<Metrics>,
     },
 }
@@ -126,13 +176,16 @@ impl Downstream {
                 Ok(())
             }
             Downstream::Sinks {
-                outputs, metrics, ..
+                outputs,
+                metrics,
+                sender,
+                ..
             } => {
                 metrics
                     .records_out
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 let values: Vec<Value> = batch.into_iter().map(|r| r.value).collect();
-                send_to_all(outputs, values, metrics)
+                send_to_all(outputs, *sender, values, metrics)
             }
         }
     }
@@ -155,6 +208,20 @@ impl Downstream {
         }
     }
 
+    /// Sends checkpoint `id`'s barrier to the next stage (sinks get it through the hub).
+    pub fn send_barrier(
+        &mut self,
+        id: crate::checkpoint::CheckpointId,
+    ) -> Result<(), Disconnected> {
+        if let Downstream::Shuffle { from, targets, .. } = self {
+            for t in targets.iter() {
+                t.send((*from, Message::Barrier(id)))
+                    .map_err(|_| Disconnected)?;
+            }
+        }
+        Ok(())
+    }
+
     /// No more messages from this task.
     pub fn end(&mut self) -> Result<(), Disconnected> {
         match self {
@@ -173,7 +240,8 @@ impl Downstream {
 }
 
 fn send_to_all(
-    outputs: &[Sender<Vec<Value>>],
+    outputs: &[Sender<SinkMsg>],
+    sender: usize,
     values: Vec<Value>,
     metrics: &Metrics,
 ) -> Result<(), Disconnected> {
@@ -181,9 +249,9 @@ fn send_to_all(
         return Ok(());
     };
     for s in rest {
-        send_timed(s, values.clone(), metrics)?;
+        send_timed(s, (sender, SinkItem::Data(values.clone())), metrics)?;
     }
-    send_timed(last, values, metrics)
+    send_timed(last, (sender, SinkItem::Data(values)), metrics)
 }
 
 /// Sends, counting the time spent waiting on a full channel as backpressure.

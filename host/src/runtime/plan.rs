@@ -78,36 +78,60 @@ pub struct StagePlan {
 }
 
 impl StagePlan {
-    /// Instantiates the operators for one task.
-    pub fn chain(&self, store: &StateStore) -> Chain {
+    /// Instantiates the operators for one task; stateful stages need the task's store.
+    pub fn chain(&self, store: Option<&StateStore>) -> Result<Chain, crate::state::StateError> {
+        let needs_store = || {
+            crate::state::StateError::Corrupt(
+                "internal: a stateful step was planned without a state store".into(),
+            )
+        };
         let ops = self
             .ops
             .iter()
-            .map(|op| -> Box<dyn Operator> {
-                match op.clone() {
-                    OpPlan::Filter { step, expr } => Box::new(Filter::new(step, expr)),
-                    OpPlan::Map {
-                        step,
-                        spec,
-                        compute,
-                    } => Box::new(Map::new(step, spec, compute)),
-                    OpPlan::KeyBy { fields } => Box::new(KeyBy::new(fields)),
-                    OpPlan::Window(cfg) => Box::new(WindowOp::new(cfg, store.clone())),
-                    OpPlan::Keyed(cfg) => Box::new(KeyedProcess::new(cfg, store.clone())),
-                    OpPlan::Udf {
-                        step,
-                        runtime,
-                        function,
-                        kind,
-                        batching,
-                    } => Box::new(
-                        UdfStep::new(step, runtime, function, kind, RetryPolicy::default())
-                            .with_batching(batching),
-                    ),
-                }
+            .map(
+                |op| -> Result<Box<dyn Operator>, crate::state::StateError> {
+                    Ok(match op.clone() {
+                        OpPlan::Filter { step, expr } => Box::new(Filter::new(step, expr)),
+                        OpPlan::Map {
+                            step,
+                            spec,
+                            compute,
+                        } => Box::new(Map::new(step, spec, compute)),
+                        OpPlan::KeyBy { fields } => Box::new(KeyBy::new(fields)),
+                        OpPlan::Window(cfg) => {
+                            Box::new(WindowOp::new(cfg, store.ok_or_else(needs_store)?.clone()))
+                        }
+                        OpPlan::Keyed(cfg) => Box::new(KeyedProcess::new(
+                            cfg,
+                            store.ok_or_else(needs_store)?.clone(),
+                        )),
+                        OpPlan::Udf {
+                            step,
+                            runtime,
+                            function,
+                            kind,
+                            batching,
+                        } => Box::new(
+                            UdfStep::new(step, runtime, function, kind, RetryPolicy::default())
+                                .with_batching(batching),
+                        ),
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Chain::new(ops))
+    }
+
+    /// The stateful operators, as recorded in manifests (`s<stage>:op<id>:<kind>`).
+    pub fn stateful_operators(&self, stage: usize) -> Vec<String> {
+        self.ops
+            .iter()
+            .filter_map(|op| match op {
+                OpPlan::Window(w) => Some(format!("s{stage}:op{}:window", w.op_id)),
+                OpPlan::Keyed(k) => Some(format!("s{stage}:op{}:keyed_process", k.op_id)),
+                _ => None,
             })
-            .collect();
-        Chain::new(ops)
+            .collect()
     }
 
     pub fn has_state(&self) -> bool {

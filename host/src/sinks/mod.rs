@@ -5,13 +5,31 @@ use std::fs::File;
 use std::io::{BufWriter, ErrorKind, Stdout, Write};
 use std::path::PathBuf;
 
+pub mod file;
+
+use crate::checkpoint::manifest::SinkCommit;
+use crate::checkpoint::CheckpointId;
 use crate::config::spec::{SinkKind, SinkSpec};
 use crate::value::Value;
 
 /// Writes records somewhere, as JSON lines.
+///
+/// In checkpointed runs a sink commits in two phases: everything written since the previous
+/// barrier belongs to one epoch; [`Sink::pre_commit`] makes it durable but invisible and says
+/// how to make it visible, which the checkpoint coordinator does once the checkpoint's
+/// manifest exists (and recovery does again if the run died in between). Kafka and
+/// PostgreSQL sinks implement the same contract with transactions.
 pub trait Sink: Send {
     fn write(&mut self, records: &[Value]) -> Result<(), SinkError>;
     fn flush(&mut self) -> Result<(), SinkError>;
+
+    /// Checkpoint `epoch`'s barrier arrived from every task: make the epoch's output durable
+    /// and return what commits it (`None`: nothing to commit, e.g. a non-transactional sink,
+    /// which is at-least-once).
+    fn pre_commit(&mut self, _epoch: CheckpointId) -> Result<Option<SinkCommit>, SinkError> {
+        self.flush()?;
+        Ok(None)
+    }
 }
 
 /// A sink that cannot take more records.
@@ -32,6 +50,22 @@ pub enum SinkError {
     /// The reader went away (e.g. `headwater run ... | head`): not an error of the pipeline.
     #[error("sink `{sink}`: the reader closed the output")]
     Closed { sink: String },
+}
+
+/// Opens a sink for a checkpointed run: file sinks write pending parts from epoch
+/// `first_epoch` on; the others are as in [`open_sink`].
+pub fn open_checkpointed_sink(
+    spec: &SinkSpec,
+    first_epoch: CheckpointId,
+) -> Result<Box<dyn Sink>, SinkError> {
+    match &spec.kind {
+        SinkKind::File { path } => Ok(Box::new(file::PartFileSink::create(
+            &spec.name,
+            path,
+            first_epoch,
+        )?)),
+        _ => open_sink(spec),
+    }
 }
 
 pub fn open_sink(spec: &SinkSpec) -> Result<Box<dyn Sink>, SinkError> {
@@ -84,7 +118,7 @@ impl FileSink {
 }
 
 /// Writes each record as one line of compact JSON, reusing `line` as the buffer.
-fn write_json_lines(
+pub(crate) fn write_json_lines(
     out: &mut impl Write,
     line: &mut Vec<u8>,
     records: &[Value],

@@ -1,10 +1,10 @@
 //! JSON-lines partitions: one file each, or standard input.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::{extract_event_time, Poll, SourceError, SourcePartition};
+use super::{extract_event_time, Poll, Position, SourceError, SourcePartition};
 use crate::dlq::{DeadLetter, ErrorClass};
 use crate::record::{Origin, Record};
 use crate::value::{Str, Value};
@@ -39,6 +39,10 @@ pub struct LinesPartition {
     reader: Box<dyn BufRead + Send>,
     time_field: Vec<Str>,
     line: Vec<u8>,
+    /// Bytes consumed so far (complete lines only).
+    consumed: u64,
+    /// The file, for seeking on restore (None for stdin and in-memory readers).
+    file: Option<PathBuf>,
 }
 
 impl LinesPartition {
@@ -54,7 +58,7 @@ impl LinesPartition {
             path: path.to_path_buf(),
             error,
         })?;
-        Ok(Self::new(
+        let mut p = Self::new(
             source_name,
             source,
             partition,
@@ -62,7 +66,9 @@ impl LinesPartition {
             path,
             Box::new(file),
             time_field,
-        ))
+        );
+        p.file = Some(path.to_path_buf());
+        Ok(p)
     }
 
     pub fn stdin(source_name: &str, source: u16, time_field: Vec<Str>) -> Self {
@@ -99,6 +105,8 @@ impl LinesPartition {
             reader: Box::new(BufReader::with_capacity(256 << 10, reader)),
             time_field,
             line: Vec::with_capacity(1024),
+            consumed: 0,
+            file: None,
         }
     }
 
@@ -141,6 +149,7 @@ impl SourcePartition for LinesPartition {
             if n == 0 {
                 return Ok(if produced > 0 { Poll::Ready } else { Poll::End });
             }
+            self.consumed += self.line.len() as u64;
             self.origin.offset += 1;
             let mut bytes: &[u8] = &self.line;
             while let Some((last, rest)) = bytes.split_last() {
@@ -166,6 +175,45 @@ impl SourcePartition for LinesPartition {
             }
         }
         Ok(Poll::Ready)
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            offset: self.consumed,
+            records: self.origin.offset,
+        }
+    }
+
+    fn seek(&mut self, position: Position) -> Result<(), SourceError> {
+        let fail = |message: String| SourceError::Seek {
+            source_name: self.source_name.clone(),
+            partition: self.name.clone(),
+            position: format!("byte {} (line {})", position.offset, position.records),
+            message,
+        };
+        let Some(path) = self.file.clone() else {
+            if position.offset == 0 {
+                return Ok(());
+            }
+            return Err(fail("standard input cannot be read again".into()));
+        };
+        let mut file = File::open(&path).map_err(|e| fail(e.to_string()))?;
+        let len = file.metadata().map_err(|e| fail(e.to_string()))?.len();
+        if len < position.offset {
+            return Err(fail(format!(
+                "the file is only {len} bytes long now; it was truncated or replaced since the checkpoint"
+            )));
+        }
+        file.seek(SeekFrom::Start(position.offset))
+            .map_err(|e| fail(e.to_string()))?;
+        self.reader = Box::new(BufReader::with_capacity(256 << 10, file));
+        self.consumed = position.offset;
+        self.origin.offset = position.records;
+        Ok(())
+    }
+
+    fn replayable(&self) -> bool {
+        self.file.is_some()
     }
 }
 

@@ -25,7 +25,21 @@ pub trait SourcePartition: Send {
         dead: &mut Vec<DeadLetter>,
         max: usize,
     ) -> Result<Poll, SourceError>;
+
+    /// Where the next poll reads from, for checkpoints.
+    fn position(&self) -> Position;
+
+    /// Resumes at a position taken from [`SourcePartition::position`] by an earlier run.
+    fn seek(&mut self, position: Position) -> Result<(), SourceError>;
+
+    /// False when input cannot be read again (stdin): records read since the last
+    /// checkpoint are lost on a crash.
+    fn replayable(&self) -> bool {
+        true
+    }
 }
+
+pub use crate::checkpoint::manifest::Position;
 
 /// What a poll achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +68,13 @@ pub enum SourceError {
         source_name: String,
         path: PathBuf,
         error: std::io::Error,
+    },
+    #[error("source `{source_name}`: cannot resume `{partition}` at {position}: {message}")]
+    Seek {
+        source_name: String,
+        partition: String,
+        position: String,
+        message: String,
     },
     #[error("source `{source_name}`: needs `event_time.field` to find each record's timestamp")]
     NoTimeField { source_name: String },

@@ -11,7 +11,7 @@ use nexmark::config::NexmarkConfig;
 use nexmark::event::{Event, EventType};
 use nexmark::EventGenerator;
 
-use super::{Poll, SourceError, SourcePartition};
+use super::{Poll, Position, SourceError, SourcePartition};
 use crate::config::spec::{NexmarkEventKind, NexmarkSpec};
 use crate::dlq::DeadLetter;
 use crate::record::{Origin, Record};
@@ -27,6 +27,15 @@ pub struct NexmarkPartition {
     rate: Option<f64>,
     started: Option<Instant>,
     produced: u64,
+    /// Events the partition produces in all (None = unbounded).
+    total: Option<u64>,
+    /// The generator's settings, to rebuild it at a position.
+    config: NexmarkConfig,
+    offset_of_first: u64,
+    step: u64,
+    only: Option<NexmarkEventKind>,
+    /// Events produced before the rate limit's clock started (a resumed run).
+    rate_base: u64,
 }
 
 /// Builds the partitions of a Nexmark source.
@@ -38,23 +47,13 @@ pub fn partitions(spec: &NexmarkSpec, source: u16) -> Vec<NexmarkPartition> {
     };
     (0..n)
         .map(|i| {
-            let mut generator = EventGenerator::new(config.clone())
-                .with_offset(i)
-                .with_step(n);
-            if let Some(kind) = spec.only {
-                generator = generator.with_type_filter(match kind {
-                    NexmarkEventKind::Person => EventType::Person,
-                    NexmarkEventKind::Auction => EventType::Auction,
-                    NexmarkEventKind::Bid => EventType::Bid,
-                });
-            }
             // Partition i produces the global events i, i+n, ... below the total.
             let remaining = spec
                 .events
                 .map(|total| total / n + u64::from(i < total % n));
             NexmarkPartition {
                 name: format!("nexmark[{}/{}]", i, n),
-                generator,
+                generator: generator(&config, i, n, spec.only),
                 origin: Origin {
                     source,
                     partition: i as u32,
@@ -64,9 +63,34 @@ pub fn partitions(spec: &NexmarkSpec, source: u16) -> Vec<NexmarkPartition> {
                 rate: spec.rate.map(|r| r as f64 / n as f64),
                 started: None,
                 produced: 0,
+                total: remaining,
+                config: config.clone(),
+                offset_of_first: i,
+                step: n,
+                only: spec.only,
+                rate_base: 0,
             }
         })
         .collect()
+}
+
+fn generator(
+    config: &NexmarkConfig,
+    offset: u64,
+    step: u64,
+    only: Option<NexmarkEventKind>,
+) -> EventGenerator {
+    let mut generator = EventGenerator::new(config.clone())
+        .with_offset(offset)
+        .with_step(step);
+    if let Some(kind) = only {
+        generator = generator.with_type_filter(match kind {
+            NexmarkEventKind::Person => EventType::Person,
+            NexmarkEventKind::Auction => EventType::Auction,
+            NexmarkEventKind::Bid => EventType::Bid,
+        });
+    }
+    generator
 }
 
 impl SourcePartition for NexmarkPartition {
@@ -90,7 +114,7 @@ impl SourcePartition for NexmarkPartition {
         if let Some(rate) = self.rate {
             let started = *self.started.get_or_insert_with(Instant::now);
             let due = (started.elapsed().as_secs_f64() * rate) as u64;
-            let allowed = due.saturating_sub(self.produced);
+            let allowed = due.saturating_sub(self.produced - self.rate_base);
             if allowed == 0 {
                 return Ok(Poll::Pending);
             }
@@ -109,6 +133,35 @@ impl SourcePartition for NexmarkPartition {
             *remaining -= budget;
         }
         Ok(Poll::Ready)
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            offset: self.generator.offset(),
+            records: self.produced,
+        }
+    }
+
+    fn seek(&mut self, position: Position) -> Result<(), SourceError> {
+        let aligned = position.offset >= self.offset_of_first
+            && (position.offset - self.offset_of_first) % self.step == 0;
+        if !aligned || self.total.is_some_and(|t| position.records > t) {
+            return Err(SourceError::Seek {
+                source_name: self.name.clone(),
+                partition: self.name.clone(),
+                position: format!("offset {}", position.offset),
+                message:
+                    "the checkpoint was taken with other generator settings (partitions or events)"
+                        .into(),
+            });
+        }
+        self.generator = generator(&self.config, position.offset, self.step, self.only);
+        self.produced = position.records;
+        self.remaining = self.total.map(|t| t - position.records);
+        // A rate limit restarts from the resumed position.
+        self.started = None;
+        self.rate_base = position.records;
+        Ok(())
     }
 }
 

@@ -38,8 +38,7 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Opens a fresh, empty store in `dir`, removing state left by an earlier run (runs do not
-    /// resume yet; checkpoints and recovery arrive with issue #4).
+    /// Opens a fresh, empty store in `dir`, removing whatever was there.
     pub fn open_fresh(dir: &Path) -> Result<StateStore, StateError> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|source| StateError::Clear {
@@ -47,6 +46,11 @@ impl StateStore {
                 source,
             })?;
         }
+        Self::open(dir)
+    }
+
+    /// Opens the store in `dir` as it is (a restored checkpoint), creating it if missing.
+    pub fn open(dir: &Path) -> Result<StateStore, StateError> {
         std::fs::create_dir_all(dir).map_err(|source| StateError::Clear {
             path: dir.to_path_buf(),
             source,
@@ -112,6 +116,49 @@ impl StateStore {
             out.push((k.into_vec(), v.into_vec()));
         }
         Ok(out)
+    }
+
+    /// Writes a consistent copy of the store into `dir` (which must not exist): memtables are
+    /// flushed, SST files are hard-linked (cheap), the small metadata files copied.
+    pub fn checkpoint_to(&self, dir: &Path) -> Result<(), StateError> {
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        cp.create_checkpoint(dir)?;
+        Ok(())
+    }
+
+    /// Copies every entry whose key group is in `first..=last` from `other` (rescaling).
+    pub fn copy_key_groups(
+        &self,
+        other: &StateStore,
+        first: u16,
+        last: u16,
+    ) -> Result<u64, StateError> {
+        let mut copied = 0u64;
+        let mut batch = WriteBatch::default();
+        let mut opts = rocksdb::ReadOptions::default();
+        if let Some(next) = last.checked_add(1) {
+            opts.set_iterate_upper_bound(next.to_be_bytes().to_vec());
+        }
+        let start = first.to_be_bytes();
+        let iter = other
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
+        for item in iter {
+            let (k, v) = item?;
+            let kg = k.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            match kg {
+                Some(kg) if kg >= first && kg <= last => {}
+                Some(kg) if kg > last => break,
+                _ => continue,
+            }
+            batch.put(&k, &v);
+            copied += 1;
+            if batch.len() >= 10_000 {
+                self.write(std::mem::take(&mut batch))?;
+            }
+        }
+        self.write(batch)?;
+        Ok(copied)
     }
 
     /// Number of live keys (an estimate from RocksDB's properties), for the run summary.

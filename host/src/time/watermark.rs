@@ -33,6 +33,11 @@ impl PartitionClock {
         }
     }
 
+    /// Resumes from a checkpoint: the largest event time seen before it.
+    pub fn restore(&mut self, max_time: EventTime) {
+        self.max_time = self.max_time.max(max_time);
+    }
+
     /// Notes a record's event time.
     pub fn observe(&mut self, time: EventTime, now: Instant) {
         self.max_time = self.max_time.max(time);
@@ -89,6 +94,16 @@ impl InputWatermarks {
             inputs: vec![WatermarkStatus::Active(WATERMARK_START); inputs],
             current: WATERMARK_START,
             last_emitted: None,
+        }
+    }
+
+    /// Resumes from a checkpoint: every input starts at `watermark`, which counts as
+    /// already emitted, so the combined watermark never goes below it.
+    pub fn restored(inputs: usize, watermark: EventTime) -> Self {
+        InputWatermarks {
+            inputs: vec![WatermarkStatus::Active(watermark); inputs],
+            current: watermark,
+            last_emitted: Some(WatermarkStatus::Active(watermark)),
         }
     }
 

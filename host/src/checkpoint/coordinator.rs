@@ -1,0 +1,558 @@
+//! The checkpoint coordinator: triggers barriers on the interval (one checkpoint in flight,
+//! a minimum pause between), collects every participant's contribution, uploads new state
+//! files, writes the manifest last, commits the sinks' pending output, then applies
+//! retention and deletes files no retained manifest references.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::files::{UploadStats, Uploader};
+use super::manifest::{Manifest, ManifestKind, SinkCommit, TaskState, FORMAT};
+use super::storage::CheckpointStorage;
+use super::{CheckpointError, CheckpointId, Contribution, Participant, Report};
+use crate::config::spec::CheckpointSpec;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::RunControl;
+
+/// What tasks and sinks hold: the barrier to inject next, and where to report.
+#[derive(Clone)]
+pub struct Barriers {
+    requested: Arc<AtomicU64>,
+    reports: Sender<Report>,
+    state_dir: PathBuf,
+}
+
+impl Barriers {
+    /// The newest checkpoint the coordinator asked for (0: none yet).
+    pub fn requested(&self) -> CheckpointId {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    pub fn report(&self, report: Report) {
+        // The coordinator only goes away when the run is being torn down.
+        let _ = self.reports.send(report);
+    }
+
+    /// The folder a stage task writes its local RocksDB checkpoint into.
+    pub fn snapshot_dir(&self, id: Option<CheckpointId>, stage: usize, task: usize) -> PathBuf {
+        let name = match id {
+            Some(id) => format!("pending-{id}"),
+            None => "final".to_string(),
+        };
+        self.state_dir
+            .join("checkpoints")
+            .join(name)
+            .join(task_dir_name(stage, task))
+    }
+}
+
+/// `s<stage>-t<task>`: a stage task's folder name (live state and local checkpoints).
+pub fn task_dir_name(stage: usize, task: usize) -> String {
+    format!("s{stage}-t{task}")
+}
+
+/// Everything the coordinator needs.
+pub struct Setup {
+    pub spec: CheckpointSpec,
+    pub pipeline: String,
+    pub parallelism: usize,
+    pub max_parallelism: u32,
+    pub operators: Vec<String>,
+    pub state_dir: PathBuf,
+    pub participants: Vec<Participant>,
+    pub sink_names: Vec<String>,
+    /// The first id this run uses.
+    pub next_id: CheckpointId,
+    pub storage: CheckpointStorage,
+    pub uploader: Uploader,
+    /// A stop request takes a checkpoint at once, then halts the tasks (no draining: the
+    /// next run resumes exactly there).
+    pub control: Arc<RunControl>,
+}
+
+/// How the coordinator ended.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub completed: u64,
+    pub failed: u64,
+    pub last: Option<(CheckpointId, bool)>,
+    /// Stopped on request after checkpoint `last`.
+    pub stopped: bool,
+}
+
+struct Inflight {
+    id: CheckpointId,
+    started: Instant,
+    started_ms: i64,
+    reports: HashMap<Participant, Contribution>,
+}
+
+pub struct Coordinator {
+    setup: Setup,
+    rx: Receiver<Report>,
+    requested: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    finished: HashMap<Participant, Contribution>,
+    uncommitted: Vec<SinkCommit>,
+    inflight: Option<Inflight>,
+    next_id: CheckpointId,
+    last_trigger: Instant,
+    last_end: Instant,
+    outcome: Outcome,
+    /// Manifests this run wrote or read, for garbage collection.
+    known: HashMap<CheckpointId, HashSet<String>>,
+    stop_pending: Arc<AtomicBool>,
+}
+
+impl Coordinator {
+    pub fn new(setup: Setup, metrics: Arc<Metrics>) -> (Coordinator, Barriers) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let requested = Arc::new(AtomicU64::new(0));
+        let barriers = Barriers {
+            requested: requested.clone(),
+            reports: tx,
+            state_dir: setup.state_dir.clone(),
+        };
+        let now = Instant::now();
+        let next_id = setup.next_id;
+        (
+            Coordinator {
+                setup,
+                rx,
+                requested,
+                metrics,
+                finished: HashMap::new(),
+                uncommitted: Vec::new(),
+                inflight: None,
+                next_id,
+                last_trigger: now,
+                last_end: now,
+                outcome: Outcome::default(),
+                known: HashMap::new(),
+                stop_pending: Arc::new(AtomicBool::new(false)),
+            },
+            barriers,
+        )
+    }
+
+    /// Runs until every participant finished (then the final checkpoint is written), the run
+    /// is cancelled, or every participant went away.
+    pub fn run(mut self) -> Result<Outcome, CheckpointError> {
+        const TICK: Duration = Duration::from_millis(10);
+        loop {
+            match self.rx.recv_timeout(TICK) {
+                Ok(r) => self.accept(r),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.all_finished() {
+                        self.finish()?;
+                    }
+                    return Ok(self.outcome);
+                }
+            }
+            while let Ok(r) = self.rx.try_recv() {
+                self.accept(r);
+            }
+            if self.setup.control.cancelled() {
+                return Ok(self.outcome);
+            }
+            if self.all_finished() {
+                self.finish()?;
+                return Ok(self.outcome);
+            }
+            if self.inflight_complete() {
+                let id = self.inflight.as_ref().map(|i| i.id).unwrap_or_default();
+                self.complete()?;
+                if self.stop_pending.load(Ordering::Relaxed) {
+                    tracing::info!(checkpoint = id, "stopped after checkpoint");
+                    self.outcome.stopped = true;
+                    self.setup.control.cancel();
+                    return Ok(self.outcome);
+                }
+                continue;
+            }
+            let now = Instant::now();
+            if let Some(inflight) = &self.inflight {
+                if now.duration_since(inflight.started) > self.setup.spec.timeout {
+                    self.abort("timed out");
+                }
+                continue;
+            }
+            let stop = self.setup.control.stop_requested();
+            if stop {
+                self.stop_pending.store(true, Ordering::Relaxed);
+            }
+            let due = now.duration_since(self.last_trigger) >= self.setup.spec.interval
+                && now.duration_since(self.last_end) >= self.setup.spec.min_pause;
+            if due || stop {
+                self.trigger(now);
+            }
+        }
+    }
+
+    fn trigger(&mut self, now: Instant) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.last_trigger = now;
+        self.inflight = Some(Inflight {
+            id,
+            started: now,
+            started_ms: wall_ms(),
+            reports: HashMap::new(),
+        });
+        tracing::debug!(checkpoint = id, "checkpoint triggered");
+        self.requested.store(id, Ordering::Release);
+    }
+
+    fn accept(&mut self, r: Report) {
+        let Report {
+            from,
+            id,
+            contribution,
+        } = r;
+        let contribution = match contribution {
+            Contribution::Sink(commit) => {
+                // Sink output is data: keep it whatever became of its checkpoint.
+                self.uncommitted.extend(commit);
+                Contribution::Sink(None)
+            }
+            other => other,
+        };
+        match id {
+            None => {
+                self.finished.insert(from, contribution);
+            }
+            Some(id) => match &mut self.inflight {
+                Some(inflight) if inflight.id == id => {
+                    inflight.reports.insert(from, contribution);
+                }
+                _ => {
+                    // A checkpoint that was abandoned: its local snapshot is not needed.
+                    if let Contribution::Stage { dir: Some(dir), .. } = contribution {
+                        remove_dir(&dir);
+                    }
+                }
+            },
+        }
+    }
+
+    fn all_finished(&self) -> bool {
+        self.setup
+            .participants
+            .iter()
+            .all(|p| self.finished.contains_key(p))
+    }
+
+    fn inflight_complete(&self) -> bool {
+        self.inflight.as_ref().is_some_and(|i| {
+            self.setup
+                .participants
+                .iter()
+                .all(|p| i.reports.contains_key(p) || self.finished.contains_key(p))
+        })
+    }
+
+    fn abort(&mut self, why: &str) {
+        if let Some(inflight) = self.inflight.take() {
+            tracing::warn!(checkpoint = inflight.id, "checkpoint abandoned: {why}");
+            for c in inflight.reports.values() {
+                if let Contribution::Stage { dir: Some(dir), .. } = c {
+                    remove_dir(dir);
+                }
+            }
+            self.outcome.failed += 1;
+            self.metrics.update_checkpoints(|c| c.failed += 1);
+            self.last_end = Instant::now();
+        }
+    }
+
+    /// Every participant finished: complete the checkpoint in flight, or a new final one.
+    fn finish(&mut self) -> Result<(), CheckpointError> {
+        if self.inflight.is_none() {
+            self.trigger(Instant::now());
+        }
+        self.complete()
+    }
+
+    fn contribution<'a>(
+        &'a self,
+        inflight: &'a Inflight,
+        p: &Participant,
+    ) -> Option<&'a Contribution> {
+        inflight.reports.get(p).or_else(|| self.finished.get(p))
+    }
+
+    fn complete(&mut self) -> Result<(), CheckpointError> {
+        let Some(inflight) = self.inflight.take() else {
+            return Ok(());
+        };
+        let id = inflight.id;
+        let mut stats = UploadStats::default();
+        let mut sources = Vec::new();
+        let mut tasks = Vec::new();
+        let mut local_dirs: Vec<(usize, usize, PathBuf)> = Vec::new();
+        let participants = self.setup.participants.clone();
+        let gathered: Vec<(Participant, Option<Contribution>)> = participants
+            .iter()
+            .map(|p| (*p, self.contribution(&inflight, p).cloned()))
+            .collect();
+        for (p, contribution) in &gathered {
+            match (p, contribution) {
+                (Participant::Source { .. }, Some(Contribution::Source(parts))) => {
+                    sources.extend(parts.iter().cloned())
+                }
+                (
+                    Participant::Stage { stage, task },
+                    Some(Contribution::Stage {
+                        watermark,
+                        key_groups,
+                        dir,
+                    }),
+                ) => {
+                    let files = match dir {
+                        Some(dir) => {
+                            let label = task_dir_name(*stage, *task);
+                            let files = self.setup.uploader.upload_dir(
+                                &self.setup.storage,
+                                &label,
+                                dir,
+                                &mut stats,
+                            )?;
+                            local_dirs.push((*stage, *task, dir.clone()));
+                            files
+                        }
+                        None => Vec::new(),
+                    };
+                    tasks.push(TaskState {
+                        stage: *stage,
+                        task: *task,
+                        key_groups: *key_groups,
+                        watermark: *watermark,
+                        files,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let commits: Vec<SinkCommit> = self
+            .uncommitted
+            .iter()
+            .filter(|c| c.epoch <= id)
+            .cloned()
+            .collect();
+        let finished = participants
+            .iter()
+            .filter(|p| matches!(p, Participant::Source { .. }))
+            .all(|p| self.finished.contains_key(p))
+            && sources.iter().all(|s| s.ended);
+        let manifest = Manifest {
+            format: FORMAT,
+            id,
+            kind: ManifestKind::Checkpoint,
+            pipeline: self.setup.pipeline.clone(),
+            started_ms: inflight.started_ms,
+            duration_ms: 0,
+            parallelism: self.setup.parallelism,
+            max_parallelism: self.setup.max_parallelism,
+            finished,
+            operators: self.setup.operators.clone(),
+            sources,
+            tasks,
+            commits,
+            state_bytes: stats.total_bytes,
+            uploaded_bytes: stats.uploaded_bytes,
+        };
+        let mut manifest = manifest;
+        manifest.duration_ms = inflight.started.elapsed().as_millis() as u64;
+        crash_point("uploaded");
+        self.setup.storage.write_manifest(&manifest)?;
+        crash_point("manifest-written");
+        // The checkpoint exists: now its output becomes visible.
+        for (i, c) in manifest.commits.iter().enumerate() {
+            commit_sink_file(c)?;
+            if i == 0 {
+                crash_point("committed-one");
+            }
+        }
+        self.uncommitted.retain(|c| c.epoch > id);
+        let all_finished = self.all_finished();
+        self.keep_local(id, &local_dirs, all_finished);
+        self.known
+            .insert(id, manifest.files().map(|f| f.key.clone()).collect());
+        self.retain_and_collect()?;
+        let duration = inflight.started.elapsed();
+        tracing::info!(
+            checkpoint = id,
+            ms = duration.as_millis() as u64,
+            state_bytes = stats.total_bytes,
+            uploaded_bytes = stats.uploaded_bytes,
+            files = stats.files,
+            "checkpoint complete"
+        );
+        self.metrics.update_checkpoints(|c| {
+            c.completed += 1;
+            c.last_id = Some(id);
+            c.last_duration_ms = duration.as_millis() as u64;
+            c.last_state_bytes = stats.total_bytes;
+            c.last_uploaded_bytes = stats.uploaded_bytes;
+            c.last_files = stats.files as u64;
+        });
+        self.outcome.completed += 1;
+        self.outcome.last = Some((id, manifest.finished));
+        self.last_end = Instant::now();
+        Ok(())
+    }
+
+    /// Keeps the local copy of checkpoint `id` (`<state>/checkpoints/<id>/s<s>-t<t>`) for fast
+    /// recovery and removes older local snapshots.
+    fn keep_local(&self, id: CheckpointId, dirs: &[(usize, usize, PathBuf)], all_finished: bool) {
+        let root = self.setup.state_dir.join("checkpoints");
+        let target = root.join(id.to_string());
+        if let Err(e) = std::fs::create_dir_all(&target) {
+            tracing::warn!(dir = %target.display(), error = %e, "cannot keep the local checkpoint");
+            return;
+        }
+        for (stage, task, dir) in dirs {
+            let dest = target.join(task_dir_name(*stage, *task));
+            let moved = if dir.starts_with(root.join(format!("pending-{id}"))) {
+                std::fs::rename(dir, &dest).is_ok()
+            } else {
+                link_all(dir, &dest).is_ok()
+            };
+            if !moved {
+                tracing::warn!(dir = %dir.display(), "cannot keep the local checkpoint copy");
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if all_finished && name == "final" {
+                remove_dir(&entry.path());
+                continue;
+            }
+            let stale = match name.strip_prefix("pending-") {
+                Some(n) => n.parse::<CheckpointId>().is_ok_and(|n| n <= id),
+                None => name.parse::<CheckpointId>().is_ok_and(|n| n < id),
+            };
+            if stale {
+                remove_dir(&entry.path());
+            }
+        }
+    }
+
+    /// Deletes manifests beyond the newest `retain`, then shared files no retained manifest
+    /// references.
+    fn retain_and_collect(&mut self) -> Result<(), CheckpointError> {
+        let storage = &self.setup.storage;
+        let ids = storage.list_checkpoints()?;
+        let keep = self.setup.spec.retain.max(1);
+        let (old, retained) = ids.split_at(ids.len().saturating_sub(keep));
+        for id in old {
+            storage.delete(&super::manifest::manifest_key(*id))?;
+            self.known.remove(id);
+        }
+        let mut referenced: HashSet<String> = HashSet::new();
+        for id in retained {
+            if !self.known.contains_key(id) {
+                match storage.read_manifest(*id) {
+                    Ok(m) => {
+                        self.known
+                            .insert(*id, m.files().map(|f| f.key.clone()).collect());
+                    }
+                    Err(e) => {
+                        // Never delete what an unreadable manifest might need.
+                        tracing::warn!(error = %e, "skipping garbage collection");
+                        return Ok(());
+                    }
+                }
+            }
+            if let Some(keys) = self.known.get(id) {
+                referenced.extend(keys.iter().cloned());
+            }
+        }
+        for (key, _) in storage.list_shared()? {
+            if !referenced.contains(&key) {
+                storage.delete(&key)?;
+                self.setup.uploader.forget(&key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes a sink's pending output visible: renames it to its final name. Idempotent: a
+/// commit that already happened (pending gone, final present) is fine.
+pub fn commit_sink_file(c: &SinkCommit) -> Result<(), CheckpointError> {
+    if c.pending.exists() {
+        std::fs::rename(&c.pending, &c.committed).map_err(|source| CheckpointError::Io {
+            path: c.pending.clone(),
+            source,
+        })?;
+        if let Some(dir) = c.committed.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    } else if c.committed.exists() {
+        Ok(())
+    } else {
+        Err(CheckpointError::Missing {
+            location: format!(
+                "{} (output of sink `{}` for checkpoint {}; its committed name {} is missing too)",
+                c.pending.display(),
+                c.sink,
+                c.epoch,
+                c.committed.display()
+            ),
+        })
+    }
+}
+
+/// Failure injection for the recovery tests: `HEADWATER_CRASH_AT=<point>` aborts the process
+/// (as abruptly as a kill -9) the first time a checkpoint reaches `<point>`: `uploaded` (state
+/// files stored, manifest not yet written), `manifest-written` (sink output not yet
+/// committed), `committed-one` (first sink part committed, others not).
+fn crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("HEADWATER_CRASH_AT").ok());
+    if at.as_deref() == Some(point) {
+        eprintln!("HEADWATER_CRASH_AT={point}: aborting on purpose");
+        std::process::abort();
+    }
+}
+
+fn link_all(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if std::fs::hard_link(entry.path(), &dest).is_err() {
+            std::fs::copy(entry.path(), &dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old local snapshot");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (for listings; never used for event time).
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,77 @@
+//! Exactly-once checkpoints (Chandy–Lamport barriers).
+//!
+//! The [`coordinator`] asks every source task to inject barrier *n*; source tasks record
+//! their partitions' positions and forward the barrier; a stage task that has the barrier
+//! from all its inputs (aligned) snapshots its RocksDB instance (a local checkpoint: hard
+//! links) and forwards it; a sink that has it from every task makes its output for the epoch
+//! durable under a pending name. When everyone reported, the coordinator uploads the new state
+//! files ([`files`]), writes the [`manifest`] last and atomically ([`storage`]), then commits
+//! the sinks' pending output. [`recovery`] starts a run from the newest complete manifest.
+
+pub mod coordinator;
+pub mod files;
+pub mod inspect;
+pub mod manifest;
+pub mod recovery;
+pub mod storage;
+
+use std::path::PathBuf;
+
+use crate::record::EventTime;
+
+/// Checkpoint ids grow by one per triggered checkpoint, across restarts.
+pub type CheckpointId = u64;
+
+/// A checkpoint that cannot be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint storage `{url}`: {message}")]
+    Store { url: String, message: String },
+    #[error("checkpoint file `{location}` is missing")]
+    Missing { location: String },
+    #[error("checkpoint manifest `{location}` cannot be read: {message}")]
+    BadManifest { location: String, message: String },
+    #[error("checkpoint file `{location}` is damaged: {message}")]
+    Corrupt { location: String, message: String },
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot restore: {0}")]
+    Incompatible(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+/// Who reports to the coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Participant {
+    Source { task: usize },
+    Stage { stage: usize, task: usize },
+    Sink { sink: usize },
+}
+
+/// What a participant contributes to a checkpoint.
+#[derive(Clone, Debug)]
+pub enum Contribution {
+    /// Positions of a source task's partitions when the barrier left them.
+    Source(Vec<manifest::PartitionState>),
+    /// A stage task's watermark and (stateful stages) its local RocksDB checkpoint folder.
+    Stage {
+        watermark: EventTime,
+        key_groups: (u16, u16),
+        dir: Option<PathBuf>,
+    },
+    /// A sink's output for the epoch the barrier closed, durable under a pending name.
+    Sink(Option<manifest::SinkCommit>),
+}
+
+/// A participant passed a barrier (`id: Some`), or finished its input for good (`id: None`:
+/// the contribution stands for every later checkpoint).
+#[derive(Debug)]
+pub struct Report {
+    pub from: Participant,
+    pub id: Option<CheckpointId>,
+    pub contribution: Contribution,
+}

@@ -1,0 +1,322 @@
+//! Where checkpoints live: an `object_store` location (`file://` by default, `s3://` for real
+//! deployments). Layout under the root:
+//!
+//! - `shared/<xxh3-128>-<size>`: state files, named by content, shared between checkpoints;
+//! - `manifests/<id>.json`: one manifest per complete checkpoint, written last, create-only;
+//! - a savepoint is a root of its own: `manifest.json` next to its own `shared/` files.
+//!
+//! The calls are blocking: the coordinator and the CLI run them on a small private runtime.
+
+use std::collections::HashMap;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::manifest::{id_of_manifest_key, manifest_key, Manifest};
+use super::{CheckpointError, CheckpointId};
+
+/// The manifest of a savepoint, at the root of its folder.
+pub const SAVEPOINT_MANIFEST: &str = "manifest.json";
+
+/// A checkpoint root in an object store.
+pub struct CheckpointStorage {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    rt: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for CheckpointStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CheckpointStorage({})", self.url)
+    }
+}
+
+impl CheckpointStorage {
+    /// Opens `url` (`file:///abs/folder`, `s3://bucket/prefix`, or a plain folder path).
+    /// S3 settings come from the usual `AWS_*` variables (`AWS_ENDPOINT`, `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`).
+    pub fn open(url: &str) -> Result<CheckpointStorage, CheckpointError> {
+        let err = |message: String| CheckpointError::Store {
+            url: url.to_string(),
+            message,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| err(format!("cannot start the I/O runtime: {e}")))?;
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) =
+            if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(err(
+                        "the URL names no bucket; write `s3://bucket/prefix`".into()
+                    ));
+                }
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| err(e.to_string()))?;
+                (Arc::new(s3), Path::from(prefix.trim_matches('/')))
+            } else {
+                let dir = url.strip_prefix("file://").unwrap_or(url);
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| err(format!("cannot create the folder: {e}")))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| err(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                (Arc::new(local), Path::default())
+            };
+        Ok(CheckpointStorage {
+            url: url.to_string(),
+            store,
+            prefix,
+            rt,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A human-readable location of `key`, for messages.
+    pub fn display(&self, key: &str) -> String {
+        format!("{}/{}", self.url.trim_end_matches('/'), key)
+    }
+
+    fn path(&self, key: &str) -> Path {
+        let mut p = self.prefix.clone();
+        for part in key.split('/').filter(|s| !s.is_empty()) {
+            p = p.clone().join(part);
+        }
+        p
+    }
+
+    fn fail(&self, key: &str, e: object_store::Error) -> CheckpointError {
+        match e {
+            object_store::Error::NotFound { .. } => CheckpointError::Missing {
+                location: self.display(key),
+            },
+            other => CheckpointError::Store {
+                url: self.display(key),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// Ids of every manifest under `manifests/`, ascending.
+    pub fn list_checkpoints(&self) -> Result<Vec<CheckpointId>, CheckpointError> {
+        let prefix = self.path("manifests");
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.store.list(Some(&prefix)).try_collect())
+            .map_err(|e| self.fail("manifests", e))?;
+        let mut ids: Vec<CheckpointId> = metas
+            .iter()
+            .filter_map(|m| id_of_manifest_key(m.location.as_ref()))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Every object under `shared/` with its size.
+    pub fn list_shared(&self) -> Result<HashMap<String, u64>, CheckpointError> {
+        let prefix = self.path("shared");
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.store.list(Some(&prefix)).try_collect())
+            .map_err(|e| self.fail("shared", e))?;
+        let strip = if self.prefix.as_ref().is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix.as_ref())
+        };
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let full = m.location.as_ref();
+                (
+                    full.strip_prefix(&strip).unwrap_or(full).to_string(),
+                    m.size,
+                )
+            })
+            .collect())
+    }
+
+    /// Reads and parses the manifest at `key`; errors name the object.
+    pub fn read_manifest_at(&self, key: &str) -> Result<Manifest, CheckpointError> {
+        let bytes = self.get(key)?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| CheckpointError::BadManifest {
+                location: self.display(key),
+                message: e.to_string(),
+            })?;
+        if manifest.format != super::manifest::FORMAT {
+            return Err(CheckpointError::BadManifest {
+                location: self.display(key),
+                message: format!(
+                    "format {} is not supported by this build (it reads format {})",
+                    manifest.format,
+                    super::manifest::FORMAT
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    pub fn read_manifest(&self, id: CheckpointId) -> Result<Manifest, CheckpointError> {
+        self.read_manifest_at(&manifest_key(id))
+    }
+
+    /// Writes a manifest at `key`, failing if one is there already: a checkpoint exists once.
+    pub fn write_manifest_at(&self, key: &str, m: &Manifest) -> Result<(), CheckpointError> {
+        let bytes = serde_json::to_vec_pretty(m).map_err(|e| CheckpointError::Store {
+            url: self.display(key),
+            message: e.to_string(),
+        })?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        self.rt
+            .block_on(
+                self.store
+                    .put_opts(&self.path(key), PutPayload::from(bytes), opts),
+            )
+            .map_err(|e| match e {
+                object_store::Error::AlreadyExists { .. } => CheckpointError::Store {
+                    url: self.display(key),
+                    message: "a manifest with this id already exists (is another run of this pipeline writing here?)".into(),
+                },
+                other => self.fail(key, other),
+            })?;
+        Ok(())
+    }
+
+    pub fn write_manifest(&self, m: &Manifest) -> Result<(), CheckpointError> {
+        self.write_manifest_at(&manifest_key(m.id), m)
+    }
+
+    pub fn get(&self, key: &str) -> Result<bytes::Bytes, CheckpointError> {
+        self.rt
+            .block_on(async {
+                let got = self.store.get(&self.path(key)).await?;
+                got.bytes().await
+            })
+            .map_err(|e| self.fail(key, e))
+    }
+
+    /// Uploads a local file to `key` (overwriting: keys are content names).
+    pub fn upload(&self, local: &FsPath, key: &str) -> Result<u64, CheckpointError> {
+        let bytes = std::fs::read(local).map_err(|source| CheckpointError::Io {
+            path: local.to_path_buf(),
+            source,
+        })?;
+        let size = bytes.len() as u64;
+        self.rt
+            .block_on(self.store.put(&self.path(key), PutPayload::from(bytes)))
+            .map_err(|e| self.fail(key, e))?;
+        Ok(size)
+    }
+
+    /// Downloads `key` into `local` (through a temporary name, so a partial file never
+    /// carries the final name).
+    pub fn download(&self, key: &str, local: &FsPath) -> Result<u64, CheckpointError> {
+        let bytes = self.get(key)?;
+        let tmp = local.with_extension("download");
+        let io = |source| CheckpointError::Io {
+            path: local.to_path_buf(),
+            source,
+        };
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::rename(&tmp, local).map_err(io)?;
+        Ok(bytes.len() as u64)
+    }
+
+    /// Copies an object from another root (savepoints) unless it is here already.
+    pub fn copy_from(&self, other: &CheckpointStorage, key: &str) -> Result<u64, CheckpointError> {
+        let bytes = other.get(key)?;
+        let size = bytes.len() as u64;
+        self.rt
+            .block_on(self.store.put(&self.path(key), PutPayload::from(bytes)))
+            .map_err(|e| self.fail(key, e))?;
+        Ok(size)
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), CheckpointError> {
+        match self.rt.block_on(self.store.delete(&self.path(key))) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail(key, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::manifest::{ManifestKind, FORMAT};
+    use super::*;
+
+    pub(crate) fn manifest(id: CheckpointId) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            id,
+            kind: ManifestKind::Checkpoint,
+            pipeline: "p".into(),
+            started_ms: 0,
+            duration_ms: 1,
+            parallelism: 1,
+            max_parallelism: 128,
+            finished: false,
+            operators: vec![],
+            sources: vec![],
+            tasks: vec![],
+            commits: vec![],
+            state_bytes: 0,
+            uploaded_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn manifests_are_written_once_and_listed_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = CheckpointStorage::open(&format!("file://{}", dir.path().display())).expect("open");
+        assert!(s.list_checkpoints().expect("list").is_empty());
+        for id in [10, 2, 9] {
+            s.write_manifest(&manifest(id)).expect("write");
+        }
+        assert_eq!(s.list_checkpoints().expect("list"), vec![2, 9, 10]);
+        assert_eq!(s.read_manifest(9).expect("read").id, 9);
+        let again = s.write_manifest(&manifest(9)).expect_err("create-only");
+        assert!(again.to_string().contains("already exists"), "{again}");
+    }
+
+    #[test]
+    fn files_round_trip_and_missing_ones_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s =
+            CheckpointStorage::open(dir.path().join("root").to_str().expect("utf8")).expect("open");
+        let src = dir.path().join("a.sst");
+        std::fs::write(&src, b"hello").expect("seed");
+        assert_eq!(s.upload(&src, "shared/abc-5").expect("upload"), 5);
+        assert_eq!(s.list_shared().expect("list").get("shared/abc-5"), Some(&5));
+        let dst = dir.path().join("b.sst");
+        s.download("shared/abc-5", &dst).expect("download");
+        assert_eq!(std::fs::read(&dst).expect("read"), b"hello");
+        s.delete("shared/abc-5").expect("delete");
+        let err = s.download("shared/abc-5", &dst).expect_err("gone");
+        assert!(err.to_string().contains("shared/abc-5"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_manifest_is_reported_with_its_location() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = CheckpointStorage::open(dir.path().to_str().expect("utf8")).expect("open");
+        std::fs::create_dir_all(dir.path().join("manifests")).expect("mkdir");
+        std::fs::write(dir.path().join("manifests/0000000003.json"), b"{ not json").expect("seed");
+        let err = s.read_manifest(3).expect_err("corrupt");
+        assert!(err.to_string().contains("0000000003.json"), "{err}");
+    }
+}
