@@ -395,8 +395,8 @@ def test_run_collects_every_sink_and_the_dead_letters(fake_host: Path, tmp_path:
         parallelism=3,
     )
     expected = [
-        {"ts": 1, "python": sys.executable, "args": ["-p", "3"], "greeting": "hi"},
-        {"ts": 3, "python": sys.executable, "args": ["-p", "3"], "greeting": "hi"},
+        {"ts": 1, "python": sys.executable, "args": ["--fresh", "-p", "3"], "greeting": "hi"},
+        {"ts": 3, "python": sys.executable, "args": ["--fresh", "-p", "3"], "greeting": "hi"},
     ]
     assert isinstance(result, RunResult)
     assert result.output == expected

@@ -256,7 +256,8 @@ def _run(
         run_env["HEADWATER_PYTHON"] = os.fspath(python)
     elif not (env and "HEADWATER_PYTHON" in env):
         run_env["HEADWATER_PYTHON"] = sys.executable
-    args = [os.fspath(exe), "run", os.fspath(prepared.pipeline_file)]
+    # --fresh: every run of the harness starts from its own input, never from a checkpoint.
+    args = [os.fspath(exe), "run", os.fspath(prepared.pipeline_file), "--fresh"]
     if parallelism is not None:
         args += ["-p", str(parallelism)]
     returncode, stdout, stderr = _execute(args, run_env, folder, timeout, prepared.text)
@@ -273,7 +274,7 @@ def _run(
             stdout=stdout,
             pipeline_text=prepared.text,
         )
-    outputs = {name: _read_jsonl(path) for name, path in prepared.sinks.items()}
+    outputs = {name: _read_sink(path) for name, path in prepared.sinks.items()}
     output = outputs.get(prepared.main_sink, []) if prepared.main_sink else []
     return RunResult(
         outputs=outputs,
@@ -337,6 +338,15 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _read_sink(path: Path) -> list[dict[str, Any]]:
+    """A file sink's committed output: with checkpoints on (the default) the host writes one
+    part per checkpoint, ``<stem>-<checkpoint id>.jsonl``; with them off, ``path`` itself."""
+    parts = sorted(path.parent.glob(f"{path.stem}-{'[0-9]' * 10}{path.suffix}"))
+    if not parts:
+        return _read_jsonl(path)
+    return [record for part in parts for record in _read_jsonl(part)]
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
