@@ -10,6 +10,11 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "Python environment (SDK installed from this checkout)"
 setup_python
 
+# Checkpoint tests run against a real S3-compatible server (MinIO, built once with Go and
+# cached under ~/.cache/headwater/s3; the first build takes ~7 minutes on 2 cores).
+step "S3-compatible server for the checkpoint tests (integration/s3/s3.sh build)"
+integration/s3/s3.sh build
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -56,6 +56,16 @@ fn write_input(dir: &Path, files: usize, per_file: usize, seed: u64) -> Vec<Inpu
 }
 
 fn pipeline(dir: &Path, name: &str, window: &str) -> PathBuf {
+    pipeline_at(dir, name, window, "")
+}
+
+/// A pipeline whose checkpoints go to `location` (empty: the default local folder).
+fn pipeline_at(dir: &Path, name: &str, window: &str, location: &str) -> PathBuf {
+    let location = if location.is_empty() {
+        String::new()
+    } else {
+        format!(", location: \"{location}\"")
+    };
     let p = dir.join(format!("{name}.yaml"));
     std::fs::write(
         &p,
@@ -63,7 +73,7 @@ fn pipeline(dir: &Path, name: &str, window: &str) -> PathBuf {
             "name: {name}\nparallelism: 2\nsources:\n  events:\n    type: file\n    path: input/*.jsonl\n    event_time: {{ field: ts, max_out_of_orderness: 5s }}\n\
 steps:\n  - key_by: user\n  - window:\n      {window}\n      aggregates: {{ n: count(), total: sum(v) }}\n\
 sinks:\n  out: {{ type: file, path: out/{name}.jsonl }}\noutput: out\n\
-checkpoint: {{ interval: 100ms }}\ntuning: {{ progress_interval: 0s }}\n"
+checkpoint: {{ interval: 100ms{location} }}\ntuning: {{ progress_interval: 0s }}\n"
         ),
     )
     .expect("write pipeline");
@@ -181,8 +191,10 @@ fn run_once(
     parallelism: usize,
     kill_after: Option<Duration>,
     crash_at: Option<&str>,
+    env: &[(String, String)],
 ) -> (ExitStatus, bool, String) {
     let mut cmd = headwater();
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.current_dir(dir)
         .arg("run")
         .arg(pipeline)
@@ -218,6 +230,17 @@ fn run_once(
 /// Kills the pipeline at `kills` random moments (and, every fifth attempt, makes it abort at
 /// a chosen point of a checkpoint), restarting it each time, then lets it finish.
 fn chaos(dir: &Path, pipeline: &Path, kills: usize, seed: u64, parallelisms: &[usize]) -> usize {
+    chaos_with(dir, pipeline, kills, seed, parallelisms, &[])
+}
+
+fn chaos_with(
+    dir: &Path,
+    pipeline: &Path,
+    kills: usize,
+    seed: u64,
+    parallelisms: &[usize],
+    env: &[(String, String)],
+) -> usize {
     let mut rng = Rng(seed);
     let points = ["uploaded", "manifest-written", "committed-one"];
     let (mut landed, mut attempts, mut injected) = (0usize, 0usize, 0usize);
@@ -229,7 +252,7 @@ fn chaos(dir: &Path, pipeline: &Path, kills: usize, seed: u64, parallelisms: &[u
         if attempts % 5 == 0 && injected < points.len() {
             let point = points[injected];
             injected += 1;
-            let (status, _, stderr) = run_once(dir, pipeline, p, None, Some(point));
+            let (status, _, stderr) = run_once(dir, pipeline, p, None, Some(point), env);
             assert!(
                 !status.success() && stderr.contains("aborting on purpose"),
                 "the run should have aborted at `{point}`: {status:?} {stderr}"
@@ -240,7 +263,7 @@ fn chaos(dir: &Path, pipeline: &Path, kills: usize, seed: u64, parallelisms: &[u
             break;
         }
         let after = Duration::from_millis(20 + rng.below(230));
-        let (status, killed, stderr) = run_once(dir, pipeline, p, Some(after), None);
+        let (status, killed, stderr) = run_once(dir, pipeline, p, Some(after), None, env);
         if killed {
             landed += 1;
         } else {
@@ -248,7 +271,7 @@ fn chaos(dir: &Path, pipeline: &Path, kills: usize, seed: u64, parallelisms: &[u
             break; // finished before the kill: the input is done
         }
     }
-    let (status, _, stderr) = run_once(dir, pipeline, parallelisms[0], None, None);
+    let (status, _, stderr) = run_once(dir, pipeline, parallelisms[0], None, None, env);
     assert!(status.success(), "final run failed: {stderr}");
     landed
 }
@@ -286,5 +309,360 @@ fn session_windows_survive_sigkills_and_parallelism_changes() {
         &committed_rows(dir.path(), "sessions"),
         &session_oracle(&input, 20_000),
         "sessions",
+    );
+}
+
+/// Runs a tumbling pipeline on fresh input and kills it once it has a few checkpoints.
+fn partial_run(dir: &Path, records_per_file: usize, seed: u64) -> (PathBuf, Vec<Input>) {
+    let input = write_input(dir, 2, records_per_file, seed);
+    let p = pipeline(dir, "tumbling", "type: tumbling\n      size: 10s");
+    let manifests = dir.join(".headwater/tumbling/checkpoints/manifests");
+    let mut child = headwater()
+        .current_dir(dir)
+        .args(["run", "tumbling.yaml", "-q"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    loop {
+        let n = std::fs::read_dir(&manifests)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if n >= 3 {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run finished before three checkpoints; use more input"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoints"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    (p, input)
+}
+
+fn manifest_ids(dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> =
+        std::fs::read_dir(dir.join(".headwater/tumbling/checkpoints/manifests"))
+            .expect("manifests")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+    ids.sort();
+    ids
+}
+
+fn run_to_end(dir: &Path, args: &[&str]) -> String {
+    let out = headwater()
+        .current_dir(dir)
+        .arg("run")
+        .arg("tumbling.yaml")
+        .args(args)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "run failed: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_damaged_newest_manifest_is_named_and_the_previous_checkpoint_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, input) = partial_run(dir.path(), 200_000, 21);
+    let ids = manifest_ids(dir.path());
+    let newest = ids.last().expect("a manifest").clone();
+    std::fs::write(
+        dir.path()
+            .join(".headwater/tumbling/checkpoints/manifests")
+            .join(&newest),
+        b"{ \"format\": 1, \"id\": ",
+    )
+    .expect("damage");
+    let stderr = run_to_end(dir.path(), &[]);
+    assert!(
+        stderr.contains(&newest) && stderr.contains("trying an older one"),
+        "the damaged manifest is named: {stderr}"
+    );
+    assert_same(
+        &committed_rows(dir.path(), "tumbling"),
+        &tumbling_oracle(&input, 10_000),
+        "after falling back",
+    );
+}
+
+#[test]
+fn a_missing_state_file_is_named_and_the_previous_checkpoint_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, input) = partial_run(dir.path(), 200_000, 22);
+    let root = dir.path().join(".headwater/tumbling/checkpoints");
+    let ids = manifest_ids(dir.path());
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join("manifests").join(name)).expect("read"))
+            .expect("json")
+    };
+    let keys = |m: &serde_json::Value| -> Vec<String> {
+        m["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .flat_map(|t| t["files"].as_array().expect("files").iter())
+            .map(|f| f["key"].as_str().expect("key").to_string())
+            .collect()
+    };
+    let newest = read(ids.last().expect("newest"));
+    let older: Vec<String> = ids[..ids.len() - 1]
+        .iter()
+        .flat_map(|i| keys(&read(i)))
+        .collect();
+    let only_newest = keys(&newest)
+        .into_iter()
+        .find(|k| !older.contains(k))
+        .expect("the newest checkpoint has a file of its own");
+    std::fs::remove_file(root.join(&only_newest)).expect("delete");
+    // The local copy would otherwise stand in for the object store.
+    std::fs::remove_dir_all(dir.path().join(".headwater/tumbling/state/checkpoints"))
+        .expect("drop local copies");
+    let stderr = run_to_end(dir.path(), &[]);
+    assert!(
+        stderr.contains(&only_newest) && stderr.contains("is missing"),
+        "the missing file is named: {stderr}"
+    );
+    assert_same(
+        &committed_rows(dir.path(), "tumbling"),
+        &tumbling_oracle(&input, 10_000),
+        "after falling back",
+    );
+}
+
+#[test]
+fn no_usable_checkpoint_is_an_error_that_suggests_fresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, input) = partial_run(dir.path(), 200_000, 23);
+    for id in manifest_ids(dir.path()) {
+        std::fs::write(
+            dir.path()
+                .join(".headwater/tumbling/checkpoints/manifests")
+                .join(id),
+            b"garbage",
+        )
+        .expect("damage");
+    }
+    let out = headwater()
+        .current_dir(dir.path())
+        .args(["run", "tumbling.yaml"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no usable checkpoint") && stderr.contains("--fresh"),
+        "{stderr}"
+    );
+    // Starting over is always possible, and then exact again.
+    run_to_end(dir.path(), &["--fresh"]);
+    assert_same(
+        &committed_rows(dir.path(), "tumbling"),
+        &tumbling_oracle(&input, 10_000),
+        "after --fresh",
+    );
+}
+
+#[test]
+fn a_savepoint_restores_elsewhere_with_another_parallelism() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, input) = partial_run(dir.path(), 200_000, 24);
+    let list = headwater()
+        .current_dir(dir.path())
+        .args(["checkpoints", "list", "tumbling.yaml"])
+        .output()
+        .expect("list");
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{text}");
+    assert!(
+        text.contains("duration") && text.contains("uploaded") && text.contains("complete"),
+        "{text}"
+    );
+    let show = headwater()
+        .current_dir(dir.path())
+        .args(["checkpoints", "show", "tumbling.yaml"])
+        .output()
+        .expect("show");
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("sources:") && text.contains("part-0.jsonl") && text.contains("key groups"),
+        "{text}"
+    );
+    let sp = dir.path().join("savepoints/one");
+    let out = headwater()
+        .current_dir(dir.path())
+        .args(["savepoint", "tumbling.yaml", "--to"])
+        .arg(&sp)
+        .output()
+        .expect("savepoint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(sp.join("manifest.json").exists());
+    // The savepoint stands alone: the checkpoints and local state can go.
+    std::fs::remove_dir_all(dir.path().join(".headwater")).expect("remove checkpoints");
+    let stderr = run_to_end(
+        dir.path(),
+        &["-p", "3", "--from", sp.to_str().expect("utf8")],
+    );
+    assert!(stderr.contains("parallelism 2 -> 3"), "{stderr}");
+    assert_same(
+        &committed_rows(dir.path(), "tumbling"),
+        &tumbling_oracle(&input, 10_000),
+        "restored from a savepoint with parallelism 3",
+    );
+}
+
+#[test]
+fn ctrl_c_stops_at_a_checkpoint_and_the_next_run_continues_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_input(dir.path(), 2, 400_000, 25);
+    pipeline(dir.path(), "tumbling", "type: tumbling\n      size: 10s");
+    let child = headwater()
+        .current_dir(dir.path())
+        .args(["run", "tumbling.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(400));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("stopped at checkpoint") && stderr.contains("taking a checkpoint"),
+        "{stderr}"
+    );
+    let second = run_to_end(dir.path(), &[]);
+    assert!(second.contains("resuming from checkpoint"), "{second}");
+    assert_same(
+        &committed_rows(dir.path(), "tumbling"),
+        &tumbling_oracle(&input, 10_000),
+        "stopped and resumed",
+    );
+}
+
+/// A MinIO server started by the project's script on a port of its own, stopped on drop.
+struct Minio {
+    port: String,
+    env: Vec<(String, String)>,
+}
+
+fn s3_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/s3/s3.sh")
+}
+
+impl Minio {
+    fn start(port: u16) -> Minio {
+        let port = port.to_string();
+        let out = Command::new("bash")
+            .arg(s3_script())
+            .arg("start")
+            .env("S3_PORT", &port)
+            .env_remove("HEADWATER_S3_DIR")
+            .output()
+            .expect("run integration/s3/s3.sh");
+        assert!(
+            out.status.success(),
+            "integration/s3/s3.sh start failed (it builds MinIO with Go on first use):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env_out = Command::new("bash")
+            .arg(s3_script())
+            .arg("env")
+            .env("S3_PORT", &port)
+            .output()
+            .expect("s3.sh env");
+        let env = String::from_utf8_lossy(&env_out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect();
+        Minio { port, env }
+    }
+}
+
+impl Drop for Minio {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(s3_script())
+            .arg("stop")
+            .env("S3_PORT", &self.port)
+            .output();
+    }
+}
+
+#[test]
+fn checkpoints_in_s3_survive_sigkills_and_restore_from_the_object_store_alone() {
+    let minio = Minio::start(19093);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_input(dir.path(), 2, 250_000, 31);
+    let prefix = format!("s3://headwater/chaos-{}", std::process::id());
+    let p = pipeline_at(
+        dir.path(),
+        "tumbling",
+        "type: tumbling\n      size: 10s",
+        &format!("{prefix}/tumbling"),
+    );
+    // Kill it a few times mid-run (checkpoints every 100 ms go to MinIO).
+    let mut rng = Rng(41);
+    let mut landed = 0;
+    for _ in 0..6 {
+        let after = Duration::from_millis(150 + rng.below(300));
+        let (_, killed, _) = run_once(dir.path(), &p, 2, Some(after), None, &minio.env);
+        landed += usize::from(killed);
+    }
+    assert!(landed >= 4, "only {landed} kills landed");
+    let list = headwater()
+        .envs(minio.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(dir.path())
+        .args(["checkpoints", "list", "tumbling.yaml"])
+        .output()
+        .expect("list");
+    let listing = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        list.status.success() && listing.contains(&prefix) && listing.contains("complete"),
+        "{listing}{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    // Lose the local disk's state and its checkpoint copies: recovery must come from S3.
+    std::fs::remove_dir_all(dir.path().join(".headwater/tumbling/state")).expect("rm state");
+    let out = headwater()
+        .envs(minio.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(dir.path())
+        .args(["run", "tumbling.yaml"])
+        .output()
+        .expect("resume from S3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let resumed = stderr
+        .lines()
+        .find(|l| l.starts_with("resuming from checkpoint"))
+        .unwrap_or_else(|| panic!("no resume line: {stderr}"));
+    assert!(
+        resumed.contains(" 0 reused locally") && !resumed.contains(" 0 downloaded"),
+        "state came from S3: {resumed}"
+    );
+    assert_same(
+        &committed_rows(dir.path(), "tumbling"),
+        &tumbling_oracle(&input, 10_000),
+        "S3 checkpoints, restored without local state",
     );
 }

@@ -490,11 +490,36 @@ impl Coordinator {
 /// Makes a sink's pending output visible: renames it to its final name. Idempotent: a
 /// commit that already happened (pending gone, final present) is fine.
 pub fn commit_sink_file(c: &SinkCommit) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: c.pending.clone(),
+        source,
+    };
     if c.pending.exists() {
-        std::fs::rename(&c.pending, &c.committed).map_err(|source| CheckpointError::Io {
-            path: c.pending.clone(),
-            source,
-        })?;
+        // Link, then unlink: unlike a rename this never replaces an existing part.
+        match std::fs::hard_link(&c.pending, &c.committed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let same = std::fs::metadata(&c.pending)
+                    .and_then(|p| std::fs::metadata(&c.committed).map(|q| (p, q)))
+                    .map(|(p, q)| {
+                        use std::os::unix::fs::MetadataExt;
+                        p.ino() == q.ino() && p.dev() == q.dev()
+                    })
+                    .unwrap_or(false);
+                if !same {
+                    return Err(CheckpointError::Corrupt {
+                        location: c.committed.display().to_string(),
+                        message: format!(
+                            "sink `{}` would overwrite this committed part with {}; remove one of them",
+                            c.sink,
+                            c.pending.display()
+                        ),
+                    });
+                }
+            }
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::remove_file(&c.pending).map_err(io)?;
         if let Some(dir) = c.committed.parent() {
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();

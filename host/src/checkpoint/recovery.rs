@@ -87,7 +87,21 @@ pub fn prepare(
 ) -> Result<StartPoint, CheckpointError> {
     let storage = CheckpointStorage::open(location)?;
     let ids = storage.list_checkpoints()?;
-    let next_id = ids.last().copied().unwrap_or(0) + 1;
+    // Ids only grow: above every manifest here and every part a file sink committed (a run
+    // restored from a savepoint must not reuse a part's name).
+    let mut newest = ids.last().copied().unwrap_or(0);
+    for (_, path) in &layout.file_sinks {
+        let parts = crate::sinks::file::PartNames::new(path)
+            .committed_parts()
+            .map_err(|source| CheckpointError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        if let Some((epoch, _)) = parts.last() {
+            newest = newest.max(*epoch);
+        }
+    }
+    let next_id = newest + 1;
     match mode {
         StartMode::Fresh => {
             for id in &ids {
@@ -169,6 +183,7 @@ pub fn prepare(
                 false,
                 Vec::new(),
             )?;
+            let next_id = next_id.max(restored.manifest.id + 1);
             let mut uploader = Uploader::new(&storage)?;
             for t in &restored.manifest.tasks {
                 uploader.learn(&task_dir_name(t.stage, t.task), &t.files);

@@ -150,6 +150,7 @@ fn watermark_json(wm: i64) -> serde_json::Value {
 
 fn status(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
     let t = metrics.snapshot();
+    let c = metrics.checkpoint_stats();
     let body = serde_json::json!({
         "pipeline": info.pipeline,
         "state": if t.watermark == WATERMARK_END { "finishing" } else { "running" },
@@ -162,7 +163,16 @@ fn status(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
         "watermark_ms": watermark_json(t.watermark),
         "watermark_lag_ms": t.lag().map(|l| l.as_millis() as u64),
         "backpressure_seconds": metrics.backpressure_seconds(),
-        "checkpoints": { "completed": 0, "failed": 0, "note": "checkpoints are not implemented yet" },
+        "checkpoints": {
+            "completed": c.completed,
+            "failed": c.failed,
+            "last_id": c.last_id,
+            "last_duration_ms": c.last_duration_ms,
+            "last_state_bytes": c.last_state_bytes,
+            "last_uploaded_bytes": c.last_uploaded_bytes,
+            "last_files": c.last_files,
+            "restored_from": c.restored_from,
+        },
     });
     format!("{body}\n")
 }
@@ -212,6 +222,39 @@ fn prometheus(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
         "Time tasks spent blocked on full downstream channels.",
         metrics.backpressure_seconds(),
     );
+    let c = metrics.checkpoint_stats();
+    metric(
+        "checkpoints_completed_total",
+        "counter",
+        "Checkpoints completed (manifest written, output committed).",
+        c.completed as f64,
+    );
+    metric(
+        "checkpoints_failed_total",
+        "counter",
+        "Checkpoints abandoned (timed out).",
+        c.failed as f64,
+    );
+    if c.last_id.is_some() {
+        metric(
+            "checkpoint_last_duration_seconds",
+            "gauge",
+            "Duration of the last completed checkpoint, from trigger to manifest written.",
+            c.last_duration_ms as f64 / 1000.0,
+        );
+        metric(
+            "checkpoint_last_state_bytes",
+            "gauge",
+            "Total size of the state files the last checkpoint needs.",
+            c.last_state_bytes as f64,
+        );
+        metric(
+            "checkpoint_last_uploaded_bytes",
+            "gauge",
+            "Bytes the last checkpoint uploaded (the rest was shared with earlier ones).",
+            c.last_uploaded_bytes as f64,
+        );
+    }
     if t.watermark != WATERMARK_START && t.watermark != WATERMARK_END {
         metric(
             "watermark_ms",
@@ -265,6 +308,12 @@ mod tests {
         metrics.note_dead_letters("steps[0] udf \"f\"", 3);
         metrics.set_task_watermark(0, 1_000);
         metrics.max_event_time.store(3_500, Ordering::Relaxed);
+        metrics.update_checkpoints(|c| {
+            c.completed = 4;
+            c.last_id = Some(4);
+            c.last_duration_ms = 250;
+            c.last_uploaded_bytes = 1024;
+        });
         let server = ControlServer::start(
             "127.0.0.1:0".parse().expect("addr"),
             RunInfo {
@@ -283,6 +332,8 @@ mod tests {
         assert_eq!(v["dead_letters"], 3);
         assert_eq!(v["watermark_ms"], 1000);
         assert_eq!(v["watermark_lag_ms"], 2500);
+        assert_eq!(v["checkpoints"]["completed"], 4);
+        assert_eq!(v["checkpoints"]["last_id"], 4);
         let metrics = get(addr, "/metrics");
         assert!(metrics.contains("# TYPE headwater_records_in_total counter\nheadwater_records_in_total{pipeline=\"p\"} 42\n"), "{metrics}");
         assert!(
@@ -292,6 +343,14 @@ mod tests {
         assert!(
             metrics.contains("step=\"steps[0] udf \\\"f\\\"\"} 3"),
             "label values are escaped: {metrics}"
+        );
+        assert!(
+            metrics.contains("headwater_checkpoints_completed_total{pipeline=\"p\"} 4\n")
+                && metrics
+                    .contains("headwater_checkpoint_last_duration_seconds{pipeline=\"p\"} 0.25\n")
+                && metrics
+                    .contains("headwater_checkpoint_last_uploaded_bytes{pipeline=\"p\"} 1024\n"),
+            "{metrics}"
         );
         assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));
         drop(server);

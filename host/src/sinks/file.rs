@@ -227,6 +227,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_commit_never_replaces_an_existing_part() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.jsonl");
+        let mut sink = PartFileSink::create("r", &path, 1).expect("create");
+        sink.write(&[Value::Int(9)]).expect("write");
+        let c = sink.pre_commit(1).expect("pre").expect("a part");
+        std::fs::write(&c.committed, "earlier\n").expect("an older part with that name");
+        let err = crate::checkpoint::coordinator::commit_sink_file(&c).expect_err("no clobber");
+        assert!(err.to_string().contains("would overwrite"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&c.committed).expect("read"),
+            "earlier\n"
+        );
+    }
+
+    #[test]
     fn part_names_round_trip() {
         let n = PartNames::new(Path::new("/o/results.jsonl"));
         assert_eq!(n.committed(7), PathBuf::from("/o/results-0000000007.jsonl"));
