@@ -156,13 +156,13 @@ fn main() -> ExitCode {
             run(&pipeline, parallelism, quiet, control, start)
         }
         Command::Checkpoints(CheckpointsCommand::List { pipeline }) => {
-            with_storage(&pipeline, |storage| {
+            with_storage(&pipeline, |storage, _| {
                 println!("{}", inspect::list(storage)?);
                 Ok(())
             })
         }
         Command::Checkpoints(CheckpointsCommand::Show { pipeline, id }) => {
-            with_storage(&pipeline, |storage| {
+            with_storage(&pipeline, |storage, _| {
                 let id = match id {
                     Some(id) => id,
                     None => *storage.list_checkpoints()?.last().ok_or_else(|| {
@@ -181,8 +181,18 @@ fn main() -> ExitCode {
             pipeline,
             to,
             checkpoint,
-        } => with_storage(&pipeline, |storage| {
-            let info = inspect::savepoint(storage, checkpoint, &to)?;
+        } => with_storage(&pipeline, |storage, spec| {
+            let file_sinks: Vec<_> = spec
+                .sinks
+                .iter()
+                .filter_map(|s| match &s.kind {
+                    headwater::config::spec::SinkKind::File { path } => {
+                        Some((s.name.clone(), path.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let info = inspect::savepoint(storage, checkpoint, &to, &file_sinks)?;
             println!(
                 "savepoint of checkpoint {} written to {} ({} file(s), {} copied)\nrestore it with: headwater run {} --from {}",
                 info.from,
@@ -200,13 +210,13 @@ fn main() -> ExitCode {
 /// Opens the checkpoint storage named by a pipeline file and runs `f` on it.
 fn with_storage(
     pipeline: &std::path::Path,
-    f: impl FnOnce(&CheckpointStorage) -> Result<(), CheckpointError>,
+    f: impl FnOnce(&CheckpointStorage, &config::spec::PipelineSpec) -> Result<(), CheckpointError>,
 ) -> ExitCode {
     let spec = match load(pipeline) {
         Ok(spec) => spec,
         Err(code) => return code,
     };
-    let result = CheckpointStorage::open(&spec.checkpoint.location).and_then(|s| f(&s));
+    let result = CheckpointStorage::open(&spec.checkpoint.location).and_then(|s| f(&s, &spec));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

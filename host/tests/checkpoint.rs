@@ -371,6 +371,37 @@ fn run_to_end(dir: &Path, args: &[&str]) -> String {
 }
 
 #[test]
+fn resuming_does_not_depend_on_how_the_pipeline_path_is_spelled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, input) = partial_run(dir.path(), 200_000, 26);
+    // The first run was started as `tumbling.yaml` from its folder; resume it by another
+    // path, from another working directory.
+    let parent = dir.path().parent().expect("parent");
+    let name = dir.path().file_name().expect("name");
+    let out = headwater()
+        .current_dir(parent)
+        .arg("run")
+        .arg(Path::new(name).join("tumbling.yaml"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    let dlq = std::fs::read_to_string(dir.path().join(".headwater/tumbling/dlq.jsonl"))
+        .unwrap_or_default();
+    assert!(
+        dlq.is_empty(),
+        "no record was re-read as late: {}",
+        &dlq[..dlq.len().min(300)]
+    );
+    assert_same(
+        &committed_rows(dir.path(), "tumbling"),
+        &tumbling_oracle(&input, 10_000),
+        "resumed by another path",
+    );
+}
+
+#[test]
 fn a_damaged_newest_manifest_is_named_and_the_previous_checkpoint_is_used() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, input) = partial_run(dir.path(), 200_000, 21);
@@ -613,7 +644,7 @@ impl Drop for Minio {
 fn checkpoints_in_s3_survive_sigkills_and_restore_from_the_object_store_alone() {
     let minio = Minio::start(19093);
     let dir = tempfile::tempdir().expect("tempdir");
-    let input = write_input(dir.path(), 2, 250_000, 31);
+    let input = write_input(dir.path(), 4, 250_000, 31);
     let prefix = format!("s3://headwater/chaos-{}", std::process::id());
     let p = pipeline_at(
         dir.path(),
@@ -624,8 +655,8 @@ fn checkpoints_in_s3_survive_sigkills_and_restore_from_the_object_store_alone() 
     // Kill it a few times mid-run (checkpoints every 100 ms go to MinIO).
     let mut rng = Rng(41);
     let mut landed = 0;
-    for _ in 0..6 {
-        let after = Duration::from_millis(150 + rng.below(300));
+    for _ in 0..8 {
+        let after = Duration::from_millis(80 + rng.below(200));
         let (_, killed, _) = run_once(dir.path(), &p, 2, Some(after), None, &minio.env);
         landed += usize::from(killed);
     }

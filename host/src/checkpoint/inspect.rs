@@ -145,6 +145,7 @@ pub fn savepoint(
     storage: &CheckpointStorage,
     id: Option<CheckpointId>,
     to: &str,
+    file_sinks: &[(String, std::path::PathBuf)],
 ) -> Result<SavepointInfo, CheckpointError> {
     let id = match id {
         Some(id) => id,
@@ -158,7 +159,9 @@ pub fn savepoint(
     let mut m = storage.read_manifest(id)?;
     // The checkpoint's output is committed before the savepoint stands on its own.
     for c in &m.commits {
-        commit_sink_file(c)?;
+        if let Some(c) = super::recovery::here(c, file_sinks) {
+            commit_sink_file(&c)?;
+        }
     }
     m.commits.clear();
     m.kind = ManifestKind::Savepoint;

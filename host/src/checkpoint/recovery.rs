@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::coordinator::{commit_sink_file, task_dir_name};
 use super::files::{materialize, RestoreStats, Uploader};
-use super::manifest::{Manifest, PartitionState, TaskState};
+use super::manifest::{Manifest, PartitionState, SinkCommit, TaskState};
 use super::storage::{CheckpointStorage, SAVEPOINT_MANIFEST};
 use super::{CheckpointError, CheckpointId};
 use crate::record::EventTime;
@@ -272,6 +272,19 @@ fn check_usable(
     Ok(())
 }
 
+/// A commit's file names as this run sees them: manifests store the names the writing run
+/// used, which may be relative to another working directory.
+pub fn here(c: &SinkCommit, file_sinks: &[(String, PathBuf)]) -> Option<SinkCommit> {
+    let (_, path) = file_sinks.iter().find(|(name, _)| *name == c.sink)?;
+    let names = crate::sinks::file::PartNames::new(path);
+    Some(SinkCommit {
+        sink: c.sink.clone(),
+        epoch: c.epoch,
+        pending: names.pending(c.epoch),
+        committed: names.committed(c.epoch),
+    })
+}
+
 /// No checkpoint to resume: local state and earlier output go.
 fn start_empty(layout: &Layout<'_>) -> Result<(), CheckpointError> {
     remove_all(layout.state_dir)?;
@@ -391,7 +404,13 @@ fn restore(
     }
     // Sinks: finish the commits this checkpoint made, drop output written after it.
     for c in &manifest.commits {
-        commit_sink_file(c)?;
+        match here(c, &layout.file_sinks) {
+            Some(c) => commit_sink_file(&c)?,
+            None => tracing::warn!(
+                sink = %c.sink,
+                "the checkpoint has output for a file sink this pipeline no longer has; left as is"
+            ),
+        }
     }
     for (_, path) in &layout.file_sinks {
         crate::sinks::file::discard_after(path, Some(manifest.id)).map_err(|source| {

@@ -194,6 +194,7 @@ pub fn pipeline(root: &Node, base: &Path, errs: &mut Errors) -> Option<PipelineS
         dlq,
         checkpoint,
         tuning,
+        base_dir: base.to_path_buf(),
     })
 }
 

@@ -32,6 +32,8 @@ pub struct PipelineSpec {
     /// Exactly-once checkpoints (on by default).
     pub checkpoint: CheckpointSpec,
     pub tuning: TuningSpec,
+    /// The folder of the pipeline file (relative paths in it are relative to this).
+    pub base_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -201,6 +201,7 @@ pub fn run(
     }
 
     // Sources, partitions spread round-robin over the source tasks.
+    let mut resumed = std::collections::HashSet::new();
     let mut names = Names::default();
     let mut per_task: Vec<Vec<AssignedPartition>> = (0..parallelism).map(|_| Vec::new()).collect();
     let mut next_task = 0usize;
@@ -218,18 +219,25 @@ pub fn run(
                     partition.name()
                 );
             }
+            let checkpoint_key = partition_key(&spec.base_dir, partition.name());
             let mut restored_max_time = None;
             if let Some(r) = restored {
-                if let Some(state) = r
-                    .positions
-                    .get(&(source.name.clone(), partition.name().to_string()))
-                {
+                let key = (source.name.clone(), checkpoint_key.clone());
+                if let Some(state) = r.positions.get(&key) {
                     partition.seek(state.position)?;
                     restored_max_time = state.max_event_time;
+                    resumed.insert(key);
+                } else {
+                    tracing::info!(
+                        source = %source.name,
+                        partition = %checkpoint_key,
+                        "a partition the checkpoint does not know: read from its start"
+                    );
                 }
             }
             per_task[next_task % parallelism].push(AssignedPartition {
                 source_name: source.name.clone(),
+                checkpoint_key,
                 partition,
                 event_time: source.event_time.clone(),
                 restored_max_time,
@@ -238,6 +246,20 @@ pub fn run(
         }
     }
 
+    if let Some(r) = restored {
+        for p in &r.manifest.sources {
+            if !resumed.contains(&(p.source.clone(), p.partition.clone())) && !p.ended {
+                let line = format!(
+                    "source `{}`: `{}` was being read at the checkpoint (line {}) but is not among the source's partitions now; its unread records will not be read",
+                    p.source, p.partition, p.position.records
+                );
+                tracing::warn!("{line}");
+                if opts.progress {
+                    eprintln!("warning: {line}");
+                }
+            }
+        }
+    }
     let metrics = Arc::new(Metrics::new(parallelism));
     if let Some(r) = restored {
         metrics.update_checkpoints(|c| c.restored_from = Some(r.manifest.id));
@@ -647,6 +669,27 @@ fn run_dlq(
         }
     }
     writer.flush().map_err(|e| fail(&e))
+}
+
+/// A partition's identity in checkpoints: for a file, its path relative to the pipeline's
+/// folder (however the pipeline path was spelled on the command line, and wherever the
+/// project folder was moved); otherwise its name.
+pub fn partition_key(base_dir: &Path, name: &str) -> String {
+    let path = Path::new(name);
+    let (Ok(file), Ok(base)) = (
+        std::fs::canonicalize(path),
+        std::fs::canonicalize(if base_dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base_dir
+        }),
+    ) else {
+        return name.to_string();
+    };
+    match file.strip_prefix(&base) {
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => file.display().to_string(),
+    }
 }
 
 /// Resolves `path` against the pipeline file's folder unless it is absolute.

@@ -27,6 +27,8 @@ use super::{RunControl, RunError};
 /// One partition assigned to a source task.
 pub struct AssignedPartition {
     pub source_name: String,
+    /// The partition's identity in checkpoints (see [`super::partition_key`]).
+    pub checkpoint_key: String,
     pub partition: Box<dyn SourcePartition>,
     pub event_time: EventTimeSpec,
     /// Largest event time seen before the checkpoint the run resumed from.
@@ -35,6 +37,7 @@ pub struct AssignedPartition {
 
 struct Live {
     source_name: String,
+    checkpoint_key: String,
     partition: Box<dyn SourcePartition>,
     clock: PartitionClock,
     ended: bool,
@@ -81,6 +84,7 @@ pub fn run_source_task(
             }
             Live {
                 source_name: a.source_name,
+                checkpoint_key: a.checkpoint_key,
                 clock,
                 partition: a.partition,
                 ended: false,
@@ -217,7 +221,7 @@ fn partition_states(parts: &[Live]) -> Vec<PartitionState> {
         .iter()
         .map(|p| PartitionState {
             source: p.source_name.clone(),
-            partition: p.partition.name().to_string(),
+            partition: p.checkpoint_key.clone(),
             position: p.partition.position(),
             max_event_time: (p.clock.max_time() != WATERMARK_START).then(|| p.clock.max_time()),
             ended: p.exhausted,
