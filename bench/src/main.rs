@@ -9,6 +9,7 @@
 //! be read as a ratio of it. `python` compares Python UDF runtimes with a plain Python loop
 //! (see `python_udf.rs`).
 
+mod checkpoint;
 mod python_udf;
 
 use std::time::Instant;
@@ -28,8 +29,12 @@ use headwater::runtime::{self, RunControl, RunOptions};
 #[derive(Parser)]
 #[command(about = "Run Headwater benchmarks; prints one JSON line per result")]
 struct Args {
-    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python.
+    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python, checkpoint,
+    /// checkpointed.
     names: Vec<String>,
+    /// State sizes (MB) for the `checkpoint` benchmark.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000,2000")]
+    state_mb: Vec<u64>,
     /// Records for the Python UDF benchmark.
     #[arg(long, default_value_t = 200_000)]
     python_records: u64,
@@ -41,7 +46,16 @@ struct Args {
     parallelism: Option<usize>,
 }
 
-const ALL: [&str; 6] = ["generator", "q0", "q1", "q5", "q11", "python"];
+const ALL: [&str; 8] = [
+    "generator",
+    "q0",
+    "q1",
+    "q5",
+    "q11",
+    "python",
+    "checkpoint",
+    "checkpointed",
+];
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -53,19 +67,32 @@ fn main() -> Result<()> {
     let parallelism = args.parallelism.unwrap_or_else(cores);
     let work = tempfile_dir()?;
     let mut baseline: Option<f64> = None;
+    let emit = |mut line: serde_json::Value| {
+        line["profile"] = json!(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        });
+        line["machine"] = machine();
+        println!("{line}");
+    };
     for name in &names {
-        if name == "python" {
-            let emit = |mut line: serde_json::Value| {
-                line["profile"] = json!(if cfg!(debug_assertions) {
-                    "debug"
-                } else {
-                    "release"
-                });
-                line["machine"] = machine();
-                println!("{line}");
-            };
-            python_udf::run(&work, args.python_records, cores(), &emit)?;
-            continue;
+        match name.as_str() {
+            "python" => {
+                python_udf::run(&work, args.python_records, cores(), &emit)?;
+                continue;
+            }
+            "checkpoint" => {
+                checkpoint::run(&work, &args.state_mb, &emit)?;
+                continue;
+            }
+            "checkpointed" => {
+                for q in ["q5", "q11"] {
+                    bench_checkpointed(q, args.events, parallelism, &work, &emit)?;
+                }
+                continue;
+            }
+            _ => {}
         }
         let (events, secs) = match name.as_str() {
             "generator" => bench_generator(args.events, parallelism),
@@ -196,6 +223,74 @@ fn query_steps(q: &str) -> Result<&'static str> {
     })
 }
 
+fn run_yaml(q: &str, yaml: &str) -> Result<(f64, runtime::RunSummary)> {
+    let spec = config::load_str(yaml, &format!("{q}.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let summary = runtime::run(
+        &spec,
+        RunControl::new(),
+        RunOptions {
+            start: headwater::checkpoint::recovery::StartMode::Fresh,
+            ..RunOptions::default()
+        },
+    )
+    .with_context(|| format!("running {q}"))?;
+    Ok((started.elapsed().as_secs_f64(), summary))
+}
+
+/// The same stateful query into a file sink, without checkpoints (at-least-once) and with a
+/// checkpoint every second (exactly-once: state snapshots, manifests, two-phase file
+/// commits), interleaved over three rounds; prints both medians and their ratio.
+fn bench_checkpointed(
+    q: &str,
+    events: u64,
+    parallelism: usize,
+    work: &std::path::Path,
+    emit: &dyn Fn(serde_json::Value),
+) -> Result<()> {
+    let steps = query_steps(q)?;
+    let events = events.min(1_000_000);
+    let yaml = |checkpoint: &str, tag: &str| {
+        let dir = work.join(format!("{q}-{tag}"));
+        format!(
+            "name: bench-{q}-{tag}\nparallelism: {parallelism}\nsources:\n  bids:\n    type: nexmark\n    events: {events}\n    partitions: {parallelism}\n    only: bid\nsteps: {steps}\nsinks:\n  x: {{ type: file, path: {} }}\noutput: x\nstate: {{ dir: {} }}\ndlq: {{ path: {} }}\ncheckpoint: {checkpoint}\ntuning: {{ progress_interval: 0s }}\n",
+            dir.join("out/x.jsonl").display(),
+            dir.join("state").display(),
+            dir.join("dlq.jsonl").display(),
+        )
+    };
+    let off = yaml("{ enabled: false }", "off");
+    let on = yaml(
+        &format!(
+            "{{ interval: 1s, location: \"file://{}\" }}",
+            work.join(format!("{q}-ckpt")).display()
+        ),
+        "on",
+    );
+    let (mut plain, mut exact, mut checkpoints) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..3 {
+        plain.push(events as f64 / run_yaml(q, &off)?.0);
+        let (secs, summary) = run_yaml(q, &on)?;
+        exact.push(events as f64 / secs);
+        checkpoints = summary.checkpoints.map(|c| c.completed).unwrap_or(0);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (plain, exact) = (median(&mut plain), median(&mut exact));
+    emit(json!({
+        "name": format!("checkpointed_{q}"),
+        "events": events,
+        "parallelism": parallelism,
+        "events_per_sec_unchecked": plain.round(),
+        "events_per_sec_checkpoint_every_1s": exact.round(),
+        "checkpoints_in_last_run": checkpoints,
+        "ratio": round3(exact / plain),
+    }));
+    Ok(())
+}
+
 fn bench_query(
     q: &str,
     events: u64,
@@ -209,15 +304,11 @@ fn bench_query(
         _ => events,
     };
     let yaml = format!(
-        "name: bench-{q}\nparallelism: {parallelism}\nsources:\n  bids:\n    type: nexmark\n    events: {events}\n    partitions: {parallelism}\n    only: bid\nsteps: {steps}\nsinks:\n  x: {{ type: blackhole }}\noutput: x\nstate: {{ dir: {} }}\ndlq: {{ path: {} }}\ntuning: {{ progress_interval: 0s }}\n",
+        "name: bench-{q}\nparallelism: {parallelism}\nsources:\n  bids:\n    type: nexmark\n    events: {events}\n    partitions: {parallelism}\n    only: bid\nsteps: {steps}\nsinks:\n  x: {{ type: blackhole }}\noutput: x\nstate: {{ dir: {} }}\ndlq: {{ path: {} }}\ncheckpoint: {{ enabled: false }}\ntuning: {{ progress_interval: 0s }}\n",
         work.join(format!("{q}-state")).display(),
         work.join(format!("{q}-dlq.jsonl")).display(),
     );
-    let spec = config::load_str(&yaml, &format!("{q}.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let started = Instant::now();
-    let summary = runtime::run(&spec, RunControl::new(), RunOptions::default())
-        .with_context(|| format!("running {q}"))?;
-    let secs = started.elapsed().as_secs_f64();
+    let (secs, summary) = run_yaml(q, &yaml)?;
     if summary.totals.records_in != events {
         bail!(
             "{q}: read {} events, expected {events}",

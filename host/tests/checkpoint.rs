@@ -656,7 +656,7 @@ fn checkpoints_in_s3_survive_sigkills_and_restore_from_the_object_store_alone() 
     let mut rng = Rng(41);
     let mut landed = 0;
     for _ in 0..8 {
-        let after = Duration::from_millis(80 + rng.below(200));
+        let after = Duration::from_millis(150 + rng.below(250));
         let (_, killed, _) = run_once(dir.path(), &p, 2, Some(after), None, &minio.env);
         landed += usize::from(killed);
     }

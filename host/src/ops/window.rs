@@ -18,6 +18,7 @@ use rocksdb::WriteBatch;
 use crate::config::spec::{AggregateFn, AggregateSpec};
 use crate::dlq::ErrorClass;
 use crate::record::{Batch, EventTime, Origin, Record, WATERMARK_START};
+use crate::state::store::Entry;
 use crate::state::{key_group_of, KeyGroup, StateError, StateStore};
 use crate::time::{format_time, TimeWindow, WindowAssigner};
 use crate::udf::{AggregateInput, AggregateOp, AggregateOutput, FunctionError, UdfRuntime};
@@ -530,6 +531,7 @@ impl WindowOp {
 
     fn process_session(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
         let mut out = Vec::new();
+        let mut sessions: HashMap<Vec<u8>, Vec<Entry>> = HashMap::new();
         let mut key_bytes = Vec::with_capacity(32);
         let mut proto = Vec::with_capacity(1);
         let has_distinct = self.has_distinct();
@@ -544,12 +546,19 @@ impl WindowOp {
             // A session's key holds its start only, so extending its end (the common case)
             // rewrites one value instead of deleting and inserting keys.
             let prefix = key_prefix(kg, self.cfg.op_id, TAG_ACC, &key_bytes);
+            // A key's sessions are read from RocksDB once per batch, then kept here as this
+            // batch changes them (a read per record costs dearly once checkpoints have
+            // flushed the memtable into files).
+            let entries = match sessions.remove(&prefix) {
+                Some(entries) => entries,
+                None => self
+                    .store
+                    .scan_prefix(&prefix)
+                    .map_err(|e| self.state_err(e))?,
+            };
             let mut existing: Vec<(TimeWindow, Vec<u8>, Vec<Acc>)> = Vec::new();
-            for (k, v) in self
-                .store
-                .scan_prefix(&prefix)
-                .map_err(|e| self.state_err(e))?
-            {
+            for (k, v) in &entries {
+                let (k, v) = (k.clone(), v.clone());
                 let (end, accs) = self.decode_session(&k, &v)?;
                 let Some(start) = k.get(prefix.len()..).and_then(unordered) else {
                     continue;
@@ -562,6 +571,7 @@ impl WindowOp {
             let merged = existing.iter().fold(new, |acc, (w, _, _)| acc.cover(w));
             if self.is_late(&merged) {
                 self.handle_late(record, ctx);
+                sessions.insert(prefix, entries);
                 continue;
             }
             let mkey = session_key(kg, self.cfg.op_id, &key_bytes, merged.start);
@@ -601,8 +611,16 @@ impl WindowOp {
             self.settle(&mut [&mut accs], ctx)?;
             let mut value = merged.end.to_le_bytes().to_vec();
             value.extend_from_slice(&encode_all(&accs));
-            wb.put(&mkey, value);
+            wb.put(&mkey, &value);
             self.store.write(wb).map_err(|e| self.state_err(e))?;
+            let merged_away: Vec<&Vec<u8>> = existing.iter().map(|(_, k, _)| k).collect();
+            let mut entries: Vec<Entry> = entries
+                .into_iter()
+                .filter(|(k, _)| *k != mkey && !merged_away.contains(&k))
+                .collect();
+            entries.push((mkey, value));
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            sessions.insert(prefix, entries);
             if self.watermark >= merged.max_timestamp() {
                 out.push(self.output(&key, &merged, &accs, ctx)?);
             }

@@ -117,7 +117,7 @@ pub fn discard_after(path: &Path, keep_through: Option<CheckpointId>) -> std::io
             continue;
         };
         if pending || keep_through.is_none_or(|k| epoch > k) {
-            if !pending {
+            if !pending && keep_through.is_some() {
                 tracing::warn!(file = %e.path().display(), "removing output no checkpoint covers");
             }
             std::fs::remove_file(e.path())?;

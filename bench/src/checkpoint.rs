@@ -1,0 +1,223 @@
+//! Checkpoint benchmarks.
+//!
+//! `checkpoint_incremental`: a stateful task's RocksDB instance of a given size (random 1 KB
+//! values), then rounds of "change 1% of the keys, take a checkpoint" through the same code
+//! the coordinator runs (RocksDB checkpoint, content-named incremental upload, manifest
+//! written last). Prints the checkpoint duration and the bytes uploaded per round against the
+//! total state size: the claim is that both follow the changed state, not the total.
+//!
+//! `recovery_local` / `recovery_object_store`: the run's real recovery path
+//! (`checkpoint::recovery::prepare`) for that state, once with the local copy of the newest
+//! checkpoint present (a kill -9 on the same machine) and once with the local state folder
+//! deleted (a new machine: every file comes from the object store).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use headwater::checkpoint::files::{UploadStats, Uploader};
+use headwater::checkpoint::manifest::{Manifest, ManifestKind, TaskState, FORMAT};
+use headwater::checkpoint::recovery::{self, live_dir, Layout, StartMode};
+use headwater::checkpoint::storage::CheckpointStorage;
+use headwater::state::StateStore;
+
+const VALUE_BYTES: usize = 1000;
+const ROUNDS: u64 = 8;
+
+/// A fast deterministic generator for keys to change and incompressible values.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    // Like real state: key group, operator id, tag, then the key.
+    let kg = (i % 128) as u16;
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&kg.to_be_bytes());
+    k.extend_from_slice(&1u16.to_be_bytes());
+    k.push(1);
+    k.extend_from_slice(&i.to_be_bytes());
+    k
+}
+
+fn write_keys(store: &StateStore, keys: impl Iterator<Item = u64>, rng: &mut Rng) -> Result<()> {
+    let mut batch = rocksdb_batch();
+    let mut value = vec![0u8; VALUE_BYTES];
+    for i in keys {
+        rng.fill(&mut value);
+        batch.put(key(i), &value);
+        if batch.len() >= 10_000 {
+            store.write(std::mem::replace(&mut batch, rocksdb_batch()))?;
+        }
+    }
+    store.write(batch)?;
+    Ok(())
+}
+
+fn rocksdb_batch() -> headwater::state::store::WriteBatch {
+    headwater::state::store::WriteBatch::default()
+}
+
+/// Runs the benchmark for each state size (MB); `emit` prints a result line.
+pub fn run(work: &Path, sizes_mb: &[u64], emit: &dyn Fn(serde_json::Value)) -> Result<()> {
+    for &mb in sizes_mb {
+        one_size(work, mb, emit).with_context(|| format!("checkpoint benchmark at {mb} MB"))?;
+    }
+    Ok(())
+}
+
+fn one_size(work: &Path, mb: u64, emit: &dyn Fn(serde_json::Value)) -> Result<()> {
+    let dir = work.join(format!("checkpoint-{mb}mb"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state_dir = dir.join("state");
+    let location = format!("file://{}", dir.join("store").display());
+    let storage = CheckpointStorage::open(&location)?;
+    let keys = mb * 1_000_000 / VALUE_BYTES as u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ mb);
+    let store = StateStore::open_fresh(&live_dir(&state_dir, 1, 0))?;
+    let filled = Instant::now();
+    write_keys(&store, 0..keys, &mut rng)?;
+    let fill_secs = filled.elapsed().as_secs_f64();
+
+    let mut uploader = Uploader::new(&storage)?;
+    let changed = (keys / 100).max(1);
+    let mut last_total = 0;
+    let (mut times, mut uploads, mut snapshots) = (Vec::new(), Vec::new(), Vec::new());
+    for id in 1..=ROUNDS + 1 {
+        if id > 1 {
+            // About 1% of the keys change between two checkpoints.
+            let start = rng.next() % keys;
+            write_keys(
+                &store,
+                (0..changed).map(|j| (start + j * 97) % keys),
+                &mut rng,
+            )?;
+        }
+        let started = Instant::now();
+        let local = state_dir
+            .join("checkpoints")
+            .join(id.to_string())
+            .join("s1-t0");
+        std::fs::create_dir_all(local.parent().context("parent")?)?;
+        store.checkpoint_to(&local)?;
+        let snapshot_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut stats = UploadStats::default();
+        let files = uploader.upload_dir(&storage, "s1-t0", &local, &mut stats)?;
+        let manifest = Manifest {
+            format: FORMAT,
+            id,
+            kind: ManifestKind::Checkpoint,
+            pipeline: "bench".into(),
+            started_ms: 0,
+            duration_ms: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            finished: false,
+            operators: vec!["s1:op1:window".into()],
+            sources: vec![],
+            tasks: vec![TaskState {
+                stage: 1,
+                task: 0,
+                key_groups: (0, 127),
+                watermark: 0,
+                files,
+            }],
+            commits: vec![],
+            state_bytes: stats.total_bytes,
+            uploaded_bytes: stats.uploaded_bytes,
+        };
+        storage.write_manifest(&manifest)?;
+        let total_ms = started.elapsed().as_secs_f64() * 1e3;
+        last_total = stats.total_bytes;
+        if id > 1 {
+            times.push(total_ms);
+            snapshots.push(snapshot_ms);
+            uploads.push(stats.uploaded_bytes);
+        }
+        // Only the newest local copy is kept, as the coordinator does.
+        if id > 1 {
+            let _ =
+                std::fs::remove_dir_all(state_dir.join("checkpoints").join((id - 1).to_string()));
+        }
+    }
+    drop(store);
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let up: Vec<f64> = uploads.iter().map(|b| *b as f64).collect();
+    emit(json!({
+        "name": "checkpoint_incremental",
+        "state_mb": mb,
+        "state_bytes": last_total,
+        "changed_keys_fraction": 0.01,
+        "rounds": ROUNDS,
+        "checkpoint_ms_median": round1(median(&times)),
+        "checkpoint_ms_max": round1(times.iter().copied().fold(0.0, f64::max)),
+        "snapshot_ms_median": round1(median(&snapshots)),
+        "uploaded_bytes_median": median(&up) as u64,
+        "uploaded_bytes_max": uploads.iter().copied().max().unwrap_or(0),
+        "uploaded_fraction_of_state_median": round3(median(&up) / last_total.max(1) as f64),
+        "fill_seconds": round1(fill_secs),
+    }));
+
+    let layout = Layout {
+        pipeline: "bench",
+        state_dir: &state_dir,
+        parallelism: 1,
+        max_parallelism: 128,
+        stateful_stages: vec![1],
+        operators: vec!["s1:op1:window".into()],
+        file_sinks: vec![],
+    };
+    for (name, wipe_local) in [("recovery_local", false), ("recovery_object_store", true)] {
+        if wipe_local {
+            std::fs::remove_dir_all(&state_dir)?;
+        }
+        let started = Instant::now();
+        let start = recovery::prepare(&location, &StartMode::Resume, &layout)?;
+        let store = StateStore::open(&live_dir(&state_dir, 1, 0))?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let restored = start.restored.context("nothing restored")?;
+        anyhow::ensure!(
+            store.get(&key(0))?.is_some(),
+            "restored state lacks its first key"
+        );
+        emit(json!({
+            "name": name,
+            "state_mb": mb,
+            "state_bytes": last_total,
+            "recovery_ms": round1(ms),
+            "reused_files": restored.stats.reused_files,
+            "downloaded_files": restored.stats.downloaded_files,
+            "downloaded_bytes": restored.stats.downloaded_bytes,
+        }));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
