@@ -137,6 +137,7 @@ fn one_size(work: &Path, mb: u64, emit: &dyn Fn(serde_json::Value)) -> Result<()
                 key_groups: (0, 127),
                 watermark: 0,
                 files,
+                channel: None,
             }],
             commits: vec![],
             state_bytes: stats.total_bytes,

@@ -312,8 +312,18 @@ impl Coordinator {
                         watermark,
                         key_groups,
                         dir,
+                        channel,
                     }),
                 ) => {
+                    let channel = match channel {
+                        Some(path) => Some(self.setup.uploader.upload_file(
+                            &self.setup.storage,
+                            "channel.jsonl",
+                            path,
+                            &mut stats,
+                        )?),
+                        None => None,
+                    };
                     let files = match dir {
                         Some(dir) => {
                             let label = task_dir_name(*stage, *task);
@@ -334,6 +344,7 @@ impl Coordinator {
                         key_groups: *key_groups,
                         watermark: *watermark,
                         files,
+                        channel,
                     });
                 }
                 _ => {}

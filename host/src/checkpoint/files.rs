@@ -131,6 +131,32 @@ impl Uploader {
     }
 }
 
+impl Uploader {
+    /// Uploads one file (channel state) unless the storage has it.
+    pub fn upload_file(
+        &mut self,
+        storage: &CheckpointStorage,
+        name: &str,
+        path: &Path,
+        stats: &mut UploadStats,
+    ) -> Result<StateFile, CheckpointError> {
+        let (key, size) = content_key(path)?;
+        if !self.stored.contains(&key) {
+            storage.upload(path, &key)?;
+            self.stored.insert(key.clone());
+            stats.uploaded_bytes += size;
+            stats.uploaded_files += 1;
+        }
+        stats.files += 1;
+        stats.total_bytes += size;
+        Ok(StateFile {
+            name: name.to_string(),
+            key,
+            size,
+        })
+    }
+}
+
 /// What a restore of one task's files did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RestoreStats {
@@ -246,6 +272,7 @@ mod tests {
             key_groups: (0, 127),
             watermark: 0,
             files,
+            channel: None,
         };
         let mut stats = RestoreStats::default();
         materialize(

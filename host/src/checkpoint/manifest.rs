@@ -77,6 +77,10 @@ pub struct TaskState {
     pub key_groups: (u16, u16),
     pub watermark: EventTime,
     pub files: Vec<StateFile>,
+    /// Unaligned checkpoints: records in flight to this task when it snapshotted, processed
+    /// first on restore (`name` is `channel.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<StateFile>,
 }
 
 /// A file of a RocksDB checkpoint and the content-named object holding it.
@@ -100,12 +104,15 @@ pub struct SinkCommit {
 }
 
 impl Manifest {
+    /// Every object the checkpoint needs: state files and channel state.
     pub fn files(&self) -> impl Iterator<Item = &StateFile> {
-        self.tasks.iter().flat_map(|t| t.files.iter())
+        self.tasks
+            .iter()
+            .flat_map(|t| t.files.iter().chain(t.channel.iter()))
     }
 
     pub fn file_count(&self) -> usize {
-        self.tasks.iter().map(|t| t.files.len()).sum()
+        self.files().count()
     }
 }
 

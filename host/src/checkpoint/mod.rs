@@ -8,6 +8,7 @@
 //! files ([`files`]), writes the [`manifest`] last and atomically ([`storage`]), then commits
 //! the sinks' pending output. [`recovery`] starts a run from the newest complete manifest.
 
+pub mod channel;
 pub mod coordinator;
 pub mod files;
 pub mod inspect;
@@ -62,6 +63,8 @@ pub enum Contribution {
         watermark: EventTime,
         key_groups: (u16, u16),
         dir: Option<PathBuf>,
+        /// Unaligned checkpoints: the in-flight records stored with the snapshot.
+        channel: Option<PathBuf>,
     },
     /// A sink's output for the epoch the barrier closed, durable under a pending name.
     Sink(Option<manifest::SinkCommit>),

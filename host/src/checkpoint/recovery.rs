@@ -57,6 +57,8 @@ pub struct Restored {
     pub positions: HashMap<(String, String), PartitionState>,
     /// Watermark of each (stage, task) of this run.
     pub watermarks: HashMap<(usize, usize), EventTime>,
+    /// Records in flight at an unaligned checkpoint, per (stage, task) of this run.
+    pub channel: HashMap<(usize, usize), Vec<crate::record::Record>>,
     pub stats: RestoreStats,
     pub rescaled_from: Option<usize>,
     /// Manifests skipped because they were unusable (newest first), with the reason.
@@ -420,6 +422,31 @@ fn restore(
             }
         })?;
     }
+    // In-flight records of an unaligned checkpoint go to the task owning their key now.
+    let mut channel: HashMap<(usize, usize), Vec<crate::record::Record>> = HashMap::new();
+    for t in &manifest.tasks {
+        let Some(f) = &t.channel else { continue };
+        let bytes = storage.get(&f.key)?;
+        let records =
+            super::channel::read_records(&bytes).map_err(|message| CheckpointError::Corrupt {
+                location: storage.display(&f.key),
+                message,
+            })?;
+        for r in records {
+            let task = if rescaled {
+                let mut key_bytes = Vec::new();
+                r.key
+                    .as_ref()
+                    .unwrap_or(&crate::value::Value::Null)
+                    .key_bytes(&mut key_bytes);
+                let kg = crate::state::key_group_of(&key_bytes, layout.max_parallelism);
+                task_of_key_group(kg, layout.max_parallelism, layout.parallelism)
+            } else {
+                t.task
+            };
+            channel.entry((t.stage, task)).or_default().push(r);
+        }
+    }
     let positions = manifest
         .sources
         .iter()
@@ -431,6 +458,7 @@ fn restore(
         location,
         positions,
         watermarks,
+        channel,
         stats,
         skipped,
     })

@@ -1022,11 +1022,7 @@ fn checkpoint(
     }
     if let Some(n) = m.get("mode") {
         match choice(n, &["aligned", "unaligned"], "checkpoint mode", errs) {
-            Some("unaligned") => errs.at(
-                n,
-                "checkpoint mode `unaligned` is not available yet",
-                Some("use `aligned` (the default)".into()),
-            ),
+            Some("unaligned") => c.mode = CheckpointMode::Unaligned,
             Some(_) => c.mode = CheckpointMode::Aligned,
             None => {}
         }

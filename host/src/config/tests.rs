@@ -151,12 +151,12 @@ fn checkpoints_are_on_by_default_and_their_settings_are_checked() {
     assert_eq!(spec.checkpoint.timeout, Duration::from_secs(60));
 
     let e = errors(&format!(
-        "{base}checkpoint: {{ retain: 0, location: \"ftp://x/y\", mode: unaligned, intervall: 1s }}\n"
+        "{base}checkpoint: {{ retain: 0, location: \"ftp://x/y\", mode: sideways, intervall: 1s }}\n"
     ))
     .to_string();
     assert!(e.contains("retain must be at least 1"), "{e}");
     assert!(e.contains("only `file://` and `s3://`"), "{e}");
-    assert!(e.contains("`unaligned` is not available yet"), "{e}");
+    assert!(e.contains("`sideways` is not one of the choices"), "{e}");
     assert!(e.contains("did you mean `interval`?"), "{e}");
 }
 

@@ -20,7 +20,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use crate::checkpoint::coordinator::{Barriers, Coordinator, Setup};
 use crate::checkpoint::recovery::{self, key_group_range, live_dir, Layout, StartMode};
 use crate::checkpoint::{CheckpointError, Contribution, Participant, Report};
-use crate::config::spec::{PipelineSpec, SinkKind};
+use crate::config::spec::{CheckpointMode, PipelineSpec, SinkKind};
 use crate::dlq::{DeadLetter, DlqWriter, Names};
 use crate::ops::OpError;
 use crate::sinks::{open_checkpointed_sink, open_sink, Sink, SinkError};
@@ -385,11 +385,27 @@ pub fn run(
                 .collect()
         })
         .collect();
+    // Unaligned checkpoints: each stage task also has a priority lane barriers take.
+    type Lane = (
+        Sender<tasks::PriorityBarrier>,
+        Receiver<tasks::PriorityBarrier>,
+    );
+    let unaligned = checkpointing && spec.checkpoint.mode == CheckpointMode::Unaligned;
+    let lanes: Vec<Vec<Lane>> = (1..stage_count)
+        .map(|_| {
+            (0..parallelism)
+                .map(|_| crossbeam_channel::unbounded())
+                .collect()
+        })
+        .collect();
     let downstream_for =
         |stage: usize, task: usize, inbound: &Vec<Vec<(Sender<Inbound>, Receiver<Inbound>)>>| {
             if stage + 1 < stage_count {
                 let targets = inbound[stage].iter().map(|(tx, _)| tx.clone()).collect();
+                let priority =
+                    unaligned.then(|| lanes[stage].iter().map(|(tx, _)| tx.clone()).collect());
                 Downstream::shuffle(task, targets, spec.max_parallelism, metrics.clone())
+                    .with_priority(priority)
             } else {
                 Downstream::Sinks {
                     task,
@@ -451,18 +467,23 @@ pub fn run(
                         .copied()
                         .unwrap_or(crate::record::WATERMARK_START)
                 }),
+                restored_channel: restored
+                    .and_then(|r| r.channel.get(&(stage, task)).cloned())
+                    .unwrap_or_default(),
             };
+            let priority = unaligned.then(|| lanes[stage - 1][task].1.clone());
             let name = format!("stage-{stage}-task-{task}");
             task_threads.push((
                 name.clone(),
                 spawn(&name, move || {
-                    tasks::run_stage_task(rx, parallelism, chain, downstream, env, slot)
+                    tasks::run_stage_task(rx, priority, parallelism, chain, downstream, env, slot)
                 })?,
             ));
         }
     }
     // Only tasks hold senders now, so channels close as tasks finish.
     inbound.clear();
+    drop(lanes);
     drop(hub);
     drop(outputs);
     drop(barriers);

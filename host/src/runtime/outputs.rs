@@ -115,6 +115,10 @@ pub enum Downstream {
         max_parallelism: u32,
         buckets: Vec<Batch>,
         metrics: Arc<Metrics>,
+        /// Unaligned checkpoints: each target's priority lane for barriers.
+        priority: Option<Vec<Sender<super::tasks::PriorityBarrier>>>,
+        /// Messages sent to each target on its data lane.
+        sent: Vec<u64>,
     },
     /// Write to the main-output sinks (each gets every record).
     Sinks {
@@ -134,13 +138,27 @@ impl Downstream {
         metrics: Arc<Metrics>,
     ) -> Self {
         let buckets = targets.iter().map(|_| Vec::new()).collect();
+        let sent = vec![0; targets.len()];
         Downstream::Shuffle {
             from,
             targets,
             max_parallelism,
             buckets,
             metrics,
+            priority: None,
+            sent,
         }
+    }
+
+    /// Barriers go on the targets' priority lanes, overtaking queued data.
+    pub fn with_priority(
+        mut self,
+        lanes: Option<Vec<Sender<super::tasks::PriorityBarrier>>>,
+    ) -> Self {
+        if let Downstream::Shuffle { priority, .. } = &mut self {
+            *priority = lanes;
+        }
+        self
     }
 
     pub fn send_batch(&mut self, batch: Batch) -> Result<(), Disconnected> {
@@ -154,6 +172,8 @@ impl Downstream {
                 max_parallelism,
                 buckets,
                 metrics,
+                sent,
+                ..
             } => {
                 let parallelism = targets.len();
                 let mut key_bytes = Vec::with_capacity(32);
@@ -171,6 +191,7 @@ impl Downstream {
                     if !bucket.is_empty() {
                         let batch: Vec<Record> = std::mem::take(bucket);
                         send_timed(&targets[task], (*from, Message::Data(batch)), metrics)?;
+                        sent[task] += 1;
                     }
                 }
                 Ok(())
@@ -192,10 +213,16 @@ impl Downstream {
 
     pub fn send_watermark(&mut self, status: WatermarkStatus) -> Result<(), Disconnected> {
         match self {
-            Downstream::Shuffle { from, targets, .. } => {
-                for t in targets.iter() {
+            Downstream::Shuffle {
+                from,
+                targets,
+                sent,
+                ..
+            } => {
+                for (t, n) in targets.iter().zip(sent.iter_mut()) {
                     t.send((*from, Message::Watermark(status)))
                         .map_err(|_| Disconnected)?;
+                    *n += 1;
                 }
                 Ok(())
             }
@@ -213,10 +240,26 @@ impl Downstream {
         &mut self,
         id: crate::checkpoint::CheckpointId,
     ) -> Result<(), Disconnected> {
-        if let Downstream::Shuffle { from, targets, .. } = self {
-            for t in targets.iter() {
-                t.send((*from, Message::Barrier(id)))
-                    .map_err(|_| Disconnected)?;
+        if let Downstream::Shuffle {
+            from,
+            targets,
+            priority,
+            sent,
+            ..
+        } = self
+        {
+            match priority {
+                Some(lanes) => {
+                    for (lane, n) in lanes.iter().zip(sent.iter()) {
+                        lane.send((*from, id, *n)).map_err(|_| Disconnected)?;
+                    }
+                }
+                None => {
+                    for t in targets.iter() {
+                        t.send((*from, Message::Barrier(id)))
+                            .map_err(|_| Disconnected)?;
+                    }
+                }
             }
         }
         Ok(())

@@ -63,6 +63,8 @@ pub struct StageSlot {
     pub store: Option<StateStore>,
     /// The watermark of the checkpoint the run resumed from.
     pub restored_watermark: Option<EventTime>,
+    /// Records in flight to this task at that checkpoint (unaligned), processed first.
+    pub restored_channel: Vec<Record>,
 }
 
 /// Runs a source task to completion. Returns when every partition is exhausted, the run is
@@ -260,41 +262,41 @@ fn inject_barrier(
     Ok(env.hub.barrier(id))
 }
 
-/// A stage task's snapshot: held records flushed, RocksDB checkpointed into a local folder,
-/// the contribution reported. `id: None` is the final snapshot after the input ended.
-fn snapshot_stage(
+/// Checkpoints the stage task's RocksDB instance into its local snapshot folder (stateful
+/// stages only). `id: None` is the final snapshot after the input ended.
+fn take_snapshot(
+    id: Option<CheckpointId>,
+    slot: &StageSlot,
+    barriers: &Barriers,
+) -> Result<Option<std::path::PathBuf>, RunError> {
+    let Some(store) = &slot.store else {
+        return Ok(None);
+    };
+    let dir = barriers.snapshot_dir(id, slot.stage, slot.task);
+    let clear = |path: &std::path::Path, source| {
+        RunError::State(crate::state::StateError::Clear {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| clear(&dir, e))?;
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| clear(parent, e))?;
+    }
+    store.checkpoint_to(&dir)?;
+    Ok(Some(dir))
+}
+
+fn report_stage(
     id: Option<CheckpointId>,
     slot: &StageSlot,
     watermark: EventTime,
-    env: &TaskEnv,
-) -> Result<(), RunError> {
-    let Some(barriers) = &env.barriers else {
-        return Ok(());
-    };
-    let dir = match &slot.store {
-        Some(store) => {
-            let dir = barriers.snapshot_dir(id, slot.stage, slot.task);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|source| {
-                    RunError::State(crate::state::StateError::Clear {
-                        path: dir.clone(),
-                        source,
-                    })
-                })?;
-            }
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| {
-                    RunError::State(crate::state::StateError::Clear {
-                        path: parent.to_path_buf(),
-                        source,
-                    })
-                })?;
-            }
-            store.checkpoint_to(&dir)?;
-            Some(dir)
-        }
-        None => None,
-    };
+    dir: Option<std::path::PathBuf>,
+    channel: Option<std::path::PathBuf>,
+    barriers: &Barriers,
+) {
     barriers.report(Report {
         from: Participant::Stage {
             stage: slot.stage,
@@ -305,33 +307,215 @@ fn snapshot_stage(
             watermark,
             key_groups: slot.key_groups,
             dir,
+            channel,
         },
     });
+}
+
+/// A stage task's whole snapshot (aligned checkpoints and the final one): state, then report.
+fn snapshot_stage(
+    id: Option<CheckpointId>,
+    slot: &StageSlot,
+    watermark: EventTime,
+    env: &TaskEnv,
+) -> Result<(), RunError> {
+    let Some(barriers) = &env.barriers else {
+        return Ok(());
+    };
+    let dir = take_snapshot(id, slot, barriers)?;
+    report_stage(id, slot, watermark, dir, None, barriers);
     Ok(())
 }
 
+/// What a stage task does after a message.
+enum Flow {
+    Go,
+    /// Torn down (a channel closed, the run was cancelled).
+    Stop,
+    /// Every input ended: the task finished its work and snapshotted.
+    Done,
+}
+
+/// A stage task's working state, shared by the aligned and unaligned loops.
+struct Stage {
+    chain: Chain,
+    downstream: Downstream,
+    env: TaskEnv,
+    slot: StageSlot,
+    watermarks: InputWatermarks,
+    ended: Vec<bool>,
+    ctx: Context,
+}
+
+impl Stage {
+    fn new(
+        upstream_tasks: usize,
+        mut chain: Chain,
+        downstream: Downstream,
+        env: TaskEnv,
+        mut slot: StageSlot,
+    ) -> Result<(Stage, Vec<Record>), RunError> {
+        let watermarks = match slot.restored_watermark {
+            Some(wm) => InputWatermarks::restored(upstream_tasks, wm),
+            None => InputWatermarks::new(upstream_tasks),
+        };
+        if let Some(wm) = slot.restored_watermark {
+            chain.restore(slot.key_groups, wm)?;
+        }
+        let restored = std::mem::take(&mut slot.restored_channel);
+        Ok((
+            Stage {
+                chain,
+                downstream,
+                env,
+                slot,
+                watermarks,
+                ended: vec![false; upstream_tasks],
+                ctx: Context::default(),
+            },
+            restored,
+        ))
+    }
+
+    fn process(&mut self, batch: Vec<Record>) -> Result<Flow, RunError> {
+        let out = self.chain.process(batch, &mut self.ctx)?;
+        if self
+            .env
+            .hub
+            .drain_context(&mut self.ctx, &self.env.metrics)
+            .is_err()
+            || self.downstream.send_batch(out).is_err()
+        {
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Go)
+    }
+
+    fn tick(&mut self) -> Result<Flow, RunError> {
+        if self.chain.holds_records()
+            && tick(
+                &mut self.chain,
+                &mut self.ctx,
+                &mut self.downstream,
+                &self.env,
+                Instant::now(),
+            )?
+            .is_err()
+        {
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Releases what operators hold: it arrived before the barrier about to pass.
+    fn flush_for_barrier(&mut self) -> Result<Flow, RunError> {
+        let released = self.chain.on_barrier(&mut self.ctx)?;
+        if self
+            .env
+            .hub
+            .drain_context(&mut self.ctx, &self.env.metrics)
+            .is_err()
+            || self.downstream.send_batch(released).is_err()
+        {
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Go)
+    }
+
+    fn forward_barrier(&mut self, id: CheckpointId) -> Flow {
+        if self.downstream.send_barrier(id).is_err() || self.env.hub.barrier(id).is_err() {
+            return Flow::Stop;
+        }
+        Flow::Go
+    }
+
+    /// Data, a watermark or the end of one input.
+    fn handle(&mut self, from: usize, msg: Message) -> Result<Flow, RunError> {
+        match msg {
+            Message::Data(batch) => self.process(batch),
+            Message::Watermark(status) => {
+                self.watermarks.update(from, status);
+                self.forward_watermark()
+            }
+            Message::End => {
+                self.watermarks
+                    .update(from, WatermarkStatus::Active(WATERMARK_END));
+                if let Some(slot) = self.ended.get_mut(from) {
+                    *slot = true;
+                }
+                if let Flow::Stop = self.forward_watermark()? {
+                    return Ok(Flow::Stop);
+                }
+                if self.ended.iter().all(|e| *e) {
+                    return Ok(Flow::Done);
+                }
+                Ok(Flow::Go)
+            }
+            // Barriers are taken out of the stream before (aligner, priority lane).
+            Message::Barrier(_) => Ok(Flow::Go),
+        }
+    }
+
+    fn forward_watermark(&mut self) -> Result<Flow, RunError> {
+        Ok(
+            match forward_watermark(
+                &mut self.watermarks,
+                &mut self.chain,
+                &mut self.ctx,
+                &mut self.downstream,
+                &self.env,
+            )? {
+                Ok(()) => Flow::Go,
+                Err(_) => Flow::Stop,
+            },
+        )
+    }
+
+    /// Every input ended: the final snapshot, then the end goes downstream and to the sinks.
+    fn finish(&mut self) -> Result<(), RunError> {
+        snapshot_stage(None, &self.slot, self.watermarks.current(), &self.env)?;
+        let _ = self.downstream.end();
+        let _ = self.env.hub.end();
+        Ok(())
+    }
+}
+
+/// A barrier on a stage task's priority lane (unaligned checkpoints): the sending task, the
+/// checkpoint, and how many messages it had sent on the data lane before the barrier.
+pub type PriorityBarrier = (usize, CheckpointId, u64);
+
 /// Runs a stage task: merges the streams of all upstream tasks until each has ended,
-/// aligning checkpoint barriers.
+/// passing checkpoint barriers aligned (no `priority` lane) or unaligned.
 pub fn run_stage_task(
     inbound: Receiver<Inbound>,
+    priority: Option<Receiver<PriorityBarrier>>,
     upstream_tasks: usize,
-    mut chain: Chain,
-    mut downstream: Downstream,
+    chain: Chain,
+    downstream: Downstream,
     env: TaskEnv,
     slot: StageSlot,
 ) -> Result<(), RunError> {
-    let mut watermarks = match slot.restored_watermark {
-        Some(wm) => InputWatermarks::restored(upstream_tasks, wm),
-        None => InputWatermarks::new(upstream_tasks),
-    };
-    if let Some(wm) = slot.restored_watermark {
-        chain.restore(slot.key_groups, wm)?;
+    let (mut stage, restored) = Stage::new(upstream_tasks, chain, downstream, env, slot)?;
+    // Records that were in flight to this task at an unaligned checkpoint come first.
+    if !restored.is_empty() {
+        if let Flow::Stop = stage.process(restored)? {
+            return Ok(());
+        }
     }
-    let mut ended = vec![false; upstream_tasks];
-    let mut ctx = Context::default();
+    match priority {
+        None => run_aligned(&mut stage, inbound, upstream_tasks),
+        Some(priority) => run_unaligned(&mut stage, inbound, priority, upstream_tasks),
+    }
+}
+
+fn run_aligned(
+    stage: &mut Stage,
+    inbound: Receiver<Inbound>,
+    upstream_tasks: usize,
+) -> Result<(), RunError> {
     let mut aligner: Aligner<Message> = Aligner::new(upstream_tasks);
     loop {
-        let holds = chain.holds_records();
+        let holds = stage.chain.holds_records();
         let step = aligner.next(|| {
             if holds {
                 match inbound.recv_timeout(TICK) {
@@ -346,72 +530,178 @@ pub fn run_stage_task(
                 }
             }
         });
-        if env.control.cancelled() {
+        if stage.env.control.cancelled() {
             return Ok(());
         }
-        if chain.holds_records()
-            && tick(&mut chain, &mut ctx, &mut downstream, &env, Instant::now())?.is_err()
-        {
+        if let Flow::Stop = stage.tick()? {
             return Ok(());
         }
-        let (from, msg) = match step {
-            Step::Deliver(from, msg) => (from, msg),
-            Step::Timeout => continue,
-            Step::Closed => break,
+        let flow = match step {
+            Step::Deliver(from, msg) => stage.handle(from, msg)?,
+            Step::Timeout => Flow::Go,
+            Step::Closed => return Ok(()), // torn down without an End
             Step::Aligned(id) => {
-                let released = chain.on_barrier(&mut ctx)?;
-                if env.hub.drain_context(&mut ctx, &env.metrics).is_err()
-                    || downstream.send_batch(released).is_err()
-                {
+                if let Flow::Stop = stage.flush_for_barrier()? {
                     return Ok(());
                 }
-                snapshot_stage(Some(id), &slot, watermarks.current(), &env)?;
-                if downstream.send_barrier(id).is_err() || env.hub.barrier(id).is_err() {
-                    return Ok(());
-                }
+                snapshot_stage(
+                    Some(id),
+                    &stage.slot,
+                    stage.watermarks.current(),
+                    &stage.env,
+                )?;
+                let flow = stage.forward_barrier(id);
                 aligner.release();
-                continue;
+                flow
             }
         };
-        match msg {
-            Message::Data(batch) => {
-                let out = chain.process(batch, &mut ctx)?;
-                if env.hub.drain_context(&mut ctx, &env.metrics).is_err()
-                    || downstream.send_batch(out).is_err()
-                {
-                    return Ok(());
-                }
-            }
-            Message::Watermark(status) => {
-                watermarks.update(from, status);
-                if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            Message::End => {
-                watermarks.update(from, WatermarkStatus::Active(WATERMARK_END));
-                if let Some(slot) = ended.get_mut(from) {
-                    *slot = true;
-                }
-                if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?
-                    .is_err()
-                {
-                    return Ok(());
-                }
-                if ended.iter().all(|e| *e) {
-                    snapshot_stage(None, &slot, watermarks.current(), &env)?;
-                    let _ = downstream.end();
-                    let _ = env.hub.end();
-                    return Ok(());
-                }
-            }
-            // The aligner turns barriers into `Step::Aligned`.
-            Message::Barrier(_) => {}
+        match flow {
+            Flow::Go => {}
+            Flow::Stop => return Ok(()),
+            Flow::Done => return stage.finish(),
         }
     }
-    // All senders are gone without an End: the run was torn down.
+}
+
+/// An unaligned checkpoint in progress at a stage task: snapshotted at the first barrier;
+/// records that arrive afterwards but were sent before their input's barrier are recorded.
+struct InFlight {
+    id: CheckpointId,
+    watermark: EventTime,
+    dir: Option<std::path::PathBuf>,
+    /// Per input: the number of messages it sent before the barrier, once known.
+    barrier_at: Vec<Option<u64>>,
+    records: Vec<Record>,
+}
+
+/// How long an unaligned stage task waits for data before looking at its priority lane.
+const PRIORITY_POLL: Duration = Duration::from_millis(5);
+
+fn run_unaligned(
+    stage: &mut Stage,
+    inbound: Receiver<Inbound>,
+    priority: Receiver<PriorityBarrier>,
+    upstream_tasks: usize,
+) -> Result<(), RunError> {
+    let mut received = vec![0u64; upstream_tasks];
+    let mut inflight: Option<InFlight> = None;
+    loop {
+        let wait = if stage.chain.holds_records() {
+            TICK
+        } else {
+            PRIORITY_POLL
+        };
+        let next = inbound.recv_timeout(wait);
+        if stage.env.control.cancelled() {
+            return Ok(());
+        }
+        // Barriers first: each was sent before any later message of its input, so one
+        // that overtook the message just received is seen before that message is processed.
+        while let Ok((from, id, at)) = priority.try_recv() {
+            if inflight.as_ref().is_none_or(|f| f.id != id) {
+                if let Flow::Stop = stage.flush_for_barrier()? {
+                    return Ok(());
+                }
+                let dir = match &stage.env.barriers {
+                    Some(b) => take_snapshot(Some(id), &stage.slot, b)?,
+                    None => None,
+                };
+                inflight = Some(InFlight {
+                    id,
+                    watermark: stage.watermarks.current(),
+                    dir,
+                    barrier_at: vec![None; upstream_tasks],
+                    records: Vec::new(),
+                });
+                if let Flow::Stop = stage.forward_barrier(id) {
+                    return Ok(());
+                }
+            }
+            if let Some(f) = inflight.as_mut() {
+                if let Some(slot) = f.barrier_at.get_mut(from) {
+                    *slot = Some(at);
+                }
+            }
+        }
+        if let Flow::Stop = stage.tick()? {
+            return Ok(());
+        }
+        let flow = match next {
+            Ok((from, msg)) => {
+                if let Some(n) = received.get_mut(from) {
+                    *n += 1;
+                }
+                if let (Some(f), Message::Data(batch)) = (inflight.as_mut(), &msg) {
+                    let seq = received.get(from).copied().unwrap_or(0);
+                    let before_barrier = f
+                        .barrier_at
+                        .get(from)
+                        .copied()
+                        .flatten()
+                        .is_none_or(|at| seq <= at);
+                    if before_barrier {
+                        f.records.extend(batch.iter().cloned());
+                    }
+                }
+                stage.handle(from, msg)?
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Flow::Go,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        // The checkpoint is complete here once every input delivered what it sent before
+        // its barrier (or ended).
+        let complete = inflight.as_ref().is_some_and(|f| {
+            (0..upstream_tasks)
+                .all(|i| stage.ended[i] || f.barrier_at[i].is_some_and(|at| received[i] >= at))
+        });
+        if complete {
+            if let Some(f) = inflight.take() {
+                complete_unaligned(stage, f)?;
+            }
+        }
+        match flow {
+            Flow::Go => {}
+            Flow::Stop => return Ok(()),
+            Flow::Done => return stage.finish(),
+        }
+    }
+}
+
+/// Stores the recorded in-flight records next to the snapshot and reports both.
+fn complete_unaligned(stage: &Stage, f: InFlight) -> Result<(), RunError> {
+    let Some(barriers) = &stage.env.barriers else {
+        return Ok(());
+    };
+    let channel = if f.records.is_empty() {
+        None
+    } else {
+        let path = barriers
+            .snapshot_dir(Some(f.id), stage.slot.stage, stage.slot.task)
+            .with_extension("channel.jsonl");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| {
+                RunError::State(crate::state::StateError::Clear {
+                    path: parent.to_path_buf(),
+                    source,
+                })
+            })?;
+        }
+        crate::checkpoint::channel::write_records(&path, &f.records).map_err(|source| {
+            RunError::State(crate::state::StateError::Clear {
+                path: path.clone(),
+                source,
+            })
+        })?;
+        Some(path)
+    };
+    report_stage(
+        Some(f.id),
+        &stage.slot,
+        f.watermark,
+        f.dir,
+        channel,
+        barriers,
+    );
     Ok(())
 }
 
