@@ -380,7 +380,7 @@ fn partial_run(dir: &Path, records_per_file: usize, seed: u64) -> (PathBuf, Vec<
         let n = std::fs::read_dir(&manifests)
             .map(|d| d.count())
             .unwrap_or(0);
-        if n >= 3 {
+        if n >= 3 && newest_has_a_file_of_its_own(&manifests) {
             break;
         }
         assert!(
@@ -396,6 +396,38 @@ fn partial_run(dir: &Path, records_per_file: usize, seed: u64) -> (PathBuf, Vec<
     child.kill().expect("kill");
     child.wait().expect("wait");
     (p, input)
+}
+
+/// The object keys a manifest needs.
+fn manifest_keys(path: &Path) -> Vec<String> {
+    let Ok(m) =
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(path).unwrap_or_default())
+    else {
+        return Vec::new();
+    };
+    m["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .flat_map(|t| t["files"].as_array().cloned().unwrap_or_default())
+                .filter_map(|f| f["key"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True when the newest manifest needs a state file no older one needs (state changed).
+fn newest_has_a_file_of_its_own(manifests: &Path) -> bool {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(manifests)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.sort();
+    let Some((newest, older)) = paths.split_last() else {
+        return false;
+    };
+    let older: Vec<String> = older.iter().flat_map(|p| manifest_keys(p)).collect();
+    manifest_keys(newest).iter().any(|k| !older.contains(k))
 }
 
 fn manifest_ids(dir: &Path) -> Vec<String> {

@@ -564,15 +564,21 @@ fn run_aligned(
 }
 
 /// An unaligned checkpoint in progress at a stage task: snapshotted at the first barrier;
-/// records that arrive afterwards but were sent before their input's barrier are recorded.
+/// messages its inputs sent before their barriers are taken off the channel at once and
+/// recorded (then processed as usual), so the checkpoint completes without waiting for the
+/// task to work through its queue.
 struct InFlight {
     id: CheckpointId,
     watermark: EventTime,
     dir: Option<std::path::PathBuf>,
     /// Per input: the number of messages it sent before the barrier, once known.
     barrier_at: Vec<Option<u64>>,
-    records: Vec<Record>,
+    /// Recorded data: (input, message number, records).
+    records: Vec<(usize, u64, Vec<Record>)>,
 }
+
+/// A message taken off the channel, with its number on its input.
+type Pulled = (usize, u64, Message);
 
 /// How long an unaligned stage task waits for data before looking at its priority lane.
 const PRIORITY_POLL: Duration = Duration::from_millis(5);
@@ -583,20 +589,40 @@ fn run_unaligned(
     priority: Receiver<PriorityBarrier>,
     upstream_tasks: usize,
 ) -> Result<(), RunError> {
-    let mut received = vec![0u64; upstream_tasks];
+    let mut pulled = vec![0u64; upstream_tasks];
+    let mut end_pulled = vec![false; upstream_tasks];
+    let mut queue: std::collections::VecDeque<Pulled> = std::collections::VecDeque::new();
     let mut inflight: Option<InFlight> = None;
+    let pull = |(from, msg): Inbound, pulled: &mut Vec<u64>, end_pulled: &mut Vec<bool>| {
+        let n = pulled.get_mut(from).map_or(0, |n| {
+            *n += 1;
+            *n
+        });
+        if matches!(msg, Message::End) {
+            if let Some(e) = end_pulled.get_mut(from) {
+                *e = true;
+            }
+        }
+        (from, n, msg)
+    };
     loop {
-        let wait = if stage.chain.holds_records() {
-            TICK
-        } else {
-            PRIORITY_POLL
-        };
-        let next = inbound.recv_timeout(wait);
+        if queue.is_empty() {
+            let wait = if stage.chain.holds_records() {
+                TICK
+            } else {
+                PRIORITY_POLL
+            };
+            match inbound.recv_timeout(wait) {
+                Ok(m) => queue.push_back(pull(m, &mut pulled, &mut end_pulled)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+        }
         if stage.env.control.cancelled() {
             return Ok(());
         }
-        // Barriers first: each was sent before any later message of its input, so one
-        // that overtook the message just received is seen before that message is processed.
+        // Barriers first: each was sent before any later message of its input, so one that
+        // overtook a message already taken off the channel is seen before it is processed.
         while let Ok((from, id, at)) = priority.try_recv() {
             if inflight.as_ref().is_none_or(|f| f.id != id) {
                 if let Flow::Stop = stage.flush_for_barrier()? {
@@ -606,12 +632,20 @@ fn run_unaligned(
                     Some(b) => take_snapshot(Some(id), &stage.slot, b)?,
                     None => None,
                 };
+                // Taken off the channel but not processed: not in the snapshot.
+                let records = queue
+                    .iter()
+                    .filter_map(|(from, n, msg)| match msg {
+                        Message::Data(batch) => Some((*from, *n, batch.clone())),
+                        _ => None,
+                    })
+                    .collect();
                 inflight = Some(InFlight {
                     id,
                     watermark: stage.watermarks.current(),
                     dir,
                     barrier_at: vec![None; upstream_tasks],
-                    records: Vec::new(),
+                    records,
                 });
                 if let Flow::Stop = stage.forward_barrier(id) {
                     return Ok(());
@@ -623,43 +657,40 @@ fn run_unaligned(
                 }
             }
         }
-        if let Flow::Stop = stage.tick()? {
-            return Ok(());
-        }
-        let flow = match next {
-            Ok((from, msg)) => {
-                if let Some(n) = received.get_mut(from) {
-                    *n += 1;
-                }
-                if let (Some(f), Message::Data(batch)) = (inflight.as_mut(), &msg) {
-                    let seq = received.get(from).copied().unwrap_or(0);
-                    let before_barrier = f
-                        .barrier_at
+        if let Some(f) = inflight.as_mut() {
+            // Take what was sent before the barriers off the channel now.
+            let captured = |f: &InFlight, pulled: &[u64], end_pulled: &[bool]| {
+                (0..upstream_tasks)
+                    .all(|i| end_pulled[i] || f.barrier_at[i].is_some_and(|at| pulled[i] >= at))
+            };
+            while !captured(f, &pulled, &end_pulled) {
+                let Ok(m) = inbound.try_recv() else { break };
+                let (from, n, msg) = pull(m, &mut pulled, &mut end_pulled);
+                if let Message::Data(batch) = &msg {
+                    if f.barrier_at
                         .get(from)
                         .copied()
                         .flatten()
-                        .is_none_or(|at| seq <= at);
-                    if before_barrier {
-                        f.records.extend(batch.iter().cloned());
+                        .is_none_or(|at| n <= at)
+                    {
+                        f.records.push((from, n, batch.clone()));
                     }
                 }
-                stage.handle(from, msg)?
+                queue.push_back((from, n, msg));
             }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Flow::Go,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
-        };
-        // The checkpoint is complete here once every input delivered what it sent before
-        // its barrier (or ended).
-        let complete = inflight.as_ref().is_some_and(|f| {
-            (0..upstream_tasks)
-                .all(|i| stage.ended[i] || f.barrier_at[i].is_some_and(|at| received[i] >= at))
-        });
-        if complete {
-            if let Some(f) = inflight.take() {
-                complete_unaligned(stage, f)?;
+            if captured(f, &pulled, &end_pulled) {
+                if let Some(f) = inflight.take() {
+                    complete_unaligned(stage, f)?;
+                }
             }
         }
-        match flow {
+        if let Flow::Stop = stage.tick()? {
+            return Ok(());
+        }
+        let Some((from, _, msg)) = queue.pop_front() else {
+            continue;
+        };
+        match stage.handle(from, msg)? {
             Flow::Go => {}
             Flow::Stop => return Ok(()),
             Flow::Done => return stage.finish(),
@@ -672,7 +703,20 @@ fn complete_unaligned(stage: &Stage, f: InFlight) -> Result<(), RunError> {
     let Some(barriers) = &stage.env.barriers else {
         return Ok(());
     };
-    let channel = if f.records.is_empty() {
+    // Only messages sent before their input's barrier (known for every input by now).
+    let records: Vec<Record> = f
+        .records
+        .into_iter()
+        .filter(|(from, n, _)| {
+            f.barrier_at
+                .get(*from)
+                .copied()
+                .flatten()
+                .is_none_or(|at| *n <= at)
+        })
+        .flat_map(|(_, _, batch)| batch)
+        .collect();
+    let channel = if records.is_empty() {
         None
     } else {
         let path = barriers
@@ -686,7 +730,7 @@ fn complete_unaligned(stage: &Stage, f: InFlight) -> Result<(), RunError> {
                 })
             })?;
         }
-        crate::checkpoint::channel::write_records(&path, &f.records).map_err(|source| {
+        crate::checkpoint::channel::write_records(&path, &records).map_err(|source| {
             RunError::State(crate::state::StateError::Clear {
                 path: path.clone(),
                 source,
