@@ -142,6 +142,7 @@ fn one_size(work: &Path, mb: u64, emit: &dyn Fn(serde_json::Value)) -> Result<()
             commits: vec![],
             state_bytes: stats.total_bytes,
             uploaded_bytes: stats.uploaded_bytes,
+            dlq_len: None,
         };
         storage.write_manifest(&manifest)?;
         let total_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -187,6 +188,7 @@ fn one_size(work: &Path, mb: u64, emit: &dyn Fn(serde_json::Value)) -> Result<()
         stateful_stages: vec![1],
         operators: vec!["s1:op1:window".into()],
         file_sinks: vec![],
+        dlq: dir.join("dlq.jsonl"),
     };
     for (name, wipe_local) in [("recovery_local", false), ("recovery_object_store", true)] {
         if wipe_local {

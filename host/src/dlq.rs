@@ -180,6 +180,130 @@ impl DlqWriter {
     }
 }
 
+/// The pending file of one epoch's dead letters: `.dlq.jsonl.pending-<epoch>` next to it.
+pub fn pending_path(path: &Path, epoch: crate::checkpoint::CheckpointId) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dlq.jsonl".into());
+    path.with_file_name(format!(".{name}.pending-{epoch:010}"))
+}
+
+/// Removes every pending epoch file of the DLQ at `path` (output no checkpoint covers).
+pub fn discard_pending(path: &Path) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.pending-");
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The DLQ of a checkpointed run: each epoch's dead letters go to a pending file that the
+/// checkpoint coordinator appends to the DLQ file once the checkpoint is complete, so the
+/// DLQ holds every dead letter exactly once across crashes (like the file sinks' parts).
+pub struct DlqEpochs {
+    path: PathBuf,
+    epoch: crate::checkpoint::CheckpointId,
+    open: Option<(PathBuf, BufWriter<File>, u64)>,
+    /// The DLQ file's length once every pre-committed epoch is appended.
+    committed_len: u64,
+}
+
+impl DlqEpochs {
+    /// Dead letters from now on belong to `first_epoch`; the DLQ file holds `committed_len`
+    /// bytes of committed dead letters.
+    pub fn open(
+        path: &Path,
+        first_epoch: crate::checkpoint::CheckpointId,
+        committed_len: u64,
+    ) -> Result<DlqEpochs, DlqError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| DlqError {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(DlqEpochs {
+            path: path.to_path_buf(),
+            epoch: first_epoch,
+            open: None,
+            committed_len,
+        })
+    }
+
+    pub fn write(&mut self, dl: &DeadLetter, names: &Names) -> Result<(), DlqError> {
+        if self.open.is_none() {
+            let pending = pending_path(&self.path, self.epoch);
+            let file = File::create(&pending).map_err(|source| DlqError {
+                path: pending.clone(),
+                source,
+            })?;
+            self.open = Some((pending, BufWriter::with_capacity(64 << 10, file), 0));
+        }
+        let Some((pending, out, bytes)) = self.open.as_mut() else {
+            return Ok(());
+        };
+        let mut line = serde_json::to_vec(&dl.to_envelope(names)).map_err(|e| DlqError {
+            path: pending.clone(),
+            source: e.into(),
+        })?;
+        line.push(b'\n');
+        out.write_all(&line).map_err(|source| DlqError {
+            path: pending.clone(),
+            source,
+        })?;
+        *bytes += line.len() as u64;
+        Ok(())
+    }
+
+    /// Checkpoint `epoch`'s barrier came from every task: sync this epoch's dead letters and
+    /// say where they go.
+    pub fn pre_commit(
+        &mut self,
+        epoch: crate::checkpoint::CheckpointId,
+    ) -> Result<Option<crate::checkpoint::manifest::SinkCommit>, DlqError> {
+        let done = self.epoch;
+        self.epoch = epoch + 1;
+        let Some((pending, out, bytes)) = self.open.take() else {
+            return Ok(None);
+        };
+        let fail = |source: std::io::Error| DlqError {
+            path: pending.clone(),
+            source,
+        };
+        let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
+        file.sync_all().map_err(fail)?;
+        let offset = self.committed_len;
+        self.committed_len += bytes;
+        Ok(Some(crate::checkpoint::manifest::SinkCommit {
+            sink: "dead-letter queue".into(),
+            epoch: done,
+            pending,
+            committed: self.path.clone(),
+            append: Some(crate::checkpoint::manifest::Append {
+                offset,
+                size: bytes,
+            }),
+        }))
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

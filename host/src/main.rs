@@ -192,7 +192,7 @@ fn main() -> ExitCode {
                     _ => None,
                 })
                 .collect();
-            let info = inspect::savepoint(storage, checkpoint, &to, &file_sinks)?;
+            let info = inspect::savepoint(storage, checkpoint, &to, &file_sinks, &spec.dlq.path)?;
             println!(
                 "savepoint of checkpoint {} written to {} ({} file(s), {} copied)\nrestore it with: headwater run {} --from {}",
                 info.from,

@@ -36,6 +36,18 @@ type Input = (usize, String, i64, i64);
 /// ever late. Users come in bursts (each minute a random subset is active), so session
 /// windows open and close.
 fn write_input(dir: &Path, files: usize, per_file: usize, seed: u64) -> Vec<Input> {
+    write_input_with_bad_lines(dir, files, per_file, seed, 0)
+}
+
+/// Like [`write_input`], with a line that is not JSON after every `bad_every` records
+/// (0: none); each must reach the dead-letter queue exactly once.
+fn write_input_with_bad_lines(
+    dir: &Path,
+    files: usize,
+    per_file: usize,
+    seed: u64,
+    bad_every: usize,
+) -> Vec<Input> {
     let mut rng = Rng(seed);
     let mut all = Vec::with_capacity(files * per_file);
     std::fs::create_dir_all(dir.join("input")).expect("mkdir");
@@ -48,6 +60,9 @@ fn write_input(dir: &Path, files: usize, per_file: usize, seed: u64) -> Vec<Inpu
             let user = (minute * 7 + rng.below(40)) % 400;
             let v = rng.below(100) as i64;
             text.push_str(&format!("{{\"ts\":{t},\"user\":\"u{user}\",\"v\":{v}}}\n"));
+            if bad_every > 0 && i % bad_every == bad_every - 1 {
+                text.push_str(&format!("not json {f}-{i}\n"));
+            }
             all.push((f, format!("u{user}"), t, v));
         }
         std::fs::write(dir.join(format!("input/part-{f}.jsonl")), text).expect("write input");
@@ -163,6 +178,18 @@ fn committed_rows(dir: &Path, name: &str) -> Rows {
     rows
 }
 
+/// No record became a dead letter (the inputs have none, and none is ever late).
+fn assert_no_dead_letters(dir: &Path, name: &str) {
+    let dlq = std::fs::read_to_string(dir.join(format!(".headwater/{name}/dlq.jsonl")))
+        .unwrap_or_default();
+    assert!(
+        dlq.is_empty(),
+        "{name}: {} dead letters, first: {}",
+        dlq.lines().count(),
+        dlq.lines().next().unwrap_or_default()
+    );
+}
+
 fn assert_same(got: &Rows, want: &Rows, what: &str) {
     if got == want {
         return;
@@ -178,13 +205,14 @@ fn assert_same(got: &Rows, want: &Rows, what: &str) {
         }
     }
     panic!(
-        "{what}: committed output differs from the oracle: {} rows vs {} expected; {} missing (first: {:?}), {} extra or duplicated (first: {:?})",
+        "{what}: committed output differs from the oracle: {} rows vs {} expected; {} missing (first: {:?}), {} extra or duplicated (first: {:?}); missing: {:?}",
         got.len(),
         want.len(),
         missing.len(),
         missing.first(),
         extra.len(),
-        extra.first()
+        extra.first(),
+        missing.iter().take(12).collect::<Vec<_>>()
     );
 }
 
@@ -267,7 +295,7 @@ fn chaos_with(
         if landed >= kills {
             break;
         }
-        let after = Duration::from_millis(20 + rng.below(230));
+        let after = Duration::from_millis(20 + rng.below(130));
         let (status, killed, stderr) = run_once(dir, pipeline, p, Some(after), None, env);
         if killed {
             landed += 1;
@@ -284,7 +312,7 @@ fn chaos_with(
 #[test]
 fn tumbling_windows_survive_sigkills_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let input = write_input(dir.path(), 4, 250_000, 0x5eed_0001);
+    let input = write_input_with_bad_lines(dir.path(), 4, 250_000, 0x5eed_0001, 5_000);
     let p = pipeline(dir.path(), "tumbling", "type: tumbling\n      size: 10s");
     let landed = chaos(dir.path(), &p, 22, 7, &[2]);
     eprintln!("tumbling: {landed} kills landed");
@@ -292,6 +320,33 @@ fn tumbling_windows_survive_sigkills_exactly_once() {
         landed >= 20,
         "only {landed} kills landed before the input ran out"
     );
+    // The dead-letter queue is an output too: every bad line exactly once.
+    let dlq =
+        std::fs::read_to_string(dir.path().join(".headwater/tumbling/dlq.jsonl")).expect("dlq");
+    let mut raws: Vec<String> = dlq
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("envelope")["raw"]
+                .as_str()
+                .expect("raw")
+                .to_string()
+        })
+        .collect();
+    raws.sort();
+    let mut expected: Vec<String> = (0..4)
+        .flat_map(|f| {
+            (0..250_000)
+                .filter(|i| i % 5_000 == 4_999)
+                .map(move |i| format!("not json {f}-{i}"))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(
+        raws.len(),
+        expected.len(),
+        "dead letters: none lost, none twice"
+    );
+    assert_eq!(raws, expected);
     assert_same(
         &committed_rows(dir.path(), "tumbling"),
         &tumbling_oracle(&input, 10_000),
@@ -317,7 +372,7 @@ fn unaligned_checkpoints_store_in_flight_records_and_survive_sigkills() {
             break;
         }
         let p_now = [2, 3, 1][attempt % 3];
-        let after = Duration::from_millis(20 + rng.below(230));
+        let after = Duration::from_millis(20 + rng.below(130));
         let (status, killed, stderr) = run_once(dir.path(), &p, p_now, Some(after), None, &[]);
         if !killed {
             assert!(status.success(), "{stderr}");
@@ -357,6 +412,7 @@ fn session_windows_survive_sigkills_and_parallelism_changes() {
         landed >= 20,
         "only {landed} kills landed before the input ran out"
     );
+    assert_no_dead_letters(dir.path(), "sessions");
     assert_same(
         &committed_rows(dir.path(), "sessions"),
         &session_oracle(&input, 20_000),

@@ -70,6 +70,8 @@ pub struct Setup {
     pub next_id: CheckpointId,
     pub storage: CheckpointStorage,
     pub uploader: Uploader,
+    /// Length of the dead-letter file as the run starts (restored checkpoint's, or 0).
+    pub dlq_len: u64,
     /// A stop request takes a checkpoint at once, then halts the tasks (no draining: the
     /// next run resumes exactly there).
     pub control: Arc<RunControl>,
@@ -377,8 +379,17 @@ impl Coordinator {
             commits,
             state_bytes: stats.total_bytes,
             uploaded_bytes: stats.uploaded_bytes,
+            dlq_len: None,
         };
         let mut manifest = manifest;
+        let dlq_len = manifest
+            .commits
+            .iter()
+            .filter_map(|c| c.append)
+            .map(|a| a.offset + a.size)
+            .max()
+            .unwrap_or(self.setup.dlq_len);
+        manifest.dlq_len = Some(dlq_len);
         manifest.duration_ms = inflight.started.elapsed().as_millis() as u64;
         crash_point("uploaded");
         self.setup.storage.write_manifest(&manifest)?;
@@ -391,6 +402,7 @@ impl Coordinator {
             }
         }
         self.uncommitted.retain(|c| c.epoch > id);
+        self.setup.dlq_len = dlq_len;
         let all_finished = self.all_finished();
         self.keep_local(id, &local_dirs, all_finished);
         self.known
@@ -505,6 +517,9 @@ pub fn commit_sink_file(c: &SinkCommit) -> Result<(), CheckpointError> {
         path: c.pending.clone(),
         source,
     };
+    if let Some(append) = c.append {
+        return commit_append(c, append);
+    }
     if c.pending.exists() {
         // Link, then unlink: unlike a rename this never replaces an existing part.
         match std::fs::hard_link(&c.pending, &c.committed) {
@@ -550,6 +565,57 @@ pub fn commit_sink_file(c: &SinkCommit) -> Result<(), CheckpointError> {
             ),
         })
     }
+}
+
+/// Appends a pending DLQ epoch to the DLQ file at its offset. Idempotent: a commit already
+/// done (file long enough, pending gone) is fine; a partial one is redone from the offset.
+fn commit_append(c: &SinkCommit, a: super::manifest::Append) -> Result<(), CheckpointError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io { path, source }
+    };
+    let len = std::fs::metadata(&c.committed)
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if !c.pending.exists() {
+        if len >= a.offset + a.size {
+            return Ok(());
+        }
+        return Err(CheckpointError::Missing {
+            location: format!(
+                "{} (dead letters of checkpoint {}; {} holds {len} bytes, {} expected)",
+                c.pending.display(),
+                c.epoch,
+                c.committed.display(),
+                a.offset + a.size
+            ),
+        });
+    }
+    if len < a.offset {
+        return Err(CheckpointError::Corrupt {
+            location: c.committed.display().to_string(),
+            message: format!(
+                "holds {len} bytes but {} were committed before checkpoint {}",
+                a.offset, c.epoch
+            ),
+        });
+    }
+    if len < a.offset + a.size {
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&c.committed)
+            .map_err(io(&c.committed))?;
+        out.set_len(a.offset).map_err(io(&c.committed))?;
+        out.seek(SeekFrom::End(0)).map_err(io(&c.committed))?;
+        let mut pending = std::fs::File::open(&c.pending).map_err(io(&c.pending))?;
+        std::io::copy(&mut pending, &mut out).map_err(io(&c.committed))?;
+        out.sync_all().map_err(io(&c.committed))?;
+    }
+    std::fs::remove_file(&c.pending).map_err(io(&c.pending))?;
+    Ok(())
 }
 
 /// Failure injection for the recovery tests: `HEADWATER_CRASH_AT=<point>` aborts the process

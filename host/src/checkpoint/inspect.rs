@@ -146,6 +146,7 @@ pub fn savepoint(
     id: Option<CheckpointId>,
     to: &str,
     file_sinks: &[(String, std::path::PathBuf)],
+    dlq: &std::path::Path,
 ) -> Result<SavepointInfo, CheckpointError> {
     let id = match id {
         Some(id) => id,
@@ -159,7 +160,7 @@ pub fn savepoint(
     let mut m = storage.read_manifest(id)?;
     // The checkpoint's output is committed before the savepoint stands on its own.
     for c in &m.commits {
-        if let Some(c) = super::recovery::here(c, file_sinks) {
+        if let Some(c) = super::recovery::here(c, file_sinks, dlq) {
             commit_sink_file(&c)?;
         }
     }

@@ -45,6 +45,9 @@ pub struct Manifest {
     pub state_bytes: u64,
     /// Bytes uploaded for this checkpoint (the rest was shared with earlier ones).
     pub uploaded_bytes: u64,
+    /// Length of the dead-letter file once this checkpoint's dead letters are in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlq_len: Option<u64>,
 }
 
 /// Where one source partition was when the barrier left it.
@@ -101,6 +104,17 @@ pub struct SinkCommit {
     pub epoch: CheckpointId,
     pub pending: PathBuf,
     pub committed: PathBuf,
+    /// Set for the dead-letter queue: the pending file is appended to `committed` at this
+    /// offset instead of renamed (idempotently: a repeated commit finds it done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append: Option<Append>,
+}
+
+/// Where an appended commit goes: the DLQ file's length before it, and its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Append {
+    pub offset: u64,
+    pub size: u64,
 }
 
 impl Manifest {

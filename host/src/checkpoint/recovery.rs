@@ -39,6 +39,8 @@ pub struct Layout<'a> {
     pub operators: Vec<String>,
     /// Sinks that commit files at checkpoints: (name, configured path).
     pub file_sinks: Vec<(String, PathBuf)>,
+    /// The dead-letter file (committed by appending at checkpoints).
+    pub dlq: PathBuf,
 }
 
 /// The run's starting point.
@@ -276,7 +278,14 @@ fn check_usable(
 
 /// A commit's file names as this run sees them: manifests store the names the writing run
 /// used, which may be relative to another working directory.
-pub fn here(c: &SinkCommit, file_sinks: &[(String, PathBuf)]) -> Option<SinkCommit> {
+pub fn here(c: &SinkCommit, file_sinks: &[(String, PathBuf)], dlq: &Path) -> Option<SinkCommit> {
+    if c.append.is_some() {
+        return Some(SinkCommit {
+            pending: crate::dlq::pending_path(dlq, c.epoch),
+            committed: dlq.to_path_buf(),
+            ..c.clone()
+        });
+    }
     let (_, path) = file_sinks.iter().find(|(name, _)| *name == c.sink)?;
     let names = crate::sinks::file::PartNames::new(path);
     Some(SinkCommit {
@@ -284,12 +293,23 @@ pub fn here(c: &SinkCommit, file_sinks: &[(String, PathBuf)]) -> Option<SinkComm
         epoch: c.epoch,
         pending: names.pending(c.epoch),
         committed: names.committed(c.epoch),
+        append: None,
     })
 }
 
 /// No checkpoint to resume: local state and earlier output go.
 fn start_empty(layout: &Layout<'_>) -> Result<(), CheckpointError> {
     remove_all(layout.state_dir)?;
+    let dlq_io = |source| CheckpointError::Io {
+        path: layout.dlq.clone(),
+        source,
+    };
+    crate::dlq::discard_pending(&layout.dlq).map_err(dlq_io)?;
+    match std::fs::remove_file(&layout.dlq) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(dlq_io(e)),
+    }
     for (_, path) in &layout.file_sinks {
         crate::sinks::file::discard_after(path, None).map_err(|source| CheckpointError::Io {
             path: path.clone(),
@@ -406,7 +426,7 @@ fn restore(
     }
     // Sinks: finish the commits this checkpoint made, drop output written after it.
     for c in &manifest.commits {
-        match here(c, &layout.file_sinks) {
+        match here(c, &layout.file_sinks, &layout.dlq) {
             Some(c) => commit_sink_file(&c)?,
             None => tracing::warn!(
                 sink = %c.sink,
@@ -421,6 +441,23 @@ fn restore(
                 source,
             }
         })?;
+    }
+    // The DLQ: pending epochs go; dead letters appended after this checkpoint are cut off.
+    let dlq_io = |source| CheckpointError::Io {
+        path: layout.dlq.clone(),
+        source,
+    };
+    crate::dlq::discard_pending(&layout.dlq).map_err(dlq_io)?;
+    if let Some(len) = manifest.dlq_len {
+        match std::fs::OpenOptions::new().write(true).open(&layout.dlq) {
+            Ok(f) => {
+                if f.metadata().map_err(dlq_io)?.len() > len {
+                    f.set_len(len).map_err(dlq_io)?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(dlq_io(e)),
+        }
     }
     // In-flight records of an unaligned checkpoint go to the task owning their key now.
     let mut channel: HashMap<(usize, usize), Vec<crate::record::Record>> = HashMap::new();

@@ -276,6 +276,7 @@ mod tests {
             commits: vec![],
             state_bytes: 0,
             uploaded_bytes: 0,
+            dlq_len: None,
         }
     }
 

@@ -29,7 +29,7 @@ use crate::state::{StateError, StateStore};
 
 use align::{Aligner, Recv, Step};
 pub use metrics::{CheckpointStats, Metrics, RunSummary, Snapshot};
-use outputs::{Downstream, Inbound, SinkHub, SinkItem, SinkMsg};
+use outputs::{DlqItem, DlqMsg, Downstream, Inbound, SinkHub, SinkItem, SinkMsg};
 pub use plan::{Plan, PlanError};
 use tasks::{AssignedPartition, StageSlot, TaskEnv};
 
@@ -156,6 +156,7 @@ pub fn run(
             stateful_stages: stateful_stages.clone(),
             operators: operators.clone(),
             file_sinks,
+            dlq: spec.dlq.path.clone(),
         };
         Some(recovery::prepare(
             &spec.checkpoint.location,
@@ -289,6 +290,11 @@ pub fn run(
     // The checkpoint coordinator. Sink output of epoch n is committed by checkpoint n.
     let senders = parallelism * stage_count;
     let next_epoch = start.as_ref().map_or(1, |s| s.next_id);
+    // Recovery cut the DLQ file back to what the restored checkpoint committed; new dead
+    // letters are appended after what is there (the user may have emptied it).
+    let dlq_len = std::fs::metadata(&spec.dlq.path)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let (barriers, coordinator) = match start {
         Some(start) => {
             let mut participants: Vec<Participant> = (0..parallelism)
@@ -298,7 +304,8 @@ pub fn run(
                 participants
                     .extend((0..parallelism).map(|task| Participant::Stage { stage, task }));
             }
-            participants.extend((0..spec.sinks.len()).map(|sink| Participant::Sink { sink }));
+            // The DLQ takes part as one more sink, after the declared ones.
+            participants.extend((0..=spec.sinks.len()).map(|sink| Participant::Sink { sink }));
             let setup = Setup {
                 spec: spec.checkpoint.clone(),
                 pipeline: spec.name.clone(),
@@ -311,6 +318,7 @@ pub fn run(
                 next_id: start.next_id,
                 storage: start.storage,
                 uploader: start.uploader,
+                dlq_len,
                 control: control.clone(),
             };
             let (coordinator, barriers) = Coordinator::new(setup, metrics.clone());
@@ -352,17 +360,28 @@ pub fn run(
         sink_senders.push(tx);
     }
     let dlq_path = spec.dlq.path.display().to_string();
-    let dlq_writer = DlqWriter::open(&spec.dlq.path).map_err(|e| RunError::Dlq {
+    let dlq_fail = |e: crate::dlq::DlqError| RunError::Dlq {
         path: dlq_path.clone(),
         message: e.to_string(),
-    })?;
-    let (dlq_tx, dlq_rx) = bounded::<Vec<DeadLetter>>(capacity * parallelism);
+    };
+    let dlq_out = match &barriers {
+        // Checkpointed: dead letters of epoch n are appended to the file when checkpoint n
+        // completes; the file holds what the restored checkpoint had committed.
+        Some(b) => DlqOut::Epochs(
+            crate::dlq::DlqEpochs::open(&spec.dlq.path, next_epoch, dlq_len).map_err(dlq_fail)?,
+            b.clone(),
+            spec.sinks.len(),
+            senders,
+        ),
+        None => DlqOut::Plain(DlqWriter::open(&spec.dlq.path).map_err(dlq_fail)?),
+    };
+    let (dlq_tx, dlq_rx) = bounded::<DlqMsg>(capacity * parallelism);
     let dlq_thread = {
         let metrics = metrics.clone();
         let ctl = control.clone();
         let path = dlq_path.clone();
         spawn("dlq", move || {
-            run_dlq(dlq_writer, names, dlq_rx, metrics, ctl, path)
+            run_dlq(dlq_out, names, dlq_rx, metrics, ctl, path)
         })?
     };
     let hub = SinkHub {
@@ -667,10 +686,17 @@ fn run_sink(
     }
 }
 
+/// Where dead letters go: straight to the file (no checkpoints), or per epoch, committed
+/// with the checkpoints (the DLQ is then a participant like a sink).
+enum DlqOut {
+    Plain(DlqWriter),
+    Epochs(crate::dlq::DlqEpochs, Barriers, usize, usize),
+}
+
 fn run_dlq(
-    mut writer: DlqWriter,
+    out: DlqOut,
     names: Names,
-    rx: Receiver<Vec<DeadLetter>>,
+    rx: Receiver<DlqMsg>,
     metrics: Arc<Metrics>,
     control: Arc<RunControl>,
     path: String,
@@ -679,17 +705,67 @@ fn run_dlq(
         path: path.clone(),
         message: e.to_string(),
     };
-    for batch in rx {
-        for dl in &batch {
-            if let Err(e) = writer.write(dl, &names) {
-                control.cancel();
-                return Err(fail(&e));
+    let note = |dl: &DeadLetter| {
+        metrics.note_dead_letters(&dl.step, 1);
+        metrics.note_failure(&dl.step, &dl.error, dl.detail.as_deref());
+    };
+    let (mut epochs, barriers, participant, senders) = match out {
+        DlqOut::Plain(mut writer) => {
+            for (_, item) in rx {
+                if let DlqItem::Letters(batch) = item {
+                    for dl in &batch {
+                        if let Err(e) = writer.write(dl, &names) {
+                            control.cancel();
+                            return Err(fail(&e));
+                        }
+                        note(dl);
+                    }
+                }
             }
-            metrics.note_dead_letters(&dl.step, 1);
-            metrics.note_failure(&dl.step, &dl.error, dl.detail.as_deref());
+            return writer.flush().map_err(|e| fail(&e));
+        }
+        DlqOut::Epochs(epochs, barriers, participant, senders) => {
+            (epochs, barriers, participant, senders)
+        }
+    };
+    let mut aligner: Aligner<DlqItem> = Aligner::new(senders);
+    let report = |id, commit| {
+        barriers.report(Report {
+            from: Participant::Sink { sink: participant },
+            id,
+            contribution: Contribution::Sink(commit),
+        })
+    };
+    let mut epoch = 0;
+    loop {
+        match aligner.next(|| match rx.recv() {
+            Ok((from, item)) => Recv::Msg(from, item),
+            Err(_) => Recv::Closed,
+        }) {
+            Step::Deliver(_, DlqItem::Letters(batch)) => {
+                for dl in &batch {
+                    if let Err(e) = epochs.write(dl, &names) {
+                        control.cancel();
+                        return Err(fail(&e));
+                    }
+                    note(dl);
+                }
+            }
+            Step::Deliver(_, DlqItem::End) if aligner.all_ended() => {
+                let commit = epochs.pre_commit(epoch).map_err(|e| fail(&e))?;
+                report(None, commit);
+                return Ok(());
+            }
+            Step::Deliver(..) => {}
+            Step::Aligned(id) => {
+                let commit = epochs.pre_commit(id).map_err(|e| fail(&e))?;
+                epoch = id + 1;
+                report(Some(id), commit);
+                aligner.release();
+            }
+            Step::Closed | Step::Timeout => return Ok(()),
         }
     }
-    writer.flush().map_err(|e| fail(&e))
 }
 
 /// A partition's identity in checkpoints: for a file, its path relative to the pipeline's

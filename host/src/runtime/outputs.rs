@@ -31,6 +31,30 @@ pub enum SinkItem {
 /// A message on a sink's channel: the sending task (numbered across all stages) and what.
 pub type SinkMsg = (usize, SinkItem);
 
+/// What the dead-letter writer receives from a task.
+#[derive(Debug)]
+pub enum DlqItem {
+    Letters(Vec<DeadLetter>),
+    Barrier(crate::checkpoint::CheckpointId),
+    End,
+}
+
+/// A message on the DLQ channel: the sending task and what.
+pub type DlqMsg = (usize, DlqItem);
+
+impl super::align::Control for DlqItem {
+    fn barrier(&self) -> Option<crate::checkpoint::CheckpointId> {
+        match self {
+            DlqItem::Barrier(id) => Some(*id),
+            _ => None,
+        }
+    }
+
+    fn is_end(&self) -> bool {
+        matches!(self, DlqItem::End)
+    }
+}
+
 impl super::align::Control for SinkItem {
     fn barrier(&self) -> Option<crate::checkpoint::CheckpointId> {
         match self {
@@ -54,26 +78,38 @@ pub struct SinkHub {
     /// This task's number among all tasks (the sinks track each sender's barriers).
     pub sender: usize,
     pub sinks: Vec<Sender<SinkMsg>>,
-    pub dlq: Sender<Vec<DeadLetter>>,
+    pub dlq: Sender<DlqMsg>,
 }
 
 impl SinkHub {
-    /// Sends checkpoint `id`'s barrier to every sink, after everything sent before.
+    /// Sends checkpoint `id`'s barrier to every sink and the DLQ, after everything sent
+    /// before.
     pub fn barrier(&self, id: crate::checkpoint::CheckpointId) -> Result<(), Disconnected> {
         for s in &self.sinks {
             s.send((self.sender, SinkItem::Barrier(id)))
                 .map_err(|_| Disconnected)?;
         }
-        Ok(())
+        self.dlq
+            .send((self.sender, DlqItem::Barrier(id)))
+            .map_err(|_| Disconnected)
     }
 
-    /// Tells every sink this task is done.
+    /// Tells every sink and the DLQ this task is done.
     pub fn end(&self) -> Result<(), Disconnected> {
         for s in &self.sinks {
             s.send((self.sender, SinkItem::End))
                 .map_err(|_| Disconnected)?;
         }
-        Ok(())
+        self.dlq
+            .send((self.sender, DlqItem::End))
+            .map_err(|_| Disconnected)
+    }
+
+    /// Sends dead letters to the DLQ writer.
+    pub fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), Disconnected> {
+        self.dlq
+            .send((self.sender, DlqItem::Letters(letters)))
+            .map_err(|_| Disconnected)
     }
 
     /// Sends what an operator put aside: dead letters and side outputs.
@@ -83,9 +119,7 @@ impl SinkHub {
             ctx.late = 0;
         }
         if !ctx.dead.is_empty() {
-            self.dlq
-                .send(std::mem::take(&mut ctx.dead))
-                .map_err(|_| Disconnected)?;
+            self.dead_letters(std::mem::take(&mut ctx.dead))?;
         }
         if !ctx.side.is_empty() {
             let mut per_sink: Vec<Vec<Value>> = vec![Vec::new(); self.sinks.len()];

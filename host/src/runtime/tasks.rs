@@ -157,7 +157,7 @@ pub fn run_source_task(
             }
             if !dead.is_empty() {
                 p.clock.touch(now);
-                if env.hub.dlq.send(std::mem::take(&mut dead)).is_err() {
+                if env.hub.dead_letters(std::mem::take(&mut dead)).is_err() {
                     return Ok(());
                 }
             }
@@ -593,6 +593,7 @@ fn run_unaligned(
     let mut end_pulled = vec![false; upstream_tasks];
     let mut queue: std::collections::VecDeque<Pulled> = std::collections::VecDeque::new();
     let mut inflight: Option<InFlight> = None;
+    let mut completed: CheckpointId = 0;
     let pull = |(from, msg): Inbound, pulled: &mut Vec<u64>, end_pulled: &mut Vec<bool>| {
         let n = pulled.get_mut(from).map_or(0, |n| {
             *n += 1;
@@ -624,6 +625,11 @@ fn run_unaligned(
         // Barriers first: each was sent before any later message of its input, so one that
         // overtook a message already taken off the channel is seen before it is processed.
         while let Ok((from, id, at)) = priority.try_recv() {
+            // A barrier of a checkpoint this task already completed (an input that ended
+            // while it was being captured still sends it) changes nothing.
+            if id <= completed && inflight.as_ref().is_none_or(|f| f.id != id) {
+                continue;
+            }
             if inflight.as_ref().is_none_or(|f| f.id != id) {
                 if let Flow::Stop = stage.flush_for_barrier()? {
                     return Ok(());
@@ -680,6 +686,7 @@ fn run_unaligned(
             }
             if captured(f, &pulled, &end_pulled) {
                 if let Some(f) = inflight.take() {
+                    completed = f.id;
                     complete_unaligned(stage, f)?;
                 }
             }

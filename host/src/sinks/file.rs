@@ -218,6 +218,7 @@ impl Sink for PartFileSink {
             epoch: done,
             pending: path,
             committed: self.names.committed(done),
+            append: None,
         }))
     }
 }
