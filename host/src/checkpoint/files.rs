@@ -52,15 +52,23 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf, u64)>, CheckpointE
     Ok(out)
 }
 
+/// The inode of a file (its identity across hard links), if it can be read.
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
 /// Uploads RocksDB checkpoints incrementally.
 ///
-/// SST files never change once written, so a (task, name, size) seen before keeps its content
-/// name without being read again; every other file is hashed each time (they are small).
-/// Objects already in the storage are not uploaded again.
+/// SST files never change once written, and a checkpoint's SST is a hard link to the live
+/// one, so a file seen before (same task, name, size *and inode*) keeps its content name
+/// without being read again. The inode guards against a different instance that happens to
+/// produce a file with the same name and size (after a rescale, say). Every other file is
+/// hashed each time (they are small). Objects already in the storage are not uploaded again.
 #[derive(Default)]
 pub struct Uploader {
     stored: HashSet<String>,
-    sst_keys: HashMap<(String, String, u64), String>,
+    sst_keys: HashMap<(String, String, u64), (String, Option<u64>)>,
 }
 
 /// What one upload did.
@@ -81,12 +89,17 @@ impl Uploader {
         })
     }
 
-    /// Remembers the content names of files restored from a manifest.
-    pub fn learn(&mut self, task: &str, files: &[StateFile]) {
+    /// Remembers the content names of files restored from a manifest into `live` (the
+    /// task's RocksDB folder, whose files are those very files).
+    pub fn learn(&mut self, task: &str, files: &[StateFile], live: &Path) {
         for f in files {
             if f.name.ends_with(".sst") {
-                self.sst_keys
-                    .insert((task.to_string(), f.name.clone(), f.size), f.key.clone());
+                if let Some(ino) = inode(&live.join(&f.name)) {
+                    self.sst_keys.insert(
+                        (task.to_string(), f.name.clone(), f.size),
+                        (f.key.clone(), Some(ino)),
+                    );
+                }
             }
         }
     }
@@ -107,12 +120,18 @@ impl Uploader {
         let mut files = Vec::new();
         for (name, path, size) in list_files(dir)? {
             let cache_key = (task.to_string(), name.clone(), size);
-            let key = match self.sst_keys.get(&cache_key) {
-                Some(k) => k.clone(),
+            let ino = inode(&path);
+            let cached = self
+                .sst_keys
+                .get(&cache_key)
+                .filter(|(_, known)| known.is_some() && *known == ino)
+                .map(|(k, _)| k.clone());
+            let key = match cached {
+                Some(k) => k,
                 None => {
                     let (k, _) = content_key(&path)?;
                     if name.ends_with(".sst") {
-                        self.sst_keys.insert(cache_key, k.clone());
+                        self.sst_keys.insert(cache_key, (k.clone(), ino));
                     }
                     k
                 }
@@ -242,6 +261,47 @@ mod tests {
         assert_eq!(ka, content_key(&b).expect("b").0);
         assert_ne!(ka, content_key(&c).expect("c").0);
         assert!(ka.starts_with("shared/") && ka.ends_with("-10"), "{ka}");
+    }
+
+    #[test]
+    fn a_file_with_a_known_name_and_size_but_other_content_gets_its_own_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = CheckpointStorage::open(dir.path().join("store").to_str().expect("utf8"))
+            .expect("open");
+        let live = dir.path().join("live");
+        std::fs::create_dir_all(&live).expect("mkdir");
+        std::fs::write(live.join("000009.sst"), b"old!").expect("old");
+        let old = StateFile {
+            name: "000009.sst".into(),
+            key: content_key(&live.join("000009.sst")).expect("key").0,
+            size: 4,
+        };
+        let mut up = Uploader::new(&storage).expect("uploader");
+        up.learn("s1-t0", std::slice::from_ref(&old), &live);
+        // Another instance (a rescaled task) writes its own 000009.sst of the same size.
+        let snap = dir.path().join("snap");
+        std::fs::create_dir_all(&snap).expect("mkdir");
+        std::fs::write(snap.join("000009.sst"), b"new!").expect("new");
+        let mut stats = UploadStats::default();
+        let files = up
+            .upload_dir(&storage, "s1-t0", &snap, &mut stats)
+            .expect("upload");
+        assert_ne!(
+            files[0].key, old.key,
+            "the new content is not mistaken for the old"
+        );
+        assert_eq!(
+            files[0].key,
+            content_key(&snap.join("000009.sst")).expect("key").0
+        );
+        // The restored file itself, hard-linked into a checkpoint, keeps its learned name.
+        let snap2 = dir.path().join("snap2");
+        std::fs::create_dir_all(&snap2).expect("mkdir");
+        std::fs::hard_link(live.join("000009.sst"), snap2.join("000009.sst")).expect("link");
+        let files = up
+            .upload_dir(&storage, "s1-t0", &snap2, &mut stats)
+            .expect("upload");
+        assert_eq!(files[0].key, old.key);
     }
 
     #[test]

@@ -152,10 +152,7 @@ pub fn prepare(
                             true,
                             skipped,
                         )?;
-                        let mut uploader = Uploader::new(&storage)?;
-                        for t in &restored.manifest.tasks {
-                            uploader.learn(&task_dir_name(t.stage, t.task), &t.files);
-                        }
+                        let uploader = uploader_for(&storage, &restored, layout.state_dir)?;
                         return Ok(StartPoint {
                             storage,
                             uploader,
@@ -188,10 +185,7 @@ pub fn prepare(
                 Vec::new(),
             )?;
             let next_id = next_id.max(restored.manifest.id + 1);
-            let mut uploader = Uploader::new(&storage)?;
-            for t in &restored.manifest.tasks {
-                uploader.learn(&task_dir_name(t.stage, t.task), &t.files);
-            }
+            let uploader = uploader_for(&storage, &restored, layout.state_dir)?;
             Ok(StartPoint {
                 storage,
                 uploader,
@@ -200,6 +194,27 @@ pub fn prepare(
             })
         }
     }
+}
+
+/// The uploader for a restored run. It may reuse the restored files' content names only when
+/// each task's RocksDB instance continues the one in the manifest: after a rescale the
+/// instances are new, and a new SST could share a name and size with an old one.
+fn uploader_for(
+    storage: &CheckpointStorage,
+    restored: &Restored,
+    state_dir: &Path,
+) -> Result<Uploader, CheckpointError> {
+    let mut uploader = Uploader::new(storage)?;
+    if restored.rescaled_from.is_none() {
+        for t in &restored.manifest.tasks {
+            uploader.learn(
+                &task_dir_name(t.stage, t.task),
+                &t.files,
+                &live_dir(state_dir, t.stage, t.task),
+            );
+        }
+    }
+    Ok(uploader)
 }
 
 /// A `--from` argument as (storage root, manifest key): a savepoint folder holds

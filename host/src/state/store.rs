@@ -171,6 +171,9 @@ impl StateStore {
         let mut copied = 0u64;
         let mut batch = WriteBatch::default();
         let mut opts = rocksdb::ReadOptions::default();
+        // A range of whole key groups spans many keys' prefixes: iterate in total order, not
+        // in prefix mode (where moving past one key's prefix is undefined).
+        opts.set_total_order_seek(true);
         if let Some(next) = last.checked_add(1) {
             opts.set_iterate_upper_bound(next.to_be_bytes().to_vec());
         }
@@ -259,6 +262,45 @@ mod tests {
         assert_eq!(keys, vec![b"a\x01a".to_vec(), b"a\x01b".to_vec()]);
         store.delete(b"a\x01a").expect("delete");
         assert_eq!(store.get(b"a\x01a").expect("get"), None);
+    }
+
+    /// A state key as operators write them: key group, operator, tag, length-prefixed key.
+    fn state_key(kg: u16, key: &str) -> Vec<u8> {
+        let mut k = kg.to_be_bytes().to_vec();
+        k.extend_from_slice(&1u16.to_be_bytes());
+        k.push(1);
+        k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    #[test]
+    fn copying_key_groups_finds_every_key_in_flushed_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let from = StateStore::open_fresh(&dir.path().join("from")).expect("open");
+        for kg in 0..128u16 {
+            for i in 0..20 {
+                from.put(&state_key(kg, &format!("k{kg}-{i}")), b"v")
+                    .expect("put");
+            }
+        }
+        // A checkpoint flushes the memtable: the keys now live in SST files with filters.
+        from.checkpoint_to(&dir.path().join("cp"))
+            .expect("checkpoint");
+        let to = StateStore::open_fresh(&dir.path().join("to")).expect("open");
+        let copied = to.copy_key_groups(&from, 32, 63).expect("copy");
+        assert_eq!(copied, 32 * 20);
+        assert!(to.get(&state_key(40, "k40-7")).expect("get").is_some());
+        assert!(to.get(&state_key(64, "k64-0")).expect("get").is_none());
+        // Scans of one key's prefix and of a whole key group both see flushed keys.
+        assert_eq!(
+            from.scan_prefix(&state_key(5, "k5-3")).expect("scan").len(),
+            1
+        );
+        let mut group = 7u16.to_be_bytes().to_vec();
+        group.extend_from_slice(&1u16.to_be_bytes());
+        group.push(1);
+        assert_eq!(from.scan_prefix(&group).expect("scan").len(), 20);
     }
 
     #[test]
