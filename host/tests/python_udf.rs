@@ -382,6 +382,102 @@ fn keyed_process_state_and_timers_match_an_oracle() {
 }
 
 #[test]
+fn keyed_python_state_is_exactly_once_across_host_sigkills() {
+    // The keyed-process function keeps per-key state and timers in the host (RocksDB); the
+    // host is killed with SIGKILL mid-run several times (its workers die with it) and
+    // restarted from its checkpoints: every bucket must come out once, with the oracle's sums.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = 60_000u64;
+    write_case(
+        dir.path(),
+        records,
+        "  - map: { compute: { user: \"n % 7\" } }\n  - key_by: user\n  - udf: buckets\n",
+        "  buckets: { runtime: python, module: my_udfs, function: bucket_totals, kind: keyed_process, workers: 2 }\n",
+    );
+    let pipeline = dir.path().join("pipeline.yaml");
+    let mut text = std::fs::read_to_string(&pipeline).expect("read");
+    text.push_str("checkpoint: { interval: 100ms }\n");
+    std::fs::write(&pipeline, text).expect("write");
+    let mut killed = 0;
+    for attempt in 0..12u64 {
+        let mut child = headwater(dir.path())
+            .args(["run", "pipeline.yaml", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run");
+        let deadline = Instant::now() + Duration::from_millis(500 + (attempt * 397) % 900);
+        while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break; // the input is done
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+        killed += 1;
+    }
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("final run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Workers of killed hosts exit on their own (they watch the host's pid), even those
+    // started just before the kill.
+    let started = Instant::now();
+    let orphans = loop {
+        let found = Command::new("pgrep")
+            .args(["-f", &format!("headwater.worker.*{}", dir.path().display())])
+            .output()
+            .expect("pgrep");
+        let pids = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        if pids.is_empty() || started.elapsed() > Duration::from_secs(10) {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        orphans.is_empty(),
+        "workers outlived their killed host: {orphans}"
+    );
+    eprintln!("host killed {killed} times");
+    assert!(
+        killed >= 3,
+        "only {killed} kills landed before the input ran out"
+    );
+    let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for n in 0..records as i64 {
+        let e = expected.entry((n % 7, n / 100 * 100 + 99)).or_default();
+        e.0 += n;
+        e.1 += 1;
+    }
+    let text =
+        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
+    let mut got: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let key = (
+            v["user"].as_i64().expect("user"),
+            v["bucket_end"].as_i64().expect("end"),
+        );
+        let prev = got.insert(
+            key,
+            (
+                v["total"].as_i64().expect("total"),
+                v["count"].as_i64().expect("count"),
+            ),
+        );
+        assert!(prev.is_none(), "bucket {key:?} emitted twice");
+    }
+    assert_eq!(got.len(), expected.len(), "buckets: none lost");
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn a_slow_udf_applies_backpressure_with_bounded_memory() {
     // An unbounded generator feeding a UDF that takes 2 ms per record: the sources must slow
     // down to the UDF's pace instead of queueing records in memory.

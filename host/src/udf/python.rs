@@ -470,6 +470,9 @@ fn spawn_process(
         .arg(socket)
         .arg("--path")
         .arg(&spec.path)
+        // The worker exits when this process is gone, even if it dies before the worker
+        // got as far as looking at its parent.
+        .env("HEADWATER_HOST_PID", std::process::id().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

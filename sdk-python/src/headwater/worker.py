@@ -112,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         help="folder to import modules from (default: the current folder)",
     )
     args = parser.parse_args(argv)
+    if args.socket:
+        # Started by a host: exit with it, even when it was killed and could not stop us. The
+        # host passes its pid, so a host killed before this line is noticed too.
+        host = int(os.environ.get("HEADWATER_HOST_PID", "0") or 0) or os.getppid()
+        if os.getppid() != host:
+            return 0
+        _exit_with_parent(host)
     try:
         load_modules(args.module, args.path or [os.getcwd()])
     except Exception:
@@ -125,9 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             "decorate them with @headwater.map, @headwater.filter, ...\n"
         )
         return EXIT_IMPORT_ERROR
-    if args.socket:
-        # Started by a host: exit with it, even when it was killed and could not stop us.
-        _exit_with_parent(os.getppid())
     address = f"unix:{args.socket}" if args.socket else args.address
     if args.socket and os.path.exists(args.socket):
         os.unlink(args.socket)
