@@ -342,26 +342,20 @@ fn a_kind_mismatch_is_refused_at_start() {
     );
 }
 
-#[test]
-fn keyed_process_state_and_timers_match_an_oracle() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let records = 3000u64;
-    write_case(
-        dir.path(),
-        records,
-        "  - map: { compute: { user: \"n % 7\" } }\n  - key_by: user\n  - udf: buckets\n",
-        "  buckets: { runtime: python, module: my_udfs, function: bucket_totals, kind: keyed_process, workers: 2 }\n",
-    );
-    run_ok(dir.path());
-    // Oracle: per (user, 100-ms bucket), the sum and count of n (ts == n here).
+/// Per (user, 100-ms bucket end): the sum and count of n, for `n` in `0..records` (ts == n).
+fn bucket_oracle(records: u64) -> BTreeMap<(i64, i64), (i64, i64)> {
     let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
     for n in 0..records as i64 {
         let e = expected.entry((n % 7, n / 100 * 100 + 99)).or_default();
         e.0 += n;
         e.1 += 1;
     }
-    let text =
-        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
+    expected
+}
+
+/// The buckets `bucket_totals` emitted, as committed; a bucket emitted twice fails the test.
+fn committed_buckets(dir: &Path) -> BTreeMap<(i64, i64), (i64, i64)> {
+    let text = headwater::sinks::file::read_committed(&dir.join("out.jsonl")).expect("output");
     let mut got: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
@@ -378,6 +372,22 @@ fn keyed_process_state_and_timers_match_an_oracle() {
         );
         assert!(prev.is_none(), "bucket {key:?} emitted twice");
     }
+    got
+}
+
+#[test]
+fn keyed_process_state_and_timers_match_an_oracle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = 3000u64;
+    write_case(
+        dir.path(),
+        records,
+        "  - map: { compute: { user: \"n % 7\" } }\n  - key_by: user\n  - udf: buckets\n",
+        "  buckets: { runtime: python, module: my_udfs, function: bucket_totals, kind: keyed_process, workers: 2 }\n",
+    );
+    run_ok(dir.path());
+    let expected = bucket_oracle(records);
+    let got = committed_buckets(dir.path());
     assert_eq!(got, expected);
 }
 
@@ -449,30 +459,8 @@ fn keyed_python_state_is_exactly_once_across_host_sigkills() {
         killed >= 3,
         "only {killed} kills landed before the input ran out"
     );
-    let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
-    for n in 0..records as i64 {
-        let e = expected.entry((n % 7, n / 100 * 100 + 99)).or_default();
-        e.0 += n;
-        e.1 += 1;
-    }
-    let text =
-        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
-    let mut got: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        let key = (
-            v["user"].as_i64().expect("user"),
-            v["bucket_end"].as_i64().expect("end"),
-        );
-        let prev = got.insert(
-            key,
-            (
-                v["total"].as_i64().expect("total"),
-                v["count"].as_i64().expect("count"),
-            ),
-        );
-        assert!(prev.is_none(), "bucket {key:?} emitted twice");
-    }
+    let expected = bucket_oracle(records);
+    let got = committed_buckets(dir.path());
     assert_eq!(got.len(), expected.len(), "buckets: none lost");
     assert_eq!(got, expected);
 }
