@@ -355,22 +355,25 @@ fn bucket_oracle(records: u64) -> BTreeMap<(i64, i64), (i64, i64)> {
 
 /// The buckets `bucket_totals` emitted, as committed; a bucket emitted twice fails the test.
 fn committed_buckets(dir: &Path) -> BTreeMap<(i64, i64), (i64, i64)> {
+    committed_pairs(dir, ["user", "bucket_end"], ["total", "count"])
+}
+
+/// The committed output as `(key fields) -> (value fields)`, all integers; a key emitted
+/// twice fails the test.
+fn committed_pairs(
+    dir: &Path,
+    key: [&str; 2],
+    value: [&str; 2],
+) -> BTreeMap<(i64, i64), (i64, i64)> {
     let text = headwater::sinks::file::read_committed(&dir.join("out.jsonl")).expect("output");
-    let mut got: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    let int =
+        |v: &serde_json::Value, f: &str| v[f].as_i64().unwrap_or_else(|| panic!("{f} in {v}"));
+    let mut got = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        let key = (
-            v["user"].as_i64().expect("user"),
-            v["bucket_end"].as_i64().expect("end"),
-        );
-        let prev = got.insert(
-            key,
-            (
-                v["total"].as_i64().expect("total"),
-                v["count"].as_i64().expect("count"),
-            ),
-        );
-        assert!(prev.is_none(), "bucket {key:?} emitted twice");
+        let k = (int(&v, key[0]), int(&v, key[1]));
+        let prev = got.insert(k, (int(&v, value[0]), int(&v, value[1])));
+        assert!(prev.is_none(), "{k:?} emitted twice");
     }
     got
 }
@@ -635,24 +638,7 @@ fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows()
         .into_iter()
         .map(|(k, (c, lo, hi))| (k, (c, hi - lo)))
         .collect();
-    let text =
-        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
-    let mut got = BTreeMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        let key = (
-            v["user"].as_i64().expect("user"),
-            v["window_start"].as_i64().expect("start"),
-        );
-        let prev = got.insert(
-            key,
-            (
-                v["count"].as_i64().expect("count"),
-                v["spread"].as_i64().expect("spread"),
-            ),
-        );
-        assert!(prev.is_none(), "window {key:?} emitted twice");
-    }
+    let got = committed_pairs(dir.path(), ["user", "window_start"], ["count", "spread"]);
     assert_eq!(got, expected);
 
     // Sessions (gap 300 ms): a@0 and a@400 open two sessions; a@200 bridges them, so the
