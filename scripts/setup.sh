@@ -6,8 +6,11 @@ set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/headwater/target}"
 mkdir -p "$CARGO_TARGET_DIR"
 
-# Native build needs: libclang for RocksDB's bindings, a C++ compiler for RocksDB itself.
-APT_PACKAGES=(libclang-dev build-essential pkg-config)
+# Native build needs: libclang for RocksDB's bindings, a C++ compiler for RocksDB itself;
+# cmake, OpenSSL, curl and zlib headers for librdkafka (built from source by the rdkafka crate).
+# Java 17 and Maven run the real Kafka broker of the tests (integration/kafka/kafka.sh).
+APT_PACKAGES=(libclang-dev build-essential pkg-config cmake libssl-dev zlib1g-dev libcurl4-openssl-dev
+  openjdk-17-jre-headless maven)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -15,6 +15,19 @@ setup_python
 step "S3-compatible server for the checkpoint tests (integration/s3/s3.sh build)"
 integration/s3/s3.sh build
 
+# Kafka tests run against a real broker: Apache Kafka (KRaft) from the Maven Central jars,
+# cached under ~/.cache/headwater/kafka, started here on a port of this run's own and stopped
+# when the suite ends.
+step "Kafka broker for the Kafka tests (integration/kafka/kafka.sh start)"
+export KAFKA_PORT="${HEADWATER_TEST_KAFKA_PORT:-$((22000 + 2 * ($$ % 400)))}"
+HEADWATER_KAFKA_DIR="$(mktemp -d -t headwater-kafka-ci.XXXXXX)"
+export HEADWATER_KAFKA_DIR
+stop_kafka() { integration/kafka/kafka.sh stop >/dev/null 2>&1 || true; rm -rf "$HEADWATER_KAFKA_DIR"; }
+trap stop_kafka EXIT
+HEADWATER_TEST_KAFKA="$(integration/kafka/kafka.sh start)"
+export HEADWATER_TEST_KAFKA
+echo "Kafka broker at $HEADWATER_TEST_KAFKA" >&2
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

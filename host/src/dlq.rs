@@ -300,6 +300,7 @@ impl DlqEpochs {
                 offset,
                 size: bytes,
             }),
+            transaction: None,
         }))
     }
 }

@@ -75,6 +75,10 @@ pub struct Setup {
     /// A stop request takes a checkpoint at once, then halts the tasks (no draining: the
     /// next run resumes exactly there).
     pub control: Arc<RunControl>,
+    /// Sources that also report checkpointed positions elsewhere (Kafka consumer groups).
+    pub offset_committers: Vec<(String, Arc<crate::sources::kafka::OffsetCommitter>)>,
+    /// Transactional sinks, by name: they commit their own epochs.
+    pub sink_committers: HashMap<String, Arc<dyn crate::sinks::kafka::TransactionCommitter>>,
 }
 
 /// How the coordinator ended.
@@ -396,10 +400,28 @@ impl Coordinator {
         crash_point("manifest-written");
         // The checkpoint exists: now its output becomes visible.
         for (i, c) in manifest.commits.iter().enumerate() {
-            commit_sink_file(c)?;
+            match (&c.transaction, self.setup.sink_committers.get(&c.sink)) {
+                (Some(_), Some(committer)) => {
+                    committer
+                        .commit(c.epoch)
+                        .map_err(|e| CheckpointError::Commit {
+                            message: e.to_string(),
+                        })?
+                }
+                _ => commit_sink_file(c)?,
+            }
             if i == 0 {
                 crash_point("committed-one");
             }
+        }
+        for (source, committer) in &self.setup.offset_committers {
+            let states: Vec<_> = manifest
+                .sources
+                .iter()
+                .filter(|p| &p.source == source)
+                .cloned()
+                .collect();
+            committer.commit(&states);
         }
         self.uncommitted.retain(|c| c.epoch > id);
         self.setup.dlq_len = dlq_len;

@@ -108,6 +108,10 @@ pub struct SinkCommit {
     /// offset instead of renamed (idempotently: a repeated commit finds it done).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append: Option<Append>,
+    /// Set for transactional sinks (Kafka): the transactional id holding the epoch; the sink
+    /// commits it, and on recovery redoes it from `pending` (its records) if needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<String>,
 }
 
 /// Where an appended commit goes: the DLQ file's length before it, and its size.

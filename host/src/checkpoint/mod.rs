@@ -41,6 +41,10 @@ pub enum CheckpointError {
     },
     #[error("cannot restore: {0}")]
     Incompatible(String),
+    /// A transactional sink could not commit a complete checkpoint's epoch (the next run
+    /// redoes it).
+    #[error("committing the checkpoint's output failed: {message}")]
+    Commit { message: String },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
 }

@@ -309,6 +309,7 @@ pub fn here(c: &SinkCommit, file_sinks: &[(String, PathBuf)], dlq: &Path) -> Opt
         pending: names.pending(c.epoch),
         committed: names.committed(c.epoch),
         append: None,
+        transaction: None,
     })
 }
 

@@ -158,23 +158,34 @@ pub fn pipeline(root: &Node, base: &Path, errs: &mut Errors) -> Option<PipelineS
             None => default_dir.join("state"),
         },
     };
-    let dlq = DlqSpec {
-        path: match top.get("dlq") {
-            Some(n) => {
-                let mut m = MapReader::new(n, "dlq", errs);
-                let path = m
-                    .as_mut()
-                    .and_then(|m| m.get("path"))
-                    .and_then(|d| string(d, "dlq.path", errs));
-                if let Some(m) = m {
-                    m.finish(errs);
-                }
-                path.map(|d| resolve(base, &d))
-                    .unwrap_or_else(|| default_dir.join("dlq.jsonl"))
-            }
-            None => default_dir.join("dlq.jsonl"),
-        },
+    let mut dlq = DlqSpec {
+        path: default_dir.join("dlq.jsonl"),
+        sink: None,
     };
+    if let Some(n) = top.get("dlq") {
+        if let Some(mut m) = MapReader::new(n, "dlq", errs) {
+            let path = m.get("path");
+            let sink = m.get("sink");
+            if let (Some(p), Some(_)) = (path, sink) {
+                errs.at(
+                    p,
+                    "dlq: give either `path` (a file) or `sink` (a declared sink), not both",
+                    None,
+                );
+            }
+            if let Some(d) = path.and_then(|d| string(d, "dlq.path", errs)) {
+                dlq.path = resolve(base, &d);
+            }
+            if let Some(s) = sink {
+                if let Some(name) = string(s, "dlq.sink", errs) {
+                    let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+                    check_sink_ref(&name, s, &names, "dlq", errs);
+                    dlq.sink = Some(name);
+                }
+            }
+            m.finish(errs);
+        }
+    }
     let checkpoint = checkpoint(top.get("checkpoint"), base, &default_dir, errs);
     let tuning = top
         .get("tuning")
@@ -240,12 +251,12 @@ fn source(name: &str, node: &Node, base: &Path, errs: &mut Errors) -> Option<Sou
     let kind_node = m.required(
         "type",
         errs,
-        "set `type: file`, `type: nexmark` or `type: stdin`",
+        "set `type: file`, `type: kafka`, `type: nexmark` or `type: stdin`",
     );
     let kind = kind_node.and_then(|n| {
         choice(
             n,
-            &["file", "nexmark", "stdin"],
+            &["file", "kafka", "nexmark", "stdin"],
             &format!("{ctx} type"),
             errs,
         )
@@ -264,9 +275,13 @@ fn source(name: &str, node: &Node, base: &Path, errs: &mut Errors) -> Option<Sou
         }
         Some("stdin") => Some(SourceKind::Stdin),
         Some("nexmark") => Some(SourceKind::Nexmark(nexmark(&mut m, &ctx, errs))),
+        Some("kafka") => kafka_source(&mut m, &ctx, errs).map(SourceKind::Kafka),
         _ => None,
     };
-    let needs_time = !matches!(kind, Some(SourceKind::Nexmark(_)));
+    let needs_time = !matches!(
+        kind,
+        Some(SourceKind::Nexmark(_)) | Some(SourceKind::Kafka(_))
+    );
     let event_time = match m.get("event_time") {
         Some(n) => event_time(n, &ctx, needs_time, errs),
         None => {
@@ -290,6 +305,107 @@ fn source(name: &str, node: &Node, base: &Path, errs: &mut Errors) -> Option<Sou
         kind: kind?,
         event_time,
         location: loc(node),
+    })
+}
+
+/// `brokers:` (required) and `properties:` (a map of librdkafka settings), shared by Kafka
+/// sources and sinks.
+fn kafka_common(
+    m: &mut MapReader<'_>,
+    ctx: &str,
+    errs: &mut Errors,
+) -> (Option<String>, Vec<(String, String)>) {
+    let brokers = m
+        .required(
+            "brokers",
+            errs,
+            "set `brokers:` to the bootstrap servers, e.g. `brokers: 127.0.0.1:9092`",
+        )
+        .and_then(|n| string(n, &format!("{ctx} brokers"), errs));
+    let mut properties = Vec::new();
+    if let Some(n) = m.get("properties") {
+        for (k, v) in entries(n, &format!("{ctx} properties"), errs) {
+            let key = k.scalar().unwrap_or("").to_string();
+            if let Some(value) = string(v, &format!("{ctx} properties.{key}"), errs) {
+                properties.push((key, value));
+            }
+        }
+    }
+    (brokers, properties)
+}
+
+fn kafka_source(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> Option<KafkaSourceSpec> {
+    let topics: Vec<String> = match (m.get("topic"), m.get("topics")) {
+        (Some(n), None) | (None, Some(n)) => string_list(n, &format!("{ctx} topic"), errs)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect(),
+        (Some(n), Some(_)) => {
+            errs.at(
+                n,
+                format!("{ctx}: give either `topic` or `topics`, not both"),
+                None,
+            );
+            Vec::new()
+        }
+        (None, None) => {
+            errs.at(
+                m.node(),
+                format!("{ctx}: missing required key `topic`"),
+                Some("name the topic to read: `topic: rides` (or `topics: [a, b]`)".into()),
+            );
+            Vec::new()
+        }
+    };
+    let (brokers, properties) = kafka_common(m, ctx, errs);
+    let group = m
+        .get("group")
+        .and_then(|n| string(n, &format!("{ctx} group"), errs));
+    let format = match m.get("format") {
+        Some(n) => match choice(n, &["json", "raw"], &format!("{ctx} format"), errs) {
+            Some("raw") => KafkaFormat::Raw,
+            _ => KafkaFormat::Json,
+        },
+        None => KafkaFormat::Json,
+    };
+    let start = match m.get("start") {
+        Some(n) => match choice(n, &["earliest", "latest"], &format!("{ctx} start"), errs) {
+            Some("latest") => KafkaStart::Latest,
+            _ => KafkaStart::Earliest,
+        },
+        None => KafkaStart::Earliest,
+    };
+    let until_end = match m.get("until") {
+        Some(n) => choice(n, &["end"], &format!("{ctx} until"), errs).is_some(),
+        None => false,
+    };
+    let max_record_bytes = match m.get("max_record_bytes") {
+        Some(n) => match uint(n, &format!("{ctx} max_record_bytes"), errs) {
+            Some(0) => {
+                errs.at(
+                    n,
+                    format!("{ctx}: max_record_bytes must be at least 1"),
+                    None,
+                );
+                1 << 20
+            }
+            Some(b) => b as usize,
+            None => 1 << 20,
+        },
+        None => 1 << 20,
+    };
+    if topics.is_empty() {
+        return None;
+    }
+    Some(KafkaSourceSpec {
+        topics,
+        brokers: brokers?,
+        group,
+        format,
+        start,
+        until_end,
+        max_record_bytes,
+        properties,
     })
 }
 
@@ -418,12 +534,12 @@ fn sinks(node: &Node, base: &Path, errs: &mut Errors) -> Vec<SinkSpec> {
             .required(
                 "type",
                 errs,
-                "set `type: file`, `type: stdout` or `type: blackhole`",
+                "set `type: file`, `type: kafka`, `type: stdout` or `type: blackhole`",
             )
             .and_then(|n| {
                 choice(
                     n,
-                    &["file", "stdout", "blackhole"],
+                    &["file", "kafka", "stdout", "blackhole"],
                     &format!("{ctx} type"),
                     errs,
                 )
@@ -441,6 +557,7 @@ fn sinks(node: &Node, base: &Path, errs: &mut Errors) -> Vec<SinkSpec> {
                 }),
             Some("stdout") => Some(SinkKind::Stdout),
             Some("blackhole") => Some(SinkKind::Blackhole),
+            Some("kafka") => kafka_sink(&mut m, &ctx, errs).map(SinkKind::Kafka),
             _ => None,
         };
         m.finish(errs);
@@ -453,6 +570,45 @@ fn sinks(node: &Node, base: &Path, errs: &mut Errors) -> Vec<SinkSpec> {
         }
     }
     out
+}
+
+fn kafka_sink(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> Option<KafkaSinkSpec> {
+    let topic = m
+        .required("topic", errs, "name the topic to write: `topic: surge`")
+        .and_then(|n| string(n, &format!("{ctx} topic"), errs));
+    let (brokers, properties) = kafka_common(m, ctx, errs);
+    let key = m
+        .get("key")
+        .and_then(|n| string(n, &format!("{ctx} key"), errs))
+        .map(|k| split_path(&k));
+    let delivery = match m.get("delivery") {
+        Some(n) => match choice(
+            n,
+            &["exactly_once", "at_least_once"],
+            &format!("{ctx} delivery"),
+            errs,
+        ) {
+            Some("at_least_once") => Delivery::AtLeastOnce,
+            _ => Delivery::ExactlyOnce,
+        },
+        None => Delivery::ExactlyOnce,
+    };
+    let transactional_id = m
+        .get("transactional_id")
+        .and_then(|n| string(n, &format!("{ctx} transactional_id"), errs));
+    let commit_topic = m
+        .get("commit_topic")
+        .and_then(|n| string(n, &format!("{ctx} commit_topic"), errs))
+        .unwrap_or_else(|| "headwater.commits".to_string());
+    Some(KafkaSinkSpec {
+        topic: topic?,
+        brokers: brokers?,
+        key,
+        delivery,
+        transactional_id,
+        commit_topic,
+        properties,
+    })
 }
 
 fn udfs(node: &Node, base: &Path, errs: &mut Errors) -> Vec<UdfSpec> {

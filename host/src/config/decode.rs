@@ -114,6 +114,11 @@ impl<'a> MapReader<'a> {
     }
 
     /// Reports every key that was never asked for.
+    /// The mapping itself (for errors about a missing key).
+    pub fn node(&self) -> &'a Node {
+        self.node
+    }
+
     pub fn finish(self, errs: &mut Errors) {
         for ((k, _), used) in self.entries.iter().zip(&self.used) {
             if *used {

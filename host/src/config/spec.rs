@@ -52,6 +52,44 @@ pub enum SourceKind {
     Nexmark(NexmarkSpec),
     /// JSON lines on standard input; one partition; bounded by end of input.
     Stdin,
+    /// Apache Kafka topics; each topic partition is one source partition.
+    Kafka(KafkaSourceSpec),
+}
+
+/// A Kafka source: offsets live in the checkpoint (the source of truth) and are also committed
+/// to the consumer group after each checkpoint, for lag tools.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSourceSpec {
+    pub topics: Vec<String>,
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// `group.id` offsets are committed under (default `headwater-<pipeline>`).
+    pub group: Option<String>,
+    pub format: KafkaFormat,
+    /// Where a partition the checkpoint does not know starts.
+    pub start: KafkaStart,
+    /// Stop at the end offsets seen when the run starts (a bounded run); default: read forever.
+    pub until_end: bool,
+    /// Largest message decoded; larger ones are dead letters (default 1 MiB).
+    pub max_record_bytes: usize,
+    /// librdkafka client settings passed through (`security.protocol`, `sasl.mechanism`, ...).
+    pub properties: Vec<(String, String)>,
+}
+
+/// How a Kafka message's bytes become a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaFormat {
+    /// The value is a JSON object.
+    Json,
+    /// `{key, value, topic, partition, offset, timestamp}` with key and value as UTF-8 text
+    /// (invalid UTF-8 is replaced; use it for text payloads and envelopes).
+    Raw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaStart {
+    Earliest,
+    Latest,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,7 +115,8 @@ pub enum NexmarkEventKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EventTimeSpec {
     /// Dotted path of the timestamp field (ms since epoch as a number, or an RFC 3339
-    /// string). None for sources with built-in time (Nexmark: `date_time`).
+    /// string). None for sources with built-in time (Nexmark: `date_time`; Kafka: the
+    /// message timestamp).
     pub field: Option<Vec<Str>>,
     /// Bounded out-of-orderness: the watermark trails the largest event time by this much.
     pub max_out_of_orderness: Duration,
@@ -184,6 +223,35 @@ pub enum SinkKind {
     Stdout,
     /// Discards records (benchmarks).
     Blackhole,
+    /// A Kafka topic, exactly once through transactions by default.
+    Kafka(KafkaSinkSpec),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct KafkaSinkSpec {
+    pub topic: String,
+    pub brokers: String,
+    /// Field whose value becomes the message key (its JSON text, or the string itself).
+    pub key: Option<Vec<Str>>,
+    pub delivery: Delivery,
+    /// Prefix of the producers' `transactional.id`s (default `headwater-<pipeline>-<sink>`);
+    /// stable across runs, so a restarted or second host fences the old one.
+    pub transactional_id: Option<String>,
+    /// Compacted topic recording the last committed epoch per sink (default
+    /// `headwater.commits`); recovery reads it to finish an interrupted commit exactly once.
+    pub commit_topic: String,
+    pub properties: Vec<(String, String)>,
+}
+
+/// A Kafka sink's guarantee.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Transactions committed with the checkpoints; read_committed consumers see every result
+    /// once (needs checkpoints).
+    ExactlyOnce,
+    /// The idempotent producer, flushed at each checkpoint: nothing lost, duplicates possible
+    /// after a crash; results are visible at once.
+    AtLeastOnce,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -249,6 +317,8 @@ pub struct StateSpec {
 pub struct DlqSpec {
     /// JSON-lines file of DLQ envelopes; default `.headwater/<pipeline name>/dlq.jsonl`.
     pub path: PathBuf,
+    /// A declared sink that takes the envelopes instead of the file (e.g. a Kafka topic).
+    pub sink: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -298,3 +298,88 @@ fn missing_file_is_a_clear_error() {
         "{e}"
     );
 }
+
+const KAFKA: &str = r#"
+name: surge
+sources:
+  rides:
+    type: kafka
+    topics: [rides, drivers]
+    brokers: 127.0.0.1:19092
+    group: surge-readers
+    format: raw
+    start: latest
+    until: end
+    properties: { "security.protocol": SSL, "fetch.min.bytes": "1" }
+    event_time: { max_out_of_orderness: 2s, idle_timeout: 5s }
+steps:
+  - key_by: key
+sinks:
+  out:
+    type: kafka
+    topic: surge
+    brokers: 127.0.0.1:19092
+    key: geo.hash
+    delivery: at_least_once
+    transactional_id: surge-tx
+  dead: { type: kafka, topic: surge-dlq, brokers: 127.0.0.1:19092 }
+output: out
+dlq: { sink: dead }
+"#;
+
+#[test]
+fn kafka_sources_and_sinks_decode() {
+    let spec = load_str(KAFKA, "/p/pipeline.yaml").expect("valid");
+    assert_eq!(
+        spec.sources[0].kind,
+        SourceKind::Kafka(KafkaSourceSpec {
+            topics: vec!["rides".into(), "drivers".into()],
+            brokers: "127.0.0.1:19092".into(),
+            group: Some("surge-readers".into()),
+            format: KafkaFormat::Raw,
+            start: KafkaStart::Latest,
+            until_end: true,
+            max_record_bytes: 1 << 20,
+            properties: vec![
+                ("security.protocol".into(), "SSL".into()),
+                ("fetch.min.bytes".into(), "1".into())
+            ],
+        })
+    );
+    // Kafka sources need no time field: the message timestamp is the default.
+    assert_eq!(spec.sources[0].event_time.field, None);
+    assert_eq!(
+        spec.sinks[0].kind,
+        SinkKind::Kafka(KafkaSinkSpec {
+            topic: "surge".into(),
+            brokers: "127.0.0.1:19092".into(),
+            key: Some(vec!["geo".into(), "hash".into()]),
+            delivery: Delivery::AtLeastOnce,
+            transactional_id: Some("surge-tx".into()),
+            commit_topic: "headwater.commits".into(),
+            properties: vec![],
+        })
+    );
+    match &spec.sinks[1].kind {
+        SinkKind::Kafka(k) => {
+            assert_eq!(k.delivery, Delivery::ExactlyOnce);
+            assert_eq!(k.transactional_id, None);
+        }
+        other => panic!("expected a kafka sink, got {other:?}"),
+    }
+    assert_eq!(spec.dlq.sink.as_deref(), Some("dead"));
+}
+
+#[test]
+fn kafka_mistakes_are_explained() {
+    let text = KAFKA
+        .replace("    brokers: 127.0.0.1:19092\n    group", "    group")
+        .replace("delivery: at_least_once", "delivery: exactly-once")
+        .replace("dlq: { sink: dead }", "dlq: { sink: daed }");
+    let err = load_str(&text, "/p/pipeline.yaml")
+        .expect_err("invalid")
+        .to_string();
+    assert!(err.contains("missing required key `brokers`"), "{err}");
+    assert!(err.contains("did you mean `exactly_once`"), "{err}");
+    assert!(err.contains("did you mean `dead`"), "{err}");
+}

@@ -23,7 +23,7 @@ use crate::checkpoint::{CheckpointError, Contribution, Participant, Report};
 use crate::config::spec::{CheckpointMode, PipelineSpec, SinkKind};
 use crate::dlq::{DeadLetter, DlqWriter, Names};
 use crate::ops::OpError;
-use crate::sinks::{open_checkpointed_sink, open_sink, Sink, SinkError};
+use crate::sinks::{open_checkpointed_sink, open_sink, CheckpointedSinks, Sink, SinkError};
 use crate::sources::{open_source, SourceError};
 use crate::state::{StateError, StateStore};
 
@@ -114,7 +114,7 @@ pub struct RunOptions {
 pub fn check(spec: &PipelineSpec) -> Result<(), RunError> {
     Plan::build(spec).map_err(RunError::Plan)?;
     for (i, source) in spec.sources.iter().enumerate() {
-        open_source(source, i as u16)?;
+        open_source(source, i as u16, &spec.name)?;
     }
     Ok(())
 }
@@ -206,8 +206,12 @@ pub fn run(
     let mut names = Names::default();
     let mut per_task: Vec<Vec<AssignedPartition>> = (0..parallelism).map(|_| Vec::new()).collect();
     let mut next_task = 0usize;
+    let mut offset_committers = Vec::new();
     for (i, source) in spec.sources.iter().enumerate() {
-        let partitions = open_source(source, i as u16)?;
+        let partitions = open_source(source, i as u16, &spec.name)?;
+        if let Some(c) = partitions.first().and_then(|p| p.offset_committer()) {
+            offset_committers.push((source.name.clone(), c));
+        }
         names.sources.push(source.name.clone());
         names
             .partitions
@@ -295,6 +299,29 @@ pub fn run(
     let dlq_len = std::fs::metadata(&spec.dlq.path)
         .map(|m| m.len())
         .unwrap_or(0);
+    // Sinks open before the coordinator: transactional ones hand it their committers, and
+    // recovery finishes their interrupted commits as they open.
+    let mut opened_sinks = Vec::with_capacity(spec.sinks.len());
+    let mut sink_committers = std::collections::HashMap::new();
+    for sink_spec in &spec.sinks {
+        let (sink, committer) = match &start {
+            Some(s) => open_checkpointed_sink(
+                sink_spec,
+                &CheckpointedSinks {
+                    pipeline: &spec.name,
+                    state_dir: &spec.state.dir,
+                    first_epoch: next_epoch,
+                    restored: s.restored.as_ref().map(|r| r.manifest.commits.as_slice()),
+                    interval: spec.checkpoint.interval,
+                },
+            )?,
+            None => (open_sink(sink_spec, &spec.name)?, None),
+        };
+        if let Some(c) = committer {
+            sink_committers.insert(sink_spec.name.clone(), c);
+        }
+        opened_sinks.push(sink);
+    }
     let (barriers, coordinator) = match start {
         Some(start) => {
             let mut participants: Vec<Participant> = (0..parallelism)
@@ -320,6 +347,8 @@ pub fn run(
                 uploader: start.uploader,
                 dlq_len,
                 control: control.clone(),
+                offset_committers,
+                sink_committers,
             };
             let (coordinator, barriers) = Coordinator::new(setup, metrics.clone());
             let handle = std::thread::Builder::new()
@@ -336,12 +365,7 @@ pub fn run(
     // Sinks and the DLQ, each drained by its own thread.
     let mut sink_threads = Vec::new();
     let mut sink_senders = Vec::new();
-    for (idx, sink_spec) in spec.sinks.iter().enumerate() {
-        let sink = if barriers.is_some() {
-            open_checkpointed_sink(sink_spec, next_epoch)?
-        } else {
-            open_sink(sink_spec)?
-        };
+    for ((idx, sink_spec), sink) in spec.sinks.iter().enumerate().zip(opened_sinks) {
         let (tx, rx) = bounded::<SinkMsg>(capacity * parallelism);
         let name = sink_spec.name.clone();
         let ctl = control.clone();
@@ -375,6 +399,12 @@ pub fn run(
         ),
         None => DlqOut::Plain(DlqWriter::open(&spec.dlq.path).map_err(dlq_fail)?),
     };
+    let dlq_names = names.clone();
+    let dlq_sink_index = spec
+        .dlq
+        .sink
+        .as_ref()
+        .and_then(|name| spec.sinks.iter().position(|s| &s.name == name));
     let (dlq_tx, dlq_rx) = bounded::<DlqMsg>(capacity * parallelism);
     let dlq_thread = {
         let metrics = metrics.clone();
@@ -388,6 +418,13 @@ pub fn run(
         sender: 0,
         sinks: sink_senders.clone(),
         dlq: dlq_tx,
+        dlq_sink: dlq_sink_index.map(|sink| {
+            Arc::new(outputs::DlqToSink {
+                sink,
+                names: dlq_names.clone(),
+                metrics: metrics.clone(),
+            })
+        }),
     };
     let outputs: Vec<Sender<SinkMsg>> = plan
         .outputs

@@ -79,6 +79,15 @@ pub struct SinkHub {
     pub sender: usize,
     pub sinks: Vec<Sender<SinkMsg>>,
     pub dlq: Sender<DlqMsg>,
+    /// `dlq: { sink: NAME }`: dead letters go to that sink as envelopes, not to the file.
+    pub dlq_sink: Option<Arc<DlqToSink>>,
+}
+
+/// Dead letters routed to a declared sink (a Kafka topic, say).
+pub struct DlqToSink {
+    pub sink: usize,
+    pub names: crate::dlq::Names,
+    pub metrics: Arc<Metrics>,
 }
 
 impl SinkHub {
@@ -105,8 +114,23 @@ impl SinkHub {
             .map_err(|_| Disconnected)
     }
 
-    /// Sends dead letters to the DLQ writer.
+    /// Sends dead letters to the DLQ writer (or, as envelopes, to the DLQ sink).
     pub fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), Disconnected> {
+        if let Some(to) = &self.dlq_sink {
+            let mut values = Vec::with_capacity(letters.len());
+            for dl in &letters {
+                to.metrics.note_dead_letters(&dl.step, 1);
+                to.metrics
+                    .note_failure(&dl.step, &dl.error, dl.detail.as_deref());
+                let envelope = dl.to_envelope(&to.names).to_string();
+                if let Ok(v) = Value::from_json(envelope.as_bytes()) {
+                    values.push(v);
+                }
+            }
+            return self.sinks[to.sink]
+                .send((self.sender, SinkItem::Data(values)))
+                .map_err(|_| Disconnected);
+        }
         self.dlq
             .send((self.sender, DlqItem::Letters(letters)))
             .map_err(|_| Disconnected)

@@ -219,6 +219,7 @@ impl Sink for PartFileSink {
             pending: path,
             committed: self.names.committed(done),
             append: None,
+            transaction: None,
         }))
     }
 }

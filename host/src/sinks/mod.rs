@@ -6,6 +6,7 @@ use std::io::{BufWriter, ErrorKind, Stdout, Write};
 use std::path::PathBuf;
 
 pub mod file;
+pub mod kafka;
 
 use crate::checkpoint::manifest::SinkCommit;
 use crate::checkpoint::CheckpointId;
@@ -47,29 +48,66 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("sink `{sink}`: {message}")]
+    Kafka { sink: String, message: String },
     /// The reader went away (e.g. `headwater run ... | head`): not an error of the pipeline.
     #[error("sink `{sink}`: the reader closed the output")]
     Closed { sink: String },
 }
 
-/// Opens a sink for a checkpointed run: file sinks write pending parts from epoch
-/// `first_epoch` on; the others are as in [`open_sink`].
+/// What opening a sink for a checkpointed run needs besides its spec.
+pub struct CheckpointedSinks<'a> {
+    pub pipeline: &'a str,
+    /// The pipeline's state folder (Kafka sinks keep each epoch's records under it).
+    pub state_dir: &'a std::path::Path,
+    /// The epoch the first records belong to.
+    pub first_epoch: CheckpointId,
+    /// The restored checkpoint's commits; None on a fresh start.
+    pub restored: Option<&'a [SinkCommit]>,
+    pub interval: std::time::Duration,
+}
+
+/// A sink and, for transactional sinks, what commits its epochs.
+pub type OpenedSink = (
+    Box<dyn Sink>,
+    Option<std::sync::Arc<dyn kafka::TransactionCommitter>>,
+);
+
+/// Opens a sink for a checkpointed run: file sinks write pending parts, Kafka sinks
+/// transactions, from epoch `first_epoch` on; the others are as in [`open_sink`].
 pub fn open_checkpointed_sink(
     spec: &SinkSpec,
-    first_epoch: CheckpointId,
-) -> Result<Box<dyn Sink>, SinkError> {
+    ctx: &CheckpointedSinks<'_>,
+) -> Result<OpenedSink, SinkError> {
     match &spec.kind {
-        SinkKind::File { path } => Ok(Box::new(file::PartFileSink::create(
+        SinkKind::File { path } => Ok((
+            Box::new(file::PartFileSink::create(
+                &spec.name,
+                path,
+                ctx.first_epoch,
+            )?),
+            None,
+        )),
+        SinkKind::Kafka(k) => kafka::open(
             &spec.name,
-            path,
-            first_epoch,
-        )?)),
-        _ => open_sink(spec),
+            k,
+            ctx.pipeline,
+            &ctx.state_dir.join("kafka-sinks").join(&spec.name),
+            Some(kafka::Checkpointed {
+                first_epoch: ctx.first_epoch,
+                restored: ctx.restored,
+                interval: ctx.interval,
+            }),
+        ),
+        _ => Ok((open_sink(spec, ctx.pipeline)?, None)),
     }
 }
 
-pub fn open_sink(spec: &SinkSpec) -> Result<Box<dyn Sink>, SinkError> {
+pub fn open_sink(spec: &SinkSpec, pipeline: &str) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match &spec.kind {
+        SinkKind::Kafka(k) => {
+            kafka::open(&spec.name, k, pipeline, std::path::Path::new(""), None)?.0
+        }
         SinkKind::File { path } => Box::new(FileSink::create(&spec.name, path)?),
         SinkKind::Stdout => Box::new(StdoutSink {
             name: spec.name.clone(),
@@ -213,7 +251,7 @@ mod tests {
             kind: SinkKind::File { path: path.clone() },
             location: Location::default(),
         };
-        let mut sink = open_sink(&spec).expect("open");
+        let mut sink = open_sink(&spec, "test").expect("open");
         sink.write(&[
             Value::from_json(br#"{"a":1}"#).expect("json"),
             Value::from("x"),

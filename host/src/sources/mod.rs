@@ -4,6 +4,7 @@
 //! usable event time becomes a [`DeadLetter`] with its raw bytes and position; the partition
 //! goes on with the next line.
 
+pub mod kafka;
 pub mod lines;
 pub mod nexmark;
 
@@ -36,6 +37,12 @@ pub trait SourcePartition: Send {
     /// checkpoint are lost on a crash.
     fn replayable(&self) -> bool {
         true
+    }
+
+    /// For sources that report progress elsewhere (Kafka consumer groups): what commits a
+    /// completed checkpoint's positions there. Partitions of one source share it.
+    fn offset_committer(&self) -> Option<std::sync::Arc<kafka::OffsetCommitter>> {
+        None
     }
 }
 
@@ -76,6 +83,11 @@ pub enum SourceError {
         position: String,
         message: String,
     },
+    #[error("source `{source_name}`: {message}")]
+    Kafka {
+        source_name: String,
+        message: String,
+    },
     #[error("source `{source_name}`: needs `event_time.field` to find each record's timestamp")]
     NoTimeField { source_name: String },
 }
@@ -93,8 +105,19 @@ fn time_field(spec: &SourceSpec) -> Result<Vec<Str>, SourceError> {
 pub fn open_source(
     spec: &SourceSpec,
     source_index: u16,
+    pipeline: &str,
 ) -> Result<Vec<Box<dyn SourcePartition>>, SourceError> {
     match &spec.kind {
+        SourceKind::Kafka(k) => Ok(kafka::partitions(
+            &spec.name,
+            source_index,
+            k,
+            pipeline,
+            spec.event_time.field.clone(),
+        )?
+        .into_iter()
+        .map(|p| Box::new(p) as Box<dyn SourcePartition>)
+        .collect()),
         SourceKind::Files { glob } => {
             let field = time_field(spec)?;
             let paths = lines::expand_glob(&spec.name, glob)?;

@@ -1,0 +1,846 @@
+//! The Kafka sink: exactly once through transactions committed with the checkpoints, or at
+//! least once through the idempotent producer.
+//!
+//! Exactly once, step by step:
+//! - A small pool of transactional producers (`<transactional_id>-0..2`) is created when the run
+//!   starts; `init_transactions` on each fences any older instance using the same ids (a crashed
+//!   run, or a second host started with the same pipeline) and aborts what it left open.
+//! - An epoch's records go to one producer's open transaction, and to a local records file.
+//! - At the barrier ([`Sink::pre_commit`]) the transaction gets a marker (`epoch n of this sink`)
+//!   on the compacted commit topic, everything is flushed (acknowledged by the brokers, still
+//!   invisible to read_committed consumers) and the records file is synced. The next epoch uses
+//!   another producer of the pool.
+//! - When the checkpoint's manifest exists, the coordinator commits that transaction
+//!   ([`TransactionCommitter::commit`]); commits happen in epoch order.
+//! - Recovery: librdkafka cannot resume another process's prepared transaction, so a
+//!   transaction the crash left prepared is aborted by `init_transactions` and redone: the
+//!   last committed marker says which epochs made it; every epoch the restored manifest lists as
+//!   committed but the marker does not is produced again from its records file, with its marker,
+//!   in one new transaction. Each epoch thus becomes visible exactly once.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{Sink, SinkError};
+use crate::checkpoint::manifest::SinkCommit;
+use crate::checkpoint::CheckpointId;
+use crate::config::spec::{Delivery, KafkaSinkSpec};
+use crate::value::{Str, Value};
+
+/// Producers per exactly-once sink: one epoch being written, one waiting for its checkpoint,
+/// and one spare for an abandoned checkpoint whose data the next checkpoint commits.
+const POOL: usize = 3;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the sink waits for a free producer before giving up.
+const SLOT_WAIT: Duration = Duration::from_secs(300);
+
+/// Commits pre-committed epochs of a transactional sink; the checkpoint coordinator calls it
+/// once the checkpoint's manifest exists.
+pub trait TransactionCommitter: Send + Sync {
+    fn commit(&self, epoch: CheckpointId) -> Result<(), SinkError>;
+}
+
+fn kafka_err(sink: &str, what: &str, e: impl std::fmt::Display) -> SinkError {
+    SinkError::Kafka {
+        sink: sink.to_string(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Records delivery failures (the producer's background thread reports them).
+#[derive(Default)]
+pub struct DeliveryReport {
+    failed: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryReport {}
+
+impl ProducerContext for DeliveryReport {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = self.first.lock() {
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+impl DeliveryReport {
+    fn check(&self, sink: &str) -> Result<(), SinkError> {
+        let n = self.failed.load(Ordering::Relaxed);
+        if n == 0 {
+            return Ok(());
+        }
+        let first = self
+            .first
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_default();
+        Err(SinkError::Kafka {
+            sink: sink.to_string(),
+            message: format!("{n} message(s) could not be delivered; the first: {first}"),
+        })
+    }
+}
+
+type Producer_ = ThreadedProducer<DeliveryReport>;
+
+fn base_config(spec: &KafkaSinkSpec) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &spec.brokers)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    c
+}
+
+fn with_properties(mut c: ClientConfig, spec: &KafkaSinkSpec) -> ClientConfig {
+    for (k, v) in &spec.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The key of a record: the field's string, or its JSON text.
+fn key_of(value: &Value, field: &[Str]) -> Option<Vec<u8>> {
+    match value.get_path(field)? {
+        Value::Null => None,
+        Value::Str(s) => Some(s.as_bytes().to_vec()),
+        other => {
+            let mut b = Vec::new();
+            other.write_json(&mut b);
+            Some(b)
+        }
+    }
+}
+
+/// An error, with the producer's fatal error spelled out (e.g. fenced by a newer instance).
+fn describe(producer: &Producer_, e: KafkaError) -> String {
+    match producer.client().fatal_error() {
+        Some((code, reason)) => format!("{e} ({code:?}: {reason})"),
+        None => e.to_string(),
+    }
+}
+
+/// Sends one message, waiting while the producer's queue is full.
+fn send(
+    producer: &Producer_,
+    sink: &str,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) -> Result<(), SinkError> {
+    let mut record: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(topic).payload(payload);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    let started = Instant::now();
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if started.elapsed() > REQUEST_TIMEOUT {
+                    return Err(kafka_err(
+                        sink,
+                        "the producer queue stayed full",
+                        "are the brokers reachable?",
+                    ));
+                }
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => return Err(kafka_err(sink, "sending failed", describe(producer, e))),
+        }
+    }
+}
+
+/// Creates `topic` if it does not exist (the output topic with the broker's defaults, the
+/// commit topic compacted with one partition).
+fn ensure_topic(
+    spec: &KafkaSinkSpec,
+    sink: &str,
+    topic: &str,
+    compacted: bool,
+) -> Result<(), SinkError> {
+    let admin: AdminClient<DefaultClientContext> = with_properties(base_config(spec), spec)
+        .create()
+        .map_err(|e| kafka_err(sink, "cannot create a Kafka admin client", e))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(|e| {
+            kafka_err(
+                sink,
+                &format!("cannot reach the brokers {}", spec.brokers),
+                e,
+            )
+        })?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(());
+    }
+    let brokers = metadata.brokers().len().clamp(1, 3) as i32;
+    let mut new = if compacted {
+        NewTopic::new(topic, 1, TopicReplication::Fixed(brokers))
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "3600000")
+    } else {
+        NewTopic::new(topic, -1, TopicReplication::Fixed(-1))
+    };
+    if compacted && brokers > 1 {
+        new = new.set("min.insync.replicas", "2");
+    }
+    let results = futures::executor::block_on(admin.create_topics(
+        [&new],
+        &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+    ))
+    .map_err(|e| kafka_err(sink, &format!("cannot create topic `{topic}`"), e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(kafka_err(sink, &format!("cannot create topic `{t}`"), code))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A checkpointed run's part in opening a Kafka sink.
+pub struct Checkpointed<'a> {
+    /// The epoch the first records belong to.
+    pub first_epoch: CheckpointId,
+    /// The restored checkpoint's commits (every sink's); None on a fresh start.
+    pub restored: Option<&'a [SinkCommit]>,
+    pub interval: Duration,
+}
+
+/// Opens a Kafka sink, exactly once when `checkpointed` is given and `delivery` asks for it,
+/// else at least once.
+pub fn open(
+    name: &str,
+    spec: &KafkaSinkSpec,
+    pipeline: &str,
+    work_dir: &Path,
+    checkpointed: Option<Checkpointed<'_>>,
+) -> Result<super::OpenedSink, SinkError> {
+    ensure_topic(spec, name, &spec.topic, false)?;
+    match (spec.delivery, checkpointed) {
+        (Delivery::ExactlyOnce, Some(c)) => {
+            let sink = ExactlyOnce::open(name, spec, pipeline, work_dir, &c)?;
+            let committer: Arc<dyn TransactionCommitter> = sink.pool.clone();
+            Ok((Box::new(sink), Some(committer)))
+        }
+        (delivery, _) => {
+            if delivery == Delivery::ExactlyOnce {
+                tracing::warn!(
+                    sink = name,
+                    "checkpoints are off: the Kafka sink is at-least-once"
+                );
+            }
+            Ok((Box::new(AtLeastOnce::open(name, spec)?), None))
+        }
+    }
+}
+
+/// The idempotent producer: no duplicates from retries; flushed at every checkpoint, so a
+/// crash replays (and may repeat) only what came after the last one.
+pub struct AtLeastOnce {
+    name: String,
+    topic: String,
+    key: Option<Vec<Str>>,
+    producer: Producer_,
+    buf: Vec<u8>,
+}
+
+impl AtLeastOnce {
+    fn open(name: &str, spec: &KafkaSinkSpec) -> Result<AtLeastOnce, SinkError> {
+        let mut c = base_config(spec);
+        c.set("enable.idempotence", "true");
+        let producer: Producer_ = with_properties(c, spec)
+            .create_with_context(DeliveryReport::default())
+            .map_err(|e| kafka_err(name, "cannot create a Kafka producer", e))?;
+        Ok(AtLeastOnce {
+            name: name.to_string(),
+            topic: spec.topic.clone(),
+            key: spec.key.clone(),
+            producer,
+            buf: Vec::with_capacity(256),
+        })
+    }
+}
+
+impl Sink for AtLeastOnce {
+    fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
+        for r in records {
+            self.buf.clear();
+            r.write_json(&mut self.buf);
+            let key = self.key.as_deref().and_then(|f| key_of(r, f));
+            send(
+                &self.producer,
+                &self.name,
+                &self.topic,
+                key.as_deref(),
+                &self.buf,
+            )?;
+        }
+        self.producer.context().check(&self.name)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.producer
+            .flush(REQUEST_TIMEOUT)
+            .map_err(|e| kafka_err(&self.name, "flushing failed", e))?;
+        self.producer.context().check(&self.name)
+    }
+}
+
+/// What a pool producer is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Its transaction takes the records of this epoch.
+    Open(CheckpointId),
+    /// Its transaction holds a whole epoch, flushed, waiting for the checkpoint.
+    Prepared(CheckpointId),
+}
+
+struct Slot {
+    producer: Producer_,
+    transactional_id: String,
+}
+
+/// The transactional producers of one sink, shared by the sink thread (writes) and the
+/// checkpoint coordinator (commits).
+pub struct TxnPool {
+    sink: String,
+    slots: Vec<Slot>,
+    states: Mutex<Vec<SlotState>>,
+    freed: Condvar,
+    /// Records files of pre-committed epochs, by epoch.
+    work_dir: PathBuf,
+}
+
+impl TxnPool {
+    fn set(&self, slot: usize, state: SlotState) {
+        if let Ok(mut s) = self.states.lock() {
+            s[slot] = state;
+        }
+        self.freed.notify_all();
+    }
+
+    /// A free producer, waiting for a commit if all are busy.
+    fn take_free(&self, epoch: CheckpointId) -> Result<usize, SinkError> {
+        let poisoned = || kafka_err(&self.sink, "internal", "lock poisoned");
+        let mut states = self.states.lock().map_err(|_| poisoned())?;
+        let deadline = Instant::now() + SLOT_WAIT;
+        loop {
+            if let Some(i) = states.iter().position(|s| *s == SlotState::Free) {
+                states[i] = SlotState::Open(epoch);
+                return Ok(i);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SinkError::Kafka {
+                    sink: self.sink.clone(),
+                    message: format!(
+                        "{POOL} epochs are waiting for their checkpoints to complete; checkpoints are failing or too slow"
+                    ),
+                });
+            }
+            states = self
+                .freed
+                .wait_timeout(states, left)
+                .map_err(|_| poisoned())?
+                .0;
+        }
+    }
+}
+
+impl TransactionCommitter for TxnPool {
+    fn commit(&self, epoch: CheckpointId) -> Result<(), SinkError> {
+        let slot = {
+            let states = self
+                .states
+                .lock()
+                .map_err(|_| kafka_err(&self.sink, "internal", "lock poisoned"))?;
+            states.iter().position(|s| *s == SlotState::Prepared(epoch))
+        };
+        // Already committed (e.g. by recovery), or an epoch without records.
+        let Some(slot) = slot else { return Ok(()) };
+        self.slots[slot]
+            .producer
+            .commit_transaction(REQUEST_TIMEOUT)
+            .map_err(|e| {
+                kafka_err(
+                    &self.sink,
+                    &format!(
+                        "committing the transaction of checkpoint {epoch} ({}) failed",
+                        self.slots[slot].transactional_id
+                    ),
+                    describe(&self.slots[slot].producer, e),
+                )
+            })?;
+        self.set(slot, SlotState::Free);
+        let _ = std::fs::remove_file(records_path(&self.work_dir, epoch));
+        Ok(())
+    }
+}
+
+fn records_path(dir: &Path, epoch: CheckpointId) -> PathBuf {
+    dir.join(format!("epoch-{epoch:010}.jsonl"))
+}
+
+/// The marker a transaction carries: this sink's epoch `epoch` is in it.
+fn marker(pipeline: &str, sink: &str, epoch: CheckpointId) -> Vec<u8> {
+    serde_json::json!({ "pipeline": pipeline, "sink": sink, "epoch": epoch })
+        .to_string()
+        .into_bytes()
+}
+
+pub struct ExactlyOnce {
+    name: String,
+    pipeline: String,
+    topic: String,
+    commit_topic: String,
+    /// The marker key: the transactional id prefix (unique per pipeline and sink).
+    marker_key: String,
+    key: Option<Vec<Str>>,
+    pool: Arc<TxnPool>,
+    /// The producer taking the current epoch's records.
+    current: Option<usize>,
+    epoch: CheckpointId,
+    records: Option<BufWriter<File>>,
+    buf: Vec<u8>,
+}
+
+impl ExactlyOnce {
+    fn open(
+        name: &str,
+        spec: &KafkaSinkSpec,
+        pipeline: &str,
+        work_dir: &Path,
+        checkpointed: &Checkpointed<'_>,
+    ) -> Result<ExactlyOnce, SinkError> {
+        let interval = checkpointed.interval;
+        let prefix = spec
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("headwater-{pipeline}-{name}"));
+        ensure_topic(spec, name, &spec.commit_topic, true)?;
+        std::fs::create_dir_all(work_dir).map_err(|source| SinkError::Create {
+            sink: name.to_string(),
+            path: work_dir.to_path_buf(),
+            source,
+        })?;
+        // A transaction stays open for an interval plus the checkpoint's duration.
+        let txn_timeout = (interval * 6).clamp(Duration::from_secs(60), Duration::from_secs(900));
+        let mut slots = Vec::with_capacity(POOL);
+        for i in 0..POOL {
+            let transactional_id = format!("{prefix}-{i}");
+            let mut c = base_config(spec);
+            c.set("transactional.id", &transactional_id).set(
+                "transaction.timeout.ms",
+                txn_timeout.as_millis().to_string(),
+            );
+            let producer: Producer_ = with_properties(c, spec)
+                .create_with_context(DeliveryReport::default())
+                .map_err(|e| kafka_err(name, "cannot create a Kafka producer", e))?;
+            // Fences every older producer with this id and aborts what it left open.
+            producer.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
+                kafka_err(
+                    name,
+                    &format!("cannot initialize transactions for `{transactional_id}`"),
+                    e,
+                )
+            })?;
+            slots.push(Slot {
+                producer,
+                transactional_id,
+            });
+        }
+        let pool = Arc::new(TxnPool {
+            sink: name.to_string(),
+            slots,
+            states: Mutex::new(vec![SlotState::Free; POOL]),
+            freed: Condvar::new(),
+            work_dir: work_dir.to_path_buf(),
+        });
+        let mut sink = ExactlyOnce {
+            name: name.to_string(),
+            pipeline: pipeline.to_string(),
+            topic: spec.topic.clone(),
+            commit_topic: spec.commit_topic.clone(),
+            marker_key: prefix,
+            key: spec.key.clone(),
+            pool,
+            current: None,
+            epoch: checkpointed.first_epoch,
+            records: None,
+            buf: Vec::with_capacity(256),
+        };
+        sink.recover(spec, checkpointed.restored)?;
+        Ok(sink)
+    }
+
+    /// Finishes the commits the restored checkpoint made but the crash interrupted; on a fresh
+    /// start, records that no epoch is committed yet.
+    fn recover(
+        &mut self,
+        spec: &KafkaSinkSpec,
+        restored: Option<&[SinkCommit]>,
+    ) -> Result<(), SinkError> {
+        let mut mine: Vec<&SinkCommit> = restored
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.sink == self.name && c.transaction.is_some())
+            .collect();
+        mine.sort_by_key(|c| c.epoch);
+        if restored.is_none() {
+            // A fresh lineage: epoch numbers start over, so older markers must not count.
+            self.produce_epoch(0, &[])?;
+        } else if !mine.is_empty() {
+            let last = self.last_committed_epoch(spec)?;
+            for c in mine {
+                if last.is_some_and(|l| l >= c.epoch) {
+                    continue;
+                }
+                let path = records_path(&self.pool.work_dir, c.epoch);
+                let lines = read_records(&path).map_err(|e| SinkError::Kafka {
+                    sink: self.name.clone(),
+                    message: format!(
+                        "cannot finish the commit of checkpoint {}: its records file {} is unreadable ({e}); start over with `headwater run --fresh`",
+                        c.epoch,
+                        path.display()
+                    ),
+                })?;
+                tracing::info!(
+                    sink = %self.name,
+                    epoch = c.epoch,
+                    records = lines.len(),
+                    "kafka: redoing the interrupted commit of checkpoint {}",
+                    c.epoch
+                );
+                self.produce_epoch(c.epoch, &lines)?;
+            }
+        }
+        // Every records file is now committed or belonged to an aborted epoch.
+        if let Ok(entries) = std::fs::read_dir(&self.pool.work_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Produces a whole epoch with its marker in one transaction and commits it.
+    fn produce_epoch(
+        &mut self,
+        epoch: CheckpointId,
+        lines: &[KeyedPayload],
+    ) -> Result<(), SinkError> {
+        let slot = &self.pool.slots[0];
+        let fail = |what: &str, e: KafkaError| kafka_err(&self.name, what, e);
+        slot.producer
+            .begin_transaction()
+            .map_err(|e| fail("cannot begin a transaction", e))?;
+        for (key, payload) in lines {
+            send(
+                &slot.producer,
+                &self.name,
+                &self.topic,
+                key.as_deref(),
+                payload,
+            )?;
+        }
+        send(
+            &slot.producer,
+            &self.name,
+            &self.commit_topic,
+            Some(self.marker_key.as_bytes()),
+            &marker(&self.pipeline, &self.name, epoch),
+        )?;
+        slot.producer
+            .commit_transaction(REQUEST_TIMEOUT)
+            .map_err(|e| fail("cannot commit a transaction", e))?;
+        slot.producer.context().check(&self.name)
+    }
+
+    /// The newest epoch whose marker is committed on the commit topic.
+    fn last_committed_epoch(
+        &self,
+        spec: &KafkaSinkSpec,
+    ) -> Result<Option<CheckpointId>, SinkError> {
+        let mut c = base_config(spec);
+        c.set("group.id", format!("{}-recovery", self.marker_key))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = with_properties(c, spec)
+            .create()
+            .map_err(|e| kafka_err(&self.name, "cannot create a Kafka consumer", e))?;
+        let fail = |e: KafkaError| kafka_err(&self.name, "reading the commit topic failed", e);
+        let metadata = consumer
+            .fetch_metadata(Some(&self.commit_topic), REQUEST_TIMEOUT)
+            .map_err(fail)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = Vec::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (_, high) = consumer
+                    .fetch_watermarks(&self.commit_topic, p.id(), REQUEST_TIMEOUT)
+                    .map_err(fail)?;
+                if high > 0 {
+                    tpl.add_partition_offset(&self.commit_topic, p.id(), Offset::Beginning)
+                        .map_err(fail)?;
+                    ends.push(p.id());
+                }
+            }
+        }
+        if ends.is_empty() {
+            return Ok(None);
+        }
+        consumer.assign(&tpl).map_err(fail)?;
+        let mut last = None;
+        let mut open = ends.len();
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        while open > 0 {
+            if Instant::now() > deadline {
+                return Err(kafka_err(
+                    &self.name,
+                    "reading the commit topic",
+                    "timed out before its end",
+                ));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Ok(m)) if m.key() == Some(self.marker_key.as_bytes()) => {
+                    let epoch = m
+                        .payload()
+                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                        .and_then(|v| v.get("epoch").and_then(|e| e.as_u64()));
+                    if let Some(e) = epoch {
+                        last = Some(e);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+                Some(Err(e)) => tracing::warn!(sink = %self.name, "kafka: {e}"),
+            }
+        }
+        Ok(last)
+    }
+
+    fn begin_epoch(&mut self) -> Result<usize, SinkError> {
+        if let Some(slot) = self.current {
+            return Ok(slot);
+        }
+        let slot = self.pool.take_free(self.epoch)?;
+        self.pool.slots[slot]
+            .producer
+            .begin_transaction()
+            .map_err(|e| kafka_err(&self.name, "cannot begin a transaction", e))?;
+        let path = records_path(&self.pool.work_dir, self.epoch);
+        let file = File::create(&path).map_err(|source| SinkError::Create {
+            sink: self.name.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        self.records = Some(BufWriter::with_capacity(256 << 10, file));
+        self.current = Some(slot);
+        Ok(slot)
+    }
+
+    fn records_err(&self, source: std::io::Error) -> SinkError {
+        SinkError::Write {
+            sink: self.name.clone(),
+            path: records_path(&self.pool.work_dir, self.epoch),
+            source,
+        }
+    }
+}
+
+/// One line of a records file: `[key or null, record]`.
+fn write_record_line(
+    out: &mut impl Write,
+    key: Option<&[u8]>,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    match key {
+        Some(k) => {
+            let k = serde_json::to_string(&String::from_utf8_lossy(k))
+                .map_err(std::io::Error::other)?;
+            write!(out, "[{k},")?;
+        }
+        None => out.write_all(b"[null,")?,
+    }
+    out.write_all(payload)?;
+    out.write_all(b"]\n")
+}
+
+/// A message as a records file keeps it: (key, payload).
+type KeyedPayload = (Option<Vec<u8>>, Vec<u8>);
+
+fn read_records(path: &Path) -> std::io::Result<Vec<KeyedPayload>> {
+    let mut out = Vec::new();
+    for line in BufReader::new(File::open(path)?).lines() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        let (key, payload) = match v.as_array().map(|a| a.as_slice()) {
+            Some([k, p]) => (k.as_str().map(|s| s.as_bytes().to_vec()), p.to_string()),
+            _ => {
+                return Err(std::io::Error::other(format!(
+                    "not a [key, record] line: {line}"
+                )))
+            }
+        };
+        out.push((key, payload.into_bytes()));
+    }
+    Ok(out)
+}
+
+impl Sink for ExactlyOnce {
+    fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let slot = self.begin_epoch()?;
+        for r in records {
+            self.buf.clear();
+            r.write_json(&mut self.buf);
+            let key = self.key.as_deref().and_then(|f| key_of(r, f));
+            send(
+                &self.pool.slots[slot].producer,
+                &self.name,
+                &self.topic,
+                key.as_deref(),
+                &self.buf,
+            )?;
+            if let Some(out) = self.records.as_mut() {
+                if let Err(e) = write_record_line(out, key.as_deref(), &self.buf) {
+                    return Err(self.records_err(e));
+                }
+            }
+        }
+        // A fenced producer (a newer instance took over) fails fast.
+        let producer = &self.pool.slots[slot].producer;
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Err(SinkError::Kafka {
+                sink: self.name.clone(),
+                message: format!("the producer failed for good ({code:?}: {reason}); another instance with transactional id `{}` may have fenced this one", self.pool.slots[slot].transactional_id),
+            });
+        }
+        producer.context().check(&self.name)
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        if let Some(slot) = self.current {
+            self.pool.slots[slot]
+                .producer
+                .flush(REQUEST_TIMEOUT)
+                .map_err(|e| kafka_err(&self.name, "flushing failed", e))?;
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, epoch: CheckpointId) -> Result<Option<SinkCommit>, SinkError> {
+        let Some(slot) = self.current.take() else {
+            self.epoch = epoch + 1;
+            return Ok(None);
+        };
+        let producer = &self.pool.slots[slot].producer;
+        send(
+            producer,
+            &self.name,
+            &self.commit_topic,
+            Some(self.marker_key.as_bytes()),
+            &marker(&self.pipeline, &self.name, epoch),
+        )?;
+        producer.flush(REQUEST_TIMEOUT).map_err(|e| {
+            kafka_err(
+                &self.name,
+                "flushing the transaction failed",
+                describe(producer, e),
+            )
+        })?;
+        producer.context().check(&self.name)?;
+        if let Some(mut out) = self.records.take() {
+            let synced = out.flush().and_then(|()| out.get_ref().sync_all());
+            if let Err(e) = synced {
+                return Err(self.records_err(e));
+            }
+        }
+        if epoch != self.epoch {
+            // The records were written under the epoch the sink expected; keep the file name
+            // in step with the checkpoint that closes them.
+            let from = records_path(&self.pool.work_dir, self.epoch);
+            let to = records_path(&self.pool.work_dir, epoch);
+            std::fs::rename(&from, &to).map_err(|e| self.records_err(e))?;
+        }
+        self.pool.set(slot, SlotState::Prepared(epoch));
+        self.epoch = epoch + 1;
+        Ok(Some(SinkCommit {
+            sink: self.name.clone(),
+            epoch,
+            pending: records_path(&self.pool.work_dir, epoch),
+            committed: PathBuf::from(format!("kafka:{}", self.topic)),
+            append: None,
+            transaction: Some(self.pool.slots[slot].transactional_id.clone()),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_files_round_trip_keys_and_payloads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("e.jsonl");
+        let mut out = Vec::new();
+        write_record_line(&mut out, Some(b"k\"1"), br#"{"a":1}"#).expect("write");
+        write_record_line(&mut out, None, br#"{"b":[1,2]}"#).expect("write");
+        std::fs::write(&path, out).expect("save");
+        let back = read_records(&path).expect("read");
+        assert_eq!(
+            back,
+            vec![
+                (Some(b"k\"1".to_vec()), br#"{"a":1}"#.to_vec()),
+                (None, br#"{"b":[1,2]}"#.to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_are_strings_or_json_text() {
+        let v = Value::from_json(br#"{"g":"u4pru","n":7,"o":{"x":1}}"#).expect("json");
+        assert_eq!(key_of(&v, &[Str::from("g")]), Some(b"u4pru".to_vec()));
+        assert_eq!(key_of(&v, &[Str::from("n")]), Some(b"7".to_vec()));
+        assert_eq!(key_of(&v, &[Str::from("o")]), Some(br#"{"x":1}"#.to_vec()));
+        assert_eq!(key_of(&v, &[Str::from("missing")]), None);
+    }
+}

@@ -1,0 +1,719 @@
+//! Kafka end to end against a real broker (Apache Kafka in KRaft mode, started by
+//! `integration/kafka/kafka.sh` from the Maven Central jars): Kafka -> Python UDF -> key_by ->
+//! window -> transactional Kafka sink, with the host and the Python workers killed with SIGKILL
+//! at random moments; a read_committed consumer must find every expected aggregate exactly once.
+//!
+//! `./dev test` starts one broker for the suite and names it in HEADWATER_TEST_KAFKA; without it
+//! this file starts its own on a port derived from the test process id (and stops it when the
+//! process exits).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/kafka/kafka.sh")
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("HEADWATER_PYTHON") {
+        return PathBuf::from(p);
+    }
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+        .join(".cache/headwater/venv/bin/python")
+}
+
+fn headwater(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
+    c.current_dir(dir)
+        .env("HEADWATER_PYTHON", python())
+        .env_remove("HEADWATER_CRASH_AT");
+    c
+}
+
+/// The broker every test of this file uses.
+fn bootstrap() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        if let Ok(b) = std::env::var("HEADWATER_TEST_KAFKA") {
+            if !b.is_empty() {
+                return b;
+            }
+        }
+        let port = 20000 + 2 * (std::process::id() % 400);
+        let state = std::env::temp_dir().join(format!("headwater-kafka-test-{}", std::process::id()));
+        let out = Command::new("bash")
+            .arg(kafka_script())
+            .arg("start")
+            .env("KAFKA_PORT", port.to_string())
+            .env("HEADWATER_KAFKA_DIR", &state)
+            .output()
+            .expect("run integration/kafka/kafka.sh");
+        assert!(
+            out.status.success(),
+            "integration/kafka/kafka.sh start failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Stop the broker when this test process exits, however it exits.
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 1; done; KAFKA_PORT={port} HEADWATER_KAFKA_DIR='{dir}' bash '{script}' stop >/dev/null 2>&1; rm -rf '{dir}'",
+                pid = std::process::id(),
+                dir = state.display(),
+                script = kafka_script().display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client")
+}
+
+fn create_topic(name: &str, partitions: i32) {
+    let admin = admin();
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
+    let results = futures::executor::block_on(admin.create_topics(
+        [&topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("create topic");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+/// A topic name no other test (or earlier run) used.
+fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{name}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Produces `(partition, key, payload)` messages and waits until all are acknowledged.
+fn produce(topic: &str, messages: &[(i32, String, Vec<u8>)]) {
+    produce_to(bootstrap(), topic, messages)
+}
+
+fn produce_to(brokers: &str, topic: &str, messages: &[(i32, String, Vec<u8>)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for (partition, key, payload) in messages {
+        let mut record = BaseRecord::to(topic)
+            .partition(*partition)
+            .key(key.as_bytes())
+            .payload(payload.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .expect("flush the test input");
+}
+
+/// Every message of `topic` a consumer with `isolation` (`read_committed` or
+/// `read_uncommitted`) sees now, as text.
+fn read_all(topic: &str, isolation: &str) -> Vec<String> {
+    read_all_from(bootstrap(), topic, isolation)
+}
+
+fn read_all_from(brokers: &str, topic: &str, isolation: &str) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("verifier"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    let mut open = 0;
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition");
+            open += 1;
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while open > 0 {
+        assert!(Instant::now() < deadline, "reading {topic} timed out");
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into())
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+const UDFS: &str = r#"
+import time
+
+import headwater as hw
+
+
+@hw.map
+def enrich(record):
+    record["v2"] = record["v"] * 2
+    return record
+
+
+@hw.map
+def enrich_slowly(record):
+    time.sleep(0.0005)
+    return enrich(record)
+"#;
+
+/// (user, window start, count, sum of v2), sorted: the rows of the tumbling-window pipeline.
+type Rows = Vec<(String, i64, i64, i64)>;
+
+/// `n` events over `partitions` partitions; event time advances 10 ms per event per partition
+/// with up to 2 s of disorder (the pipeline allows 5 s, so nothing is late).
+fn events(n: usize, partitions: i32, seed: u64) -> (Vec<(i32, String, Vec<u8>)>, Rows) {
+    let mut x = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut messages = Vec::with_capacity(n);
+    let mut acc: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+    for i in 0..n {
+        let partition = (i % partitions as usize) as i32;
+        let step = (i / partitions as usize) as i64;
+        let t = 1_767_225_600_000 + step * 10 + (next() % 2000) as i64;
+        let user = format!("u{}", next() % 300);
+        let v = (next() % 100) as i64;
+        messages.push((
+            partition,
+            user.clone(),
+            format!(r#"{{"ts":{t},"user":"{user}","v":{v}}}"#).into_bytes(),
+        ));
+        let start = t - t.rem_euclid(10_000);
+        let e = acc.entry((user, start)).or_default();
+        e.0 += 1;
+        e.1 += 2 * v;
+    }
+    let rows = acc
+        .into_iter()
+        .map(|((u, s), (c, total))| (u, s, c, total))
+        .collect();
+    (messages, rows)
+}
+
+fn rows_of(messages: &[String]) -> Rows {
+    let mut rows: Rows = messages
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_str(m).expect("json output");
+            (
+                v["user"].as_str().expect("user").to_string(),
+                v["window_start"].as_i64().expect("window_start"),
+                v["n"].as_i64().expect("n"),
+                v["total"].as_i64().expect("total"),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Writes the pipeline: Kafka -> Python `enrich` -> key_by user -> 10 s tumbling windows ->
+/// Kafka, exactly once, checkpoints every `interval`.
+fn write_pipeline(
+    dir: &Path,
+    name: &str,
+    input: &str,
+    output: &str,
+    interval: &str,
+    function: &str,
+) {
+    std::fs::write(dir.join("my_udfs.py"), UDFS).expect("udfs");
+    let b = bootstrap();
+    std::fs::write(
+        dir.join("pipeline.yaml"),
+        format!(
+            "name: {name}\nparallelism: 2\n\
+sources:\n  events:\n    type: kafka\n    topic: {input}\n    brokers: {b}\n    until: end\n    event_time: {{ field: ts, max_out_of_orderness: 5s }}\n\
+udfs:\n  enrich: {{ runtime: python, module: my_udfs, function: {function} }}\n\
+steps:\n  - udf: enrich\n  - key_by: user\n  - window:\n      type: tumbling\n      size: 10s\n      aggregates: {{ n: count(), total: sum(v2) }}\n\
+sinks:\n  out:\n    type: kafka\n    topic: {output}\n    brokers: {b}\n    key: user\n\
+output: out\ncheckpoint: {{ interval: {interval} }}\ntuning: {{ progress_interval: 0s }}\n"
+        ),
+    )
+    .expect("pipeline");
+}
+
+/// Kills every Python worker of the run `host` started (they are its children).
+fn kill_workers(host: &Child) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-P", &host.id().to_string(), "-f", "headwater.worker"])
+        .output()
+        .expect("pgrep");
+    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    for pid in &pids {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+    pids.len()
+}
+
+#[test]
+fn kafka_to_python_to_window_to_kafka_is_exactly_once_across_sigkills() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = unique("events");
+    let output = unique("aggregates");
+    create_topic(&input, 4);
+    create_topic(&output, 3);
+    let (messages, expected) = events(1_000_000, 4, 7);
+    produce(&input, &messages);
+    drop(messages);
+    write_pipeline(dir.path(), "kchaos", &input, &output, "200ms", "enrich");
+
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let (mut host_kills, mut worker_kills, mut runs) = (0, 0, 0);
+    let mut fresh = true;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        assert!(Instant::now() < deadline, "the chaos run did not finish");
+        let mut args = vec!["run", "pipeline.yaml", "-q"];
+        if fresh {
+            args.push("--fresh");
+        }
+        let mut child = headwater(dir.path())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        runs += 1;
+        fresh = false;
+        let chaos = host_kills < 20 || worker_kills < 20;
+        // Some runs lose their workers first, then (most of them) the host.
+        let life = Duration::from_millis(700 + rand(2500));
+        let started = Instant::now();
+        let mut workers_done = !chaos || worker_kills >= 20;
+        let mut finished = None;
+        while started.elapsed() < life || !chaos {
+            if let Some(status) = child.try_wait().expect("wait") {
+                finished = Some(status);
+                break;
+            }
+            if !workers_done && started.elapsed() > life / 2 {
+                worker_kills += kill_workers(&child).min(1);
+                workers_done = true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match finished {
+            Some(status) => {
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                assert!(status.success(), "run {runs} failed: {stderr}");
+                if !chaos {
+                    break;
+                }
+                // It finished before the kill: the rest of the kills hit resumed runs,
+                // which find nothing left to do; start over would hide nothing, so stop.
+                break;
+            }
+            None => {
+                if rand(4) != 0 || worker_kills >= 20 {
+                    let _ = child.kill();
+                    host_kills += 1;
+                } else {
+                    // Let this run go on a little with its restarted workers, then kill it.
+                    std::thread::sleep(Duration::from_millis(300));
+                    let _ = child.kill();
+                    host_kills += 1;
+                }
+                let _ = child.wait();
+            }
+        }
+    }
+    assert!(
+        host_kills >= 20 && worker_kills >= 20,
+        "the input was consumed before enough chaos: {host_kills} host kills, {worker_kills} worker kills in {runs} runs; make the input bigger"
+    );
+    let committed = read_all(&output, "read_committed");
+    let got = rows_of(&committed);
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{} aggregates committed, {} expected ({host_kills} host kills, {worker_kills} worker kills)",
+        got.len(),
+        expected.len()
+    );
+    assert!(
+        got == expected,
+        "committed aggregates differ from the oracle"
+    );
+    // Everything the crashed runs wrote but did not commit stays invisible: the topic holds
+    // more than read_committed shows.
+    let all = read_all(&output, "read_uncommitted");
+    assert!(
+        all.len() >= committed.len(),
+        "read_uncommitted sees less than read_committed"
+    );
+}
+
+#[test]
+fn a_second_host_fences_the_first_whose_pending_writes_never_show() {
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let input = unique("fence-in");
+    let output = unique("fence-out");
+    create_topic(&input, 2);
+    create_topic(&output, 1);
+    let (messages, expected) = events(200_000, 2, 11);
+    produce(&input, &messages);
+    // Long checkpoints: the first host holds an open transaction with results for a while.
+    write_pipeline(
+        dir_a.path(),
+        "fence",
+        &input,
+        &output,
+        "1h",
+        "enrich_slowly",
+    );
+    write_pipeline(dir_b.path(), "fence", &input, &output, "1h", "enrich");
+    // Host A runs (checkpoints only when its input ends: the final one) but is slowed so it
+    // is still writing when B starts.
+    let a = headwater(dir_a.path())
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run A");
+    // Wait until A has written (uncommitted) results.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "host A wrote nothing");
+        if !read_all(&output, "read_uncommitted").is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pending_of_a = read_all(&output, "read_uncommitted").len();
+    // Host B, same pipeline name (same transactional ids), its own state folder.
+    let b = headwater(dir_b.path())
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .output()
+        .expect("run B");
+    assert!(
+        b.status.success(),
+        "host B failed: {}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    let a = a.wait_with_output().expect("wait A");
+    let a_err = String::from_utf8_lossy(&a.stderr);
+    if a.status.success() {
+        // A finished and committed before B fenced it: then B's results duplicate A's, which
+        // is what a second host with its own state does; the test needs A to be slower.
+        panic!("host A finished before host B fenced it; the test input is too small");
+    }
+    assert!(
+        a_err.to_lowercase().contains("fenced"),
+        "host A should stop because it was fenced: {a_err}"
+    );
+    let committed = read_all(&output, "read_committed");
+    assert!(pending_of_a > 0);
+    assert_eq!(
+        rows_of(&committed),
+        expected,
+        "read_committed shows exactly host B's results: A's pending writes never became visible"
+    );
+}
+
+#[test]
+fn poison_messages_go_to_the_dlq_topic_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = unique("poison-in");
+    let output = unique("poison-out");
+    let dlq = unique("poison-dlq");
+    create_topic(&input, 2);
+    let (mut messages, expected) = events(20_000, 2, 5);
+    let big = format!(
+        r#"{{"ts":1767225600000,"user":"u1","v":1,"pad":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    let poison: Vec<(i32, String, Vec<u8>)> = vec![
+        (0, "p".into(), b"not json at all".to_vec()),
+        (1, "p".into(), b"[1,2,3]".to_vec()),
+        (0, "p".into(), br#"{"user":"u1","v":1}"#.to_vec()),
+        (1, "p".into(), big.into_bytes()),
+    ];
+    for (i, p) in poison.iter().enumerate() {
+        messages.insert(1000 * (i + 1), p.clone());
+    }
+    produce(&input, &messages);
+    write_pipeline(dir.path(), "poison", &input, &output, "300ms", "enrich");
+    let b = bootstrap();
+    let text = std::fs::read_to_string(dir.path().join("pipeline.yaml")).expect("read");
+    let text = text
+        .replace(
+            "    until: end\n",
+            "    until: end\n    max_record_bytes: 1000\n",
+        )
+        .replace(
+            "output: out\n",
+            &format!("  dead: {{ type: kafka, topic: {dlq}, brokers: {b} }}\noutput: out\ndlq: {{ sink: dead }}\n"),
+        );
+    std::fs::write(dir.path().join("pipeline.yaml"), text).expect("write");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "--fresh"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        rows_of(&read_all(&output, "read_committed")),
+        expected,
+        "the good records' aggregates"
+    );
+    let letters: Vec<serde_json::Value> = read_all(&dlq, "read_committed")
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("envelope"))
+        .collect();
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    let errors: Vec<String> = letters
+        .iter()
+        .map(|l| l["error"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for expected_error in [
+        "not valid JSON",
+        "expected a JSON object",
+        "event-time field `ts` is missing",
+        "above the source's max_record_bytes (1000)",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(expected_error)),
+            "no dead letter says `{expected_error}`: {errors:?}"
+        );
+    }
+    for l in &letters {
+        assert_eq!(l["source"], "events");
+        assert!(
+            l["partition_name"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&format!("kafka:{input}["))),
+            "{l}"
+        );
+        assert!(l["offset"].as_u64().is_some(), "{l}");
+    }
+}
+
+#[test]
+fn at_least_once_delivers_everything_without_transactions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = unique("alo-in");
+    let output = unique("alo-out");
+    create_topic(&input, 2);
+    let (messages, expected) = events(50_000, 2, 9);
+    produce(&input, &messages);
+    write_pipeline(dir.path(), "alo", &input, &output, "500ms", "enrich");
+    let text = std::fs::read_to_string(dir.path().join("pipeline.yaml")).expect("read");
+    let text = text.replace(
+        "    key: user\n",
+        "    key: user\n    delivery: at_least_once\n",
+    );
+    std::fs::write(dir.path().join("pipeline.yaml"), text).expect("write");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No transactions: read_uncommitted and read_committed agree, and a clean run has no
+    // duplicates.
+    assert_eq!(rows_of(&read_all(&output, "read_uncommitted")), expected);
+    assert_eq!(rows_of(&read_all(&output, "read_committed")), expected);
+}
+
+/// A three-node cluster (RF 3, min.insync.replicas 2) of this test's own.
+struct Cluster {
+    env: Vec<(String, String)>,
+    bootstrap: String,
+}
+
+impl Cluster {
+    fn kafka(&self, args: &[&str]) -> std::process::Output {
+        Command::new("bash")
+            .arg(kafka_script())
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("kafka.sh")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.kafka(&["stop-cluster"]);
+        if let Some((_, dir)) = self.env.iter().find(|(k, _)| k == "HEADWATER_KAFKA_DIR") {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[test]
+fn a_broker_killed_and_restarted_mid_run_loses_nothing() {
+    let port = 21000 + 6 * (std::process::id() % 100);
+    let state =
+        std::env::temp_dir().join(format!("headwater-kafka-cluster-{}", std::process::id()));
+    let mut cluster = Cluster {
+        env: vec![
+            ("KAFKA_PORT".into(), port.to_string()),
+            ("HEADWATER_KAFKA_DIR".into(), state.display().to_string()),
+        ],
+        bootstrap: String::new(),
+    };
+    let out = cluster.kafka(&["start-cluster"]);
+    assert!(
+        out.status.success(),
+        "start-cluster failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let b = cluster.bootstrap.clone();
+    // Topics replicated three times.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .expect("admin");
+    let input = unique("rf3-in");
+    let output = unique("rf3-out");
+    for (t, p) in [(&input, 4), (&output, 2)] {
+        let topic = NewTopic::new(t, p, TopicReplication::Fixed(3));
+        for r in futures::executor::block_on(admin.create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(60))),
+        ))
+        .expect("create")
+        {
+            r.expect("created");
+        }
+    }
+    // Few records, slowly processed: the run lasts ~20 s, across the broker's death and return.
+    let (messages, expected) = events(40_000, 4, 21);
+    produce_to(&b, &input, &messages);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The slow UDF keeps the run going while a broker dies and comes back.
+    std::fs::write(dir.path().join("my_udfs.py"), UDFS).expect("udfs");
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        format!(
+            "name: rf3\nparallelism: 2\n\
+sources:\n  events:\n    type: kafka\n    topic: {input}\n    brokers: {b}\n    until: end\n    event_time: {{ field: ts, max_out_of_orderness: 5s }}\n\
+udfs:\n  enrich: {{ runtime: python, module: my_udfs, function: enrich_slowly }}\n\
+steps:\n  - udf: enrich\n  - key_by: user\n  - window:\n      type: tumbling\n      size: 10s\n      aggregates: {{ n: count(), total: sum(v2) }}\n\
+sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{b}', key: user, commit_topic: {output}-commits }}\n\
+output: out\ncheckpoint: {{ interval: 300ms }}\ntuning: {{ progress_interval: 0s }}\n"
+        ),
+    )
+    .expect("pipeline");
+    let mut child = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    std::thread::sleep(Duration::from_secs(3));
+    if child.try_wait().expect("wait").is_some() {
+        let out = child.wait_with_output().expect("wait");
+        panic!(
+            "the run ended ({}) before a broker could be killed: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let killed = cluster.kafka(&["kill-node", "2"]);
+    assert!(
+        killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the run ended while the broker was down: the test no longer covers the restart"
+    );
+    let restarted = cluster.kafka(&["start-node", "2"]);
+    assert!(
+        restarted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "the run did not survive the broker restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = read_all_from(&b, &output, "read_committed");
+    assert_eq!(rows_of(&got), expected);
+}
