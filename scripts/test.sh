@@ -59,3 +59,9 @@ V="$HEADWATER_VENV/bin"
 scripts/gen-proto.sh --check
 (cd sdk-python && HEADWATER_BIN="$CARGO_TARGET_DIR/release/headwater" HEADWATER_REQUIRE_BINARY=1 \
   "$V/python" -m pytest -q)
+
+step "surge example (Kafka -> Python UDF -> window -> Kafka): UDF and pipeline tests, then a real run against the broker matches its reference"
+(cd examples/surge && "$V/ruff" check . && "$V/ruff" format --check . \
+  && HEADWATER_BIN="$CARGO_TARGET_DIR/release/headwater" "$V/python" -m pytest -q -p no:cacheprovider)
+KAFKA_BROKERS="$HEADWATER_TEST_KAFKA" HEADWATER_BIN="$CARGO_TARGET_DIR/release/headwater" \
+  HEADWATER_PYTHON="$V/python" examples/surge/run.sh --check

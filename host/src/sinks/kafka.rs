@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -596,8 +596,8 @@ impl ExactlyOnce {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
-        let consumer: BaseConsumer = with_properties(c, spec)
-            .create()
+        let consumer: crate::sources::kafka::Reader = with_properties(c, spec)
+            .create_with_context(crate::sources::kafka::QuietEof)
             .map_err(|e| kafka_err(&self.name, "cannot create a Kafka consumer", e))?;
         let fail = |e: KafkaError| kafka_err(&self.name, "reading the commit topic failed", e);
         let metadata = consumer

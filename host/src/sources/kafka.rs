@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{extract_event_time, Poll, Position, SourceError, SourcePartition};
@@ -23,6 +25,25 @@ use crate::value::{Object, Str, Value};
 
 /// How long metadata and watermark requests may take before the source gives up.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Routes librdkafka's client errors to the log, minus the end-of-partition notices a bounded
+/// read expects (they are how `until: end` knows it is done).
+#[derive(Clone, Copy, Default)]
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+            e => tracing::warn!("kafka: {e}: {reason}"),
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
+/// A consumer that logs through [`QuietEof`].
+pub type Reader = BaseConsumer<QuietEof>;
 
 /// The position of a partition that has not read anything yet: a restore starts it by the
 /// source's `start` setting.
@@ -76,8 +97,8 @@ pub fn partitions(
         .clone()
         .unwrap_or_else(|| format!("headwater-{pipeline}"));
     let config = client_config(spec, &group);
-    let probe: BaseConsumer = config
-        .create()
+    let probe: Reader = config
+        .create_with_context(QuietEof)
         .map_err(|e| err(source_name, format!("cannot create a Kafka consumer: {e}")))?;
     let mut found: Vec<(String, i32)> = Vec::new();
     for topic in &spec.topics {
@@ -133,8 +154,8 @@ pub fn partitions(
         } else {
             None
         };
-        let consumer: BaseConsumer = config
-            .create()
+        let consumer: Reader = config
+            .create_with_context(QuietEof)
             .map_err(|e| err(source_name, format!("cannot create a Kafka consumer: {e}")))?;
         out.push(KafkaPartition {
             name: partition_name(&topic, partition),
@@ -163,7 +184,7 @@ pub fn partitions(
 
 /// Commits checkpointed offsets to the source's consumer group.
 pub struct OffsetCommitter {
-    consumer: BaseConsumer,
+    consumer: Reader,
     /// Partition name -> (topic, partition).
     partitions: HashMap<String, (String, i32)>,
 }
@@ -205,7 +226,7 @@ impl OffsetCommitter {
 pub struct KafkaPartition {
     name: String,
     source_name: String,
-    consumer: BaseConsumer,
+    consumer: Reader,
     topic: String,
     partition: i32,
     origin: Origin,
@@ -370,7 +391,7 @@ impl SourcePartition for KafkaPartition {
                 }
                 Err(e) => {
                     if e.rdkafka_error_code()
-                        .is_some_and(|c| c == rdkafka::types::RDKafkaErrorCode::Fatal)
+                        .is_some_and(|c| c == RDKafkaErrorCode::Fatal)
                     {
                         return Err(err(&self.source_name, format!("`{}`: {e}", self.name)));
                     }
