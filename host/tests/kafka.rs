@@ -592,6 +592,34 @@ fn at_least_once_delivers_everything_without_transactions() {
     // duplicates.
     assert_eq!(rows_of(&read_all(&output, "read_uncommitted")), expected);
     assert_eq!(rows_of(&read_all(&output, "read_committed")), expected);
+    // The source committed its checkpointed offsets to the consumer group (for lag tools):
+    // the end of each partition.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", "headwater-alo")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition(&input, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .expect("committed offsets");
+    for p in 0..2 {
+        let (_, high) = consumer
+            .fetch_watermarks(&input, p, Duration::from_secs(30))
+            .expect("watermarks");
+        let offset = committed
+            .find_partition(&input, p)
+            .map(|e| e.offset())
+            .expect("partition");
+        assert_eq!(
+            offset,
+            Offset::Offset(high),
+            "group offset of partition {p}"
+        );
+    }
 }
 
 /// A three-node cluster (RF 3, min.insync.replicas 2) of this test's own.
@@ -716,4 +744,71 @@ output: out\ncheckpoint: {{ interval: 300ms }}\ntuning: {{ progress_interval: 0s
     );
     let got = read_all_from(&b, &output, "read_committed");
     assert_eq!(rows_of(&got), expected);
+}
+
+#[test]
+fn a_crash_between_checkpoint_and_kafka_commit_is_redone_exactly_once() {
+    // Each run but the last aborts right after writing a checkpoint's manifest, before its
+    // Kafka transaction commits: the next run must commit that epoch exactly once (it redoes
+    // it from the epoch's records: the crashed run's transaction is aborted when the new run
+    // fences it).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = unique("crash-in");
+    let output = unique("crash-out");
+    create_topic(&input, 2);
+    let (messages, expected) = events(100_000, 2, 13);
+    produce(&input, &messages);
+    write_pipeline(dir.path(), "kcrash", &input, &output, "150ms", "enrich");
+    let mut redone = 0;
+    let mut log = Vec::new();
+    for round in 0..6 {
+        let mut c = headwater(dir.path());
+        c.args(["run", "pipeline.yaml", "-q"]);
+        if round == 0 {
+            c.arg("--fresh");
+        }
+        let out = c
+            // The 5th checkpoint of the run: results are flowing by then.
+            .env("HEADWATER_CRASH_AT", "manifest-written:5")
+            .env("HEADWATER_LOG", "info")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if stderr.contains("redoing the interrupted commit") {
+            redone += 1;
+        }
+        log.extend(
+            stderr
+                .lines()
+                .filter(|l| l.contains("redoing") || l.contains("resuming"))
+                .map(str::to_string),
+        );
+        if out.status.success() {
+            break; // the input ran out before a 5th checkpoint
+        }
+        assert!(
+            stderr.contains("aborting on purpose"),
+            "round {round} should abort after its 5th manifest: {stderr}"
+        );
+    }
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .env("HEADWATER_LOG", "info")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    if stderr.contains("redoing the interrupted commit") {
+        redone += 1;
+    }
+    assert_eq!(
+        rows_of(&read_all(&output, "read_committed")),
+        expected,
+        "committed aggregates differ from the oracle ({redone} runs redid an interrupted commit)"
+    );
+    assert!(
+        redone >= 3,
+        "only {redone} runs found an interrupted commit with records to redo:\n{}",
+        log.join("\n")
+    );
 }

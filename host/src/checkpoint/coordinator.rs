@@ -414,6 +414,8 @@ impl Coordinator {
                 crash_point("committed-one");
             }
         }
+        // The last checkpoint of a run waits for the group commit (the process ends next).
+        let last = manifest.finished || self.stop_pending.load(Ordering::Relaxed);
         for (source, committer) in &self.setup.offset_committers {
             let states: Vec<_> = manifest
                 .sources
@@ -421,7 +423,7 @@ impl Coordinator {
                 .filter(|p| &p.source == source)
                 .cloned()
                 .collect();
-            committer.commit(&states);
+            committer.commit(&states, last);
         }
         self.uncommitted.retain(|c| c.epoch > id);
         self.setup.dlq_len = dlq_len;
@@ -644,12 +646,23 @@ fn commit_append(c: &SinkCommit, a: super::manifest::Append) -> Result<(), Check
 /// (as abruptly as a kill -9) the first time a checkpoint reaches `<point>`: `uploaded` (state
 /// files stored, manifest not yet written), `manifest-written` (sink output not yet
 /// committed), `committed-one` (first sink part committed, others not).
+/// Failure injection for tests: `HEADWATER_CRASH_AT=POINT` aborts the process the first time
+/// it reaches `POINT`, `POINT:N` the N-th time.
 fn crash_point(point: &str) {
-    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var("HEADWATER_CRASH_AT").ok());
-    if at.as_deref() == Some(point) {
-        eprintln!("HEADWATER_CRASH_AT={point}: aborting on purpose");
-        std::process::abort();
+    static AT: std::sync::OnceLock<Option<(String, u32)>> = std::sync::OnceLock::new();
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("HEADWATER_CRASH_AT").ok()?;
+        Some(match v.split_once(':') {
+            Some((p, n)) => (p.to_string(), n.parse().unwrap_or(1)),
+            None => (v, 1),
+        })
+    });
+    if let Some((p, n)) = at {
+        if p == point && SEEN.fetch_add(1, Ordering::Relaxed) + 1 >= u64::from(*n) {
+            eprintln!("HEADWATER_CRASH_AT={point}: aborting on purpose");
+            std::process::abort();
+        }
     }
 }
 

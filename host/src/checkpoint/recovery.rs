@@ -441,7 +441,8 @@ fn restore(
         }
     }
     // Sinks: finish the commits this checkpoint made, drop output written after it.
-    for c in &manifest.commits {
+    // (Transactional sinks finish their own commits when they open.)
+    for c in manifest.commits.iter().filter(|c| c.transaction.is_none()) {
         match here(c, &layout.file_sinks, &layout.dlq) {
             Some(c) => commit_sink_file(&c)?,
             None => tracing::warn!(

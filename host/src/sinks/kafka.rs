@@ -105,9 +105,13 @@ type Producer_ = ThreadedProducer<DeliveryReport>;
 
 fn base_config(spec: &KafkaSinkSpec) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &spec.brokers)
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4");
+    c.set("bootstrap.servers", &spec.brokers);
+    c
+}
+
+fn producer_config(spec: &KafkaSinkSpec) -> ClientConfig {
+    let mut c = base_config(spec);
+    c.set("linger.ms", "5").set("compression.type", "lz4");
     c
 }
 
@@ -275,7 +279,7 @@ pub struct AtLeastOnce {
 
 impl AtLeastOnce {
     fn open(name: &str, spec: &KafkaSinkSpec) -> Result<AtLeastOnce, SinkError> {
-        let mut c = base_config(spec);
+        let mut c = producer_config(spec);
         c.set("enable.idempotence", "true");
         let producer: Producer_ = with_properties(c, spec)
             .create_with_context(DeliveryReport::default())
@@ -458,7 +462,7 @@ impl ExactlyOnce {
         let mut slots = Vec::with_capacity(POOL);
         for i in 0..POOL {
             let transactional_id = format!("{prefix}-{i}");
-            let mut c = base_config(spec);
+            let mut c = producer_config(spec);
             c.set("transactional.id", &transactional_id).set(
                 "transaction.timeout.ms",
                 txn_timeout.as_millis().to_string(),

@@ -190,9 +190,10 @@ pub struct OffsetCommitter {
 }
 
 impl OffsetCommitter {
-    /// Commits the positions a completed checkpoint holds (asynchronously: the group's
-    /// offsets are for monitoring, the checkpoint is what a restart uses).
-    pub fn commit(&self, states: &[PartitionState]) {
+    /// Commits the positions a completed checkpoint holds: asynchronously (the group's
+    /// offsets are for monitoring, the checkpoint is what a restart uses), or waiting for the
+    /// broker's answer when `wait` (a run's last checkpoint).
+    pub fn commit(&self, states: &[PartitionState], wait: bool) {
         let mut tpl = TopicPartitionList::new();
         for s in states {
             if s.position.offset == NOT_STARTED {
@@ -214,7 +215,12 @@ impl OffsetCommitter {
         if tpl.count() == 0 {
             return;
         }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+        let mode = if wait {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
             tracing::warn!("committing offsets to the consumer group failed: {e}");
         }
         // Serve the commit's callback queue.
