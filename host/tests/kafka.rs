@@ -492,6 +492,7 @@ fn poison_messages_go_to_the_dlq_topic_and_the_run_goes_on() {
     let input = unique("poison-in");
     let output = unique("poison-out");
     let dlq = unique("poison-dlq");
+    let late = unique("poison-late");
     create_topic(&input, 2);
     let (mut messages, expected) = events(20_000, 2, 5);
     let big = format!(
@@ -507,6 +508,9 @@ fn poison_messages_go_to_the_dlq_topic_and_the_run_goes_on() {
     for (i, p) in poison.iter().enumerate() {
         messages.insert(1000 * (i + 1), p.clone());
     }
+    // An hour late when it arrives: it goes to the late-data topic, not into a window.
+    let late_record = r#"{"ts":1767222000000,"user":"u7","v":3}"#;
+    messages.insert(9000, (0, "late".into(), late_record.as_bytes().to_vec()));
     produce(&input, &messages);
     write_pipeline(dir.path(), "poison", &input, &output, "300ms", "enrich");
     let b = bootstrap();
@@ -517,8 +521,12 @@ fn poison_messages_go_to_the_dlq_topic_and_the_run_goes_on() {
             "    until: end\n    max_record_bytes: 1000\n",
         )
         .replace(
+            "aggregates: { n: count(), total: sum(v2) }\n",
+            "aggregates: { n: count(), total: sum(v2) }\n      late: { sink: late }\n",
+        )
+        .replace(
             "output: out\n",
-            &format!("  dead: {{ type: kafka, topic: {dlq}, brokers: {b} }}\noutput: out\ndlq: {{ sink: dead }}\n"),
+            &format!("  dead: {{ type: kafka, topic: {dlq}, brokers: '{b}' }}\n  late: {{ type: kafka, topic: {late}, brokers: '{b}' }}\noutput: out\ndlq: {{ sink: dead }}\n"),
         );
     std::fs::write(dir.path().join("pipeline.yaml"), text).expect("write");
     let out = headwater(dir.path())
@@ -532,6 +540,10 @@ fn poison_messages_go_to_the_dlq_topic_and_the_run_goes_on() {
         expected,
         "the good records' aggregates"
     );
+    let late_seen = read_all(&late, "read_committed");
+    assert_eq!(late_seen.len(), 1, "{late_seen:?}");
+    let late_value: serde_json::Value = serde_json::from_str(&late_seen[0]).expect("json");
+    assert_eq!(late_value["ts"], 1_767_222_000_000i64, "{late_value}");
     let letters: Vec<serde_json::Value> = read_all(&dlq, "read_committed")
         .iter()
         .map(|l| serde_json::from_str(l).expect("envelope"))
@@ -811,4 +823,53 @@ fn a_crash_between_checkpoint_and_kafka_commit_is_redone_exactly_once() {
         "only {redone} runs found an interrupted commit with records to redo:\n{}",
         log.join("\n")
     );
+}
+
+#[test]
+fn raw_format_keeps_key_value_and_coordinates_with_the_kafka_timestamp_as_event_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = unique("raw-in");
+    create_topic(&input, 1);
+    produce(
+        &input,
+        &[
+            (0, "k1".into(), b"plain text, not JSON".to_vec()),
+            (0, "k2".into(), br#"{"a":1}"#.to_vec()),
+        ],
+    );
+    let b = bootstrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        format!(
+            "name: raw\nparallelism: 1\nsources:\n  r: {{ type: kafka, topic: {input}, brokers: '{b}', format: raw, until: end }}\n\
+steps: []\nsinks:\n  out: {{ type: file, path: out.jsonl }}\noutput: out\ncheckpoint: {{ enabled: false }}\n"
+        ),
+    )
+    .expect("pipeline");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).expect("output");
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert_eq!(rows[0]["key"], "k1");
+    assert_eq!(rows[0]["value"], "plain text, not JSON");
+    assert_eq!(rows[1]["value"], r#"{"a":1}"#);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["topic"], input.as_str());
+        assert_eq!(r["partition"], 0);
+        assert_eq!(r["offset"], i as i64);
+        // The producer's timestamp: a recent wall-clock time in ms.
+        let ts = r["timestamp"].as_i64().expect("timestamp");
+        assert!(ts > 1_700_000_000_000, "{r}");
+    }
 }
