@@ -7,9 +7,11 @@
 //! Each Nexmark query runs on the generator source through the real runtime. The baseline
 //! `nexmark_generator` measures the bare generator in the same run, so each query's figure can
 //! be read as a ratio of it. `python` compares Python UDF runtimes with a plain Python loop
-//! (see `python_udf.rs`).
+//! (see `python_udf.rs`). `kafka` compares exactly-once and at-least-once Kafka sinks on a real
+//! broker (see `kafka.rs`).
 
 mod checkpoint;
+mod kafka;
 mod python_udf;
 
 use std::time::Instant;
@@ -30,7 +32,7 @@ use headwater::runtime::{self, RunControl, RunOptions};
 #[command(about = "Run Headwater benchmarks; prints one JSON line per result")]
 struct Args {
     /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python, checkpoint,
-    /// checkpointed.
+    /// checkpointed, kafka.
     names: Vec<String>,
     /// State sizes (MB) for the `checkpoint` benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000,2000")]
@@ -41,12 +43,29 @@ struct Args {
     /// Events per Nexmark benchmark.
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
+    /// Records for the `kafka` throughput runs.
+    #[arg(long, default_value_t = 2_000_000)]
+    kafka_events: u64,
+    /// Kafka bootstrap servers for the `kafka` benchmark (else $HEADWATER_KAFKA_BROKERS, else
+    /// a broker started with integration/kafka/kafka.sh for the run).
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+    /// Seconds of measured load per `kafka` latency run (after a 3 s warm-up).
+    #[arg(long, default_value_t = 15)]
+    kafka_latency_secs: u64,
+    /// Interleaved rounds of each `kafka` throughput run (figures are medians).
+    #[arg(long, default_value_t = 2)]
+    kafka_rounds: usize,
+    /// Records/s for the `kafka` latency runs (default: half the measured exactly-once
+    /// throughput).
+    #[arg(long)]
+    kafka_latency_rate: Option<f64>,
     /// Parallel tasks (default: number of cores).
     #[arg(long)]
     parallelism: Option<usize>,
 }
 
-const ALL: [&str; 8] = [
+const ALL: [&str; 9] = [
     "generator",
     "q0",
     "q1",
@@ -55,6 +74,7 @@ const ALL: [&str; 8] = [
     "python",
     "checkpoint",
     "checkpointed",
+    "kafka",
 ];
 
 fn main() -> Result<()> {
@@ -84,6 +104,18 @@ fn main() -> Result<()> {
             }
             "checkpoint" => {
                 checkpoint::run(&work, &args.state_mb, &emit)?;
+                continue;
+            }
+            "kafka" => {
+                let opts = kafka::Options {
+                    events: args.kafka_events,
+                    brokers: args.kafka_brokers.clone(),
+                    latency_secs: args.kafka_latency_secs,
+                    latency_rate: args.kafka_latency_rate,
+                    rounds: args.kafka_rounds,
+                    parallelism,
+                };
+                kafka::run(&work, &opts, &emit)?;
                 continue;
             }
             "checkpointed" => {

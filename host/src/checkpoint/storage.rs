@@ -35,6 +35,13 @@ impl std::fmt::Debug for CheckpointStorage {
     }
 }
 
+/// Files larger than this are uploaded in parts (multipart upload on S3).
+pub const MULTIPART_THRESHOLD: u64 = 32 << 20;
+/// Size of one uploaded part (S3 needs at least 5 MiB for all but the last).
+const PART_SIZE: usize = 8 << 20;
+/// Parts uploaded at once.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
 impl CheckpointStorage {
     /// Opens `url` (`file:///abs/folder`, `s3://bucket/prefix`, or a plain folder path).
     /// S3 settings come from the usual `AWS_*` variables (`AWS_ENDPOINT`, `AWS_REGION`,
@@ -209,17 +216,62 @@ impl CheckpointStorage {
             .map_err(|e| self.fail(key, e))
     }
 
-    /// Uploads a local file to `key` (overwriting: keys are content names).
+    /// Uploads a local file to `key` (overwriting: keys are content names). Files above
+    /// [`MULTIPART_THRESHOLD`] are streamed in parts, never held in memory whole.
     pub fn upload(&self, local: &FsPath, key: &str) -> Result<u64, CheckpointError> {
-        let bytes = std::fs::read(local).map_err(|source| CheckpointError::Io {
+        let io = |source| CheckpointError::Io {
             path: local.to_path_buf(),
             source,
-        })?;
+        };
+        let len = std::fs::metadata(local).map_err(io)?.len();
+        if len > MULTIPART_THRESHOLD {
+            return self.upload_in_parts(local, key);
+        }
+        let bytes = std::fs::read(local).map_err(io)?;
         let size = bytes.len() as u64;
         self.rt
             .block_on(self.store.put(&self.path(key), PutPayload::from(bytes)))
             .map_err(|e| self.fail(key, e))?;
         Ok(size)
+    }
+
+    fn upload_in_parts(&self, local: &FsPath, key: &str) -> Result<u64, CheckpointError> {
+        use std::io::Read;
+        let io = |source| CheckpointError::Io {
+            path: local.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(local).map_err(io)?;
+        let path = self.path(key);
+        self.rt.block_on(async {
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| self.fail(key, e))?;
+            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut buf = vec![0u8; PART_SIZE];
+            let mut total = 0u64;
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        return Err(io(e));
+                    }
+                };
+                writer.write(&buf[..n]);
+                total += n as u64;
+                // At most a few parts in flight: memory stays bounded.
+                writer
+                    .wait_for_capacity(UPLOADS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| self.fail(key, e))?;
+            }
+            writer.finish().await.map_err(|e| self.fail(key, e))?;
+            Ok(total)
+        })
     }
 
     /// Downloads `key` into `local` (through a temporary name, so a partial file never
@@ -278,6 +330,29 @@ mod tests {
             uploaded_bytes: 0,
             dlq_len: None,
         }
+    }
+
+    #[test]
+    fn large_files_upload_in_parts_and_come_back_identical() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        std::fs::create_dir_all(&store).expect("mkdir");
+        let s = CheckpointStorage::open(&format!("file://{}", store.display())).expect("open");
+        // Above the threshold and not a whole number of parts.
+        let len = MULTIPART_THRESHOLD as usize + (3 << 20) + 12345;
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let local = dir.path().join("big.sst");
+        std::fs::write(&local, &data).expect("write");
+        assert_eq!(s.upload(&local, "shared/big").expect("upload"), len as u64);
+        let back = dir.path().join("back.sst");
+        assert_eq!(
+            s.download("shared/big", &back).expect("download"),
+            len as u64
+        );
+        assert!(
+            std::fs::read(&back).expect("read") == data,
+            "content differs"
+        );
     }
 
     #[test]

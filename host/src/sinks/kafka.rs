@@ -143,6 +143,38 @@ fn describe(producer: &Producer_, e: KafkaError) -> String {
     }
 }
 
+/// Waits until every message sent so far is acknowledged (or has failed: see
+/// [`DeliveryReport::check`]). rust-rdkafka's `flush` on a threaded producer sleeps in 100 ms
+/// polls while the background thread takes the delivery reports; watching the queue length
+/// sees them at once (a flush per checkpoint would otherwise stall the sink 100 ms).
+fn wait_delivered(producer: &Producer_, sink: &str) -> Result<(), SinkError> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let mut pause = Duration::from_micros(100);
+    while producer.in_flight_count() > 0 {
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Err(kafka_err(
+                sink,
+                "flushing failed",
+                format!("{code:?}: {reason}"),
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(kafka_err(
+                sink,
+                "flushing failed",
+                format!(
+                    "{} message(s) still unacknowledged after {} s; are the brokers reachable?",
+                    producer.in_flight_count(),
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// Sends one message, waiting while the producer's queue is full.
 fn send(
     producer: &Producer_,
@@ -312,9 +344,7 @@ impl Sink for AtLeastOnce {
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.producer
-            .flush(REQUEST_TIMEOUT)
-            .map_err(|e| kafka_err(&self.name, "flushing failed", e))?;
+        wait_delivered(&self.producer, &self.name)?;
         self.producer.context().check(&self.name)
     }
 }
@@ -415,6 +445,81 @@ fn records_path(dir: &Path, epoch: CheckpointId) -> PathBuf {
     dir.join(format!("epoch-{epoch:010}.jsonl"))
 }
 
+/// Creates a transactional producer and initializes it, which fences every older producer with
+/// the same id and aborts what it left open.
+fn start_producer(
+    name: &str,
+    spec: &KafkaSinkSpec,
+    transactional_id: String,
+    txn_timeout: Duration,
+) -> Result<Slot, SinkError> {
+    let mut c = producer_config(spec);
+    c.set("transactional.id", &transactional_id).set(
+        "transaction.timeout.ms",
+        txn_timeout.as_millis().to_string(),
+    );
+    let producer: Producer_ = with_properties(c, spec)
+        .create_with_context(DeliveryReport::default())
+        .map_err(|e| kafka_err(name, "cannot create a Kafka producer", e))?;
+    producer.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
+        kafka_err(
+            name,
+            &format!("cannot initialize transactions for `{transactional_id}`"),
+            e,
+        )
+    })?;
+    Ok(Slot {
+        producer,
+        transactional_id,
+    })
+}
+
+/// Syncs records files to disk in the background while an epoch is written, so the sync at
+/// the barrier has little left to do (it would otherwise stall the sink for the whole epoch's
+/// bytes).
+struct SyncAhead {
+    tx: Option<std::sync::mpsc::Sender<File>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SyncAhead {
+    fn start() -> SyncAhead {
+        let (tx, rx) = std::sync::mpsc::channel::<File>();
+        let handle = std::thread::Builder::new()
+            .name("kafka-sync-ahead".into())
+            .spawn(move || {
+                for file in rx {
+                    // Best effort: the barrier's own sync reports errors.
+                    let _ = file.sync_data();
+                }
+            })
+            .ok();
+        SyncAhead {
+            tx: Some(tx),
+            handle,
+        }
+    }
+
+    /// Asks for `file`'s written pages to go to disk now.
+    fn request(&self, file: &File) {
+        if let (Some(tx), Ok(clone)) = (&self.tx, file.try_clone()) {
+            let _ = tx.send(clone);
+        }
+    }
+}
+
+impl Drop for SyncAhead {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Bytes of records written between two background syncs.
+const SYNC_AHEAD_BYTES: u64 = 2 << 20;
+
 /// The marker a transaction carries: this sink's epoch `epoch` is in it.
 fn marker(pipeline: &str, sink: &str, epoch: CheckpointId) -> Vec<u8> {
     serde_json::json!({ "pipeline": pipeline, "sink": sink, "epoch": epoch })
@@ -435,6 +540,9 @@ pub struct ExactlyOnce {
     current: Option<usize>,
     epoch: CheckpointId,
     records: Option<BufWriter<File>>,
+    /// Bytes written to the records file since the last background sync request.
+    unsynced: u64,
+    sync_ahead: SyncAhead,
     buf: Vec<u8>,
 }
 
@@ -459,30 +567,31 @@ impl ExactlyOnce {
         })?;
         // A transaction stays open for an interval plus the checkpoint's duration.
         let txn_timeout = (interval * 6).clamp(Duration::from_secs(60), Duration::from_secs(900));
-        let mut slots = Vec::with_capacity(POOL);
-        for i in 0..POOL {
-            let transactional_id = format!("{prefix}-{i}");
-            let mut c = producer_config(spec);
-            c.set("transactional.id", &transactional_id).set(
-                "transaction.timeout.ms",
-                txn_timeout.as_millis().to_string(),
-            );
-            let producer: Producer_ = with_properties(c, spec)
-                .create_with_context(DeliveryReport::default())
-                .map_err(|e| kafka_err(name, "cannot create a Kafka producer", e))?;
-            // Fences every older producer with this id and aborts what it left open.
-            producer.init_transactions(REQUEST_TIMEOUT).map_err(|e| {
-                kafka_err(
-                    name,
-                    &format!("cannot initialize transactions for `{transactional_id}`"),
-                    e,
-                )
-            })?;
-            slots.push(Slot {
-                producer,
-                transactional_id,
-            });
-        }
+        // The producers start in parallel: each `init_transactions` is a round trip to the
+        // transaction coordinator (and waits for a fenced instance's transaction to abort).
+        let slots: Vec<Result<Slot, SinkError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..POOL)
+                .map(|i| {
+                    let transactional_id = format!("{prefix}-{i}");
+                    scope.spawn(move || start_producer(name, spec, transactional_id, txn_timeout))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(kafka_err(
+                            name,
+                            "starting a producer",
+                            "the thread panicked",
+                        ))
+                    })
+                })
+                .collect()
+        });
+        let slots = slots
+            .into_iter()
+            .collect::<Result<Vec<Slot>, SinkError>>()?;
         let pool = Arc::new(TxnPool {
             sink: name.to_string(),
             slots,
@@ -501,6 +610,8 @@ impl ExactlyOnce {
             current: None,
             epoch: checkpointed.first_epoch,
             records: None,
+            unsynced: 0,
+            sync_ahead: SyncAhead::start(),
             buf: Vec::with_capacity(256),
         };
         sink.recover(spec, checkpointed.restored)?;
@@ -670,7 +781,8 @@ impl ExactlyOnce {
             path: path.clone(),
             source,
         })?;
-        self.records = Some(BufWriter::with_capacity(256 << 10, file));
+        self.records = Some(BufWriter::with_capacity(1 << 20, file));
+        self.unsynced = 0;
         self.current = Some(slot);
         Ok(slot)
     }
@@ -691,6 +803,15 @@ fn write_record_line(
     payload: &[u8],
 ) -> std::io::Result<()> {
     match key {
+        // Most keys need no escaping: written as they are.
+        Some(k)
+            if std::str::from_utf8(k).is_ok()
+                && k.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') =>
+        {
+            out.write_all(b"[\"")?;
+            out.write_all(k)?;
+            out.write_all(b"\",")?;
+        }
         Some(k) => {
             let k = serde_json::to_string(&String::from_utf8_lossy(k))
                 .map_err(std::io::Error::other)?;
@@ -747,7 +868,17 @@ impl Sink for ExactlyOnce {
                 if let Err(e) = write_record_line(out, key.as_deref(), &self.buf) {
                     return Err(self.records_err(e));
                 }
+                self.unsynced += self.buf.len() as u64 + 8;
             }
+        }
+        if self.unsynced >= SYNC_AHEAD_BYTES {
+            if let Some(out) = self.records.as_mut() {
+                if let Err(e) = out.flush() {
+                    return Err(self.records_err(e));
+                }
+                self.sync_ahead.request(out.get_ref());
+            }
+            self.unsynced = 0;
         }
         // A fenced producer (a newer instance took over) fails fast.
         let producer = &self.pool.slots[slot].producer;
@@ -762,10 +893,7 @@ impl Sink for ExactlyOnce {
 
     fn flush(&mut self) -> Result<(), SinkError> {
         if let Some(slot) = self.current {
-            self.pool.slots[slot]
-                .producer
-                .flush(REQUEST_TIMEOUT)
-                .map_err(|e| kafka_err(&self.name, "flushing failed", e))?;
+            wait_delivered(&self.pool.slots[slot].producer, &self.name)?;
         }
         Ok(())
     }
@@ -783,13 +911,7 @@ impl Sink for ExactlyOnce {
             Some(self.marker_key.as_bytes()),
             &marker(&self.pipeline, &self.name, epoch),
         )?;
-        producer.flush(REQUEST_TIMEOUT).map_err(|e| {
-            kafka_err(
-                &self.name,
-                "flushing the transaction failed",
-                describe(producer, e),
-            )
-        })?;
+        wait_delivered(producer, &self.name)?;
         producer.context().check(&self.name)?;
         if let Some(mut out) = self.records.take() {
             let synced = out.flush().and_then(|()| out.get_ref().sync_all());
@@ -828,6 +950,7 @@ mod tests {
         let mut out = Vec::new();
         write_record_line(&mut out, Some(b"k\"1"), br#"{"a":1}"#).expect("write");
         write_record_line(&mut out, None, br#"{"b":[1,2]}"#).expect("write");
+        write_record_line(&mut out, Some(b"plain-key"), b"3").expect("write");
         std::fs::write(&path, out).expect("save");
         let back = read_records(&path).expect("read");
         assert_eq!(
@@ -835,6 +958,7 @@ mod tests {
             vec![
                 (Some(b"k\"1".to_vec()), br#"{"a":1}"#.to_vec()),
                 (None, br#"{"b":[1,2]}"#.to_vec()),
+                (Some(b"plain-key".to_vec()), b"3".to_vec()),
             ]
         );
     }
