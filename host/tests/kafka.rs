@@ -294,6 +294,32 @@ output: out\ncheckpoint: {{ interval: {interval} }}\ntuning: {{ progress_interva
     .expect("pipeline");
 }
 
+/// A test's input topic filled with `n` events over `partitions` partitions, its output topic
+/// name and the pipeline (`write_pipeline`) in a folder of its own.
+struct Case {
+    dir: tempfile::TempDir,
+    input: String,
+    output: String,
+    /// The oracle: every aggregate the pipeline must commit, once.
+    expected: Rows,
+}
+
+fn case(name: &str, partitions: i32, n: usize, seed: u64, interval: &str) -> Case {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = unique(&format!("{name}-in"));
+    let output = unique(&format!("{name}-out"));
+    create_topic(&input, partitions);
+    let (messages, expected) = events(n, partitions, seed);
+    produce(&input, &messages);
+    write_pipeline(dir.path(), name, &input, &output, interval, "enrich");
+    Case {
+        dir,
+        input,
+        output,
+        expected,
+    }
+}
+
 /// Kills every Python worker of the run `host` started (they are its children).
 fn kill_workers(host: &Child) -> usize {
     let out = Command::new("pgrep")
@@ -312,15 +338,12 @@ fn kill_workers(host: &Child) -> usize {
 
 #[test]
 fn kafka_to_python_to_window_to_kafka_is_exactly_once_across_sigkills() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = unique("events");
-    let output = unique("aggregates");
-    create_topic(&input, 4);
-    create_topic(&output, 3);
-    let (messages, expected) = events(1_000_000, 4, 7);
-    produce(&input, &messages);
-    drop(messages);
-    write_pipeline(dir.path(), "kchaos", &input, &output, "200ms", "enrich");
+    let Case {
+        dir,
+        output,
+        expected,
+        ..
+    } = case("kchaos", 4, 1_000_000, 7, "200ms");
 
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rand = move |n: u64| {
@@ -578,13 +601,12 @@ fn poison_messages_go_to_the_dlq_topic_and_the_run_goes_on() {
 
 #[test]
 fn at_least_once_delivers_everything_without_transactions() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = unique("alo-in");
-    let output = unique("alo-out");
-    create_topic(&input, 2);
-    let (messages, expected) = events(50_000, 2, 9);
-    produce(&input, &messages);
-    write_pipeline(dir.path(), "alo", &input, &output, "500ms", "enrich");
+    let Case {
+        dir,
+        input,
+        output,
+        expected,
+    } = case("alo", 2, 50_000, 9, "500ms");
     let text = std::fs::read_to_string(dir.path().join("pipeline.yaml")).expect("read");
     let text = text.replace(
         "    key: user\n",
@@ -764,13 +786,12 @@ fn a_crash_between_checkpoint_and_kafka_commit_is_redone_exactly_once() {
     // Kafka transaction commits: the next run must commit that epoch exactly once (it redoes
     // it from the epoch's records: the crashed run's transaction is aborted when the new run
     // fences it).
-    let dir = tempfile::tempdir().expect("tempdir");
-    let input = unique("crash-in");
-    let output = unique("crash-out");
-    create_topic(&input, 2);
-    let (messages, expected) = events(100_000, 2, 13);
-    produce(&input, &messages);
-    write_pipeline(dir.path(), "kcrash", &input, &output, "150ms", "enrich");
+    let Case {
+        dir,
+        output,
+        expected,
+        ..
+    } = case("kcrash", 2, 100_000, 13, "150ms");
     let mut redone = 0;
     let mut log = Vec::new();
     for round in 0..6 {

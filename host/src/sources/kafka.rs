@@ -294,17 +294,7 @@ impl KafkaPartition {
         }
         let kafka_time = m.timestamp().to_millis();
         let value = match self.format {
-            KafkaFormat::Json => {
-                let value = Value::from_json(payload)
-                    .map_err(|e| (format!("not valid JSON: {e}"), "decode"))?;
-                if !matches!(value, Value::Object(_)) {
-                    return Err((
-                        format!("expected a JSON object, found a {}", value.type_name()),
-                        "decode",
-                    ));
-                }
-                value
-            }
+            KafkaFormat::Json => super::decode_object(payload).map_err(|e| (e, "decode"))?,
             KafkaFormat::Raw => {
                 let mut o = Object::new();
                 let text = |b: Option<&[u8]>| match b {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{extract_event_time, Poll, Position, SourceError, SourcePartition};
 use crate::dlq::{DeadLetter, ErrorClass};
 use crate::record::{Origin, Record};
-use crate::value::{Str, Value};
+use crate::value::Str;
 
 /// The sorted files a glob matches.
 pub fn expand_glob(source_name: &str, pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
@@ -111,14 +111,7 @@ impl LinesPartition {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Record, (String, &'static str)> {
-        let value =
-            Value::from_json(bytes).map_err(|e| (format!("not valid JSON: {e}"), "decode"))?;
-        if !matches!(value, Value::Object(_)) {
-            return Err((
-                format!("expected a JSON object, found a {}", value.type_name()),
-                "decode",
-            ));
-        }
+        let value = super::decode_object(bytes).map_err(|e| (e, "decode"))?;
         let time = extract_event_time(&value, &self.time_field).map_err(|e| (e, "event_time"))?;
         Ok(Record::new(value, time, self.origin))
     }

@@ -148,6 +148,18 @@ pub fn open_source(
     }
 }
 
+/// Decodes one JSON object (a record's value); anything else is an error for the DLQ.
+pub(crate) fn decode_object(bytes: &[u8]) -> Result<Value, String> {
+    let value = Value::from_json(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    if !matches!(value, Value::Object(_)) {
+        return Err(format!(
+            "expected a JSON object, found a {}",
+            value.type_name()
+        ));
+    }
+    Ok(value)
+}
+
 /// Reads a record's event time (ms since the epoch) from a number or an RFC 3339 string.
 pub fn extract_event_time(value: &Value, field: &[Str]) -> Result<EventTime, String> {
     let name = || field.join(".");
