@@ -746,3 +746,56 @@ fn a_record_a_window_aggregate_fails_on_goes_alone_to_the_dlq() {
         "{dlq}"
     );
 }
+
+#[test]
+fn a_worker_killed_while_starting_is_started_again() {
+    // The module takes a while to import, so the worker can be killed before it is ready (an
+    // OOM kill, an operator, a chaos test): the host starts it again instead of failing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("slow_start.py"),
+        "import time\nimport headwater as hw\n\ntime.sleep(1.5)\n\n\n@hw.map\ndef same(r):\n    return r\n",
+    )
+    .expect("module");
+    let input: String = (0..100)
+        .map(|n| format!("{{\"ts\":{n},\"n\":{n}}}\n"))
+        .collect();
+    std::fs::write(dir.path().join("input.jsonl"), input).expect("input");
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "name: slowstart\nparallelism: 1\nsources:\n  in: { type: file, path: input.jsonl, event_time: { field: ts } }\n\
+udfs:\n  same: { runtime: python, module: slow_start, function: same }\n\
+steps:\n  - udf: same\nsinks:\n  out: { type: file, path: out.jsonl }\noutput: out\ntuning: { progress_interval: 0s }\n",
+    )
+    .expect("pipeline");
+    let child = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    // Kill the starting worker once it exists (it sleeps 1.5 s in its import).
+    let started = Instant::now();
+    let mut killed = false;
+    while !killed && started.elapsed() < Duration::from_secs(10) {
+        let pids = Command::new("pgrep")
+            .args(["-P", &child.id().to_string(), "-f", "headwater.worker"])
+            .output()
+            .expect("pgrep");
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            killed |= Command::new("kill")
+                .args(["-9", pid])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(killed, "no starting worker to kill");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("killed while starting"), "{stderr}");
+    let expected: BTreeMap<i64, usize> = (0..100).map(|n| (n, 1)).collect();
+    assert_eq!(output_ns(dir.path()), expected);
+}

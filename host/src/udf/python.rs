@@ -35,6 +35,8 @@ use headwater_sdk::{ErrorClass, FunctionError, FunctionKind};
 
 const PROTOCOL_VERSION: u32 = 1;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Times a worker killed by a signal while starting is started again before the UDF fails.
+const STARTUP_RESPAWNS: u32 = 3;
 /// Longest one connect-and-handshake attempt may take during start-up.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests a worker holds at once: one computing and one queued behind it, so a request's
@@ -346,18 +348,41 @@ async fn spawn_worker(
     address: Address,
     generation: u64,
 ) -> Result<(Worker, Vec<FunctionInfo>), RuntimeError> {
-    let (mut child, stderr_tail) = match &address {
+    let (mut child, mut stderr_tail) = match &address {
         Address::Spawned(socket) => {
             let (child, tail) = spawn_process(udf, spec, socket)?;
             (Some(child), tail)
         }
         Address::Endpoint(_) => (None, Arc::new(Mutex::new(Vec::new()))),
     };
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut last_error = String::from("no answer yet");
+    let mut respawns = 0;
     let (client, hello) = loop {
         if let Some(c) = &mut child {
             if let Ok(Some(status)) = c.try_wait() {
+                // Killed by a signal while starting (the OOM killer, an operator, a chaos test):
+                // not a problem of the code or the environment, so start it again, a few times.
+                if let (Some(signal), Address::Spawned(socket)) = (
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                    &address,
+                ) {
+                    if respawns < STARTUP_RESPAWNS {
+                        respawns += 1;
+                        tracing::warn!(
+                            udf,
+                            signal,
+                            attempt = respawns,
+                            "the Python worker was killed while starting; starting it again"
+                        );
+                        tokio::time::sleep(restart_backoff(respawns, generation)).await;
+                        let (fresh, tail) = spawn_process(udf, spec, socket)?;
+                        child = Some(fresh);
+                        stderr_tail = tail;
+                        started = Instant::now();
+                        continue;
+                    }
+                }
                 // Give the stderr thread a moment to collect the error text.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let tail = stderr_tail.lock().map(|t| t.join("\n")).unwrap_or_default();
