@@ -498,6 +498,14 @@ impl Coordinator {
     /// references.
     fn retain_and_collect(&mut self) -> Result<(), CheckpointError> {
         let storage = &self.setup.storage;
+        // Only this thread writes to the store, and no write is in flight now.
+        let stray = storage.remove_staging_leftovers();
+        if stray > 0 {
+            tracing::info!(
+                files = stray,
+                "removed staging files a crashed write left behind"
+            );
+        }
         let ids = storage.list_checkpoints()?;
         let keep = self.setup.spec.retain.max(1);
         let (old, retained) = ids.split_at(ids.len().saturating_sub(keep));

@@ -89,6 +89,30 @@ impl CheckpointStorage {
         &self.url
     }
 
+    /// Local folders only: removes the staging files (`<name>#<n>`) a crash in the middle of a
+    /// write left behind (object_store writes through them and renames; a process killed in
+    /// between leaves them, and nothing else ever reads or deletes them). Returns how many.
+    pub fn remove_staging_leftovers(&self) -> usize {
+        if self.url.starts_with("s3://") {
+            return 0; // S3 writes are atomic: nothing is staged
+        }
+        let root = std::path::PathBuf::from(self.url.strip_prefix("file://").unwrap_or(&self.url));
+        let mut removed = 0;
+        for dir in ["manifests", "shared"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().contains('#')
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// A human-readable location of `key`, for messages.
     pub fn display(&self, key: &str) -> String {
         format!("{}/{}", self.url.trim_end_matches('/'), key)
@@ -353,6 +377,19 @@ mod tests {
             std::fs::read(&back).expect("read") == data,
             "content differs"
         );
+    }
+
+    #[test]
+    fn staging_leftovers_of_a_crashed_write_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = CheckpointStorage::open(&format!("file://{}", dir.path().display())).expect("open");
+        s.write_manifest(&manifest(1)).expect("write");
+        std::fs::write(dir.path().join("manifests/0000000002.json#3"), b"{").expect("stray");
+        std::fs::create_dir_all(dir.path().join("shared")).expect("mkdir");
+        std::fs::write(dir.path().join("shared/abc-10#1"), b"partial").expect("stray");
+        assert_eq!(s.remove_staging_leftovers(), 2);
+        assert!(!dir.path().join("manifests/0000000002.json#3").exists());
+        assert_eq!(s.list_checkpoints().expect("list"), vec![1]);
     }
 
     #[test]
