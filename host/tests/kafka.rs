@@ -791,17 +791,21 @@ fn a_crash_between_checkpoint_and_kafka_commit_is_redone_exactly_once() {
         output,
         expected,
         ..
-    } = case("kcrash", 2, 100_000, 13, "150ms");
+    } = case("kcrash", 2, 200_000, 13, "150ms");
     let mut redone = 0;
     let mut log = Vec::new();
-    for round in 0..6 {
+    // Until three runs redid an interrupted commit (a run's 5th checkpoint may come before any
+    // result on a loaded machine, so the number of rounds that takes varies).
+    let mut round = 0;
+    while redone < 3 && round < 15 {
+        round += 1;
         let mut c = headwater(dir.path());
         c.args(["run", "pipeline.yaml", "-q"]);
-        if round == 0 {
+        if round == 1 {
             c.arg("--fresh");
         }
         let out = c
-            // The 5th checkpoint of the run: results are flowing by then.
+            // The 5th checkpoint of the run: results are usually flowing by then.
             .env("HEADWATER_CRASH_AT", "manifest-written:5")
             .env("HEADWATER_LOG", "info")
             .output()
