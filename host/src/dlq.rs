@@ -301,6 +301,7 @@ impl DlqEpochs {
                 size: bytes,
             }),
             transaction: None,
+            instance: 0,
         }))
     }
 }

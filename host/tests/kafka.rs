@@ -783,9 +783,9 @@ output: out\ncheckpoint: {{ interval: 300ms }}\ntuning: {{ progress_interval: 0s
 #[test]
 fn a_crash_between_checkpoint_and_kafka_commit_is_redone_exactly_once() {
     // Each run but the last aborts right after writing a checkpoint's manifest, before its
-    // Kafka transaction commits: the next run must commit that epoch exactly once (it redoes
-    // it from the epoch's records: the crashed run's transaction is aborted when the new run
-    // fences it).
+    // Kafka transactions commit (or after one of the two sink instances committed): the next
+    // run must commit that epoch exactly once (it redoes it from the epoch's records: the
+    // crashed run's transaction is aborted when the new run fences it).
     let Case {
         dir,
         output,
@@ -804,9 +804,16 @@ fn a_crash_between_checkpoint_and_kafka_commit_is_redone_exactly_once() {
         if round == 1 {
             c.arg("--fresh");
         }
+        // The 5th checkpoint of the run: results are usually flowing by then. Every other
+        // round dies after the first of the two sink instances committed: the next run must
+        // redo only the other one's epoch.
+        let point = if round % 2 == 1 {
+            "manifest-written:5"
+        } else {
+            "committed-one:5"
+        };
         let out = c
-            // The 5th checkpoint of the run: results are usually flowing by then.
-            .env("HEADWATER_CRASH_AT", "manifest-written:5")
+            .env("HEADWATER_CRASH_AT", point)
             .env("HEADWATER_LOG", "info")
             .output()
             .expect("run");
@@ -825,7 +832,7 @@ fn a_crash_between_checkpoint_and_kafka_commit_is_redone_exactly_once() {
         }
         assert!(
             stderr.contains("aborting on purpose"),
-            "round {round} should abort after its 5th manifest: {stderr}"
+            "round {round} should abort at {point}: {stderr}"
         );
     }
     let out = headwater(dir.path())
@@ -847,6 +854,137 @@ fn a_crash_between_checkpoint_and_kafka_commit_is_redone_exactly_once() {
         redone >= 3,
         "only {redone} runs found an interrupted commit with records to redo:\n{}",
         log.join("\n")
+    );
+}
+
+/// `text` without ANSI colour sequences (log lines colour their fields).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_rescaled_run_retires_the_sink_instances_it_no_longer_has() {
+    // Three tasks, so three sink instances, each with its own transactional producers. Runs
+    // abort right after a checkpoint's manifest, before any instance committed its
+    // transaction. The next run has one task: instances 1 and 2 no longer exist, yet their
+    // epochs must become visible exactly once (redone by the run that retires them) and their
+    // open transactions must not linger.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = unique("kscale-in");
+    let output = unique("kscale-out");
+    create_topic(&input, 3);
+    let n: usize = 300_000;
+    let messages: Vec<(i32, String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            (
+                (i % 3) as i32,
+                format!("k{}", i % 1000),
+                format!(
+                    r#"{{"ts":{},"id":{i},"k":"k{}"}}"#,
+                    1_767_225_600_000 + i,
+                    i % 1000
+                )
+                .into_bytes(),
+            )
+        })
+        .collect();
+    produce(&input, &messages);
+    let b = bootstrap();
+    let pipeline = |parallelism: usize| {
+        format!(
+            "name: kscale\nparallelism: {parallelism}\n\
+sources:\n  events: {{ type: kafka, topic: {input}, brokers: '{b}', until: end, event_time: {{ field: ts }} }}\n\
+steps:\n  - map: {{ select: [id, k] }}\n\
+sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{b}', key: k }}\n\
+output: out\ncheckpoint: {{ interval: 100ms }}\ntuning: {{ progress_interval: 0s }}\n"
+        )
+    };
+    std::fs::write(dir.path().join("pipeline.yaml"), pipeline(3)).expect("pipeline");
+    // Until a crash leaves records pending in instances 1 and 2 (the first epochs of a run can
+    // be empty while the consumers start).
+    let pending = |instance: usize| {
+        let dir = dir.path().join(format!(
+            ".headwater/kscale/state/kafka-sinks/out/{instance}"
+        ));
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+    };
+    let mut round = 0;
+    while !(pending(1) && pending(2)) {
+        round += 1;
+        assert!(
+            round <= 10,
+            "no crash left records pending in instances 1 and 2"
+        );
+        let mut c = headwater(dir.path());
+        c.args(["run", "pipeline.yaml", "-q"]);
+        if round == 1 {
+            c.arg("--fresh");
+        }
+        let out = c
+            .env("HEADWATER_CRASH_AT", "manifest-written:8")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("aborting on purpose"),
+            "round {round} should abort after its 8th manifest: {stderr}"
+        );
+    }
+
+    std::fs::write(dir.path().join("pipeline.yaml"), pipeline(1)).expect("pipeline");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .env("HEADWATER_LOG", "info")
+        .output()
+        .expect("run");
+    let stderr = without_colours(&String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    for instance in [1, 2] {
+        assert!(
+            stderr.lines().any(|l| l.contains("retired a sink instance")
+                && l.contains(&format!("instance={instance}"))),
+            "instance {instance} was not retired:\n{stderr}"
+        );
+    }
+    let redone: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("redoing the interrupted commit"))
+        .collect();
+    assert!(
+        redone.iter().any(|l| l.contains("instance=1"))
+            && redone.iter().any(|l| l.contains("instance=2")),
+        "the retired instances' interrupted commits were not redone:\n{stderr}"
+    );
+
+    let mut seen = vec![0u32; n];
+    for m in read_all(&output, "read_committed") {
+        let v: serde_json::Value = serde_json::from_str(&m).expect("json output");
+        let id = v["id"].as_u64().expect("id") as usize;
+        seen[id] += 1;
+    }
+    let lost = seen.iter().filter(|&&c| c == 0).count();
+    let repeated = seen.iter().filter(|&&c| c > 1).count();
+    assert_eq!(
+        (lost, repeated),
+        (0, 0),
+        "read_committed output: {lost} records lost, {repeated} repeated"
     );
 }
 

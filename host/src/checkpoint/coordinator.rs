@@ -65,7 +65,6 @@ pub struct Setup {
     pub operators: Vec<String>,
     pub state_dir: PathBuf,
     pub participants: Vec<Participant>,
-    pub sink_names: Vec<String>,
     /// The first id this run uses.
     pub next_id: CheckpointId,
     pub storage: CheckpointStorage,
@@ -78,7 +77,9 @@ pub struct Setup {
     /// Sources that also report checkpointed positions elsewhere (Kafka consumer groups).
     pub offset_committers: Vec<(String, Arc<crate::sources::kafka::OffsetCommitter>)>,
     /// Transactional sinks, by name: they commit their own epochs.
-    pub sink_committers: HashMap<String, Arc<dyn crate::sinks::kafka::TransactionCommitter>>,
+    /// Per (sink, instance): what commits a transactional sink's epochs.
+    pub sink_committers:
+        HashMap<(String, usize), Arc<dyn crate::sinks::kafka::TransactionCommitter>>,
 }
 
 /// How the coordinator ended.
@@ -400,7 +401,12 @@ impl Coordinator {
         crash_point("manifest-written");
         // The checkpoint exists: now its output becomes visible.
         for (i, c) in manifest.commits.iter().enumerate() {
-            match (&c.transaction, self.setup.sink_committers.get(&c.sink)) {
+            match (
+                &c.transaction,
+                self.setup
+                    .sink_committers
+                    .get(&(c.sink.clone(), c.instance)),
+            ) {
                 (Some(_), Some(committer)) => {
                     committer
                         .commit(c.epoch)

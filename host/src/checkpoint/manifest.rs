@@ -112,6 +112,14 @@ pub struct SinkCommit {
     /// commits it, and on recovery redoes it from `pending` (its records) if needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<String>,
+    /// Which instance of the sink wrote the epoch (Kafka sinks run one per task; the others
+    /// one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub instance: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Where an appended commit goes: the DLQ file's length before it, and its size.

@@ -310,6 +310,7 @@ pub fn here(c: &SinkCommit, file_sinks: &[(String, PathBuf)], dlq: &Path) -> Opt
         committed: names.committed(c.epoch),
         append: None,
         transaction: None,
+        instance: 0,
     })
 }
 

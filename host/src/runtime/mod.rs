@@ -201,6 +201,41 @@ pub fn run(
         }
     }
 
+    // Sinks open on their own thread while the sources open (Kafka sinks take a few round
+    // trips to the brokers, and finish interrupted commits first). Sink output of epoch n is
+    // committed by checkpoint n.
+    let next_epoch = start.as_ref().map_or(1, |s| s.next_id);
+    let sinks_opening = {
+        let sinks = spec.sinks.clone();
+        let pipeline = spec.name.clone();
+        let state_dir = spec.state.dir.clone();
+        let interval = spec.checkpoint.interval;
+        let checkpointed = start.as_ref().map(|s| {
+            (
+                s.restored.as_ref().map(|r| r.manifest.commits.clone()),
+                s.restored.as_ref().map(|r| r.manifest.parallelism),
+            )
+        });
+        std::thread::Builder::new()
+            .name("open-sinks".into())
+            .spawn(move || {
+                let ctx = checkpointed
+                    .as_ref()
+                    .map(|(restored, restored_parallelism)| CheckpointedSinks {
+                        pipeline: &pipeline,
+                        state_dir: &state_dir,
+                        first_epoch: next_epoch,
+                        restored: restored.as_deref(),
+                        restored_parallelism: *restored_parallelism,
+                        interval,
+                    });
+                open_sinks(&sinks, &pipeline, parallelism, ctx.as_ref())
+            })
+            .map_err(|_| RunError::Panic {
+                what: "opening the sinks (could not start thread)".into(),
+            })?
+    };
+
     // Sources, partitions spread round-robin over the source tasks.
     let mut resumed = std::collections::HashSet::new();
     let mut names = Names::default();
@@ -291,9 +326,8 @@ pub fn run(
         None => None,
     };
 
-    // The checkpoint coordinator. Sink output of epoch n is committed by checkpoint n.
+    // The checkpoint coordinator.
     let senders = parallelism * stage_count;
-    let next_epoch = start.as_ref().map_or(1, |s| s.next_id);
     // Recovery cut the DLQ file back to what the restored checkpoint committed; new dead
     // letters are appended after what is there (the user may have emptied it).
     let dlq_len = std::fs::metadata(&spec.dlq.path)
@@ -301,27 +335,14 @@ pub fn run(
         .unwrap_or(0);
     // Sinks open before the coordinator: transactional ones hand it their committers, and
     // recovery finishes their interrupted commits as they open.
-    let mut opened_sinks = Vec::with_capacity(spec.sinks.len());
-    let mut sink_committers = std::collections::HashMap::new();
-    for sink_spec in &spec.sinks {
-        let (sink, committer) = match &start {
-            Some(s) => open_checkpointed_sink(
-                sink_spec,
-                &CheckpointedSinks {
-                    pipeline: &spec.name,
-                    state_dir: &spec.state.dir,
-                    first_epoch: next_epoch,
-                    restored: s.restored.as_ref().map(|r| r.manifest.commits.as_slice()),
-                    interval: spec.checkpoint.interval,
-                },
-            )?,
-            None => (open_sink(sink_spec, &spec.name)?, None),
-        };
-        if let Some(c) = committer {
-            sink_committers.insert(sink_spec.name.clone(), c);
-        }
-        opened_sinks.push(sink);
-    }
+    let (opened_sinks, sink_committers) = sinks_opening.join().unwrap_or_else(|_| {
+        Err(RunError::Panic {
+            what: "opening the sinks".into(),
+        })
+    })?;
+    // Every sink instance is one checkpoint participant, numbered across sinks; the DLQ is the
+    // last.
+    let sink_instances: usize = opened_sinks.iter().map(Vec::len).sum();
     let (barriers, coordinator) = match start {
         Some(start) => {
             let mut participants: Vec<Participant> = (0..parallelism)
@@ -332,7 +353,7 @@ pub fn run(
                     .extend((0..parallelism).map(|task| Participant::Stage { stage, task }));
             }
             // The DLQ takes part as one more sink, after the declared ones.
-            participants.extend((0..=spec.sinks.len()).map(|sink| Participant::Sink { sink }));
+            participants.extend((0..=sink_instances).map(|sink| Participant::Sink { sink }));
             let setup = Setup {
                 spec: spec.checkpoint.clone(),
                 pipeline: spec.name.clone(),
@@ -341,7 +362,6 @@ pub fn run(
                 operators,
                 state_dir: spec.state.dir.clone(),
                 participants,
-                sink_names: spec.sinks.iter().map(|s| s.name.clone()).collect(),
                 next_id: start.next_id,
                 storage: start.storage,
                 uploader: start.uploader,
@@ -362,26 +382,37 @@ pub fn run(
         None => (None, None),
     };
 
-    // Sinks and the DLQ, each drained by its own thread.
+    // Sink instances and the DLQ, each drained by its own thread.
     let mut sink_threads = Vec::new();
-    let mut sink_senders = Vec::new();
-    for ((idx, sink_spec), sink) in spec.sinks.iter().enumerate().zip(opened_sinks) {
-        let (tx, rx) = bounded::<SinkMsg>(capacity * parallelism);
-        let name = sink_spec.name.clone();
-        let ctl = control.clone();
-        let ckpt = barriers.clone().map(|b| SinkCheckpointing {
-            barriers: b,
-            sink: idx,
-            senders,
-            epoch: next_epoch,
-        });
-        sink_threads.push((
-            name.clone(),
-            spawn(&format!("sink-{name}"), move || {
-                run_sink(sink, rx, ctl, ckpt)
-            })?,
-        ));
-        sink_senders.push(tx);
+    let mut sink_senders: Vec<Vec<Sender<SinkMsg>>> = Vec::with_capacity(spec.sinks.len());
+    let mut participant = 0;
+    for (sink_spec, instances) in spec.sinks.iter().zip(opened_sinks) {
+        let count = instances.len();
+        let mut senders_of_sink = Vec::with_capacity(count);
+        for (instance, sink) in instances.into_iter().enumerate() {
+            let (tx, rx) = bounded::<SinkMsg>(capacity * parallelism);
+            let name = if count > 1 {
+                format!("{}-{instance}", sink_spec.name)
+            } else {
+                sink_spec.name.clone()
+            };
+            let ctl = control.clone();
+            let ckpt = barriers.clone().map(|b| SinkCheckpointing {
+                barriers: b,
+                sink: participant,
+                senders,
+                epoch: next_epoch,
+            });
+            participant += 1;
+            sink_threads.push((
+                name.clone(),
+                spawn(&format!("sink-{name}"), move || {
+                    run_sink(sink, rx, ctl, ckpt)
+                })?,
+            ));
+            senders_of_sink.push(tx);
+        }
+        sink_senders.push(senders_of_sink);
     }
     let dlq_path = spec.dlq.path.display().to_string();
     let dlq_fail = |e: crate::dlq::DlqError| RunError::Dlq {
@@ -394,7 +425,7 @@ pub fn run(
         Some(b) => DlqOut::Epochs(
             crate::dlq::DlqEpochs::open(&spec.dlq.path, next_epoch, dlq_len).map_err(dlq_fail)?,
             b.clone(),
-            spec.sinks.len(),
+            sink_instances,
             senders,
         ),
         None => DlqOut::Plain(DlqWriter::open(&spec.dlq.path).map_err(dlq_fail)?),
@@ -426,11 +457,6 @@ pub fn run(
             })
         }),
     };
-    let outputs: Vec<Sender<SinkMsg>> = plan
-        .outputs
-        .iter()
-        .map(|&i| sink_senders[i].clone())
-        .collect();
     drop(sink_senders);
 
     // Inbound channels of every stage after the first.
@@ -463,10 +489,15 @@ pub fn run(
                 Downstream::shuffle(task, targets, spec.max_parallelism, metrics.clone())
                     .with_priority(priority)
             } else {
+                let sender = stage * parallelism + task;
                 Downstream::Sinks {
                     task,
-                    sender: stage * parallelism + task,
-                    outputs: outputs.clone(),
+                    sender,
+                    outputs: plan
+                        .outputs
+                        .iter()
+                        .map(|&i| hub.instance_for(i, sender).clone())
+                        .collect(),
                     metrics: metrics.clone(),
                 }
             }
@@ -541,7 +572,6 @@ pub fn run(
     inbound.clear();
     drop(lanes);
     drop(hub);
-    drop(outputs);
     drop(barriers);
 
     let progress_done = Arc::new(AtomicBool::new(false));
@@ -624,6 +654,44 @@ pub fn run(
         checkpoints: checkpointing.then(|| metrics.checkpoint_stats()),
         stopped_at_checkpoint: outcome.as_ref().is_some_and(|o| o.stopped),
     })
+}
+
+/// The sinks' instances, per sink, and the committers of the transactional ones, by (sink,
+/// instance).
+type OpenedSinks = (
+    Vec<Vec<Box<dyn Sink>>>,
+    std::collections::HashMap<(String, usize), Arc<dyn crate::sinks::kafka::TransactionCommitter>>,
+);
+
+/// Opens every sink: Kafka sinks one instance per task, the others one; for a checkpointed
+/// run (`ctx`) in two-phase mode.
+fn open_sinks(
+    sinks: &[crate::config::spec::SinkSpec],
+    pipeline: &str,
+    parallelism: usize,
+    ctx: Option<&CheckpointedSinks<'_>>,
+) -> Result<OpenedSinks, RunError> {
+    let mut opened_sinks: Vec<Vec<Box<dyn Sink>>> = Vec::with_capacity(sinks.len());
+    let mut committers = std::collections::HashMap::new();
+    for sink_spec in sinks {
+        let instances = crate::sinks::instances(sink_spec, parallelism);
+        let opened = match ctx {
+            Some(ctx) => open_checkpointed_sink(sink_spec, instances, ctx)?,
+            None => open_sink(sink_spec, pipeline, instances)?
+                .into_iter()
+                .map(|s| (s, None))
+                .collect(),
+        };
+        let mut instances = Vec::with_capacity(opened.len());
+        for (instance, (sink, committer)) in opened.into_iter().enumerate() {
+            if let Some(c) = committer {
+                committers.insert((sink_spec.name.clone(), instance), c);
+            }
+            instances.push(sink);
+        }
+        opened_sinks.push(instances);
+    }
+    Ok((opened_sinks, committers))
 }
 
 fn spawn<F>(name: &str, f: F) -> Result<JoinHandle<Result<(), RunError>>, RunError>

@@ -77,7 +77,8 @@ pub struct Disconnected;
 pub struct SinkHub {
     /// This task's number among all tasks (the sinks track each sender's barriers).
     pub sender: usize,
-    pub sinks: Vec<Sender<SinkMsg>>,
+    /// Per sink, its instances' channels (Kafka sinks have one instance per task).
+    pub sinks: Vec<Vec<Sender<SinkMsg>>>,
     pub dlq: Sender<DlqMsg>,
     /// `dlq: { sink: NAME }`: dead letters go to that sink as envelopes, not to the file.
     pub dlq_sink: Option<Arc<DlqToSink>>,
@@ -91,10 +92,17 @@ pub struct DlqToSink {
 }
 
 impl SinkHub {
-    /// Sends checkpoint `id`'s barrier to every sink and the DLQ, after everything sent
-    /// before.
+    /// The instance of sink `sink` that task `sender` writes to: each task always the same
+    /// one, so a key's records (which one task produces) keep their order.
+    pub fn instance_for(&self, sink: usize, sender: usize) -> &Sender<SinkMsg> {
+        let instances = &self.sinks[sink];
+        &instances[sender % instances.len()]
+    }
+
+    /// Sends checkpoint `id`'s barrier to every sink instance and the DLQ, after everything
+    /// sent before.
     pub fn barrier(&self, id: crate::checkpoint::CheckpointId) -> Result<(), Disconnected> {
-        for s in &self.sinks {
+        for s in self.sinks.iter().flatten() {
             s.send((self.sender, SinkItem::Barrier(id)))
                 .map_err(|_| Disconnected)?;
         }
@@ -105,7 +113,7 @@ impl SinkHub {
 
     /// Tells every sink and the DLQ this task is done.
     pub fn end(&self) -> Result<(), Disconnected> {
-        for s in &self.sinks {
+        for s in self.sinks.iter().flatten() {
             s.send((self.sender, SinkItem::End))
                 .map_err(|_| Disconnected)?;
         }
@@ -127,7 +135,8 @@ impl SinkHub {
                     values.push(v);
                 }
             }
-            return self.sinks[to.sink]
+            return self
+                .instance_for(to.sink, self.sender)
                 .send((self.sender, SinkItem::Data(values)))
                 .map_err(|_| Disconnected);
         }
@@ -154,7 +163,7 @@ impl SinkHub {
             }
             for (idx, values) in per_sink.into_iter().enumerate() {
                 if !values.is_empty() {
-                    self.sinks[idx]
+                    self.instance_for(idx, self.sender)
                         .send((self.sender, SinkItem::Data(values)))
                         .map_err(|_| Disconnected)?;
                 }

@@ -220,6 +220,7 @@ impl Sink for PartFileSink {
             committed: self.names.committed(done),
             append: None,
             transaction: None,
+            instance: 0,
         }))
     }
 }

@@ -268,24 +268,98 @@ pub struct Checkpointed<'a> {
     pub first_epoch: CheckpointId,
     /// The restored checkpoint's commits (every sink's); None on a fresh start.
     pub restored: Option<&'a [SinkCommit]>,
+    /// The restored checkpoint's parallelism (its sinks had that many instances).
+    pub restored_parallelism: Option<usize>,
     pub interval: Duration,
 }
 
-/// Opens a Kafka sink, exactly once when `checkpointed` is given and `delivery` asks for it,
-/// else at least once.
+/// Opens the `instances` instances of a Kafka sink (one per task), exactly once when
+/// `checkpointed` is given and `delivery` asks for it, else at least once.
+///
+/// Exactly once, instance `i` uses the transactional ids `<prefix>-<i>-0..2` and its records
+/// files live in `work_dir/<i>`. Instances an earlier run had beyond `instances` (it ran with a
+/// higher parallelism) are retired: their ids are fenced (which aborts what they left open,
+/// so read_committed consumers are not held up) and their interrupted commits redone.
 pub fn open(
     name: &str,
     spec: &KafkaSinkSpec,
     pipeline: &str,
     work_dir: &Path,
+    instances: usize,
     checkpointed: Option<Checkpointed<'_>>,
-) -> Result<super::OpenedSink, SinkError> {
+) -> Result<Vec<super::OpenedSink>, SinkError> {
     ensure_topic(spec, name, &spec.topic, false)?;
+    let instances = instances.max(1);
     match (spec.delivery, checkpointed) {
         (Delivery::ExactlyOnce, Some(c)) => {
-            let sink = ExactlyOnce::open(name, spec, pipeline, work_dir, &c)?;
-            let committer: Arc<dyn TransactionCommitter> = sink.pool.clone();
-            Ok((Box::new(sink), Some(committer)))
+            let prefix = spec
+                .transactional_id
+                .clone()
+                .unwrap_or_else(|| format!("headwater-{pipeline}-{name}"));
+            let started = Instant::now();
+            ensure_topic(spec, name, &spec.commit_topic, true)?;
+            let start_one =
+                |i: usize| ExactlyOnce::start(name, spec, pipeline, &prefix, i, work_dir, &c);
+            // Every instance's producers start first, in parallel (each a few
+            // transaction-coordinator round trips). Retired instances (those an earlier run had
+            // beyond `instances`) start too, to finish their commits.
+            let known: Vec<usize> = (0..instances)
+                .chain(retired_instances(&prefix, instances, None, &c))
+                .collect();
+            let mut opened = in_parallel(name, known.clone(), &start_one)?;
+            // Only then is the commit topic read: `init_transactions` returns once a
+            // transaction the crashed run had asked to commit is complete, so its marker is
+            // visible now. Read earlier, it could be missed and the epoch redone: a duplicate.
+            let markers = committed_markers(spec, name, &prefix)?;
+            let markers_read = started.elapsed();
+            // Instances only the commit topic knows (an earlier lineage, started over with
+            // `--fresh`, had more): fenced so that nothing they left open holds readers up.
+            let more: Vec<usize> = retired_instances(&prefix, instances, Some(&markers), &c)
+                .into_iter()
+                .filter(|i| !known.contains(i))
+                .collect();
+            opened.extend(in_parallel(name, more, &start_one)?);
+            // Then each finishes what the crash interrupted, in parallel.
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = opened
+                    .iter_mut()
+                    .map(|sink| {
+                        let markers = &markers;
+                        scope.spawn(move || sink.recover(c.restored, markers))
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(kafka_err(name, "recovering", "the thread panicked"))
+                    })
+                })
+            })?;
+            let retired = opened.split_off(instances);
+            tracing::debug!(
+                sink = name,
+                instances,
+                markers_read_at_ms = markers_read.as_millis() as u64,
+                ready_ms = started.elapsed().as_millis() as u64,
+                "kafka: exactly-once sink ready"
+            );
+            // Their producers close in parallel too.
+            std::thread::scope(|scope| {
+                for sink in retired {
+                    tracing::info!(
+                        sink = name,
+                        instance = sink.instance,
+                        "kafka: retired a sink instance of an earlier run with a higher parallelism"
+                    );
+                    scope.spawn(move || drop(sink));
+                }
+            });
+            Ok(opened
+                .drain(..)
+                .map(|sink| {
+                    let committer: Arc<dyn TransactionCommitter> = sink.pool.clone();
+                    (Box::new(sink) as Box<dyn Sink>, Some(committer))
+                })
+                .collect())
         }
         (delivery, _) => {
             if delivery == Delivery::ExactlyOnce {
@@ -294,9 +368,65 @@ pub fn open(
                     "checkpoints are off: the Kafka sink is at-least-once"
                 );
             }
-            Ok((Box::new(AtLeastOnce::open(name, spec)?), None))
+            (0..instances)
+                .map(|_| {
+                    Ok((
+                        Box::new(AtLeastOnce::open(name, spec)?) as Box<dyn Sink>,
+                        None,
+                    ))
+                })
+                .collect()
         }
     }
+}
+
+/// Runs `f` for every item on its own thread; the results in order, or the first error.
+fn in_parallel<T: Send>(
+    name: &str,
+    items: Vec<usize>,
+    f: &(dyn Fn(usize) -> Result<T, SinkError> + Sync),
+) -> Result<Vec<T>, SinkError> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|i| scope.spawn(move || f(i)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(kafka_err(name, "starting", "the thread panicked")))
+            })
+            .collect()
+    })
+}
+
+/// The marker key of instance `instance`.
+fn instance_prefix(prefix: &str, instance: usize) -> String {
+    format!("{prefix}-{instance}")
+}
+
+/// Instances at or above `instances` that an earlier run used: from its markers on the commit
+/// topic and from the restored checkpoint.
+fn retired_instances(
+    prefix: &str,
+    instances: usize,
+    markers: Option<&std::collections::HashMap<String, CheckpointId>>,
+    c: &Checkpointed<'_>,
+) -> Vec<usize> {
+    let mut retired = std::collections::BTreeSet::new();
+    let head = format!("{prefix}-");
+    for key in markers.into_iter().flat_map(|m| m.keys()) {
+        if let Some(i) = key
+            .strip_prefix(&head)
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            retired.insert(i);
+        }
+    }
+    retired.extend(c.restored_parallelism.map(|p| 0..p).into_iter().flatten());
+    retired.extend(c.restored.unwrap_or_default().iter().map(|c| c.instance));
+    retired.into_iter().filter(|&i| i >= instances).collect()
 }
 
 /// The idempotent producer: no duplicates from retries; flushed at every checkpoint, so a
@@ -532,7 +662,10 @@ pub struct ExactlyOnce {
     pipeline: String,
     topic: String,
     commit_topic: String,
-    /// The marker key: the transactional id prefix (unique per pipeline and sink).
+    /// Which instance of the sink this is (one per task).
+    instance: usize,
+    /// The marker key: the instance's transactional id prefix (unique per pipeline, sink and
+    /// instance).
     marker_key: String,
     key: Option<Vec<Str>>,
     pool: Arc<TxnPool>,
@@ -547,19 +680,21 @@ pub struct ExactlyOnce {
 }
 
 impl ExactlyOnce {
-    fn open(
+    /// Starts instance `instance`'s producers (which fences older producers with their ids);
+    /// [`ExactlyOnce::recover`] comes next.
+    fn start(
         name: &str,
         spec: &KafkaSinkSpec,
         pipeline: &str,
+        prefix: &str,
+        instance: usize,
         work_dir: &Path,
         checkpointed: &Checkpointed<'_>,
     ) -> Result<ExactlyOnce, SinkError> {
         let interval = checkpointed.interval;
-        let prefix = spec
-            .transactional_id
-            .clone()
-            .unwrap_or_else(|| format!("headwater-{pipeline}-{name}"));
-        ensure_topic(spec, name, &spec.commit_topic, true)?;
+        let prefix = instance_prefix(prefix, instance);
+        let work_dir = work_dir.join(instance.to_string());
+        let work_dir = work_dir.as_path();
         std::fs::create_dir_all(work_dir).map_err(|source| SinkError::Create {
             sink: name.to_string(),
             path: work_dir.to_path_buf(),
@@ -569,6 +704,7 @@ impl ExactlyOnce {
         let txn_timeout = (interval * 6).clamp(Duration::from_secs(60), Duration::from_secs(900));
         // The producers start in parallel: each `init_transactions` is a round trip to the
         // transaction coordinator (and waits for a fenced instance's transaction to abort).
+        let started = Instant::now();
         let slots: Vec<Result<Slot, SinkError>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..POOL)
                 .map(|i| {
@@ -599,12 +735,13 @@ impl ExactlyOnce {
             freed: Condvar::new(),
             work_dir: work_dir.to_path_buf(),
         });
-        let mut sink = ExactlyOnce {
+        let sink = ExactlyOnce {
             name: name.to_string(),
             pipeline: pipeline.to_string(),
             topic: spec.topic.clone(),
             commit_topic: spec.commit_topic.clone(),
             marker_key: prefix,
+            instance,
             key: spec.key.clone(),
             pool,
             current: None,
@@ -614,7 +751,12 @@ impl ExactlyOnce {
             sync_ahead: SyncAhead::start(),
             buf: Vec::with_capacity(256),
         };
-        sink.recover(spec, checkpointed.restored)?;
+        tracing::debug!(
+            sink = name,
+            instance,
+            ms = started.elapsed().as_millis() as u64,
+            "kafka: sink instance's producers ready"
+        );
         Ok(sink)
     }
 
@@ -622,20 +764,22 @@ impl ExactlyOnce {
     /// start, records that no epoch is committed yet.
     fn recover(
         &mut self,
-        spec: &KafkaSinkSpec,
         restored: Option<&[SinkCommit]>,
+        markers: &std::collections::HashMap<String, CheckpointId>,
     ) -> Result<(), SinkError> {
         let mut mine: Vec<&SinkCommit> = restored
             .unwrap_or_default()
             .iter()
-            .filter(|c| c.sink == self.name && c.transaction.is_some())
+            .filter(|c| {
+                c.sink == self.name && c.instance == self.instance && c.transaction.is_some()
+            })
             .collect();
         mine.sort_by_key(|c| c.epoch);
         if restored.is_none() {
             // A fresh lineage: epoch numbers start over, so older markers must not count.
             self.produce_epoch(0, &[])?;
         } else if !mine.is_empty() {
-            let last = self.last_committed_epoch(spec)?;
+            let last = markers.get(&self.marker_key).copied();
             for c in mine {
                 if last.is_some_and(|l| l >= c.epoch) {
                     continue;
@@ -651,6 +795,7 @@ impl ExactlyOnce {
                 })?;
                 tracing::info!(
                     sink = %self.name,
+                    instance = self.instance,
                     epoch = c.epoch,
                     records = lines.len(),
                     "kafka: redoing the interrupted commit of checkpoint {}",
@@ -701,71 +846,6 @@ impl ExactlyOnce {
         slot.producer.context().check(&self.name)
     }
 
-    /// The newest epoch whose marker is committed on the commit topic.
-    fn last_committed_epoch(
-        &self,
-        spec: &KafkaSinkSpec,
-    ) -> Result<Option<CheckpointId>, SinkError> {
-        let mut c = base_config(spec);
-        c.set("group.id", format!("{}-recovery", self.marker_key))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed");
-        let consumer: crate::sources::kafka::Reader = with_properties(c, spec)
-            .create_with_context(crate::sources::kafka::QuietEof)
-            .map_err(|e| kafka_err(&self.name, "cannot create a Kafka consumer", e))?;
-        let fail = |e: KafkaError| kafka_err(&self.name, "reading the commit topic failed", e);
-        let metadata = consumer
-            .fetch_metadata(Some(&self.commit_topic), REQUEST_TIMEOUT)
-            .map_err(fail)?;
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = Vec::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (_, high) = consumer
-                    .fetch_watermarks(&self.commit_topic, p.id(), REQUEST_TIMEOUT)
-                    .map_err(fail)?;
-                if high > 0 {
-                    tpl.add_partition_offset(&self.commit_topic, p.id(), Offset::Beginning)
-                        .map_err(fail)?;
-                    ends.push(p.id());
-                }
-            }
-        }
-        if ends.is_empty() {
-            return Ok(None);
-        }
-        consumer.assign(&tpl).map_err(fail)?;
-        let mut last = None;
-        let mut open = ends.len();
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        while open > 0 {
-            if Instant::now() > deadline {
-                return Err(kafka_err(
-                    &self.name,
-                    "reading the commit topic",
-                    "timed out before its end",
-                ));
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Ok(m)) if m.key() == Some(self.marker_key.as_bytes()) => {
-                    let epoch = m
-                        .payload()
-                        .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-                        .and_then(|v| v.get("epoch").and_then(|e| e.as_u64()));
-                    if let Some(e) = epoch {
-                        last = Some(e);
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-                Some(Err(e)) => tracing::warn!(sink = %self.name, "kafka: {e}"),
-            }
-        }
-        Ok(last)
-    }
-
     fn begin_epoch(&mut self) -> Result<usize, SinkError> {
         if let Some(slot) = self.current {
             return Ok(slot);
@@ -794,6 +874,83 @@ impl ExactlyOnce {
             source,
         }
     }
+}
+
+/// The newest committed marker epoch of every instance of the sink (marker keys starting with
+/// `<prefix>-`), read from the commit topic.
+fn committed_markers(
+    spec: &KafkaSinkSpec,
+    name: &str,
+    prefix: &str,
+) -> Result<std::collections::HashMap<String, CheckpointId>, SinkError> {
+    let mut c = base_config(spec);
+    c.set("group.id", format!("{prefix}-recovery"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        // The end of the topic is reached after one empty fetch: do not let the broker hold
+        // it for the default half second.
+        .set("fetch.wait.max.ms", "10")
+        .set("isolation.level", "read_committed");
+    let consumer: crate::sources::kafka::Reader = with_properties(c, spec)
+        .create_with_context(crate::sources::kafka::QuietEof)
+        .map_err(|e| kafka_err(name, "cannot create a Kafka consumer", e))?;
+    let fail = |e: KafkaError| kafka_err(name, "reading the commit topic failed", e);
+    let topic = &spec.commit_topic;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(fail)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut open = 0;
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), REQUEST_TIMEOUT)
+                .map_err(fail)?;
+            if high > 0 {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .map_err(fail)?;
+                open += 1;
+            }
+        }
+    }
+    let mut last = std::collections::HashMap::new();
+    if open == 0 {
+        return Ok(last);
+    }
+    consumer.assign(&tpl).map_err(fail)?;
+    let head = format!("{prefix}-");
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    while open > 0 {
+        if Instant::now() > deadline {
+            return Err(kafka_err(
+                name,
+                "reading the commit topic",
+                "timed out before its end",
+            ));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                let Some(key) = m
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .filter(|k| k.starts_with(&head))
+                else {
+                    continue;
+                };
+                let epoch = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                    .and_then(|v| v.get("epoch").and_then(|e| e.as_u64()));
+                if let Some(e) = epoch {
+                    last.insert(key.to_string(), e);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => tracing::warn!(sink = name, "kafka: {e}"),
+        }
+    }
+    Ok(last)
 }
 
 /// One line of a records file: `[key or null, record]`.
@@ -935,6 +1092,7 @@ impl Sink for ExactlyOnce {
             committed: PathBuf::from(format!("kafka:{}", self.topic)),
             append: None,
             transaction: Some(self.pool.slots[slot].transactional_id.clone()),
+            instance: self.instance,
         }))
     }
 }

@@ -64,6 +64,8 @@ pub struct CheckpointedSinks<'a> {
     pub first_epoch: CheckpointId,
     /// The restored checkpoint's commits; None on a fresh start.
     pub restored: Option<&'a [SinkCommit]>,
+    /// The restored checkpoint's parallelism.
+    pub restored_parallelism: Option<usize>,
     pub interval: std::time::Duration,
 }
 
@@ -73,48 +75,77 @@ pub type OpenedSink = (
     Option<std::sync::Arc<dyn kafka::TransactionCommitter>>,
 );
 
-/// Opens a sink for a checkpointed run: file sinks write pending parts, Kafka sinks
-/// transactions, from epoch `first_epoch` on; the others are as in [`open_sink`].
+/// How many instances of a sink a run with `parallelism` tasks opens: one per task for Kafka
+/// (each with its own producers, so the sink scales with the tasks), one for the others
+/// (a file is written by one writer).
+pub fn instances(spec: &SinkSpec, parallelism: usize) -> usize {
+    match spec.kind {
+        SinkKind::Kafka(_) => parallelism.max(1),
+        _ => 1,
+    }
+}
+
+/// Opens a sink's instances for a checkpointed run: file sinks write pending parts, Kafka
+/// sinks transactions, from epoch `first_epoch` on; the others are as in [`open_sink`].
 pub fn open_checkpointed_sink(
     spec: &SinkSpec,
+    instances: usize,
     ctx: &CheckpointedSinks<'_>,
-) -> Result<OpenedSink, SinkError> {
+) -> Result<Vec<OpenedSink>, SinkError> {
     match &spec.kind {
-        SinkKind::File { path } => Ok((
+        SinkKind::File { path } => Ok(vec![(
             Box::new(file::PartFileSink::create(
                 &spec.name,
                 path,
                 ctx.first_epoch,
             )?),
             None,
-        )),
+        )]),
         SinkKind::Kafka(k) => kafka::open(
             &spec.name,
             k,
             ctx.pipeline,
             &ctx.state_dir.join("kafka-sinks").join(&spec.name),
+            instances,
             Some(kafka::Checkpointed {
                 first_epoch: ctx.first_epoch,
                 restored: ctx.restored,
+                restored_parallelism: ctx.restored_parallelism,
                 interval: ctx.interval,
             }),
         ),
-        _ => Ok((open_sink(spec, ctx.pipeline)?, None)),
+        _ => Ok(open_sink(spec, ctx.pipeline, instances)?
+            .into_iter()
+            .map(|s| (s, None))
+            .collect()),
     }
 }
 
-pub fn open_sink(spec: &SinkSpec, pipeline: &str) -> Result<Box<dyn Sink>, SinkError> {
+/// Opens a sink's instances for a run without checkpoints.
+pub fn open_sink(
+    spec: &SinkSpec,
+    pipeline: &str,
+    instances: usize,
+) -> Result<Vec<Box<dyn Sink>>, SinkError> {
     Ok(match &spec.kind {
-        SinkKind::Kafka(k) => {
-            kafka::open(&spec.name, k, pipeline, std::path::Path::new(""), None)?.0
-        }
-        SinkKind::File { path } => Box::new(FileSink::create(&spec.name, path)?),
-        SinkKind::Stdout => Box::new(StdoutSink {
+        SinkKind::Kafka(k) => kafka::open(
+            &spec.name,
+            k,
+            pipeline,
+            std::path::Path::new(""),
+            instances,
+            None,
+        )?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect(),
+        SinkKind::File { path } => vec![Box::new(FileSink::create(&spec.name, path)?)],
+        SinkKind::Stdout => vec![Box::new(StdoutSink {
             name: spec.name.clone(),
             out: BufWriter::with_capacity(64 << 10, std::io::stdout()),
             line: Vec::new(),
-        }),
-        SinkKind::Blackhole => Box::new(Blackhole::default()),
+        })],
+        SinkKind::Blackhole => vec![Box::new(Blackhole::default())],
     })
 }
 
@@ -251,7 +282,8 @@ mod tests {
             kind: SinkKind::File { path: path.clone() },
             location: Location::default(),
         };
-        let mut sink = open_sink(&spec, "test").expect("open");
+        let mut sinks = open_sink(&spec, "test", 1).expect("open");
+        let sink = &mut sinks[0];
         sink.write(&[
             Value::from_json(br#"{"a":1}"#).expect("json"),
             Value::from("x"),
