@@ -74,8 +74,9 @@ to stderr at the end."
         /// Do not print the progress line and summary.
         #[arg(long, short = 'q')]
         quiet: bool,
-        /// Serve the control API on this address while running: GET /status (JSON) and
-        /// /metrics (Prometheus text), e.g. `--control 127.0.0.1:9464`.
+        /// Serve the control API on this address while running: GET /status (JSON),
+        /// GET /metrics (Prometheus text) and POST /savepoint?to=PATH (a savepoint without
+        /// stopping), e.g. `--control 127.0.0.1:9464`.
         #[arg(long, value_name = "ADDR")]
         control: Option<std::net::SocketAddr>,
     },

@@ -210,6 +210,10 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
         serde_json::from_str(status.split("\r\n\r\n").nth(1).expect("body")).expect("json");
     assert_eq!(body["pipeline"], "live");
     assert_eq!(body["parallelism"], 2);
+    // No checkpoints, no savepoint: a clear refusal.
+    let (status, body) = http_request(&control, "POST", "/savepoint?to=sp");
+    assert!(status.contains("409"), "{status} {body}");
+    assert!(body.contains("checkpoints are off"), "{body}");
     let status = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -252,6 +256,102 @@ fn http_get(address: &str, path: &str) -> String {
     s.read_to_string(&mut out).expect("response");
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
     out
+}
+
+/// Sends `method path` to the control API: (status line, body).
+fn http_request(address: &str, method: &str, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(address).expect("connect to the control API");
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The total of the `n` column over a file sink's committed parts.
+fn committed_count(out: &Path) -> i64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(out).expect("output folder").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // pending parts
+        }
+        for line in std::fs::read_to_string(entry.path()).expect("part").lines() {
+            total += serde_json::from_str::<serde_json::Value>(line).expect("json")["n"]
+                .as_i64()
+                .expect("n");
+        }
+    }
+    total
+}
+
+#[test]
+fn a_savepoint_taken_through_the_control_api_restores_at_another_parallelism() {
+    // A checkpoint interval far longer than the run: the savepoint takes its own checkpoint.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        "name: sp\nparallelism: 2\nsources:\n  bids: { type: nexmark, events: 60000, rate: 20000, partitions: 2, only: bid }\nsteps:\n  - key_by: auction\n  - window: { type: tumbling, size: 1s, aggregates: { n: count() } }\nsinks:\n  o: { type: file, path: out/r.jsonl }\noutput: o\ncheckpoint: { interval: 1h }\ntuning: { progress_interval: 200ms }\n",
+    )
+    .expect("write");
+    let mut child = headwater()
+        .arg("run")
+        .arg(&p)
+        .args(["--control", "127.0.0.1:0", "--fresh"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut control = None;
+    for line in lines.by_ref() {
+        let line = line.expect("utf8");
+        if let Some(rest) = line.strip_prefix("control API on http://") {
+            control = rest.split('/').next().map(str::to_string);
+        }
+        // Once records flow, the savepoint has state to hold.
+        if control.is_some() && line.starts_with("[sp]") && !line.contains(" in 0 ") {
+            break;
+        }
+    }
+    let control = control.expect("the control API address is printed");
+    let (status, body) = http_request(&control, "POST", "/savepoint");
+    assert!(status.contains("400"), "{status} {body}");
+    assert!(body.contains("?to=PATH"), "{body}");
+
+    let target = dir.path().join("save points/first");
+    let encoded = target.display().to_string().replace(' ', "%20");
+    let (status, body) = http_request(&control, "POST", &format!("/savepoint?to={encoded}"));
+    assert!(status.contains("200"), "{status} {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json answer");
+    assert!(answer["checkpoint"].as_u64().is_some(), "{body}");
+    assert!(answer["files"].as_u64().expect("files") > 0, "{body}");
+    assert!(target.join("manifest.json").exists());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().expect("wait").success(), "{rest:?}");
+    let whole_run = committed_count(&dir.path().join("out"));
+    assert!(whole_run > 0);
+
+    // From the savepoint, with one task: the output is the same as the uninterrupted run's.
+    let out = headwater()
+        .arg("run")
+        .arg(&p)
+        .args(["-q", "-p", "1", "--from"])
+        .arg(&target)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        committed_count(&dir.path().join("out")),
+        whole_run,
+        "{stderr}"
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -74,6 +74,8 @@ pub struct Setup {
     /// A stop request takes a checkpoint at once, then halts the tasks (no draining: the
     /// next run resumes exactly there).
     pub control: Arc<RunControl>,
+    /// Savepoints asked for through the control API.
+    pub savepoints: Option<Receiver<super::SavepointRequest>>,
     /// Sources that also report checkpointed positions elsewhere (Kafka consumer groups).
     pub offset_committers: Vec<(String, Arc<crate::sources::kafka::OffsetCommitter>)>,
     /// Transactional sinks, by name: they commit their own epochs.
@@ -97,6 +99,8 @@ struct Inflight {
     started: Instant,
     started_ms: i64,
     reports: HashMap<Participant, Contribution>,
+    /// Savepoints to copy from this checkpoint once it is complete.
+    savepoints: Vec<super::SavepointRequest>,
 }
 
 pub struct Coordinator {
@@ -114,6 +118,8 @@ pub struct Coordinator {
     /// Manifests this run wrote or read, for garbage collection.
     known: HashMap<CheckpointId, HashSet<String>>,
     stop_pending: Arc<AtomicBool>,
+    /// Savepoint requests waiting for the next checkpoint to be triggered.
+    savepoints_waiting: Vec<super::SavepointRequest>,
 }
 
 impl Coordinator {
@@ -142,6 +148,7 @@ impl Coordinator {
                 outcome: Outcome::default(),
                 known: HashMap::new(),
                 stop_pending: Arc::new(AtomicBool::new(false)),
+                savepoints_waiting: Vec::new(),
             },
             barriers,
         )
@@ -164,6 +171,9 @@ impl Coordinator {
             }
             while let Ok(r) = self.rx.try_recv() {
                 self.accept(r);
+            }
+            if let Some(requests) = &self.setup.savepoints {
+                self.savepoints_waiting.extend(requests.try_iter());
             }
             if self.setup.control.cancelled() {
                 return Ok(self.outcome);
@@ -196,7 +206,10 @@ impl Coordinator {
             }
             let due = now.duration_since(self.last_trigger) >= self.setup.spec.interval
                 && now.duration_since(self.last_end) >= self.setup.spec.min_pause;
-            if due || stop {
+            // A savepoint is taken at once (still after the minimum pause).
+            let savepoint = !self.savepoints_waiting.is_empty()
+                && now.duration_since(self.last_end) >= self.setup.spec.min_pause;
+            if due || stop || savepoint {
                 self.trigger(now);
             }
         }
@@ -211,6 +224,7 @@ impl Coordinator {
             started: now,
             started_ms: wall_ms(),
             reports: HashMap::new(),
+            savepoints: std::mem::take(&mut self.savepoints_waiting),
         });
         tracing::debug!(checkpoint = id, "checkpoint triggered");
         self.requested.store(id, Ordering::Release);
@@ -265,8 +279,10 @@ impl Coordinator {
     }
 
     fn abort(&mut self, why: &str) {
-        if let Some(inflight) = self.inflight.take() {
+        if let Some(mut inflight) = self.inflight.take() {
             tracing::warn!(checkpoint = inflight.id, "checkpoint abandoned: {why}");
+            // Savepoints wait for the next one.
+            self.savepoints_waiting.append(&mut inflight.savepoints);
             for c in inflight.reports.values() {
                 if let Contribution::Stage { dir: Some(dir), .. } = c {
                     remove_dir(dir);
@@ -457,6 +473,24 @@ impl Coordinator {
         });
         self.outcome.completed += 1;
         self.outcome.last = Some((id, manifest.finished));
+        for request in inflight.savepoints {
+            let result = super::inspect::copy_to_savepoint(
+                &self.setup.storage,
+                manifest.clone(),
+                &request.to,
+            );
+            match &result {
+                Ok(info) => tracing::info!(
+                    checkpoint = id,
+                    location = %info.location,
+                    files = info.files,
+                    bytes = info.bytes,
+                    "savepoint written"
+                ),
+                Err(e) => tracing::warn!(checkpoint = id, "savepoint failed: {e}"),
+            }
+            let _ = request.reply.send(result.map_err(|e| e.to_string()));
+        }
         self.last_end = Instant::now();
         Ok(())
     }

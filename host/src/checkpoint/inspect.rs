@@ -157,13 +157,24 @@ pub fn savepoint(
             ))
         })?,
     };
-    let mut m = storage.read_manifest(id)?;
+    let m = storage.read_manifest(id)?;
     // The checkpoint's output is committed before the savepoint stands on its own.
     for c in &m.commits {
         if let Some(c) = super::recovery::here(c, file_sinks, dlq) {
             commit_sink_file(&c)?;
         }
     }
+    copy_to_savepoint(storage, m, to)
+}
+
+/// Copies a complete checkpoint whose output is committed, and every file it needs, into `to`
+/// as a savepoint.
+pub fn copy_to_savepoint(
+    storage: &CheckpointStorage,
+    mut m: Manifest,
+    to: &str,
+) -> Result<SavepointInfo, CheckpointError> {
+    let id = m.id;
     m.commits.clear();
     m.kind = ManifestKind::Savepoint;
     let target = CheckpointStorage::open(to)?;

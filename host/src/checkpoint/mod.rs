@@ -20,6 +20,14 @@ use std::path::PathBuf;
 
 use crate::record::EventTime;
 
+/// A savepoint asked for while the pipeline runs (`POST /savepoint` on the control API): the
+/// coordinator takes a checkpoint, copies it to `to` once it is complete and committed, and
+/// replies.
+pub struct SavepointRequest {
+    pub to: String,
+    pub reply: crossbeam_channel::Sender<Result<inspect::SavepointInfo, String>>,
+}
+
 /// Checkpoint ids grow by one per triggered checkpoint, across restarts.
 pub type CheckpointId = u64;
 

@@ -3,9 +3,11 @@
 //! - `GET /status`: the run as JSON (pipeline, state, uptime, parallelism, counters,
 //!   watermark and lag).
 //! - `GET /metrics`: the same counters in Prometheus text format, for scraping.
+//! - `POST /savepoint?to=PATH`: takes a checkpoint now, copies it to `PATH` (a new folder or
+//!   `s3://` prefix) as a self-contained savepoint, and answers with JSON once it is written.
 //!
-//! Plain HTTP/1.1, one request per connection, GET only: enough for `curl` and Prometheus,
-//! with no dependency and no async runtime. It binds loopback addresses only unless told
+//! Plain HTTP/1.1, one request per connection: enough for `curl` and Prometheus, with no
+//! dependency and no async runtime. It binds loopback addresses only unless told
 //! otherwise; there is no authentication.
 
 use std::fmt::Write as _;
@@ -34,6 +36,12 @@ pub struct RunInfo {
     pub parallelism: usize,
 }
 
+/// Where savepoint requests go (None: checkpoints are off).
+pub type SavepointSender = Option<crossbeam_channel::Sender<crate::checkpoint::SavepointRequest>>;
+
+/// How long `POST /savepoint` waits for the savepoint before answering 504.
+const SAVEPOINT_WAIT: Duration = Duration::from_secs(3600);
+
 /// The running server; stops when dropped.
 pub struct ControlServer {
     address: SocketAddr,
@@ -47,6 +55,7 @@ impl ControlServer {
         address: SocketAddr,
         info: RunInfo,
         metrics: Arc<Metrics>,
+        savepoints: SavepointSender,
     ) -> Result<ControlServer, ControlError> {
         let listener =
             TcpListener::bind(address).map_err(|source| ControlError { address, source })?;
@@ -64,7 +73,7 @@ impl ControlServer {
                         break;
                     }
                     if let Ok(stream) = conn {
-                        if let Err(e) = handle(stream, &info, &metrics, started) {
+                        if let Err(e) = handle(stream, &info, &metrics, started, &savepoints) {
                             tracing::debug!(error = %e, "control API request failed");
                         }
                     }
@@ -100,6 +109,7 @@ fn handle(
     info: &RunInfo,
     metrics: &Metrics,
     started: Instant,
+    savepoints: &SavepointSender,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -111,8 +121,8 @@ fn handle(
         line.clear();
     }
     let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => (
             "200 OK",
@@ -120,24 +130,125 @@ fn handle(
             prometheus(info, metrics, started),
         ),
         ("GET", "/status") => ("200 OK", "application/json", status(info, metrics, started)),
+        ("POST", "/savepoint") => {
+            let to = query_param(query, "to");
+            let savepoints = savepoints.clone();
+            // A savepoint takes a while: answered on its own thread, so /status and /metrics
+            // keep being served.
+            std::thread::Builder::new()
+                .name("control-savepoint".into())
+                .spawn(move || {
+                    let (status, body) = savepoint(to, savepoints);
+                    respond(stream, status, "application/json", &body)
+                })?;
+            return Ok(());
+        }
         ("GET", _) => (
             "404 Not Found",
             "text/plain",
-            "not found; try /status or /metrics\n".to_string(),
+            "not found; try /status or /metrics (or POST /savepoint?to=PATH)\n".to_string(),
         ),
         _ => (
             "405 Method Not Allowed",
             "text/plain",
-            "only GET is supported\n".to_string(),
+            "GET /status, GET /metrics or POST /savepoint?to=PATH\n".to_string(),
         ),
     };
-    let mut out = stream;
+    respond(stream, status, content_type, &body)
+}
+
+fn respond(
+    mut out: TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     write!(
         out,
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     out.flush()
+}
+
+/// Asks the coordinator for a savepoint and waits for it: (HTTP status, JSON body).
+fn savepoint(to: Option<String>, savepoints: SavepointSender) -> (&'static str, String) {
+    let error = |message: &str| serde_json::json!({ "error": message }).to_string() + "\n";
+    let Some(to) = to.filter(|t| !t.is_empty()) else {
+        return (
+            "400 Bad Request",
+            error("say where: POST /savepoint?to=PATH (a new folder, or an s3:// prefix)"),
+        );
+    };
+    let Some(savepoints) = savepoints else {
+        return (
+            "409 Conflict",
+            error("checkpoints are off in this run, so it cannot take a savepoint"),
+        );
+    };
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    if savepoints
+        .send(crate::checkpoint::SavepointRequest { to, reply })
+        .is_err()
+    {
+        return (
+            "503 Service Unavailable",
+            error("the run is ending; no more checkpoints"),
+        );
+    }
+    match answer.recv_timeout(SAVEPOINT_WAIT) {
+        Ok(Ok(info)) => (
+            "200 OK",
+            serde_json::json!({
+                "checkpoint": info.from,
+                "location": info.location,
+                "files": info.files,
+                "bytes": info.bytes,
+            })
+            .to_string()
+                + "\n",
+        ),
+        Ok(Err(message)) => ("500 Internal Server Error", error(&message)),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => (
+            "504 Gateway Timeout",
+            error("no checkpoint completed in time; see the run's log"),
+        ),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => (
+            "503 Service Unavailable",
+            error("the run ended before the savepoint was taken"),
+        ),
+    }
+}
+
+/// The value of `name` in a URL query, percent-decoded.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%' && i + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (hex, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn watermark_json(wm: i64) -> serde_json::Value {
@@ -321,6 +432,7 @@ mod tests {
                 parallelism: 2,
             },
             metrics,
+            None,
         )
         .expect("start");
         let addr = server.address();
@@ -358,5 +470,18 @@ mod tests {
             TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err(),
             "the port is released"
         );
+    }
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        assert_eq!(
+            query_param("x=1&to=%2Fbackups%2Fsave%20points+a", "to").as_deref(),
+            Some("/backups/save points a")
+        );
+        assert_eq!(
+            query_param("to=s3://bucket/p%zz%4", "to").as_deref(),
+            Some("s3://bucket/p%zz%4")
+        );
+        assert_eq!(query_param("other=1", "to"), None);
     }
 }

@@ -304,6 +304,14 @@ pub fn run(
     if let Some(r) = restored {
         metrics.update_checkpoints(|c| c.restored_from = Some(r.manifest.id));
     }
+    // Savepoints asked for through the control API go to the coordinator.
+    let (savepoint_tx, savepoint_rx) = match (checkpointing, opts.control.is_some()) {
+        (true, true) => {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            (Some(tx), Some(rx))
+        }
+        _ => (None, None),
+    };
     let _control_api = match opts.control {
         Some(address) => {
             let server = control::ControlServer::start(
@@ -313,8 +321,12 @@ pub fn run(
                     parallelism,
                 },
                 metrics.clone(),
+                savepoint_tx,
             )?;
-            tracing::info!(address = %server.address(), "control API: /status, /metrics");
+            tracing::info!(
+                address = %server.address(),
+                "control API: GET /status, GET /metrics, POST /savepoint?to=PATH"
+            );
             if opts.progress {
                 eprintln!(
                     "control API on http://{0}/status and http://{0}/metrics",
@@ -369,6 +381,7 @@ pub fn run(
                 control: control.clone(),
                 offset_committers,
                 sink_committers,
+                savepoints: savepoint_rx,
             };
             let (coordinator, barriers) = Coordinator::new(setup, metrics.clone());
             let handle = std::thread::Builder::new()
