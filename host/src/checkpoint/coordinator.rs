@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::files::{UploadStats, Uploader};
+use super::files::{SharedUploader, UploadStats, Uploader};
 use super::manifest::{Manifest, ManifestKind, SinkCommit, TaskState, FORMAT};
 use super::storage::CheckpointStorage;
 use super::{CheckpointError, CheckpointId, Contribution, Participant, Report};
@@ -69,6 +69,9 @@ pub struct Setup {
     pub next_id: CheckpointId,
     pub storage: CheckpointStorage,
     pub uploader: Uploader,
+    /// Each stateful task's label and live RocksDB folder: their SST files are uploaded ahead
+    /// of checkpoints ([`super::preupload`]).
+    pub live_dirs: Vec<(String, PathBuf)>,
     /// Length of the dead-letter file as the run starts (restored checkpoint's, or 0).
     pub dlq_len: u64,
     /// A stop request takes a checkpoint at once, then halts the tasks (no draining: the
@@ -105,6 +108,8 @@ struct Inflight {
 
 pub struct Coordinator {
     setup: Setup,
+    /// The setup's uploader, shared with the background uploader.
+    uploader: SharedUploader,
     rx: Receiver<Report>,
     requested: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
@@ -123,7 +128,8 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(setup: Setup, metrics: Arc<Metrics>) -> (Coordinator, Barriers) {
+    pub fn new(mut setup: Setup, metrics: Arc<Metrics>) -> (Coordinator, Barriers) {
+        let uploader = Arc::new(std::sync::Mutex::new(std::mem::take(&mut setup.uploader)));
         let (tx, rx) = crossbeam_channel::unbounded();
         let requested = Arc::new(AtomicU64::new(0));
         let barriers = Barriers {
@@ -136,6 +142,7 @@ impl Coordinator {
         (
             Coordinator {
                 setup,
+                uploader,
                 rx,
                 requested,
                 metrics,
@@ -158,6 +165,7 @@ impl Coordinator {
     /// is cancelled, or every participant went away.
     pub fn run(mut self) -> Result<Outcome, CheckpointError> {
         const TICK: Duration = Duration::from_millis(10);
+        let _ahead = self.start_upload_ahead();
         loop {
             match self.rx.recv_timeout(TICK) {
                 Ok(r) => self.accept(r),
@@ -213,6 +221,37 @@ impl Coordinator {
                 self.trigger(now);
             }
         }
+    }
+
+    /// Starts uploading the stateful tasks' SST files ahead of checkpoints (stops when
+    /// dropped). Without it checkpoints still work, uploading everything themselves.
+    fn start_upload_ahead(&self) -> Option<super::preupload::PreUploader> {
+        if self.setup.live_dirs.is_empty() {
+            return None;
+        }
+        let started = CheckpointStorage::open(self.setup.storage.url()).and_then(|storage| {
+            super::preupload::PreUploader::start(
+                storage,
+                self.uploader.clone(),
+                self.setup.live_dirs.clone(),
+            )
+            .map_err(|source| CheckpointError::Io {
+                path: self.setup.state_dir.clone(),
+                source,
+            })
+        });
+        match started {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("state files are not uploaded ahead of checkpoints: {e}");
+                None
+            }
+        }
+    }
+
+    /// The uploader (a panic elsewhere while holding it leaves its maps usable).
+    fn uploader(&self) -> std::sync::MutexGuard<'_, Uploader> {
+        self.uploader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn trigger(&mut self, now: Instant) {
@@ -339,7 +378,7 @@ impl Coordinator {
                     }),
                 ) => {
                     let channel = match channel {
-                        Some(path) => Some(self.setup.uploader.upload_file(
+                        Some(path) => Some(self.uploader().upload_file(
                             &self.setup.storage,
                             "channel.jsonl",
                             path,
@@ -350,7 +389,7 @@ impl Coordinator {
                     let files = match dir {
                         Some(dir) => {
                             let label = task_dir_name(*stage, *task);
-                            let files = self.setup.uploader.upload_dir(
+                            let files = self.uploader().upload_dir(
                                 &self.setup.storage,
                                 &label,
                                 dir,
@@ -538,8 +577,15 @@ impl Coordinator {
     /// references.
     fn retain_and_collect(&mut self) -> Result<(), CheckpointError> {
         let storage = &self.setup.storage;
-        // Only this thread writes to the store, and no write is in flight now.
-        let stray = storage.remove_staging_leftovers();
+        // Held throughout: the background uploader neither starts nor ends an upload meanwhile.
+        let mut uploader = self.uploader.lock().unwrap_or_else(|e| e.into_inner());
+        // Only this thread writes checkpoints to the store; staging files are leftovers
+        // unless a background upload is writing.
+        let stray = if uploader.uploading() {
+            0
+        } else {
+            storage.remove_staging_leftovers()
+        };
         if stray > 0 {
             tracing::info!(
                 files = stray,
@@ -573,9 +619,9 @@ impl Coordinator {
             }
         }
         for (key, _) in storage.list_shared()? {
-            if !referenced.contains(&key) {
+            if !referenced.contains(&key) && !uploader.protects(&key) {
                 storage.delete(&key)?;
-                self.setup.uploader.forget(&key);
+                uploader.forget(&key);
             }
         }
         Ok(())

@@ -53,7 +53,7 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf, u64)>, CheckpointE
 }
 
 /// The inode of a file (its identity across hard links), if it can be read.
-fn inode(path: &Path) -> Option<u64> {
+pub fn inode(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
@@ -69,7 +69,15 @@ fn inode(path: &Path) -> Option<u64> {
 pub struct Uploader {
     stored: HashSet<String>,
     sst_keys: HashMap<(String, String, u64), (String, Option<u64>)>,
+    /// Objects the background uploader ([`super::preupload`]) is writing now.
+    in_progress: HashSet<String>,
+    /// Objects uploaded ahead of any manifest, with the live file they hold: garbage
+    /// collection spares them while that file exists (a checkpoint is likely to need it).
+    ahead: HashMap<String, PathBuf>,
 }
+
+/// The uploader, shared by the coordinator and the background uploader.
+pub type SharedUploader = std::sync::Arc<std::sync::Mutex<Uploader>>;
 
 /// What one upload did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -85,7 +93,7 @@ impl Uploader {
     pub fn new(storage: &CheckpointStorage) -> Result<Uploader, CheckpointError> {
         Ok(Uploader {
             stored: storage.list_shared()?.into_keys().collect(),
-            sst_keys: HashMap::new(),
+            ..Uploader::default()
         })
     }
 
@@ -107,6 +115,59 @@ impl Uploader {
     /// Forgets objects deleted by garbage collection.
     pub fn forget(&mut self, key: &str) {
         self.stored.remove(key);
+        self.ahead.remove(key);
+    }
+
+    /// Whether garbage collection must keep `key` although no manifest references it: it is
+    /// being uploaded, or it was uploaded ahead and its live file still exists.
+    pub fn protects(&self, key: &str) -> bool {
+        self.in_progress.contains(key) || self.ahead.get(key).is_some_and(|p| p.exists())
+    }
+
+    /// Whether a background upload is writing now (its staging file must not be removed).
+    pub fn uploading(&self) -> bool {
+        !self.in_progress.is_empty()
+    }
+
+    /// The content name of an SST file seen before (same task, name, size and inode).
+    pub fn known_key(&self, task: &str, name: &str, size: u64, ino: Option<u64>) -> Option<String> {
+        self.sst_keys
+            .get(&(task.to_string(), name.to_string(), size))
+            .filter(|(_, known)| known.is_some() && *known == ino)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Starts a background upload of `path` (content name `key`): false when the storage
+    /// has it already (then it is only protected while live) or another upload is writing it.
+    pub fn begin_ahead(
+        &mut self,
+        task: &str,
+        name: &str,
+        size: u64,
+        ino: Option<u64>,
+        key: &str,
+        path: &Path,
+    ) -> bool {
+        self.sst_keys.insert(
+            (task.to_string(), name.to_string(), size),
+            (key.to_string(), ino),
+        );
+        if self.stored.contains(key) {
+            self.ahead
+                .entry(key.to_string())
+                .or_insert_with(|| path.to_path_buf());
+            return false;
+        }
+        self.in_progress.insert(key.to_string())
+    }
+
+    /// Ends a background upload begun with [`Uploader::begin_ahead`].
+    pub fn end_ahead(&mut self, key: &str, path: &Path, uploaded: bool) {
+        self.in_progress.remove(key);
+        if uploaded {
+            self.stored.insert(key.to_string());
+            self.ahead.insert(key.to_string(), path.to_path_buf());
+        }
     }
 
     /// Uploads the files of `dir` that the storage lacks; returns the manifest entries.
@@ -121,11 +182,7 @@ impl Uploader {
         for (name, path, size) in list_files(dir)? {
             let cache_key = (task.to_string(), name.clone(), size);
             let ino = inode(&path);
-            let cached = self
-                .sst_keys
-                .get(&cache_key)
-                .filter(|(_, known)| known.is_some() && *known == ino)
-                .map(|(k, _)| k.clone());
+            let cached = self.known_key(task, &name, size, ino);
             let key = match cached {
                 Some(k) => k,
                 None => {

@@ -13,6 +13,7 @@ pub mod coordinator;
 pub mod files;
 pub mod inspect;
 pub mod manifest;
+pub mod preupload;
 pub mod recovery;
 pub mod storage;
 

@@ -382,6 +382,17 @@ pub fn run(
                 offset_committers,
                 sink_committers,
                 savepoints: savepoint_rx,
+                live_dirs: stateful_stages
+                    .iter()
+                    .flat_map(|&stage| {
+                        (0..parallelism).map(move |task| {
+                            (
+                                crate::checkpoint::coordinator::task_dir_name(stage, task),
+                                live_dir(&spec.state.dir, stage, task),
+                            )
+                        })
+                    })
+                    .collect(),
             };
             let (coordinator, barriers) = Coordinator::new(setup, metrics.clone());
             let handle = std::thread::Builder::new()
