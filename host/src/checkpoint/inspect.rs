@@ -116,7 +116,18 @@ pub fn show(m: &Manifest, location: &str) -> String {
     if !m.commits.is_empty() {
         let _ = writeln!(s, "  committed output:");
         for c in &m.commits {
-            let _ = writeln!(s, "    {}: {}", c.sink, c.committed.display());
+            let _ = match &c.transaction {
+                // Kafka: one line per sink instance and its transaction.
+                Some(id) => writeln!(
+                    s,
+                    "    {}[{}]: {} (epoch {}, transaction `{id}`)",
+                    c.sink,
+                    c.instance,
+                    c.committed.display(),
+                    c.epoch
+                ),
+                None => writeln!(s, "    {}: {}", c.sink, c.committed.display()),
+            };
         }
     }
     s
@@ -198,4 +209,47 @@ pub fn copy_to_savepoint(
         files: seen.len(),
         bytes: copied,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::manifest::{SinkCommit, FORMAT};
+
+    #[test]
+    fn show_names_each_kafka_sink_instance_and_its_transaction() {
+        let commit = |instance: usize| SinkCommit {
+            sink: "out".into(),
+            epoch: 7,
+            pending: "state/kafka-sinks/out/epoch-7.jsonl".into(),
+            committed: "kafka:results".into(),
+            append: None,
+            transaction: Some(format!("headwater-p-out-{instance}-1")),
+            instance,
+        };
+        let m = Manifest {
+            format: FORMAT,
+            id: 7,
+            kind: ManifestKind::Checkpoint,
+            pipeline: "p".into(),
+            started_ms: 0,
+            duration_ms: 3,
+            parallelism: 2,
+            max_parallelism: 128,
+            finished: false,
+            operators: vec![],
+            sources: vec![],
+            tasks: vec![],
+            commits: vec![commit(0), commit(1)],
+            state_bytes: 0,
+            uploaded_bytes: 0,
+            dlq_len: None,
+        };
+        let text = show(&m, "file:///x/manifests/0000000007.json");
+        assert!(
+            text.contains("out[0]: kafka:results (epoch 7, transaction `headwater-p-out-0-1`)"),
+            "{text}"
+        );
+        assert!(text.contains("out[1]: kafka:results"), "{text}");
+    }
 }
