@@ -1,10 +1,13 @@
 //! The Kafka sink: exactly once through transactions committed with the checkpoints, or at
 //! least once through the idempotent producer.
 //!
+//! The sink runs one instance per task; instance `i` has its own producers, marker key and
+//! records folder, and everything below holds per instance.
+//!
 //! Exactly once, step by step:
-//! - A small pool of transactional producers (`<transactional_id>-0..2`) is created when the run
-//!   starts; `init_transactions` on each fences any older instance using the same ids (a crashed
-//!   run, or a second host started with the same pipeline) and aborts what it left open.
+//! - A small pool of transactional producers (`<transactional_id>-<i>-0..2`) is created when the
+//!   run starts; `init_transactions` on each fences any older instance using the same ids (a
+//!   crashed run, or a second host started with the same pipeline) and aborts what it left open.
 //! - An epoch's records go to one producer's open transaction, and to a local records file.
 //! - At the barrier ([`Sink::pre_commit`]) the transaction gets a marker (`epoch n of this sink`)
 //!   on the compacted commit topic, everything is flushed (acknowledged by the brokers, still
