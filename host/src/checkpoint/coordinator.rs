@@ -28,6 +28,20 @@ pub struct Barriers {
 }
 
 impl Barriers {
+    /// Barriers driven by a test: `requested` stands for the coordinator.
+    #[cfg(test)]
+    pub(crate) fn for_test(requested: Arc<AtomicU64>) -> (Barriers, Receiver<Report>) {
+        let (reports, rx) = crossbeam_channel::unbounded();
+        (
+            Barriers {
+                requested,
+                reports,
+                state_dir: PathBuf::new(),
+            },
+            rx,
+        )
+    }
+
     /// The newest checkpoint the coordinator asked for (0: none yet).
     pub fn requested(&self) -> CheckpointId {
         self.requested.load(Ordering::Acquire)

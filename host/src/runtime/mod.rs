@@ -504,6 +504,21 @@ pub fn run(
                 .collect()
         })
         .collect();
+    // Unaligned: per stage boundary and receiving task, how many messages it has handled
+    // from each sending task (see `Downstream::with_credits`).
+    let handled: Vec<Vec<outputs::Credits>> = (1..stage_count)
+        .map(|_| {
+            (0..parallelism)
+                .map(|_| {
+                    Arc::new(
+                        (0..parallelism)
+                            .map(|_| std::sync::atomic::AtomicU64::new(0))
+                            .collect(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
     let downstream_for =
         |stage: usize, task: usize, inbound: &Vec<Vec<(Sender<Inbound>, Receiver<Inbound>)>>| {
             if stage + 1 < stage_count {
@@ -512,6 +527,7 @@ pub fn run(
                     unaligned.then(|| lanes[stage].iter().map(|(tx, _)| tx.clone()).collect());
                 Downstream::shuffle(task, targets, spec.max_parallelism, metrics.clone())
                     .with_priority(priority)
+                    .with_credits(unaligned.then(|| (handled[stage].clone(), capacity as u64)))
             } else {
                 let sender = stage * parallelism + task;
                 Downstream::Sinks {
@@ -540,7 +556,8 @@ pub fn run(
     let mut task_threads: Vec<(String, JoinHandle<Result<(), RunError>>)> = Vec::new();
     for (task, assigned) in per_task.into_iter().enumerate() {
         let chain = plan.stages[0].chain(None)?;
-        let downstream = downstream_for(0, task, &inbound);
+        // Unaligned: the source task's barriers may overtake its own blocked sends.
+        let downstream = downstream_for(0, task, &inbound).with_overtake(barriers.clone());
         let env = env(&hub, task);
         let name = format!("source-task-{task}");
         task_threads.push((
@@ -582,7 +599,12 @@ pub fn run(
                     .and_then(|r| r.channel.get(&(stage, task)).cloned())
                     .unwrap_or_default(),
             };
-            let priority = unaligned.then(|| lanes[stage - 1][task].1.clone());
+            let priority = unaligned.then(|| {
+                (
+                    lanes[stage - 1][task].1.clone(),
+                    handled[stage - 1][task].clone(),
+                )
+            });
             let name = format!("stage-{stage}-task-{task}");
             task_threads.push((
                 name.clone(),

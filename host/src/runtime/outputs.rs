@@ -9,7 +9,7 @@ use crossbeam_channel::Sender;
 
 use crate::dlq::DeadLetter;
 use crate::ops::Context;
-use crate::record::{Batch, Message, Record, WatermarkStatus};
+use crate::record::{Batch, Message, WatermarkStatus};
 use crate::state::{key_group_of, task_of_key_group};
 use crate::value::Value;
 
@@ -186,6 +186,11 @@ pub enum Downstream {
         priority: Option<Vec<Sender<super::tasks::PriorityBarrier>>>,
         /// Messages sent to each target on its data lane.
         sent: Vec<u64>,
+        /// A source task's unaligned barriers may overtake a send blocked on a full channel.
+        overtake: Option<Box<Overtake>>,
+        /// Unaligned: per target, the messages it has handled from each sender, and how many
+        /// unhandled messages a sender may have outstanding (channel and the target's queue).
+        credits: Option<(Vec<Credits>, u64)>,
     },
     /// Write to the main-output sinks (each gets every record).
     Sinks {
@@ -214,6 +219,52 @@ impl Downstream {
             metrics,
             priority: None,
             sent,
+            overtake: None,
+            credits: None,
+        }
+    }
+
+    /// Unaligned checkpoints: a sender keeps at most `limit` messages a target has not handled
+    /// yet, wherever they are (its channel, or the target's queue after a capture took them
+    /// off the channel), so captures do not let backlogs grow.
+    pub fn with_credits(mut self, given: Option<(Vec<Credits>, u64)>) -> Self {
+        if let Downstream::Shuffle { credits, .. } = &mut self {
+            *credits = given;
+        }
+        self
+    }
+
+    /// A source task's barriers overtake its own sends blocked on a full channel (unaligned
+    /// checkpoints only: needs priority lanes).
+    pub fn with_overtake(
+        mut self,
+        barriers: Option<crate::checkpoint::coordinator::Barriers>,
+    ) -> Self {
+        if let Downstream::Shuffle {
+            overtake,
+            priority: Some(_),
+            ..
+        } = &mut self
+        {
+            *overtake = barriers.map(|barriers| {
+                Box::new(Overtake {
+                    barriers,
+                    last: 0,
+                    allowed: false,
+                    taken: None,
+                })
+            });
+        }
+        self
+    }
+
+    /// The overtaking state, for source tasks that have it.
+    pub fn overtake(&mut self) -> Option<&mut Overtake> {
+        match self {
+            Downstream::Shuffle {
+                overtake: Some(o), ..
+            } => Some(o),
+            _ => None,
         }
     }
 
@@ -240,7 +291,9 @@ impl Downstream {
                 buckets,
                 metrics,
                 sent,
-                ..
+                priority,
+                overtake,
+                credits,
             } => {
                 let parallelism = targets.len();
                 let mut key_bytes = Vec::with_capacity(32);
@@ -254,12 +307,50 @@ impl Downstream {
                     let task = task_of_key_group(kg, *max_parallelism, parallelism);
                     buckets[task].push(record);
                 }
-                for (task, bucket) in buckets.iter_mut().enumerate() {
-                    if !bucket.is_empty() {
-                        let batch: Vec<Record> = std::mem::take(bucket);
-                        send_timed(&targets[task], (*from, Message::Data(batch)), metrics)?;
-                        sent[task] += 1;
+                let pending: Vec<bool> = buckets.iter().map(|b| !b.is_empty()).collect();
+                for k in 0..buckets.len() {
+                    if !pending[k] {
+                        continue;
                     }
+                    let msg = (*from, Message::Data(std::mem::take(&mut buckets[k])));
+                    {
+                        let mut ahead = match (priority.as_ref(), overtake.as_deref_mut()) {
+                            (Some(lanes), Some(o)) if o.allowed => Some((lanes, o)),
+                            _ => None,
+                        };
+                        let sent_so_far: &[u64] = sent;
+                        // Blocked for long enough to see a checkpoint asked for: its barrier
+                        // goes ahead on the priority lanes, counting this message and the ones
+                        // this batch still sends as before it (they were read before it); the
+                        // receivers record them as in-flight data.
+                        let mut on_block = || {
+                            let Some((lanes, o)) = ahead.as_mut() else {
+                                return;
+                            };
+                            let id = o.barriers.requested();
+                            if id <= o.last {
+                                return;
+                            }
+                            for (t, lane) in lanes.iter().enumerate() {
+                                let at =
+                                    sent_so_far[t] + u64::from(t == k || (t > k && pending[t]));
+                                let _ = lane.send((*from, id, at));
+                            }
+                            o.last = id;
+                            o.taken = Some(id);
+                        };
+                        if let Some((handled, limit)) = credits.as_ref() {
+                            wait_for_credit(
+                                &handled[k][*from],
+                                sent_so_far[k],
+                                *limit,
+                                metrics,
+                                &mut on_block,
+                            );
+                        }
+                        send_overtaking(&targets[k], msg, metrics, &mut on_block)?;
+                    }
+                    sent[k] += 1;
                 }
                 Ok(())
             }
@@ -364,6 +455,79 @@ fn send_to_all(
     send_timed(last, (sender, SinkItem::Data(values)), metrics)
 }
 
+/// Per sender: how many of its messages a stage task has handled.
+pub type Credits = Arc<Vec<std::sync::atomic::AtomicU64>>;
+
+/// Waits until the target has handled enough of this sender's messages that one more keeps at
+/// most `limit` outstanding; `on_block` runs every few milliseconds meanwhile.
+fn wait_for_credit(
+    handled: &std::sync::atomic::AtomicU64,
+    sent: u64,
+    limit: u64,
+    metrics: &Metrics,
+    on_block: &mut dyn FnMut(),
+) {
+    if sent.saturating_sub(handled.load(Ordering::Acquire)) < limit {
+        return;
+    }
+    let waited = std::time::Instant::now();
+    let mut last_poll = waited;
+    while sent.saturating_sub(handled.load(Ordering::Acquire)) >= limit {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+        if last_poll.elapsed() >= OVERTAKE_POLL {
+            last_poll = std::time::Instant::now();
+            on_block();
+        }
+    }
+    metrics
+        .backpressure_ns
+        .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// The part of a source task's unaligned checkpointing that happens inside a blocked send.
+pub struct Overtake {
+    barriers: crate::checkpoint::coordinator::Barriers,
+    /// The newest barrier the task passed on.
+    pub last: crate::checkpoint::CheckpointId,
+    /// Everything the task read is in the batch being sent (its chain holds no records):
+    /// only then may a barrier overtake it.
+    pub allowed: bool,
+    /// A barrier that overtook a send: the task reports its positions for it next.
+    pub taken: Option<crate::checkpoint::CheckpointId>,
+}
+
+/// How often a blocked send looks for a checkpoint whose barrier may overtake it.
+const OVERTAKE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Like [`send_timed`], calling `on_block` every few milliseconds while the channel is full.
+fn send_overtaking<T>(
+    tx: &Sender<T>,
+    msg: T,
+    metrics: &Metrics,
+    on_block: &mut dyn FnMut(),
+) -> Result<(), Disconnected> {
+    let mut msg = match tx.try_send(msg) {
+        Ok(()) => return Ok(()),
+        Err(crossbeam_channel::TrySendError::Full(msg)) => msg,
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => return Err(Disconnected),
+    };
+    let waited = std::time::Instant::now();
+    let result = loop {
+        match tx.send_timeout(msg, OVERTAKE_POLL) {
+            Ok(()) => break Ok(()),
+            Err(crossbeam_channel::SendTimeoutError::Timeout(m)) => {
+                msg = m;
+                on_block();
+            }
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => break Err(Disconnected),
+        }
+    };
+    metrics
+        .backpressure_ns
+        .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    result
+}
+
 /// Sends, counting the time spent waiting on a full channel as backpressure.
 fn send_timed<T>(tx: &Sender<T>, msg: T, metrics: &Metrics) -> Result<(), Disconnected> {
     match tx.try_send(msg) {
@@ -377,5 +541,72 @@ fn send_timed<T>(tx: &Sender<T>, msg: T, metrics: &Metrics) -> Result<(), Discon
             sent
         }
         Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Disconnected),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    fn records(n: i64) -> Batch {
+        (0..n)
+            .map(|i| {
+                let mut r = crate::record::Record::new(Value::Int(i), i, Default::default());
+                r.key = Some(Value::Int(i));
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_barrier_overtakes_a_send_blocked_on_credits_counting_what_was_read_before_it() {
+        let (tx0, rx0) = crossbeam_channel::bounded(1);
+        let (tx1, rx1) = crossbeam_channel::bounded(1);
+        let (lane0, barriers0) = crossbeam_channel::unbounded();
+        let (lane1, barriers1) = crossbeam_channel::unbounded();
+        let handled: Vec<Credits> = (0..2).map(|_| Arc::new(vec![AtomicU64::new(0)])).collect();
+        let requested = Arc::new(AtomicU64::new(0));
+        let (barriers, _reports) =
+            crate::checkpoint::coordinator::Barriers::for_test(requested.clone());
+        let mut down = Downstream::shuffle(0, vec![tx0, tx1], 128, Arc::new(Metrics::new(1)))
+            .with_priority(Some(vec![lane0, lane1]))
+            .with_credits(Some((handled.clone(), 1)))
+            .with_overtake(Some(barriers));
+        // One message to each target: both now have one unhandled message (the limit).
+        down.send_batch(records(64)).expect("first batch");
+        assert!(rx0.len() == 1 && rx1.len() == 1);
+        if let Some(o) = down.overtake() {
+            o.allowed = true;
+        }
+        requested.store(1, Ordering::Release);
+        let sender = std::thread::spawn(move || {
+            down.send_batch(records(64)).expect("second batch");
+            down
+        });
+        // The sender is blocked; checkpoint 1's barrier goes ahead, counting both messages of
+        // the batch being sent as before it.
+        let b0 = barriers0
+            .recv_timeout(Duration::from_secs(5))
+            .expect("barrier to target 0");
+        let b1 = barriers1
+            .recv_timeout(Duration::from_secs(5))
+            .expect("barrier to target 1");
+        assert_eq!((b0, b1), ((0, 1, 2), (0, 1, 2)));
+        // The targets handle their messages: the blocked batch goes through.
+        for (rx, h) in [(&rx0, &handled[0]), (&rx1, &handled[1])] {
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("first message");
+            h[0].fetch_add(1, Ordering::Release);
+        }
+        for rx in [&rx0, &rx1] {
+            rx.recv_timeout(Duration::from_secs(5))
+                .expect("second message");
+        }
+        let mut down = sender.join().expect("sender");
+        let o = down.overtake().expect("overtaking");
+        assert_eq!((o.taken, o.last), (Some(1), 1));
+        assert!(barriers0.try_recv().is_err(), "one barrier per checkpoint");
     }
 }

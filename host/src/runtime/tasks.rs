@@ -111,6 +111,9 @@ pub fn run_source_task(
             let id = barriers.requested();
             if id > last_barrier {
                 last_barrier = id;
+                if let Some(o) = downstream.overtake() {
+                    o.last = id;
+                }
                 let partitions = partition_states(&parts);
                 if inject_barrier(
                     id,
@@ -129,7 +132,8 @@ pub fn run_source_task(
         }
         let stopping = drain_on_stop && env.control.stop_requested();
         let mut progressed = false;
-        for (idx, p) in parts.iter_mut().enumerate() {
+        for idx in 0..parts.len() {
+            let p = &mut parts[idx];
             if p.ended {
                 continue;
             }
@@ -175,13 +179,30 @@ pub fn run_source_task(
                     .fetch_max(max_time, Ordering::Relaxed);
                 let batch = std::mem::replace(&mut buf, Vec::with_capacity(env.batch_size));
                 let out = chain.process(batch, &mut ctx)?;
+                if let Some(o) = downstream.overtake() {
+                    o.allowed = !chain.holds_records();
+                }
                 if env.hub.drain_context(&mut ctx, &env.metrics).is_err()
                     || downstream.send_batch(out).is_err()
                 {
                     return Ok(());
                 }
+                if let Some(id) = downstream.overtake().and_then(|o| o.taken.take()) {
+                    last_barrier = id;
+                    tracing::debug!(task, checkpoint = id, "barrier overtook a blocked send");
+                    if let Some(barriers) = &env.barriers {
+                        barriers.report(Report {
+                            from: Participant::Source { task },
+                            id: Some(id),
+                            contribution: Contribution::Source(partition_states(&parts)),
+                        });
+                    }
+                    if env.hub.barrier(id).is_err() {
+                        return Ok(());
+                    }
+                }
             }
-            watermarks.update(idx, p.clock.status(now));
+            watermarks.update(idx, parts[idx].clock.status(now));
         }
         let now = Instant::now();
         if chain.holds_records() && tick(&mut chain, &mut ctx, &mut downstream, &env, now)?.is_err()
@@ -488,7 +509,7 @@ pub type PriorityBarrier = (usize, CheckpointId, u64);
 /// passing checkpoint barriers aligned (no `priority` lane) or unaligned.
 pub fn run_stage_task(
     inbound: Receiver<Inbound>,
-    priority: Option<Receiver<PriorityBarrier>>,
+    priority: Option<(Receiver<PriorityBarrier>, super::outputs::Credits)>,
     upstream_tasks: usize,
     chain: Chain,
     downstream: Downstream,
@@ -504,7 +525,9 @@ pub fn run_stage_task(
     }
     match priority {
         None => run_aligned(&mut stage, inbound, upstream_tasks),
-        Some(priority) => run_unaligned(&mut stage, inbound, priority, upstream_tasks),
+        Some((priority, handled)) => {
+            run_unaligned(&mut stage, inbound, priority, &handled, upstream_tasks)
+        }
     }
 }
 
@@ -587,6 +610,7 @@ fn run_unaligned(
     stage: &mut Stage,
     inbound: Receiver<Inbound>,
     priority: Receiver<PriorityBarrier>,
+    handled: &[std::sync::atomic::AtomicU64],
     upstream_tasks: usize,
 ) -> Result<(), RunError> {
     let mut pulled = vec![0u64; upstream_tasks];
@@ -697,6 +721,10 @@ fn run_unaligned(
         let Some((from, _, msg)) = queue.pop_front() else {
             continue;
         };
+        // The sender may send one more (see `Downstream::with_credits`).
+        if let Some(h) = handled.get(from) {
+            h.fetch_add(1, Ordering::Release);
+        }
         match stage.handle(from, msg)? {
             Flow::Go => {}
             Flow::Stop => return Ok(()),
