@@ -884,7 +884,6 @@ fn a_rescaled_run_retires_the_sink_instances_it_no_longer_has() {
     // open transactions must not linger.
     let dir = tempfile::tempdir().expect("tempdir");
     let input = unique("kscale-in");
-    let output = unique("kscale-out");
     create_topic(&input, 3);
     let n: usize = 300_000;
     let messages: Vec<(i32, String, Vec<u8>)> = (0..n)
@@ -903,7 +902,7 @@ fn a_rescaled_run_retires_the_sink_instances_it_no_longer_has() {
         .collect();
     produce(&input, &messages);
     let b = bootstrap();
-    let pipeline = |parallelism: usize| {
+    let pipeline = |parallelism: usize, output: &str| {
         format!(
             "name: kscale\nparallelism: {parallelism}\n\
 sources:\n  events: {{ type: kafka, topic: {input}, brokers: '{b}', until: end, event_time: {{ field: ts }} }}\n\
@@ -912,9 +911,9 @@ sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{b}', key: k }}\n\
 output: out\ncheckpoint: {{ interval: 100ms }}\ntuning: {{ progress_interval: 0s }}\n"
         )
     };
-    std::fs::write(dir.path().join("pipeline.yaml"), pipeline(3)).expect("pipeline");
     // Until a crash leaves records pending in instances 1 and 2 (the first epochs of a run can
-    // be empty while the consumers start).
+    // be empty while the consumers start). Each round starts over (`--fresh`) into an output
+    // topic of its own, so the input never runs out; the last round's topic is checked.
     let pending = |instance: usize| {
         let dir = dir.path().join(format!(
             ".headwater/kscale/state/kafka-sinks/out/{instance}"
@@ -926,18 +925,17 @@ output: out\ncheckpoint: {{ interval: 100ms }}\ntuning: {{ progress_interval: 0s
             .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
     };
     let mut round = 0;
-    while !(pending(1) && pending(2)) {
+    let mut output = String::new();
+    while round == 0 || !(pending(1) && pending(2)) {
         round += 1;
         assert!(
             round <= 10,
             "no crash left records pending in instances 1 and 2"
         );
-        let mut c = headwater(dir.path());
-        c.args(["run", "pipeline.yaml", "-q"]);
-        if round == 1 {
-            c.arg("--fresh");
-        }
-        let out = c
+        output = unique("kscale-out");
+        std::fs::write(dir.path().join("pipeline.yaml"), pipeline(3, &output)).expect("pipeline");
+        let out = headwater(dir.path())
+            .args(["run", "pipeline.yaml", "-q", "--fresh"])
             .env("HEADWATER_CRASH_AT", "manifest-written:8")
             .output()
             .expect("run");
@@ -948,7 +946,7 @@ output: out\ncheckpoint: {{ interval: 100ms }}\ntuning: {{ progress_interval: 0s
         );
     }
 
-    std::fs::write(dir.path().join("pipeline.yaml"), pipeline(1)).expect("pipeline");
+    std::fs::write(dir.path().join("pipeline.yaml"), pipeline(1, &output)).expect("pipeline");
     let out = headwater(dir.path())
         .args(["run", "pipeline.yaml", "-q"])
         .env("HEADWATER_LOG", "info")
