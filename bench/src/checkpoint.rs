@@ -284,6 +284,7 @@ impl Rounds<'_> {
                 state_bytes: stats.total_bytes,
                 uploaded_bytes: stats.uploaded_bytes,
                 dlq_len: None,
+                sink_channels: Vec::new(),
             };
             self.storage.write_manifest(&manifest)?;
             let total_ms = started.elapsed().as_secs_f64() * 1e3;

@@ -8,11 +8,13 @@
 //! `nexmark_generator` measures the bare generator in the same run, so each query's figure can
 //! be read as a ratio of it. `python` compares Python UDF runtimes with a plain Python loop
 //! (see `python_udf.rs`). `kafka` compares exactly-once and at-least-once Kafka sinks on a real
-//! broker (see `kafka.rs`).
+//! broker (see `kafka.rs`). `unaligned` compares checkpoint durations under backpressure with
+//! aligned and unaligned barriers (see `unaligned.rs`).
 
 mod checkpoint;
 mod kafka;
 mod python_udf;
+mod unaligned;
 
 use std::time::Instant;
 
@@ -32,7 +34,7 @@ use headwater::runtime::{self, RunControl, RunOptions};
 #[command(about = "Run Headwater benchmarks; prints one JSON line per result")]
 struct Args {
     /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python, checkpoint,
-    /// checkpointed, kafka.
+    /// checkpointed, unaligned, kafka.
     names: Vec<String>,
     /// State sizes (MB) for the `checkpoint` benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000,2000")]
@@ -65,7 +67,7 @@ struct Args {
     parallelism: Option<usize>,
 }
 
-const ALL: [&str; 9] = [
+const ALL: [&str; 10] = [
     "generator",
     "q0",
     "q1",
@@ -74,6 +76,7 @@ const ALL: [&str; 9] = [
     "python",
     "checkpoint",
     "checkpointed",
+    "unaligned",
     "kafka",
 ];
 
@@ -116,6 +119,10 @@ fn main() -> Result<()> {
                     parallelism,
                 };
                 kafka::run(&work, &opts, &emit)?;
+                continue;
+            }
+            "unaligned" => {
+                unaligned::run(&work, args.events, parallelism, &emit)?;
                 continue;
             }
             "checkpointed" => {

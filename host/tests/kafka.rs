@@ -908,9 +908,11 @@ fn a_rescaled_run_retires_the_sink_instances_it_no_longer_has() {
 sources:\n  events: {{ type: kafka, topic: {input}, brokers: '{b}', until: end, event_time: {{ field: ts }} }}\n\
 steps:\n  - map: {{ select: [id, k] }}\n\
 sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{b}', key: k }}\n\
-output: out\ncheckpoint: {{ interval: 100ms }}\ntuning: {{ progress_interval: 0s }}\n"
+output: out\ncheckpoint: {{ interval: 100ms, mode: unaligned }}\ntuning: {{ progress_interval: 0s }}\n"
         )
     };
+    // Unaligned checkpoints: results queued in front of a sink instance go into the
+    // checkpoint, and the resumed run (with one instance) writes those of all three first.
     // Until a crash leaves records pending in instances 1 and 2 (the first epochs of a run can
     // be empty while the consumers start). Each round starts over (`--fresh`) into an output
     // topic of its own, so the input never runs out; the last round's topic is checked.
@@ -945,6 +947,20 @@ output: out\ncheckpoint: {{ interval: 100ms }}\ntuning: {{ progress_interval: 0s
             "round {round} should abort after its 8th manifest: {stderr}"
         );
     }
+
+    // How much the crashed run's newest checkpoint had in flight to the sink instances.
+    let newest = std::fs::read_dir(dir.path().join(".headwater/kscale/checkpoints/manifests"))
+        .expect("manifests")
+        .flatten()
+        .map(|e| e.path())
+        .max()
+        .expect("a manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&newest).expect("read manifest")).expect("json");
+    eprintln!(
+        "results in flight to sink instances at the restored checkpoint: {}",
+        manifest["sink_channels"]
+    );
 
     std::fs::write(dir.path().join("pipeline.yaml"), pipeline(1, &output)).expect("pipeline");
     let out = headwater(dir.path())

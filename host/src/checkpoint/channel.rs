@@ -9,7 +9,8 @@ use std::path::Path;
 use crate::record::{Origin, Record};
 use crate::value::Value;
 
-/// Writes `records` to `path` (created or replaced) and syncs it.
+/// Writes `records` to `path` (created or replaced). Not synced: the copy that counts is the
+/// one the coordinator uploads before it writes the manifest.
 pub fn write_records(path: &Path, records: &[Record]) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(records.len() * 96);
     for r in records {
@@ -26,9 +27,7 @@ pub fn write_records(path: &Path, records: &[Record]) -> std::io::Result<()> {
         r.value.write_json(&mut out);
         out.extend_from_slice(b"}\n");
     }
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(&out)?;
-    file.sync_all()
+    std::fs::write(path, out)
 }
 
 /// Reads records written by [`write_records`]; an error names the line.
@@ -72,6 +71,27 @@ pub fn read_records(bytes: &[u8]) -> Result<Vec<Record>, String> {
     Ok(records)
 }
 
+/// Writes results in flight to a sink (`values`, one JSON line each) to `path` (not synced,
+/// like [`write_records`]).
+pub fn write_values(path: &Path, values: &[Value]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(values.len() * 64);
+    for v in values {
+        v.write_json(&mut out);
+        out.push(b'\n');
+    }
+    std::fs::write(path, out)
+}
+
+/// Reads values written by [`write_values`]; an error names the line.
+pub fn read_values(bytes: &[u8]) -> Result<Vec<Value>, String> {
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| Value::from_json(line).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +117,22 @@ mod tests {
         assert!(read_records(b"{\"t\":1}\n")
             .expect_err("bad")
             .contains("line 1"));
+    }
+
+    #[test]
+    fn sink_values_round_trip_and_a_bad_line_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.jsonl");
+        let values = vec![
+            Value::from_json(br#"{"user":"u1","n":[1,2.5,"x\ny"]}"#).expect("json"),
+            Value::Null,
+            Value::from("plain"),
+        ];
+        write_values(&path, &values).expect("write");
+        let back = read_values(&std::fs::read(&path).expect("read")).expect("parse");
+        assert_eq!(back, values);
+        assert!(read_values(b"1\n{oops\n")
+            .expect_err("bad")
+            .contains("line 2"));
     }
 }

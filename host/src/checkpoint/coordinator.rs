@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::files::{SharedUploader, UploadStats, Uploader};
-use super::manifest::{Manifest, ManifestKind, SinkCommit, TaskState, FORMAT};
+use super::manifest::{Manifest, ManifestKind, SinkChannel, SinkCommit, TaskState, FORMAT};
 use super::storage::CheckpointStorage;
 use super::{CheckpointError, CheckpointId, Contribution, Participant, Report};
 use crate::config::spec::CheckpointSpec;
@@ -30,13 +30,16 @@ pub struct Barriers {
 impl Barriers {
     /// Barriers driven by a test: `requested` stands for the coordinator.
     #[cfg(test)]
-    pub(crate) fn for_test(requested: Arc<AtomicU64>) -> (Barriers, Receiver<Report>) {
+    pub(crate) fn for_test(
+        requested: Arc<AtomicU64>,
+        state_dir: &Path,
+    ) -> (Barriers, Receiver<Report>) {
         let (reports, rx) = crossbeam_channel::unbounded();
         (
             Barriers {
                 requested,
                 reports,
-                state_dir: PathBuf::new(),
+                state_dir: state_dir.to_path_buf(),
             },
             rx,
         )
@@ -62,6 +65,14 @@ impl Barriers {
             .join("checkpoints")
             .join(name)
             .join(task_dir_name(stage, task))
+    }
+
+    /// Where sink participant `sink` writes its in-flight results of unaligned checkpoint `id`.
+    pub fn sink_channel_path(&self, id: CheckpointId, sink: usize) -> PathBuf {
+        self.state_dir
+            .join("checkpoints")
+            .join(format!("pending-{id}"))
+            .join(format!("sink-{sink}.channel.jsonl"))
     }
 }
 
@@ -290,10 +301,13 @@ impl Coordinator {
             contribution,
         } = r;
         let contribution = match contribution {
-            Contribution::Sink(commit) => {
+            Contribution::Sink { commit, channel } => {
                 // Sink output is data: keep it whatever became of its checkpoint.
                 self.uncommitted.extend(commit);
-                Contribution::Sink(None)
+                Contribution::Sink {
+                    commit: None,
+                    channel,
+                }
             }
             other => other,
         };
@@ -372,6 +386,7 @@ impl Coordinator {
         let mut sources = Vec::new();
         let mut tasks = Vec::new();
         let mut local_dirs: Vec<(usize, usize, PathBuf)> = Vec::new();
+        let mut sink_channels = Vec::new();
         let participants = self.setup.participants.clone();
         let gathered: Vec<(Participant, Option<Contribution>)> = participants
             .iter()
@@ -423,6 +438,21 @@ impl Coordinator {
                         channel,
                     });
                 }
+                (
+                    Participant::Sink { .. },
+                    Some(Contribution::Sink {
+                        channel: Some(c), ..
+                    }),
+                ) => sink_channels.push(SinkChannel {
+                    sink: c.sink.clone(),
+                    instance: c.instance,
+                    file: self.uploader().upload_file(
+                        &self.setup.storage,
+                        "channel.jsonl",
+                        &c.path,
+                        &mut stats,
+                    )?,
+                }),
                 _ => {}
             }
         }
@@ -454,6 +484,7 @@ impl Coordinator {
             state_bytes: stats.total_bytes,
             uploaded_bytes: stats.uploaded_bytes,
             dlq_len: None,
+            sink_channels,
         };
         let mut manifest = manifest;
         let dlq_len = manifest

@@ -103,15 +103,28 @@ pub fn show(m: &Manifest, location: &str) -> String {
         let size: u64 = t.files.iter().map(|f| f.size).sum();
         let _ = writeln!(
             s,
-            "    stage {} task {}: key groups {}..={}, watermark {}, {} file(s), {}",
+            "    stage {} task {}: key groups {}..={}, watermark {}, {} file(s), {}{}",
             t.stage,
             t.task,
             t.key_groups.0,
             t.key_groups.1,
             when(t.watermark),
             t.files.len(),
-            bytes(size)
+            bytes(size),
+            t.channel
+                .as_ref()
+                .map(|c| format!(", {} of records in flight", bytes(c.size)))
+                .unwrap_or_default()
         );
+    }
+    if !m.sink_channels.is_empty() {
+        let _ = writeln!(
+            s,
+            "  results in flight to sinks (written first on restore):"
+        );
+        for c in &m.sink_channels {
+            let _ = writeln!(s, "    {}[{}]: {}", c.sink, c.instance, bytes(c.file.size));
+        }
     }
     if !m.commits.is_empty() {
         let _ = writeln!(s, "  committed output:");
@@ -214,10 +227,10 @@ pub fn copy_to_savepoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::manifest::{SinkCommit, FORMAT};
+    use crate::checkpoint::manifest::{SinkChannel, SinkCommit, StateFile, FORMAT};
 
     #[test]
-    fn show_names_each_kafka_sink_instance_and_its_transaction() {
+    fn show_names_each_kafka_sink_instance_its_transaction_and_results_in_flight() {
         let commit = |instance: usize| SinkCommit {
             sink: "out".into(),
             epoch: 7,
@@ -244,8 +257,23 @@ mod tests {
             state_bytes: 0,
             uploaded_bytes: 0,
             dlq_len: None,
+            sink_channels: vec![SinkChannel {
+                sink: "out".into(),
+                instance: 1,
+                file: StateFile {
+                    name: "channel.jsonl".into(),
+                    key: "shared/abc-2048".into(),
+                    size: 2048,
+                },
+            }],
         };
         let text = show(&m, "file:///x/manifests/0000000007.json");
+        assert!(
+            text.contains(
+                "results in flight to sinks (written first on restore):\n    out[1]: 2.0 KB"
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("out[0]: kafka:results (epoch 7, transaction `headwater-p-out-0-1`)"),
             "{text}"

@@ -48,6 +48,19 @@ pub struct Manifest {
     /// Length of the dead-letter file once this checkpoint's dead letters are in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dlq_len: Option<u64>,
+    /// Unaligned checkpoints: results in flight to a sink instance when it pre-committed,
+    /// written first on restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sink_channels: Vec<SinkChannel>,
+}
+
+/// Results a task had sent to a sink instance before a checkpoint's barrier that the
+/// instance had not written when the barrier overtook them (`file.name` is `channel.jsonl`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkChannel {
+    pub sink: String,
+    pub instance: usize,
+    pub file: StateFile,
 }
 
 /// Where one source partition was when the barrier left it.
@@ -135,6 +148,7 @@ impl Manifest {
         self.tasks
             .iter()
             .flat_map(|t| t.files.iter().chain(t.channel.iter()))
+            .chain(self.sink_channels.iter().map(|c| &c.file))
     }
 
     pub fn file_count(&self) -> usize {

@@ -79,8 +79,20 @@ pub enum Contribution {
         /// Unaligned checkpoints: the in-flight records stored with the snapshot.
         channel: Option<PathBuf>,
     },
-    /// A sink's output for the epoch the barrier closed, durable under a pending name.
-    Sink(Option<manifest::SinkCommit>),
+    /// A sink instance's output for the epoch the barrier closed, durable under a pending
+    /// name, and (unaligned checkpoints) the results in flight to it when it pre-committed.
+    Sink {
+        commit: Option<manifest::SinkCommit>,
+        channel: Option<SinkChannelPath>,
+    },
+}
+
+/// A sink instance's in-flight results of an unaligned checkpoint, in a local file.
+#[derive(Clone, Debug)]
+pub struct SinkChannelPath {
+    pub sink: String,
+    pub instance: usize,
+    pub path: PathBuf,
 }
 
 /// A participant passed a barrier (`id: Some`), or finished its input for good (`id: None`:

@@ -61,6 +61,9 @@ pub struct Restored {
     pub watermarks: HashMap<(usize, usize), EventTime>,
     /// Records in flight at an unaligned checkpoint, per (stage, task) of this run.
     pub channel: HashMap<(usize, usize), Vec<crate::record::Record>>,
+    /// Results in flight to sink instances at an unaligned checkpoint: per sink name, per
+    /// instance of the checkpointed run.
+    pub sink_channel: HashMap<String, Vec<(usize, Vec<crate::value::Value>)>>,
     pub stats: RestoreStats,
     pub rescaled_from: Option<usize>,
     /// Manifests skipped because they were unusable (newest first), with the reason.
@@ -502,6 +505,19 @@ fn restore(
             channel.entry((t.stage, task)).or_default().push(r);
         }
     }
+    let mut sink_channel: HashMap<String, Vec<(usize, Vec<crate::value::Value>)>> = HashMap::new();
+    for c in &manifest.sink_channels {
+        let bytes = storage.get(&c.file.key)?;
+        let values =
+            super::channel::read_values(&bytes).map_err(|message| CheckpointError::Corrupt {
+                location: storage.display(&c.file.key),
+                message,
+            })?;
+        sink_channel
+            .entry(c.sink.clone())
+            .or_default()
+            .push((c.instance, values));
+    }
     let positions = manifest
         .sources
         .iter()
@@ -514,6 +530,7 @@ fn restore(
         positions,
         watermarks,
         channel,
+        sink_channel,
         stats,
         skipped,
     })

@@ -353,6 +353,7 @@ mod tests {
             state_bytes: 0,
             uploaded_bytes: 0,
             dlq_len: None,
+            sink_channels: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! side-output sinks and the DLQ. All channels are bounded, so a slow consumer slows the
 //! producer (backpressure) instead of growing memory.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -77,8 +77,8 @@ pub struct Disconnected;
 pub struct SinkHub {
     /// This task's number among all tasks (the sinks track each sender's barriers).
     pub sender: usize,
-    /// Per sink, its instances' channels (Kafka sinks have one instance per task).
-    pub sinks: Vec<Vec<Sender<SinkMsg>>>,
+    /// Per sink, its instances' inputs (Kafka sinks have one instance per task).
+    pub sinks: Vec<Vec<SinkLane>>,
     pub dlq: Sender<DlqMsg>,
     /// `dlq: { sink: NAME }`: dead letters go to that sink as envelopes, not to the file.
     pub dlq_sink: Option<Arc<DlqToSink>>,
@@ -94,17 +94,16 @@ pub struct DlqToSink {
 impl SinkHub {
     /// The instance of sink `sink` that task `sender` writes to: each task always the same
     /// one, so a key's records (which one task produces) keep their order.
-    pub fn instance_for(&self, sink: usize, sender: usize) -> &Sender<SinkMsg> {
+    pub fn instance_for(&self, sink: usize, sender: usize) -> &SinkLane {
         let instances = &self.sinks[sink];
         &instances[sender % instances.len()]
     }
 
-    /// Sends checkpoint `id`'s barrier to every sink instance and the DLQ, after everything
-    /// sent before.
+    /// Sends checkpoint `id`'s barrier to every sink instance (after everything sent before,
+    /// or unaligned on its priority lane) and the DLQ (after everything sent before).
     pub fn barrier(&self, id: crate::checkpoint::CheckpointId) -> Result<(), Disconnected> {
         for s in self.sinks.iter().flatten() {
-            s.send((self.sender, SinkItem::Barrier(id)))
-                .map_err(|_| Disconnected)?;
+            s.send_barrier(self.sender, id)?;
         }
         self.dlq
             .send((self.sender, DlqItem::Barrier(id)))
@@ -114,7 +113,8 @@ impl SinkHub {
     /// Tells every sink and the DLQ this task is done.
     pub fn end(&self) -> Result<(), Disconnected> {
         for s in self.sinks.iter().flatten() {
-            s.send((self.sender, SinkItem::End))
+            s.data
+                .send((self.sender, SinkItem::End))
                 .map_err(|_| Disconnected)?;
         }
         self.dlq
@@ -135,10 +135,11 @@ impl SinkHub {
                     values.push(v);
                 }
             }
-            return self
-                .instance_for(to.sink, self.sender)
-                .send((self.sender, SinkItem::Data(values)))
-                .map_err(|_| Disconnected);
+            return self.instance_for(to.sink, self.sender).send_data(
+                self.sender,
+                values,
+                &to.metrics,
+            );
         }
         self.dlq
             .send((self.sender, DlqItem::Letters(letters)))
@@ -164,8 +165,7 @@ impl SinkHub {
             for (idx, values) in per_sink.into_iter().enumerate() {
                 if !values.is_empty() {
                     self.instance_for(idx, self.sender)
-                        .send((self.sender, SinkItem::Data(values)))
-                        .map_err(|_| Disconnected)?;
+                        .send_data(self.sender, values, metrics)?;
                 }
             }
         }
@@ -197,7 +197,7 @@ pub enum Downstream {
         task: usize,
         /// The task's number among all tasks (see [`SinkHub::sender`]).
         sender: usize,
-        outputs: Vec<Sender<SinkMsg>>,
+        outputs: Vec<SinkLane>,
         metrics: Arc<Metrics>,
     },
 }
@@ -341,12 +341,13 @@ impl Downstream {
                         };
                         if let Some((handled, limit)) = credits.as_ref() {
                             wait_for_credit(
-                                &handled[k][*from],
+                                &handled[k],
+                                *from,
                                 sent_so_far[k],
                                 *limit,
                                 metrics,
                                 &mut on_block,
-                            );
+                            )?;
                         }
                         send_overtaking(&targets[k], msg, metrics, &mut on_block)?;
                     }
@@ -441,7 +442,7 @@ impl Downstream {
 }
 
 fn send_to_all(
-    outputs: &[Sender<SinkMsg>],
+    outputs: &[SinkLane],
     sender: usize,
     values: Vec<Value>,
     metrics: &Metrics,
@@ -450,38 +451,188 @@ fn send_to_all(
         return Ok(());
     };
     for s in rest {
-        send_timed(s, (sender, SinkItem::Data(values.clone())), metrics)?;
+        s.send_data(sender, values.clone(), metrics)?;
     }
-    send_timed(last, (sender, SinkItem::Data(values)), metrics)
+    last.send_data(sender, values, metrics)
 }
 
-/// Per sender: how many of its messages a stage task has handled.
-pub type Credits = Arc<Vec<std::sync::atomic::AtomicU64>>;
+/// One sink instance's input: its channel and, in unaligned checkpoints, its priority lane
+/// and credits.
+#[derive(Clone)]
+pub struct SinkLane {
+    pub data: Sender<SinkMsg>,
+    pub unaligned: Option<Arc<SinkUnaligned>>,
+}
 
-/// Waits until the target has handled enough of this sender's messages that one more keeps at
-/// most `limit` outstanding; `on_block` runs every few milliseconds meanwhile.
+/// An unaligned sink instance's priority lane (barriers overtake the queued data) and, per
+/// sender, the data messages sent and handled (a sender keeps at most `limit` unhandled).
+pub struct SinkUnaligned {
+    pub priority: Sender<super::tasks::PriorityBarrier>,
+    pub sent: Vec<AtomicU64>,
+    pub credits: Credits,
+    pub limit: u64,
+}
+
+impl SinkUnaligned {
+    pub fn new(
+        priority: Sender<super::tasks::PriorityBarrier>,
+        credits: Credits,
+        limit: u64,
+    ) -> Self {
+        SinkUnaligned {
+            priority,
+            sent: (0..credits.handled.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            credits,
+            limit,
+        }
+    }
+}
+
+impl SinkLane {
+    /// Sends a batch of results (unaligned: once the sink has handled enough of this sender's
+    /// earlier batches).
+    pub fn send_data(
+        &self,
+        sender: usize,
+        values: Vec<Value>,
+        metrics: &Metrics,
+    ) -> Result<(), Disconnected> {
+        let Some(u) = &self.unaligned else {
+            return send_timed(&self.data, (sender, SinkItem::Data(values)), metrics);
+        };
+        let Some(sent) = u.sent.get(sender) else {
+            return send_timed(&self.data, (sender, SinkItem::Data(values)), metrics);
+        };
+        let so_far = sent.load(Ordering::Relaxed);
+        wait_for_credit(&u.credits, sender, so_far, u.limit, metrics, &mut || {})?;
+        send_timed(&self.data, (sender, SinkItem::Data(values)), metrics)?;
+        sent.store(so_far + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends checkpoint `id`'s barrier: after the data (aligned), or on the priority lane with
+    /// the number of data messages sent before it (unaligned).
+    pub fn send_barrier(
+        &self,
+        sender: usize,
+        id: crate::checkpoint::CheckpointId,
+    ) -> Result<(), Disconnected> {
+        match &self.unaligned {
+            None => self
+                .data
+                .send((sender, SinkItem::Barrier(id)))
+                .map_err(|_| Disconnected),
+            Some(u) => {
+                let at = u.sent.get(sender).map_or(0, |n| n.load(Ordering::Relaxed));
+                u.priority.send((sender, id, at)).map_err(|_| Disconnected)
+            }
+        }
+    }
+}
+
+/// Per sender, how many of its messages a receiver (stage task or sink) has handled; and
+/// whether the receiver has gone (a sender waiting for credit then gives up).
+pub struct CreditCounters {
+    pub handled: Vec<AtomicU64>,
+    /// Per sender: the `handled` count at which to wake it (`u64::MAX`: not waiting).
+    wake_at: Vec<AtomicU64>,
+    waiters: Vec<std::sync::Mutex<Option<std::thread::Thread>>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl CreditCounters {
+    pub fn new(senders: usize) -> Credits {
+        Arc::new(CreditCounters {
+            handled: (0..senders).map(|_| AtomicU64::new(0)).collect(),
+            wake_at: (0..senders).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            waiters: (0..senders).map(|_| std::sync::Mutex::new(None)).collect(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The receiver handled one more message from `sender`.
+    pub fn handled_one(&self, sender: usize) {
+        let Some(h) = self.handled.get(sender) else {
+            return;
+        };
+        let now = h.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.wake_at[sender].load(Ordering::SeqCst) <= now {
+            self.wake(sender);
+        }
+    }
+
+    fn wake(&self, sender: usize) {
+        self.wake_at[sender].store(u64::MAX, Ordering::SeqCst);
+        if let Ok(mut w) = self.waiters[sender].lock() {
+            if let Some(t) = w.take() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+/// Per sender: how many of its messages a receiver has handled.
+pub type Credits = Arc<CreditCounters>;
+
+/// Held by a receiver: when it goes (however it ends), senders waiting for its credit stop
+/// waiting.
+pub struct CloseCreditsOnDrop(pub Credits);
+
+impl Drop for CloseCreditsOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+        for sender in 0..self.0.waiters.len() {
+            self.0.wake(sender);
+        }
+    }
+}
+
+/// Waits until the receiver has handled enough of `sender`'s messages that one more keeps at
+/// most `limit` outstanding; `on_block` runs every few milliseconds meanwhile. A blocked
+/// sender sleeps until the receiver has handled half its outstanding messages (so it wakes
+/// once per half a window, not once per message).
 fn wait_for_credit(
-    handled: &std::sync::atomic::AtomicU64,
+    credits: &CreditCounters,
+    sender: usize,
     sent: u64,
     limit: u64,
     metrics: &Metrics,
     on_block: &mut dyn FnMut(),
-) {
+) -> Result<(), Disconnected> {
+    let Some(handled) = credits.handled.get(sender) else {
+        return Ok(());
+    };
     if sent.saturating_sub(handled.load(Ordering::Acquire)) < limit {
-        return;
+        return Ok(());
     }
     let waited = std::time::Instant::now();
     let mut last_poll = waited;
-    while sent.saturating_sub(handled.load(Ordering::Acquire)) >= limit {
-        std::thread::sleep(std::time::Duration::from_micros(50));
+    // Resume once at most half the window is outstanding (with a window of 1: none).
+    let wake_at = sent.saturating_sub(limit / 2);
+    loop {
+        if let Ok(mut w) = credits.waiters[sender].lock() {
+            *w = Some(std::thread::current());
+        }
+        credits.wake_at[sender].store(wake_at, Ordering::SeqCst);
+        if handled.load(Ordering::SeqCst) >= wake_at {
+            break;
+        }
+        if credits.closed.load(Ordering::SeqCst) {
+            return Err(Disconnected);
+        }
+        std::thread::park_timeout(OVERTAKE_POLL.saturating_sub(last_poll.elapsed()));
         if last_poll.elapsed() >= OVERTAKE_POLL {
             last_poll = std::time::Instant::now();
             on_block();
         }
     }
+    credits.wake_at[sender].store(u64::MAX, Ordering::SeqCst);
     metrics
         .backpressure_ns
         .fetch_add(waited.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// The part of a source task's unaligned checkpointing that happens inside a blocked send.
@@ -547,7 +698,6 @@ fn send_timed<T>(tx: &Sender<T>, msg: T, metrics: &Metrics) -> Result<(), Discon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
     use std::time::Duration;
 
     fn records(n: i64) -> Batch {
@@ -566,10 +716,12 @@ mod tests {
         let (tx1, rx1) = crossbeam_channel::bounded(1);
         let (lane0, barriers0) = crossbeam_channel::unbounded();
         let (lane1, barriers1) = crossbeam_channel::unbounded();
-        let handled: Vec<Credits> = (0..2).map(|_| Arc::new(vec![AtomicU64::new(0)])).collect();
+        let handled: Vec<Credits> = (0..2).map(|_| CreditCounters::new(1)).collect();
         let requested = Arc::new(AtomicU64::new(0));
-        let (barriers, _reports) =
-            crate::checkpoint::coordinator::Barriers::for_test(requested.clone());
+        let (barriers, _reports) = crate::checkpoint::coordinator::Barriers::for_test(
+            requested.clone(),
+            std::path::Path::new(""),
+        );
         let mut down = Downstream::shuffle(0, vec![tx0, tx1], 128, Arc::new(Metrics::new(1)))
             .with_priority(Some(vec![lane0, lane1]))
             .with_credits(Some((handled.clone(), 1)))
@@ -598,7 +750,7 @@ mod tests {
         for (rx, h) in [(&rx0, &handled[0]), (&rx1, &handled[1])] {
             rx.recv_timeout(Duration::from_secs(5))
                 .expect("first message");
-            h[0].fetch_add(1, Ordering::Release);
+            h.handled_one(0);
         }
         for rx in [&rx0, &rx1] {
             rx.recv_timeout(Duration::from_secs(5))

@@ -526,6 +526,8 @@ pub fn run_stage_task(
     match priority {
         None => run_aligned(&mut stage, inbound, upstream_tasks),
         Some((priority, handled)) => {
+            // However this task ends, its senders stop waiting for its credit.
+            let _close = super::outputs::CloseCreditsOnDrop(handled.clone());
             run_unaligned(&mut stage, inbound, priority, &handled, upstream_tasks)
         }
     }
@@ -610,7 +612,7 @@ fn run_unaligned(
     stage: &mut Stage,
     inbound: Receiver<Inbound>,
     priority: Receiver<PriorityBarrier>,
-    handled: &[std::sync::atomic::AtomicU64],
+    handled: &super::outputs::CreditCounters,
     upstream_tasks: usize,
 ) -> Result<(), RunError> {
     let mut pulled = vec![0u64; upstream_tasks];
@@ -722,9 +724,7 @@ fn run_unaligned(
             continue;
         };
         // The sender may send one more (see `Downstream::with_credits`).
-        if let Some(h) = handled.get(from) {
-            h.fetch_add(1, Ordering::Release);
-        }
+        handled.handled_one(from);
         match stage.handle(from, msg)? {
             Flow::Go => {}
             Flow::Stop => return Ok(()),
