@@ -401,6 +401,21 @@ fn unaligned_checkpoints_store_in_flight_records_and_survive_sigkills() {
     );
 }
 
+/// A pass-through pipeline (`pass.yaml`, unaligned checkpoints every 100 ms, all kept) whose
+/// single file sink is its bottleneck, so results queue in front of it.
+fn passthrough_pipeline(dir: &Path) -> PathBuf {
+    let p = dir.join("pass.yaml");
+    std::fs::write(
+        &p,
+        "name: pass\nparallelism: 2\nsources:\n  events:\n    type: file\n    path: input/*.jsonl\n    event_time: { field: ts, max_out_of_orderness: 5s }\n\
+steps:\n  - map: { compute: { w: \"v * 2\" } }\n\
+sinks:\n  out: { type: file, path: out/pass.jsonl }\noutput: out\n\
+checkpoint: { interval: 100ms, mode: unaligned, retain: 1000 }\ntuning: { progress_interval: 0s }\n",
+    )
+    .expect("write pipeline");
+    p
+}
+
 /// Every committed line of sink file `out/<name>.jsonl` of the pass-through pipeline, as
 /// (user, event time, value) (checking that `w` is twice `v`), sorted.
 fn committed_passthrough(dir: &Path, name: &str) -> Vec<(String, i64, i64)> {
@@ -435,15 +450,7 @@ fn unaligned_barriers_overtake_a_busy_sink_and_its_in_flight_results_survive_sig
     // front of it and unaligned barriers overtake them into the checkpoint.
     let dir = tempfile::tempdir().expect("tempdir");
     let input = write_input(dir.path(), 4, 500_000, 0x5eed_0004);
-    let p = dir.path().join("pass.yaml");
-    std::fs::write(
-        &p,
-        "name: pass\nparallelism: 2\nsources:\n  events:\n    type: file\n    path: input/*.jsonl\n    event_time: { field: ts, max_out_of_orderness: 5s }\n\
-steps:\n  - map: { compute: { w: \"v * 2\" } }\n\
-sinks:\n  out: { type: file, path: out/pass.jsonl }\noutput: out\n\
-checkpoint: { interval: 100ms, mode: unaligned, retain: 1000 }\ntuning: { progress_interval: 0s }\n",
-    )
-    .expect("write pipeline");
+    let p = passthrough_pipeline(dir.path());
     let landed = chaos(dir.path(), &p, 12, 17, &[2, 3, 1]);
     assert!(landed >= 12, "only {landed} kills landed");
     let manifests = dir.path().join(".headwater/pass/checkpoints/manifests");
@@ -492,6 +499,61 @@ checkpoint: { interval: 100ms, mode: unaligned, retain: 1000 }\ntuning: { progre
             extra.first()
         );
     }
+}
+
+#[test]
+fn a_missing_sink_in_flight_file_is_named_and_the_previous_checkpoint_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = write_input(dir.path(), 4, 200_000, 0x5eed_0005);
+    let p = passthrough_pipeline(dir.path());
+    let (_, killed, stderr) = run_once(
+        dir.path(),
+        &p,
+        2,
+        Some(Duration::from_millis(600)),
+        None,
+        &[],
+    );
+    assert!(
+        killed,
+        "the run should still be going after 600 ms: {stderr}"
+    );
+    let root = dir.path().join(".headwater/pass/checkpoints");
+    let mut ids: Vec<PathBuf> = std::fs::read_dir(root.join("manifests"))
+        .expect("manifests")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    ids.sort();
+    // Make the newest checkpoint with results in flight to the sink the newest of all.
+    let (newest, key) = loop {
+        let path = ids
+            .pop()
+            .expect("a checkpoint with results in flight to the sink");
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        match m["sink_channels"][0]["file"]["key"].as_str() {
+            Some(key) => break (path, key.to_string()),
+            None => std::fs::remove_file(&path).expect("drop manifest"),
+        }
+    };
+    assert!(!ids.is_empty(), "an older checkpoint to fall back to");
+    std::fs::remove_file(root.join(&key)).expect("delete the in-flight file");
+    let (status, _, stderr) = run_once(dir.path(), &p, 2, None, None, &[]);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&key) && stderr.contains("is missing"),
+        "the missing file is named ({}): {stderr}",
+        newest.display()
+    );
+    let mut want: Vec<(String, i64, i64)> = input
+        .into_iter()
+        .map(|(_, user, t, v)| (user, t, v))
+        .collect();
+    want.sort();
+    let got = committed_passthrough(dir.path(), "pass");
+    assert_eq!(got.len(), want.len(), "committed lines after falling back");
+    assert!(got == want, "committed lines differ from the input");
 }
 
 #[test]

@@ -267,29 +267,34 @@ fn check_usable(
         )));
     }
     let stored = storage.list_shared()?;
+    let check_stored = |f: &super::manifest::StateFile| match stored.get(&f.key) {
+        Some(size) if *size == f.size => Ok(()),
+        Some(size) => Err(CheckpointError::Corrupt {
+            location: storage.display(&f.key),
+            message: format!("holds {size} bytes, the manifest says {}", f.size),
+        }),
+        None => Err(CheckpointError::Missing {
+            location: storage.display(&f.key),
+        }),
+    };
     for t in &m.tasks {
         let local = local_copy(layout, m.id, t.stage, t.task);
         for f in &t.files {
             let here = local_ok
                 && std::fs::metadata(local.join(&f.name)).is_ok_and(|md| md.len() == f.size);
-            if here {
-                continue;
-            }
-            match stored.get(&f.key) {
-                Some(size) if *size == f.size => {}
-                Some(size) => {
-                    return Err(CheckpointError::Corrupt {
-                        location: storage.display(&f.key),
-                        message: format!("holds {size} bytes, the manifest says {}", f.size),
-                    })
-                }
-                None => {
-                    return Err(CheckpointError::Missing {
-                        location: storage.display(&f.key),
-                    })
-                }
+            if !here {
+                check_stored(f)?;
             }
         }
+    }
+    // In-flight data of unaligned checkpoints is only ever read from the storage.
+    for f in m
+        .tasks
+        .iter()
+        .filter_map(|t| t.channel.as_ref())
+        .chain(m.sink_channels.iter().map(|c| &c.file))
+    {
+        check_stored(f)?;
     }
     Ok(())
 }
