@@ -1133,6 +1133,7 @@ fn checkpoint(
         retain: 3,
         location: local_url(&default_dir.join("checkpoints")),
         mode: CheckpointMode::Aligned,
+        aligned_timeout: Duration::ZERO,
     };
     let Some(node) = node else {
         return c;
@@ -1181,6 +1182,19 @@ fn checkpoint(
             Some("unaligned") => c.mode = CheckpointMode::Unaligned,
             Some(_) => c.mode = CheckpointMode::Aligned,
             None => {}
+        }
+    }
+    if let Some(n) = m.get("aligned_timeout") {
+        if let Some(d) = duration(n, "checkpoint aligned_timeout", errs) {
+            if c.mode == CheckpointMode::Unaligned {
+                c.aligned_timeout = d;
+            } else {
+                errs.at(
+                    n,
+                    "checkpoint aligned_timeout applies to unaligned checkpoints only",
+                    Some("add `mode: unaligned`: each checkpoint then starts aligned and switches to unaligned after this long".into()),
+                );
+            }
         }
     }
     if let Some(n) = m.get("location") {

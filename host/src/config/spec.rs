@@ -337,6 +337,9 @@ pub struct CheckpointSpec {
     /// `file://<pipeline folder>/.headwater/<name>/checkpoints`.
     pub location: String,
     pub mode: CheckpointMode,
+    /// Unaligned mode: each checkpoint starts aligned and switches to unaligned at a task or
+    /// sink whose alignment takes longer than this (zero: unaligned from the first barrier).
+    pub aligned_timeout: Duration,
 }
 
 /// How barriers pass an operator with several inputs.

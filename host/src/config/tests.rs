@@ -158,6 +158,20 @@ fn checkpoints_are_on_by_default_and_their_settings_are_checked() {
     assert!(e.contains("only `file://` and `s3://`"), "{e}");
     assert!(e.contains("`sideways` is not one of the choices"), "{e}");
     assert!(e.contains("did you mean `interval`?"), "{e}");
+
+    let spec = load_str(
+        &format!("{base}checkpoint: {{ mode: unaligned, aligned_timeout: 500ms }}\n"),
+        "/dir/p.yaml",
+    )
+    .expect("valid");
+    assert_eq!(spec.checkpoint.mode, CheckpointMode::Unaligned);
+    assert_eq!(spec.checkpoint.aligned_timeout, Duration::from_millis(500));
+    let e = errors(&format!("{base}checkpoint: {{ aligned_timeout: 1s }}\n")).to_string();
+    assert!(
+        e.contains("aligned_timeout applies to unaligned checkpoints only")
+            && e.contains("add `mode: unaligned`"),
+        "{e}"
+    );
 }
 
 fn errors(text: &str) -> ConfigErrors {

@@ -4,10 +4,13 @@
 
 pub mod align;
 pub mod control;
+mod dlq_task;
 pub mod metrics;
 pub mod outputs;
 pub mod plan;
+mod sink_task;
 pub mod tasks;
+pub mod unaligned;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,20 +20,21 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::checkpoint::coordinator::{Barriers, Coordinator, Setup};
+use crate::checkpoint::coordinator::{Coordinator, Setup};
 use crate::checkpoint::recovery::{self, key_group_range, live_dir, Layout, StartMode};
-use crate::checkpoint::{CheckpointError, Contribution, Participant, Report};
+use crate::checkpoint::{CheckpointError, Participant};
 use crate::config::spec::{CheckpointMode, PipelineSpec, SinkKind};
-use crate::dlq::{DeadLetter, DlqWriter, Names};
+use crate::dlq::{DlqWriter, Names};
 use crate::ops::OpError;
 use crate::sinks::{open_checkpointed_sink, open_sink, CheckpointedSinks, Sink, SinkError};
 use crate::sources::{open_source, SourceError};
 use crate::state::{StateError, StateStore};
 
-use align::{Aligner, Recv, Step};
+use dlq_task::{run_dlq, DlqOut};
 pub use metrics::{CheckpointStats, Metrics, RunSummary, Snapshot};
-use outputs::{DlqItem, DlqMsg, Downstream, Inbound, SinkHub, SinkItem, SinkMsg};
+use outputs::{DlqMsg, Downstream, Inbound, SinkHub, SinkMsg};
 pub use plan::{Plan, PlanError};
+use sink_task::{run_sink, SinkCheckpointing};
 use tasks::{AssignedPartition, StageSlot, TaskEnv};
 
 /// A failure that stops the run.
@@ -435,7 +439,11 @@ pub fn run(
                         credits.clone(),
                         capacity as u64,
                     ))),
-                    Some((prx, credits)),
+                    Some(unaligned::UnalignedInput {
+                        priority: prx,
+                        credits,
+                        aligned_timeout: spec.checkpoint.aligned_timeout,
+                    }),
                 )
             } else {
                 (None, None)
@@ -597,6 +605,12 @@ pub fn run(
     };
 
     let mut task_threads: Vec<(String, JoinHandle<Result<(), RunError>>)> = Vec::new();
+    // Source tasks without a partition send no records and no watermark but +inf: the first
+    // later stage leaves them out of its watermark from the start, so its output does not
+    // depend on when their end arrives.
+    let silent_sources: Vec<usize> = (0..parallelism)
+        .filter(|&t| per_task[t].is_empty())
+        .collect();
     for (task, assigned) in per_task.into_iter().enumerate() {
         let chain = plan.stages[0].chain(None)?;
         // Unaligned: the source task's barriers may overtake its own blocked sends.
@@ -641,12 +655,16 @@ pub fn run(
                 restored_channel: restored
                     .and_then(|r| r.channel.get(&(stage, task)).cloned())
                     .unwrap_or_default(),
+                silent_inputs: if stage == 1 {
+                    silent_sources.clone()
+                } else {
+                    Vec::new()
+                },
             };
-            let priority = unaligned.then(|| {
-                (
-                    lanes[stage - 1][task].1.clone(),
-                    handled[stage - 1][task].clone(),
-                )
+            let priority = unaligned.then(|| unaligned::UnalignedInput {
+                priority: lanes[stage - 1][task].1.clone(),
+                credits: handled[stage - 1][task].clone(),
+                aligned_timeout: spec.checkpoint.aligned_timeout,
             });
             let name = format!("stage-{stage}-task-{task}");
             task_threads.push((
@@ -795,405 +813,6 @@ where
         })
 }
 
-/// A sink thread's part in checkpoints.
-struct SinkCheckpointing {
-    barriers: Barriers,
-    sink: usize,
-    /// The sink's name and which of its instances this is (for in-flight results).
-    name: String,
-    instance: usize,
-    /// Tasks that send to the sink (every task of every stage).
-    senders: usize,
-    /// The epoch the sink's next records belong to.
-    epoch: crate::checkpoint::CheckpointId,
-    /// Unaligned checkpoints: the priority lane barriers take, and the credits this sink
-    /// gives its senders as it handles their messages.
-    priority: Option<(Receiver<tasks::PriorityBarrier>, outputs::Credits)>,
-}
-
-/// A sink and what writing to it involves: a reader that closed the output ends writing
-/// (the rest is drained and discarded), any other failure cancels the run.
-struct SinkWriter {
-    sink: Box<dyn Sink>,
-    control: Arc<RunControl>,
-    closed: bool,
-}
-
-impl SinkWriter {
-    fn write(&mut self, values: &[crate::value::Value]) -> Result<(), RunError> {
-        if self.closed {
-            return Ok(()); // keep draining so upstream never blocks on a closed output
-        }
-        match self.sink.write(values) {
-            Ok(()) => Ok(()),
-            Err(SinkError::Closed { .. }) => {
-                tracing::warn!("output closed by the reader; discarding the rest of its records");
-                self.closed = true;
-                Ok(())
-            }
-            Err(e) => {
-                self.control.cancel();
-                Err(RunError::from(e))
-            }
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), RunError> {
-        match self.sink.flush() {
-            Ok(()) | Err(SinkError::Closed { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn pre_commit(
-        &mut self,
-        epoch: crate::checkpoint::CheckpointId,
-    ) -> Result<Option<crate::checkpoint::manifest::SinkCommit>, RunError> {
-        match self.sink.pre_commit(epoch) {
-            Ok(c) => Ok(c),
-            Err(SinkError::Closed { .. }) => Ok(None),
-            Err(e) => Err(RunError::from(e)),
-        }
-    }
-}
-
-fn run_sink(
-    sink: Box<dyn Sink>,
-    rx: Receiver<SinkMsg>,
-    control: Arc<RunControl>,
-    checkpointing: Option<SinkCheckpointing>,
-    restored: Vec<crate::value::Value>,
-) -> Result<(), RunError> {
-    let mut out = SinkWriter {
-        sink,
-        control,
-        closed: false,
-    };
-    // Results in flight to this sink at the restored (unaligned) checkpoint come first.
-    if !restored.is_empty() {
-        out.write(&restored)?;
-    }
-    let Some(mut ckpt) = checkpointing else {
-        for (_, item) in rx {
-            if let SinkItem::Data(values) = item {
-                out.write(&values)?;
-            }
-        }
-        return out.flush();
-    };
-    if let Some((priority, credits)) = ckpt.priority.take() {
-        // However the sink ends, its senders stop waiting for its credit.
-        let _close = outputs::CloseCreditsOnDrop(credits.clone());
-        return run_sink_unaligned(&mut out, rx, &priority, &credits, ckpt);
-    }
-    // Checkpointed: align the barriers of every sending task, then pre-commit the epoch.
-    let mut aligner: Aligner<SinkItem> = Aligner::new(ckpt.senders);
-    loop {
-        match aligner.next(|| match rx.recv() {
-            Ok((from, item)) => Recv::Msg(from, item),
-            Err(_) => Recv::Closed,
-        }) {
-            Step::Deliver(_, SinkItem::Data(values)) => out.write(&values)?,
-            Step::Deliver(_, SinkItem::End) if aligner.all_ended() => {
-                let commit = out.pre_commit(ckpt.epoch)?;
-                report_sink(&ckpt, None, commit, None);
-                return Ok(());
-            }
-            Step::Deliver(..) => {}
-            Step::Aligned(id) => {
-                let commit = out.pre_commit(id)?;
-                ckpt.epoch = id + 1;
-                report_sink(&ckpt, Some(id), commit, None);
-                aligner.release();
-            }
-            // The run is being torn down (or stopped at a checkpoint): what was written
-            // since is discarded by the next run's recovery.
-            Step::Closed | Step::Timeout => return Ok(()),
-        }
-    }
-}
-
-fn report_sink(
-    ckpt: &SinkCheckpointing,
-    id: Option<crate::checkpoint::CheckpointId>,
-    commit: Option<crate::checkpoint::manifest::SinkCommit>,
-    channel: Option<std::path::PathBuf>,
-) {
-    ckpt.barriers.report(Report {
-        from: Participant::Sink { sink: ckpt.sink },
-        id,
-        contribution: Contribution::Sink {
-            commit,
-            channel: channel.map(|path| crate::checkpoint::SinkChannelPath {
-                sink: ckpt.name.clone(),
-                instance: ckpt.instance,
-                path,
-            }),
-        },
-    });
-}
-
-/// An unaligned checkpoint in progress at a sink: its epoch is pre-committed at the first
-/// barrier; results its senders sent before their barriers are taken off the channel at once
-/// and recorded (then written as usual, into the next epoch), so the checkpoint completes
-/// without waiting for the sink to work through its queue.
-struct SinkInFlight {
-    id: crate::checkpoint::CheckpointId,
-    commit: Option<crate::checkpoint::manifest::SinkCommit>,
-    /// Per sender: the number of data messages it sent before the barrier, once known.
-    barrier_at: Vec<Option<u64>>,
-    /// Recorded results: (sender, message number, values).
-    records: Vec<(usize, u64, Vec<crate::value::Value>)>,
-}
-
-fn run_sink_unaligned(
-    out: &mut SinkWriter,
-    rx: Receiver<SinkMsg>,
-    priority: &Receiver<tasks::PriorityBarrier>,
-    credits: &outputs::CreditCounters,
-    mut ckpt: SinkCheckpointing,
-) -> Result<(), RunError> {
-    const PRIORITY_POLL: std::time::Duration = std::time::Duration::from_millis(5);
-    let senders = ckpt.senders;
-    // Per sender: data messages taken off the channel, and whether its End was.
-    let mut pulled = vec![0u64; senders];
-    let mut end_pulled = vec![false; senders];
-    let mut ended = vec![false; senders];
-    let mut queue: std::collections::VecDeque<(usize, u64, SinkItem)> =
-        std::collections::VecDeque::new();
-    let mut inflight: Option<SinkInFlight> = None;
-    let mut completed: crate::checkpoint::CheckpointId = 0;
-    let pull = |(from, item): SinkMsg, pulled: &mut Vec<u64>, end_pulled: &mut Vec<bool>| {
-        let mut n = 0;
-        match &item {
-            SinkItem::Data(_) => {
-                if let Some(p) = pulled.get_mut(from) {
-                    *p += 1;
-                    n = *p;
-                }
-            }
-            SinkItem::End => {
-                if let Some(e) = end_pulled.get_mut(from) {
-                    *e = true;
-                }
-            }
-            SinkItem::Barrier(_) => {}
-        }
-        (from, n, item)
-    };
-    let before_barrier = |f: &SinkInFlight, from: usize, n: u64| {
-        f.barrier_at
-            .get(from)
-            .copied()
-            .flatten()
-            .is_none_or(|at| n <= at)
-    };
-    loop {
-        if queue.is_empty() {
-            match rx.recv_timeout(PRIORITY_POLL) {
-                Ok(m) => queue.push_back(pull(m, &mut pulled, &mut end_pulled)),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                // Torn down: what was written since the last checkpoint is discarded by the
-                // next run's recovery.
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
-            }
-        }
-        // Barriers first: each was sent before any later message of its sender, so one that
-        // overtook a message already taken off the channel is seen before it is written.
-        while let Ok((from, id, at)) = priority.try_recv() {
-            if id <= completed && inflight.as_ref().is_none_or(|f| f.id != id) {
-                continue;
-            }
-            if inflight.as_ref().is_none_or(|f| f.id != id) {
-                // A newer checkpoint before the last one's capture finished: that one was
-                // abandoned; its epoch's output still counts (the next manifest commits it).
-                if let Some(old) = inflight.take() {
-                    report_sink(&ckpt, Some(old.id), old.commit, None);
-                }
-                let commit = out.pre_commit(id)?;
-                ckpt.epoch = id + 1;
-                // Taken off the channel but not written: not in the epoch just closed.
-                let records = queue
-                    .iter()
-                    .filter_map(|(from, n, item)| match item {
-                        SinkItem::Data(values) => Some((*from, *n, values.clone())),
-                        _ => None,
-                    })
-                    .collect();
-                inflight = Some(SinkInFlight {
-                    id,
-                    commit,
-                    barrier_at: vec![None; senders],
-                    records,
-                });
-            }
-            if let Some(slot) = inflight.as_mut().and_then(|f| f.barrier_at.get_mut(from)) {
-                *slot = Some(at);
-            }
-        }
-        if let Some(f) = inflight.as_mut() {
-            // Take what was sent before the barriers off the channel now.
-            let captured = |f: &SinkInFlight, pulled: &[u64], end_pulled: &[bool]| {
-                (0..senders)
-                    .all(|i| end_pulled[i] || f.barrier_at[i].is_some_and(|at| pulled[i] >= at))
-            };
-            while !captured(f, &pulled, &end_pulled) {
-                let Ok(m) = rx.try_recv() else { break };
-                let (from, n, item) = pull(m, &mut pulled, &mut end_pulled);
-                if let SinkItem::Data(values) = &item {
-                    if before_barrier(f, from, n) {
-                        f.records.push((from, n, values.clone()));
-                    }
-                }
-                queue.push_back((from, n, item));
-            }
-            if captured(f, &pulled, &end_pulled) {
-                if let Some(f) = inflight.take() {
-                    completed = f.id;
-                    let channel = store_sink_channel(&ckpt, &f, before_barrier)?;
-                    report_sink(&ckpt, Some(f.id), f.commit, channel);
-                }
-            }
-        }
-        let Some((from, _, item)) = queue.pop_front() else {
-            continue;
-        };
-        match item {
-            SinkItem::Data(values) => {
-                // The sender may send one more (see `SinkLane::send_data`).
-                credits.handled_one(from);
-                out.write(&values)?;
-            }
-            SinkItem::End => {
-                if let Some(e) = ended.get_mut(from) {
-                    *e = true;
-                }
-                if ended.iter().all(|e| *e) {
-                    let commit = out.pre_commit(ckpt.epoch)?;
-                    report_sink(&ckpt, None, commit, None);
-                    return Ok(());
-                }
-            }
-            SinkItem::Barrier(_) => {}
-        }
-    }
-}
-
-/// Writes a completed capture's results (only those sent before their sender's barrier) next
-/// to the checkpoint's other local files.
-fn store_sink_channel(
-    ckpt: &SinkCheckpointing,
-    f: &SinkInFlight,
-    before_barrier: impl Fn(&SinkInFlight, usize, u64) -> bool,
-) -> Result<Option<std::path::PathBuf>, RunError> {
-    let values: Vec<crate::value::Value> = f
-        .records
-        .iter()
-        .filter(|(from, n, _)| before_barrier(f, *from, *n))
-        .flat_map(|(_, _, values)| values.iter().cloned())
-        .collect();
-    if values.is_empty() {
-        return Ok(None);
-    }
-    let path = ckpt.barriers.sink_channel_path(f.id, ckpt.sink);
-    let fail = |source| {
-        RunError::State(StateError::Clear {
-            path: path.clone(),
-            source,
-        })
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    crate::checkpoint::channel::write_values(&path, &values).map_err(fail)?;
-    Ok(Some(path))
-}
-
-/// Where dead letters go: straight to the file (no checkpoints), or per epoch, committed
-/// with the checkpoints (the DLQ is then a participant like a sink).
-enum DlqOut {
-    Plain(DlqWriter),
-    Epochs(crate::dlq::DlqEpochs, Barriers, usize, usize),
-}
-
-fn run_dlq(
-    out: DlqOut,
-    names: Names,
-    rx: Receiver<DlqMsg>,
-    metrics: Arc<Metrics>,
-    control: Arc<RunControl>,
-    path: String,
-) -> Result<(), RunError> {
-    let fail = |e: &dyn std::fmt::Display| RunError::Dlq {
-        path: path.clone(),
-        message: e.to_string(),
-    };
-    let note = |dl: &DeadLetter| {
-        metrics.note_dead_letters(&dl.step, 1);
-        metrics.note_failure(&dl.step, &dl.error, dl.detail.as_deref());
-    };
-    let (mut epochs, barriers, participant, senders) = match out {
-        DlqOut::Plain(mut writer) => {
-            for (_, item) in rx {
-                if let DlqItem::Letters(batch) = item {
-                    for dl in &batch {
-                        if let Err(e) = writer.write(dl, &names) {
-                            control.cancel();
-                            return Err(fail(&e));
-                        }
-                        note(dl);
-                    }
-                }
-            }
-            return writer.flush().map_err(|e| fail(&e));
-        }
-        DlqOut::Epochs(epochs, barriers, participant, senders) => {
-            (epochs, barriers, participant, senders)
-        }
-    };
-    let mut aligner: Aligner<DlqItem> = Aligner::new(senders);
-    let report = |id, commit| {
-        barriers.report(Report {
-            from: Participant::Sink { sink: participant },
-            id,
-            contribution: Contribution::Sink {
-                commit,
-                channel: None,
-            },
-        })
-    };
-    let mut epoch = 0;
-    loop {
-        match aligner.next(|| match rx.recv() {
-            Ok((from, item)) => Recv::Msg(from, item),
-            Err(_) => Recv::Closed,
-        }) {
-            Step::Deliver(_, DlqItem::Letters(batch)) => {
-                for dl in &batch {
-                    if let Err(e) = epochs.write(dl, &names) {
-                        control.cancel();
-                        return Err(fail(&e));
-                    }
-                    note(dl);
-                }
-            }
-            Step::Deliver(_, DlqItem::End) if aligner.all_ended() => {
-                let commit = epochs.pre_commit(epoch).map_err(|e| fail(&e))?;
-                report(None, commit);
-                return Ok(());
-            }
-            Step::Deliver(..) => {}
-            Step::Aligned(id) => {
-                let commit = epochs.pre_commit(id).map_err(|e| fail(&e))?;
-                epoch = id + 1;
-                report(Some(id), commit);
-                aligner.release();
-            }
-            Step::Closed | Step::Timeout => return Ok(()),
-        }
-    }
-}
-
 /// A partition's identity in checkpoints: for a file, its path relative to the pipeline's
 /// folder (however the pipeline path was spelled on the command line, and wherever the
 /// project folder was moved); otherwise its name.
@@ -1221,164 +840,5 @@ pub fn resolve(base: &Path, path: &Path) -> std::path::PathBuf {
         path.to_path_buf()
     } else {
         base.join(path)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::checkpoint::manifest::SinkCommit;
-    use crate::value::Value;
-    use std::sync::Mutex;
-    use std::time::Duration;
-
-    #[derive(Clone, Debug, PartialEq)]
-    enum Event {
-        Write(Vec<Value>),
-        PreCommit(crate::checkpoint::CheckpointId),
-    }
-
-    /// Records what the sink thread asks of it (a fake: the point is the thread's protocol).
-    struct Recording(Arc<Mutex<Vec<Event>>>);
-
-    impl Sink for Recording {
-        fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
-            if let Ok(mut log) = self.0.lock() {
-                log.push(Event::Write(records.to_vec()));
-            }
-            Ok(())
-        }
-
-        fn flush(&mut self) -> Result<(), SinkError> {
-            Ok(())
-        }
-
-        fn pre_commit(
-            &mut self,
-            epoch: crate::checkpoint::CheckpointId,
-        ) -> Result<Option<SinkCommit>, SinkError> {
-            if let Ok(mut log) = self.0.lock() {
-                log.push(Event::PreCommit(epoch));
-            }
-            Ok(Some(SinkCommit {
-                sink: "out".into(),
-                epoch,
-                pending: format!("pending-{epoch}").into(),
-                committed: "out".into(),
-                append: None,
-                transaction: None,
-                instance: 1,
-            }))
-        }
-    }
-
-    fn data(sender: usize, n: i64) -> SinkMsg {
-        (
-            sender,
-            SinkItem::Data(vec![Value::Int(sender as i64 * 100 + n)]),
-        )
-    }
-
-    #[test]
-    fn an_unaligned_barrier_overtakes_a_sinks_queue_and_stores_what_it_overtook() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (barriers, reports) =
-            Barriers::for_test(Arc::new(std::sync::atomic::AtomicU64::new(0)), dir.path());
-        let (tx, rx) = bounded::<SinkMsg>(16);
-        let (lane, priority) = crossbeam_channel::unbounded();
-        let credits = outputs::CreditCounters::new(2);
-        // Queued: three results of sender 0 and two of sender 1 sent before their barriers of
-        // checkpoint 1, then one of sender 0 sent after it.
-        for m in [
-            data(0, 1),
-            data(0, 2),
-            data(0, 3),
-            data(1, 1),
-            data(1, 2),
-            data(0, 4),
-        ] {
-            tx.send(m).expect("queue");
-        }
-        lane.send((0, 1, 3)).expect("barrier 0");
-        lane.send((1, 1, 2)).expect("barrier 1");
-        tx.send((0, SinkItem::End)).expect("end 0");
-        tx.send((1, SinkItem::End)).expect("end 1");
-        drop(tx);
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let ckpt = SinkCheckpointing {
-            barriers,
-            sink: 1,
-            name: "out".into(),
-            instance: 1,
-            senders: 2,
-            epoch: 1,
-            priority: Some((priority, credits.clone())),
-        };
-        run_sink(
-            Box::new(Recording(log.clone())),
-            rx,
-            RunControl::new(),
-            Some(ckpt),
-            vec![Value::from("restored")],
-        )
-        .expect("sink runs");
-
-        let log = log.lock().expect("log").clone();
-        // The restored results first, then the epoch closes before the first queued result
-        // is written (at most the one taken off the channel before the barrier was seen).
-        assert_eq!(log[0], Event::Write(vec![Value::from("restored")]));
-        assert_eq!(log[1], Event::PreCommit(1));
-        let written: Vec<Value> = log[2..]
-            .iter()
-            .filter_map(|e| match e {
-                Event::Write(v) => Some(v.clone()),
-                Event::PreCommit(_) => None,
-            })
-            .flatten()
-            .collect();
-        assert_eq!(
-            written,
-            [1, 2, 3, 101, 102, 4].map(Value::Int).to_vec(),
-            "every queued result is still written, in order: {log:?}"
-        );
-        assert_eq!(log.last(), Some(&Event::PreCommit(2)), "final epoch");
-        // Checkpoint 1's report carries the epoch's commit and the overtaken results; the
-        // final one the last epoch.
-        let first = reports
-            .recv_timeout(Duration::from_secs(1))
-            .expect("report 1");
-        assert_eq!(first.id, Some(1));
-        let Contribution::Sink {
-            commit: Some(commit),
-            channel: Some(channel),
-        } = first.contribution
-        else {
-            panic!("checkpoint 1: {:?}", first.contribution);
-        };
-        assert_eq!((commit.epoch, channel.instance), (1, 1));
-        assert!(channel.path.starts_with(dir.path()), "{:?}", channel.path);
-        let stored = crate::checkpoint::channel::read_values(
-            &std::fs::read(&channel.path).expect("channel file"),
-        )
-        .expect("values");
-        assert_eq!(stored, [1, 2, 3, 101, 102].map(Value::Int).to_vec());
-        let last = reports
-            .recv_timeout(Duration::from_secs(1))
-            .expect("final report");
-        assert!(matches!(
-            last.contribution,
-            Contribution::Sink {
-                commit: Some(SinkCommit { epoch: 2, .. }),
-                channel: None
-            }
-        ));
-        assert_eq!(last.id, None);
-        // Every data message handled was credited to its sender.
-        let handled: Vec<u64> = credits
-            .handled
-            .iter()
-            .map(|h| h.load(Ordering::Acquire))
-            .collect();
-        assert_eq!(handled, vec![4, 2]);
     }
 }

@@ -14,7 +14,9 @@ use crate::checkpoint::{CheckpointId, Contribution, Participant, Report};
 use crate::config::spec::EventTimeSpec;
 use crate::dlq::DeadLetter;
 use crate::ops::{Chain, Context};
-use crate::record::{EventTime, Message, Record, WatermarkStatus, WATERMARK_END, WATERMARK_START};
+use crate::record::{
+    Batch, EventTime, Message, Record, WatermarkStatus, WATERMARK_END, WATERMARK_START,
+};
 use crate::sources::{Poll, SourcePartition};
 use crate::state::StateStore;
 use crate::time::{InputWatermarks, PartitionClock};
@@ -22,6 +24,7 @@ use crate::time::{InputWatermarks, PartitionClock};
 use super::align::{Aligner, Recv, Step};
 use super::metrics::Metrics;
 use super::outputs::{Downstream, Inbound, SinkHub};
+use super::unaligned::{self, Ended, Flow, LaneItem, UnalignedInput};
 use super::{RunControl, RunError};
 
 /// One partition assigned to a source task.
@@ -65,6 +68,9 @@ pub struct StageSlot {
     pub restored_watermark: Option<EventTime>,
     /// Records in flight to this task at that checkpoint (unaligned), processed first.
     pub restored_channel: Vec<Record>,
+    /// Inputs that will never send a record (source tasks without partitions): left out of
+    /// the watermark from the start.
+    pub silent_inputs: Vec<usize>,
 }
 
 /// Runs a source task to completion. Returns when every partition is exhausted, the run is
@@ -103,13 +109,19 @@ pub fn run_source_task(
     let mut buf: Vec<Record> = Vec::with_capacity(env.batch_size);
     let mut dead: Vec<DeadLetter> = Vec::new();
     let mut idle_rounds = 0u32;
+    let mut lag = BarrierLag::from_env(task);
     loop {
         if env.control.cancelled() {
             return Ok(());
         }
+        // A barrier that overtook a send outside the reading loop (releasing held records,
+        // firing on a watermark) is passed on before anything else is read.
+        if pass_overtaken(task, &parts, &mut downstream, &env, &mut last_barrier).is_err() {
+            return Ok(());
+        }
         if let Some(barriers) = &env.barriers {
             let id = barriers.requested();
-            if id > last_barrier {
+            if id > last_barrier && lag.due(id) {
                 last_barrier = id;
                 if let Some(o) = downstream.overtake() {
                     o.last = id;
@@ -187,19 +199,8 @@ pub fn run_source_task(
                 {
                     return Ok(());
                 }
-                if let Some(id) = downstream.overtake().and_then(|o| o.taken.take()) {
-                    last_barrier = id;
-                    tracing::debug!(task, checkpoint = id, "barrier overtook a blocked send");
-                    if let Some(barriers) = &env.barriers {
-                        barriers.report(Report {
-                            from: Participant::Source { task },
-                            id: Some(id),
-                            contribution: Contribution::Source(partition_states(&parts)),
-                        });
-                    }
-                    if env.hub.barrier(id).is_err() {
-                        return Ok(());
-                    }
+                if pass_overtaken(task, &parts, &mut downstream, &env, &mut last_barrier).is_err() {
+                    return Ok(());
                 }
             }
             watermarks.update(idx, parts[idx].clock.status(now));
@@ -217,6 +218,9 @@ pub fn run_source_task(
             return Ok(());
         }
         if parts.iter().all(|p| p.ended) {
+            if pass_overtaken(task, &parts, &mut downstream, &env, &mut last_barrier).is_err() {
+                return Ok(());
+            }
             if let Some(barriers) = &env.barriers {
                 barriers.report(Report {
                     from: Participant::Source { task },
@@ -236,6 +240,69 @@ pub fn run_source_task(
             std::thread::sleep(Duration::from_micros(100 * u64::from(idle_rounds)));
         }
     }
+}
+
+/// Fault injection for tests: with `HEADWATER_TEST_BARRIER_LAG=MS`, every source task but the
+/// first passes a checkpoint's barrier on only MS milliseconds after it sees the checkpoint
+/// asked for, reading and sending records meanwhile. Receivers then get the first task's
+/// barrier long before the others', which is when unaligned captures have the most to do.
+struct BarrierLag {
+    lag: Duration,
+    seen: Option<(CheckpointId, Instant)>,
+}
+
+impl BarrierLag {
+    fn from_env(task: usize) -> Self {
+        let ms = std::env::var("HEADWATER_TEST_BARRIER_LAG")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| task > 0)
+            .unwrap_or(0);
+        BarrierLag {
+            lag: Duration::from_millis(ms),
+            seen: None,
+        }
+    }
+
+    /// Whether checkpoint `id`'s barrier may go now.
+    fn due(&mut self, id: CheckpointId) -> bool {
+        if self.lag.is_zero() {
+            return true;
+        }
+        match self.seen {
+            Some((seen, at)) if seen == id => at.elapsed() >= self.lag,
+            _ => {
+                self.seen = Some((id, Instant::now()));
+                false
+            }
+        }
+    }
+}
+
+/// After a send: if a checkpoint's barrier overtook it (it was blocked on a full channel),
+/// the task reports its partitions' positions for that checkpoint — everything read so far was
+/// counted before the barrier — and passes the barrier on to the sinks. Called after every
+/// send of a source task and before it reads again, so the positions match the barrier.
+fn pass_overtaken(
+    task: usize,
+    parts: &[Live],
+    downstream: &mut Downstream,
+    env: &TaskEnv,
+    last_barrier: &mut CheckpointId,
+) -> Result<(), super::outputs::Disconnected> {
+    let Some(id) = downstream.overtake().and_then(|o| o.taken.take()) else {
+        return Ok(());
+    };
+    *last_barrier = id;
+    tracing::debug!(task, checkpoint = id, "barrier overtook a blocked send");
+    if let Some(barriers) = &env.barriers {
+        barriers.report(Report {
+            from: Participant::Source { task },
+            id: Some(id),
+            contribution: Contribution::Source(partition_states(parts)),
+        });
+    }
+    env.hub.barrier(id)
 }
 
 /// The positions of a source task's partitions, for a checkpoint.
@@ -348,15 +415,6 @@ fn snapshot_stage(
     Ok(())
 }
 
-/// What a stage task does after a message.
-enum Flow {
-    Go,
-    /// Torn down (a channel closed, the run was cancelled).
-    Stop,
-    /// Every input ended: the task finished its work and snapshotted.
-    Done,
-}
-
 /// A stage task's working state, shared by the aligned and unaligned loops.
 struct Stage {
     chain: Chain,
@@ -376,10 +434,13 @@ impl Stage {
         env: TaskEnv,
         mut slot: StageSlot,
     ) -> Result<(Stage, Vec<Record>), RunError> {
-        let watermarks = match slot.restored_watermark {
+        let mut watermarks = match slot.restored_watermark {
             Some(wm) => InputWatermarks::restored(upstream_tasks, wm),
             None => InputWatermarks::new(upstream_tasks),
         };
+        for &input in &slot.silent_inputs {
+            watermarks.update(input, WatermarkStatus::Active(WATERMARK_END));
+        }
         if let Some(wm) = slot.restored_watermark {
             chain.restore(slot.key_groups, wm)?;
         }
@@ -501,15 +562,13 @@ impl Stage {
     }
 }
 
-/// A barrier on a stage task's priority lane (unaligned checkpoints): the sending task, the
-/// checkpoint, and how many messages it had sent on the data lane before the barrier.
-pub type PriorityBarrier = (usize, CheckpointId, u64);
+pub use super::unaligned::PriorityBarrier;
 
 /// Runs a stage task: merges the streams of all upstream tasks until each has ended,
 /// passing checkpoint barriers aligned (no `priority` lane) or unaligned.
 pub fn run_stage_task(
     inbound: Receiver<Inbound>,
-    priority: Option<(Receiver<PriorityBarrier>, super::outputs::Credits)>,
+    priority: Option<UnalignedInput>,
     upstream_tasks: usize,
     chain: Chain,
     downstream: Downstream,
@@ -525,10 +584,10 @@ pub fn run_stage_task(
     }
     match priority {
         None => run_aligned(&mut stage, inbound, upstream_tasks),
-        Some((priority, handled)) => {
+        Some(input) => {
             // However this task ends, its senders stop waiting for its credit.
-            let _close = super::outputs::CloseCreditsOnDrop(handled.clone());
-            run_unaligned(&mut stage, inbound, priority, &handled, upstream_tasks)
+            let _close = super::outputs::CloseCreditsOnDrop(input.credits.clone());
+            run_unaligned(&mut stage, inbound, &input, upstream_tasks)
         }
     }
 }
@@ -588,200 +647,143 @@ fn run_aligned(
     }
 }
 
-/// An unaligned checkpoint in progress at a stage task: snapshotted at the first barrier;
-/// messages its inputs sent before their barriers are taken off the channel at once and
-/// recorded (then processed as usual), so the checkpoint completes without waiting for the
-/// task to work through its queue.
-struct InFlight {
-    id: CheckpointId,
-    watermark: EventTime,
-    dir: Option<std::path::PathBuf>,
-    /// Per input: the number of messages it sent before the barrier, once known.
-    barrier_at: Vec<Option<u64>>,
-    /// Recorded data: (input, message number, records).
-    records: Vec<(usize, u64, Vec<Record>)>,
-}
-
-/// A message taken off the channel, with its number on its input.
-type Pulled = (usize, u64, Message);
-
-/// How long an unaligned stage task waits for data before looking at its priority lane.
-const PRIORITY_POLL: Duration = Duration::from_millis(5);
-
-fn run_unaligned(
-    stage: &mut Stage,
-    inbound: Receiver<Inbound>,
-    priority: Receiver<PriorityBarrier>,
-    handled: &super::outputs::CreditCounters,
-    upstream_tasks: usize,
-) -> Result<(), RunError> {
-    let mut pulled = vec![0u64; upstream_tasks];
-    let mut end_pulled = vec![false; upstream_tasks];
-    let mut queue: std::collections::VecDeque<Pulled> = std::collections::VecDeque::new();
-    let mut inflight: Option<InFlight> = None;
-    let mut completed: CheckpointId = 0;
-    let pull = |(from, msg): Inbound, pulled: &mut Vec<u64>, end_pulled: &mut Vec<bool>| {
-        let n = pulled.get_mut(from).map_or(0, |n| {
-            *n += 1;
-            *n
-        });
-        if matches!(msg, Message::End) {
-            if let Some(e) = end_pulled.get_mut(from) {
-                *e = true;
-            }
-        }
-        (from, n, msg)
-    };
-    loop {
-        if queue.is_empty() {
-            let wait = if stage.chain.holds_records() {
-                TICK
-            } else {
-                PRIORITY_POLL
-            };
-            match inbound.recv_timeout(wait) {
-                Ok(m) => queue.push_back(pull(m, &mut pulled, &mut end_pulled)),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
-            }
-        }
-        if stage.env.control.cancelled() {
-            return Ok(());
-        }
-        // Barriers first: each was sent before any later message of its input, so one that
-        // overtook a message already taken off the channel is seen before it is processed.
-        while let Ok((from, id, at)) = priority.try_recv() {
-            // A barrier of a checkpoint this task already completed (an input that ended
-            // while it was being captured still sends it) changes nothing.
-            if id <= completed && inflight.as_ref().is_none_or(|f| f.id != id) {
-                continue;
-            }
-            if inflight.as_ref().is_none_or(|f| f.id != id) {
-                if let Flow::Stop = stage.flush_for_barrier()? {
-                    return Ok(());
-                }
-                let dir = match &stage.env.barriers {
-                    Some(b) => take_snapshot(Some(id), &stage.slot, b)?,
-                    None => None,
-                };
-                // Taken off the channel but not processed: not in the snapshot.
-                let records = queue
-                    .iter()
-                    .filter_map(|(from, n, msg)| match msg {
-                        Message::Data(batch) => Some((*from, *n, batch.clone())),
-                        _ => None,
-                    })
-                    .collect();
-                inflight = Some(InFlight {
-                    id,
-                    watermark: stage.watermarks.current(),
-                    dir,
-                    barrier_at: vec![None; upstream_tasks],
-                    records,
-                });
-                if let Flow::Stop = stage.forward_barrier(id) {
-                    return Ok(());
-                }
-            }
-            if let Some(f) = inflight.as_mut() {
-                if let Some(slot) = f.barrier_at.get_mut(from) {
-                    *slot = Some(at);
-                }
-            }
-        }
-        if let Some(f) = inflight.as_mut() {
-            // Take what was sent before the barriers off the channel now.
-            let captured = |f: &InFlight, pulled: &[u64], end_pulled: &[bool]| {
-                (0..upstream_tasks)
-                    .all(|i| end_pulled[i] || f.barrier_at[i].is_some_and(|at| pulled[i] >= at))
-            };
-            while !captured(f, &pulled, &end_pulled) {
-                let Ok(m) = inbound.try_recv() else { break };
-                let (from, n, msg) = pull(m, &mut pulled, &mut end_pulled);
-                if let Message::Data(batch) = &msg {
-                    if f.barrier_at
-                        .get(from)
-                        .copied()
-                        .flatten()
-                        .is_none_or(|at| n <= at)
-                    {
-                        f.records.push((from, n, batch.clone()));
-                    }
-                }
-                queue.push_back((from, n, msg));
-            }
-            if captured(f, &pulled, &end_pulled) {
-                if let Some(f) = inflight.take() {
-                    completed = f.id;
-                    complete_unaligned(stage, f)?;
-                }
-            }
-        }
-        if let Flow::Stop = stage.tick()? {
-            return Ok(());
-        }
-        let Some((from, _, msg)) = queue.pop_front() else {
-            continue;
-        };
-        // The sender may send one more (see `Downstream::with_credits`).
-        handled.handled_one(from);
-        match stage.handle(from, msg)? {
-            Flow::Go => {}
-            Flow::Stop => return Ok(()),
-            Flow::Done => return stage.finish(),
+impl LaneItem for Message {
+    type Payload = Batch;
+    /// Stage tasks number every message (see [`super::outputs::Downstream::send_barrier`]).
+    fn counted(&self) -> bool {
+        true
+    }
+    fn is_end(&self) -> bool {
+        matches!(self, Message::End)
+    }
+    fn payload(&self) -> Option<&Batch> {
+        match self {
+            Message::Data(batch) => Some(batch),
+            _ => None,
         }
     }
 }
 
-/// Stores the recorded in-flight records next to the snapshot and reports both.
-fn complete_unaligned(stage: &Stage, f: InFlight) -> Result<(), RunError> {
-    let Some(barriers) = &stage.env.barriers else {
-        return Ok(());
-    };
-    // Only messages sent before their input's barrier (known for every input by now).
-    let records: Vec<Record> = f
-        .records
-        .into_iter()
-        .filter(|(from, n, _)| {
-            f.barrier_at
-                .get(*from)
-                .copied()
-                .flatten()
-                .is_none_or(|at| *n <= at)
-        })
-        .flat_map(|(_, _, batch)| batch)
-        .collect();
-    let channel = if records.is_empty() {
-        None
-    } else {
-        let path = barriers
-            .snapshot_dir(Some(f.id), stage.slot.stage, stage.slot.task)
-            .with_extension("channel.jsonl");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| {
+/// A stage task in unaligned checkpoints: it snapshots at a checkpoint's first barrier and
+/// stores the records its inputs sent before their barriers that it had not processed then.
+struct UnalignedStage<'a> {
+    stage: &'a mut Stage,
+    handled: &'a super::outputs::CreditCounters,
+}
+
+/// How long an unaligned stage task waits for data before looking at its priority lane.
+const PRIORITY_POLL: Duration = Duration::from_millis(5);
+
+impl unaligned::Participant for UnalignedStage<'_> {
+    type Item = Message;
+    /// The snapshot folder (stateful stages) and the watermark at the snapshot.
+    type Begun = (Option<std::path::PathBuf>, EventTime);
+
+    fn wait(&self) -> Duration {
+        if self.stage.chain.holds_records() {
+            TICK
+        } else {
+            PRIORITY_POLL
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.stage.env.control.cancelled()
+    }
+
+    fn begin(&mut self, id: CheckpointId) -> Result<Option<Self::Begun>, RunError> {
+        if let Flow::Stop = self.stage.flush_for_barrier()? {
+            return Ok(None);
+        }
+        let dir = match &self.stage.env.barriers {
+            Some(b) => take_snapshot(Some(id), &self.stage.slot, b)?,
+            None => None,
+        };
+        let watermark = self.stage.watermarks.current();
+        if let Flow::Stop = self.stage.forward_barrier(id) {
+            return Ok(None);
+        }
+        Ok(Some((dir, watermark)))
+    }
+
+    fn abandon(&mut self, id: CheckpointId, (dir, watermark): Self::Begun) {
+        // The coordinator moved on to a newer checkpoint: it discards this report's snapshot.
+        if let Some(barriers) = &self.stage.env.barriers {
+            report_stage(Some(id), &self.stage.slot, watermark, dir, None, barriers);
+        }
+    }
+
+    fn complete(
+        &mut self,
+        id: CheckpointId,
+        (dir, watermark): Self::Begun,
+        in_flight: Vec<Batch>,
+    ) -> Result<(), RunError> {
+        let Some(barriers) = &self.stage.env.barriers else {
+            return Ok(());
+        };
+        let records: Vec<Record> = in_flight.into_iter().flatten().collect();
+        let channel = if records.is_empty() {
+            None
+        } else {
+            let path = barriers
+                .snapshot_dir(Some(id), self.stage.slot.stage, self.stage.slot.task)
+                .with_extension("channel.jsonl");
+            let fail = |path: &std::path::Path, source| {
                 RunError::State(crate::state::StateError::Clear {
-                    path: parent.to_path_buf(),
+                    path: path.to_path_buf(),
                     source,
                 })
-            })?;
-        }
-        crate::checkpoint::channel::write_records(&path, &records).map_err(|source| {
-            RunError::State(crate::state::StateError::Clear {
-                path: path.clone(),
-                source,
-            })
-        })?;
-        Some(path)
-    };
-    report_stage(
-        Some(f.id),
-        &stage.slot,
-        f.watermark,
-        f.dir,
-        channel,
-        barriers,
-    );
-    Ok(())
+            };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| fail(parent, e))?;
+            }
+            crate::checkpoint::channel::write_records(&path, &records)
+                .map_err(|e| fail(&path, e))?;
+            Some(path)
+        };
+        report_stage(
+            Some(id),
+            &self.stage.slot,
+            watermark,
+            dir,
+            channel,
+            barriers,
+        );
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<Flow, RunError> {
+        self.stage.tick()
+    }
+
+    fn handle(&mut self, from: usize, msg: Message) -> Result<Flow, RunError> {
+        // The sender may send one more (see `Downstream::with_credits`).
+        self.handled.handled_one(from);
+        self.stage.handle(from, msg)
+    }
+}
+
+fn run_unaligned(
+    stage: &mut Stage,
+    inbound: Receiver<Inbound>,
+    input: &UnalignedInput,
+    upstream_tasks: usize,
+) -> Result<(), RunError> {
+    let ended = unaligned::run(
+        &mut UnalignedStage {
+            stage,
+            handled: &input.credits,
+        },
+        &inbound,
+        &input.priority,
+        upstream_tasks,
+        input.aligned_timeout,
+    )?;
+    match ended {
+        Ended::Done => stage.finish(),
+        Ended::Stopped => Ok(()),
+    }
 }
 
 /// How often a stage task whose chain holds records back checks the clock.

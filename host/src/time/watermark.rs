@@ -121,19 +121,21 @@ impl InputWatermarks {
         };
     }
 
-    /// The combined status: `Idle` when every input is idle, else the minimum over the active
-    /// inputs, never below what was returned before.
+    /// The combined status: the minimum over the active inputs that have not ended, never
+    /// below what was returned before; `Idle` when every input that has not ended is idle
+    /// (ended inputs do not make idle ones count as done); `+inf` once every input ended.
     pub fn combined(&mut self) -> WatermarkStatus {
-        let min_active = self
-            .inputs
-            .iter()
-            .filter_map(|s| match s {
-                WatermarkStatus::Active(t) => Some(*t),
-                WatermarkStatus::Idle => None,
-            })
-            .min();
+        let mut min_active: Option<EventTime> = None;
+        let mut any_idle = false;
+        for s in &self.inputs {
+            match *s {
+                WatermarkStatus::Active(WATERMARK_END) => {}
+                WatermarkStatus::Active(t) => min_active = Some(min_active.map_or(t, |m| m.min(t))),
+                WatermarkStatus::Idle => any_idle = true,
+            }
+        }
         match min_active {
-            None if !self.inputs.is_empty() => WatermarkStatus::Idle,
+            None if any_idle => WatermarkStatus::Idle,
             None => WatermarkStatus::Active(WATERMARK_END),
             Some(t) => {
                 self.current = self.current.max(t);
@@ -184,6 +186,22 @@ mod tests {
         assert_eq!(c.status(start + Duration::from_secs(5)), Idle);
         c.observe(20, start + Duration::from_secs(6));
         assert_eq!(c.status(start + Duration::from_secs(6)), Active(19));
+    }
+
+    #[test]
+    fn ended_inputs_do_not_turn_idle_ones_into_the_end() {
+        // One input has nothing to read (ended), the others are idle: no watermark yet, not +inf.
+        let mut w = InputWatermarks::new(3);
+        w.update(2, Active(WATERMARK_END));
+        w.update(0, Idle);
+        w.update(1, Idle);
+        assert_eq!(w.combined(), Idle);
+        w.update(0, Active(10));
+        assert_eq!(w.combined(), Active(10));
+        w.update(0, Active(WATERMARK_END));
+        assert_eq!(w.combined(), Idle, "input 1 is idle, not ended");
+        w.update(1, Active(WATERMARK_END));
+        assert_eq!(w.combined(), Active(WATERMARK_END));
     }
 
     #[test]
