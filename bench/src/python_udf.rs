@@ -15,7 +15,7 @@ use serde_json::json;
 use headwater::config;
 use headwater::config::spec::UdfRuntimeKind;
 use headwater::runtime::{self, RunControl, RunOptions};
-use headwater::udf::python::PythonRuntime;
+use headwater::udf::python;
 use headwater::udf::UdfRuntime;
 use headwater::value::Value;
 
@@ -203,7 +203,7 @@ fn latency(work: &Path, rate: f64) -> Result<serde_json::Value> {
     let UdfRuntimeKind::Python(py) = &spec.udfs[0].runtime else {
         bail!("expected a python udf");
     };
-    let rt = PythonRuntime::start("latency", py)?;
+    let rt = python::start("latency", py)?;
     let batch = 64usize;
     let record = Value::from_json(
         br#"{"ts":1767261600000,"item":17,"price":12.5,"name":"item-17-blue","user":"u000017"}"#,

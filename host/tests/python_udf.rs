@@ -94,6 +94,16 @@ def sleepy(r):
     return r
 
 @hw.map
+def crash_on_13(r):
+    if r["n"] == 13:
+        os._exit(1)
+    return r
+
+@hw.map
+def identity(r):
+    return r
+
+@hw.map
 def hang_once(r):
     marker = os.environ.get("HANG_MARKER", "")
     if marker and not os.path.exists(marker):
@@ -796,6 +806,68 @@ steps:\n  - udf: same\nsinks:\n  out: { type: file, path: out.jsonl }\noutput: o
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("killed while starting"), "{stderr}");
+    let expected: BTreeMap<i64, usize> = (0..100).map(|n| (n, 1)).collect();
+    assert_eq!(output_ns(dir.path()), expected);
+}
+
+#[test]
+fn a_record_that_crashes_its_worker_goes_alone_to_the_dlq_and_the_rest_go_through() {
+    // Record 13 kills the worker every time. Before, the run failed after six restarts; now
+    // the failing request is halved until the record is alone, which goes to the DLQ.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        300,
+        "  - udf: crash\n",
+        "  crash: { runtime: python, module: my_udfs, function: crash_on_13 }\n",
+    );
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let expected: BTreeMap<i64, usize> = (0..300).filter(|n| *n != 13).map(|n| (n, 1)).collect();
+    assert_eq!(output_ns(dir.path()), expected);
+    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
+    let dead: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(dead.len(), 1, "{dlq}");
+    assert!(
+        dead[0]["raw"].as_str().unwrap_or("").contains("\"n\":13"),
+        "{}",
+        dead[0]
+    );
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("failed 6 times on this record alone"),
+        "{}",
+        dead[0]
+    );
+}
+
+#[test]
+fn records_near_the_message_limit_go_in_smaller_requests() {
+    // 100 records of ~900 KB: one request of all of them would exceed gRPC's 64 MiB message
+    // limit (before, the run failed: "the worker closed the stream", six restarts).
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        0,
+        "  - udf: identity\n",
+        "  identity: { runtime: python, module: my_udfs, function: identity }\n",
+    );
+    let pad = "x".repeat(900_000);
+    let mut input = String::new();
+    for n in 0..100 {
+        input.push_str(&format!("{{\"ts\":{n},\"n\":{n},\"pad\":\"{pad}\"}}\n"));
+    }
+    std::fs::write(dir.path().join("input.jsonl"), input).expect("input");
+    run_ok(dir.path());
     let expected: BTreeMap<i64, usize> = (0..100).map(|n| (n, 1)).collect();
     assert_eq!(output_ns(dir.path()), expected);
 }

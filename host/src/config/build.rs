@@ -623,21 +623,24 @@ fn udfs(node: &Node, base: &Path, errs: &mut Errors) -> Vec<UdfSpec> {
             .required(
                 "runtime",
                 errs,
-                "set `runtime: native` or `runtime: python`",
+                "set `runtime: python`, `runtime: go` or `runtime: native`",
             )
             .and_then(|n| {
                 let text = n.scalar().unwrap_or("");
-                if ["go", "wasm"].contains(&text) {
+                if text == "wasm" {
                     errs.at(
                         n,
                         format!("{ctx}: the `{text}` runtime is not available in this version"),
-                        Some("use `runtime: python` or `runtime: native` for now".into()),
+                        Some(
+                            "use `runtime: python`, `runtime: go` or `runtime: native` for now"
+                                .into(),
+                        ),
                     );
                     return None;
                 }
                 choice(
                     n,
-                    &["native", "python", "python-inproc"],
+                    &["native", "python", "python-inproc", "go"],
                     &format!("{ctx} runtime"),
                     errs,
                 )
@@ -647,6 +650,7 @@ fn udfs(node: &Node, base: &Path, errs: &mut Errors) -> Vec<UdfSpec> {
             Some("python-inproc") => {
                 python_spec(&mut m, &ctx, base, errs).map(UdfRuntimeKind::PythonInproc)
             }
+            Some("go") => go_spec(&mut m, &ctx, base, errs).map(UdfRuntimeKind::Go),
             Some(_) => Some(UdfRuntimeKind::Native),
             None => None,
         };
@@ -720,6 +724,61 @@ fn python_spec(
         .and_then(|n| string(n, &format!("{ctx} path"), errs))
         .map(|p| resolve(base, &p))
         .unwrap_or_else(|| base.to_path_buf());
+    let sidecar = sidecar_spec(m, ctx, errs);
+    Some(PythonSpec {
+        module: module?,
+        interpreter,
+        path,
+        sidecar,
+    })
+}
+
+/// `runtime: go`: exactly one of `binary`, `package` or `endpoint`.
+fn go_spec(m: &mut MapReader<'_>, ctx: &str, base: &Path, errs: &mut Errors) -> Option<GoSpec> {
+    let binary = m.get("binary");
+    let package = m.get("package");
+    let program = match (binary, package) {
+        (Some(b), None) => {
+            string(b, &format!("{ctx} binary"), errs).map(|p| GoProgram::Binary(resolve(base, &p)))
+        }
+        (None, Some(p)) => string(p, &format!("{ctx} package"), errs)
+            .map(|p| GoProgram::Package(resolve(base, &p))),
+        (Some(_), Some(p)) => {
+            errs.at(
+                p,
+                format!("{ctx}: give `binary` or `package`, not both"),
+                Some("`binary: bin/worker` runs a built worker; `package: ./udfs` has the host build it".into()),
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let sidecar = sidecar_spec(m, ctx, errs);
+    match (&program, sidecar.endpoint.is_some()) {
+        (None, false) if binary.is_none() && package.is_none() => {
+            errs.at(
+                m.node(),
+                format!("{ctx}: a Go UDF needs `package` (a Go main package the host builds), `binary` (a built worker) or `endpoint` (a running worker)"),
+                Some("e.g. `package: ./udfs` next to the pipeline file".into()),
+            );
+            return None;
+        }
+        (Some(_), true) => {
+            errs.at(
+                m.node(),
+                format!("{ctx}: `endpoint` connects to a running worker; give it or `binary`/`package`, not both"),
+                None,
+            );
+            return None;
+        }
+        (None, false) => return None,
+        _ => {}
+    }
+    Some(GoSpec { program, sidecar })
+}
+
+/// The options every worker-process runtime shares.
+fn sidecar_spec(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> SidecarSpec {
     let workers = positive_count(m.get("workers"), &format!("{ctx} workers"), 1, errs);
     let batch_size = positive_count(m.get("batch_size"), &format!("{ctx} batch_size"), 512, errs);
     let timeout = m
@@ -743,16 +802,13 @@ fn python_spec(
             None
         }
     });
-    Some(PythonSpec {
-        module: module?,
-        interpreter,
-        path,
+    SidecarSpec {
         workers,
         timeout,
         batch_size,
         linger,
         endpoint,
-    })
+    }
 }
 
 /// A whole number of at least 1 (workers, batch sizes), `default` when absent.

@@ -271,6 +271,46 @@ pub enum UdfRuntimeKind {
     Python(PythonSpec),
     /// Python functions called inside the host process (embedded CPython).
     PythonInproc(PythonSpec),
+    /// Go functions served by a worker program built with the Go SDK (sidecar processes).
+    Go(GoSpec),
+}
+
+impl UdfRuntimeKind {
+    /// The runtime's name as written in pipeline files.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UdfRuntimeKind::Native => "native",
+            UdfRuntimeKind::Python(_) => "python",
+            UdfRuntimeKind::PythonInproc(_) => "python-inproc",
+            UdfRuntimeKind::Go(_) => "go",
+        }
+    }
+
+    /// How records are gathered into calls (the native runtime takes whatever a task has).
+    pub fn sidecar(&self) -> Option<&SidecarSpec> {
+        match self {
+            UdfRuntimeKind::Native => None,
+            UdfRuntimeKind::Python(py) | UdfRuntimeKind::PythonInproc(py) => Some(&py.sidecar),
+            UdfRuntimeKind::Go(go) => Some(&go.sidecar),
+        }
+    }
+}
+
+/// What every worker-process runtime (Python, Go) shares: how many workers, how records are
+/// batched into requests, how long a request may take, or where a running worker is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SidecarSpec {
+    /// Worker processes for this UDF (default 1).
+    pub workers: usize,
+    /// How long one batch may take before the worker is restarted and the batch resent.
+    pub timeout: Duration,
+    /// Most records sent in one request; larger batches are split and sent concurrently.
+    pub batch_size: usize,
+    /// Longest a record waits for more to fill a request (zero: send what the task has).
+    pub linger: Duration,
+    /// Connect to an already-running worker (`unix:/path.sock` or `http://host:port`, e.g. a
+    /// sidecar container) instead of starting processes.
+    pub endpoint: Option<String>,
 }
 
 /// How to run the Python workers of one UDF.
@@ -283,17 +323,25 @@ pub struct PythonSpec {
     pub interpreter: Option<PathBuf>,
     /// Folder the module is imported from (default: the pipeline file's folder).
     pub path: PathBuf,
-    /// Worker processes for this UDF (default 1).
-    pub workers: usize,
-    /// How long one batch may take before the worker is restarted and the batch resent.
-    pub timeout: Duration,
-    /// Most records sent in one request; larger batches are split and sent concurrently.
-    pub batch_size: usize,
-    /// Longest a record waits for more to fill a request (zero: send what the task has).
-    pub linger: Duration,
-    /// Connect to an already-running worker (`unix:/path.sock` or `http://host:port`, e.g. a
-    /// sidecar container) instead of starting processes.
-    pub endpoint: Option<String>,
+    pub sidecar: SidecarSpec,
+}
+
+/// How to run the Go workers of one UDF.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GoSpec {
+    /// The worker program (absent when `sidecar.endpoint` names a running worker).
+    pub program: Option<GoProgram>,
+    pub sidecar: SidecarSpec,
+}
+
+/// A Go worker program: built already, or built by the host.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GoProgram {
+    /// An executable built with the Go SDK (`go build -o bin/worker ./udfs`).
+    Binary(PathBuf),
+    /// A Go `main` package folder the host builds with `go build` into a cache, again when its
+    /// sources change.
+    Package(PathBuf),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

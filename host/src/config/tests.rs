@@ -276,16 +276,26 @@ fn python_udfs_take_module_interpreter_workers_and_timeout() {
         Some(std::path::PathBuf::from("/p/.venv/bin/python"))
     );
     assert_eq!(py.path, std::path::PathBuf::from("/p"));
-    assert_eq!((py.workers, py.timeout), (2, Duration::from_secs(5)));
+    assert_eq!(
+        (py.sidecar.workers, py.sidecar.timeout),
+        (2, Duration::from_secs(5))
+    );
     let UdfRuntimeKind::Python(py) = &spec.udfs[1].runtime else {
         panic!("python expected")
     };
     assert_eq!(
-        (py.interpreter.clone(), py.workers, py.timeout),
+        (
+            py.interpreter.clone(),
+            py.sidecar.workers,
+            py.sidecar.timeout
+        ),
         (None, 1, Duration::from_secs(30))
     );
     assert_eq!(spec.udfs[1].kind, UdfKind::FlatMap);
-    assert_eq!((py.batch_size, py.endpoint.clone()), (512, None));
+    assert_eq!(
+        (py.sidecar.batch_size, py.sidecar.endpoint.clone()),
+        (512, None)
+    );
 }
 
 #[test]
@@ -295,8 +305,11 @@ fn python_udfs_take_a_batch_size_an_endpoint_and_the_keyed_process_kind() {
     let UdfRuntimeKind::Python(py) = &spec.udfs[0].runtime else {
         panic!("python expected")
     };
-    assert_eq!(py.batch_size, 64);
-    assert_eq!(py.endpoint.as_deref(), Some("http://127.0.0.1:50051"));
+    assert_eq!(py.sidecar.batch_size, 64);
+    assert_eq!(
+        py.sidecar.endpoint.as_deref(),
+        Some("http://127.0.0.1:50051")
+    );
     assert_eq!(spec.udfs[0].kind, UdfKind::KeyedProcess);
     let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, module: m, function: f, batch_size: 0, endpoint: 'tcp://x' }\n");
     let r = e.to_string();
@@ -396,4 +409,38 @@ fn kafka_mistakes_are_explained() {
     assert!(err.contains("missing required key `brokers`"), "{err}");
     assert!(err.contains("did you mean `exactly_once`"), "{err}");
     assert!(err.contains("did you mean `dead`"), "{err}");
+}
+
+#[test]
+fn go_udfs_name_a_package_a_binary_or_an_endpoint() {
+    let base = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n";
+    let spec = load_str(
+        &format!("{base}udfs:\n  a: {{ runtime: go, package: ./udfs, function: enrich, workers: 2 }}\n  b: {{ runtime: go, binary: bin/w, function: f, kind: filter }}\n  c: {{ runtime: go, endpoint: 'unix:/tmp/w.sock', function: f }}\n"),
+        "/p/pipeline.yaml",
+    )
+    .expect("valid");
+    let UdfRuntimeKind::Go(a) = &spec.udfs[0].runtime else {
+        panic!("go expected")
+    };
+    assert_eq!(a.program, Some(GoProgram::Package("/p/udfs".into())));
+    assert_eq!(a.sidecar.workers, 2);
+    let UdfRuntimeKind::Go(b) = &spec.udfs[1].runtime else {
+        panic!("go expected")
+    };
+    assert_eq!(b.program, Some(GoProgram::Binary("/p/bin/w".into())));
+    let UdfRuntimeKind::Go(c) = &spec.udfs[2].runtime else {
+        panic!("go expected")
+    };
+    assert_eq!(
+        (c.program.clone(), c.sidecar.endpoint.as_deref()),
+        (None, Some("unix:/tmp/w.sock"))
+    );
+
+    let e = errors(&format!(
+        "{base}udfs:\n  a: {{ runtime: go, function: f }}\n  b: {{ runtime: go, binary: x, package: y, function: f }}\n  c: {{ runtime: go, binary: x, endpoint: 'unix:/s', function: f }}\n"
+    ))
+    .to_string();
+    assert!(e.contains("a Go UDF needs `package`"), "{e}");
+    assert!(e.contains("give `binary` or `package`, not both"), "{e}");
+    assert!(e.contains("not both"), "{e}");
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::spec::{LatePolicy, PipelineSpec, StepKind, UdfKind, UdfRuntimeKind};
+use crate::config::spec::{LatePolicy, PipelineSpec, StepKind, UdfKind};
 use crate::expr::Expr;
 use crate::ops::keyed::{KeyedProcess, KeyedProcessConfig};
 use crate::ops::stateless::{Filter, KeyBy, Map};
@@ -13,9 +13,7 @@ use crate::ops::window::{LateTarget, UdfAggregate, WindowConfig, WindowOp};
 use crate::ops::{step_name, Chain, Operator};
 use crate::state::StateStore;
 use crate::time::{millis, WindowAssigner};
-use crate::udf::inproc::InprocRuntime;
 use crate::udf::native::NativeRuntime;
-use crate::udf::python::PythonRuntime;
 use crate::udf::{check_function, FunctionKind, UdfRuntime};
 use crate::value::Str;
 
@@ -313,15 +311,14 @@ impl Plan {
                             runtime: rt.clone(),
                             function: udf.function.clone(),
                             kind: function_kind(udf.kind),
-                            batching: match &udf.runtime {
-                                UdfRuntimeKind::Python(py) | UdfRuntimeKind::PythonInproc(py) => {
-                                    Batching {
-                                        max_records: py.batch_size,
-                                        linger: py.linger,
-                                    }
-                                }
-                                UdfRuntimeKind::Native => Batching::default(),
-                            },
+                            batching: udf
+                                .runtime
+                                .sidecar()
+                                .map(|s| Batching {
+                                    max_records: s.batch_size,
+                                    linger: s.linger,
+                                })
+                                .unwrap_or_default(),
                         }),
                         None => {
                             errors.push(PlanError::Step {
@@ -388,15 +385,7 @@ fn runtimes_for(
     let native: Arc<dyn UdfRuntime> = Arc::new(NativeRuntime::with_builtins());
     let mut out = HashMap::new();
     for udf in &spec.udfs {
-        let started: Result<Arc<dyn UdfRuntime>, _> =
-            match &udf.runtime {
-                UdfRuntimeKind::Native => Ok(native.clone()),
-                UdfRuntimeKind::PythonInproc(py) => InprocRuntime::start(&udf.name, py)
-                    .map(|rt| Arc::new(rt) as Arc<dyn UdfRuntime>),
-                UdfRuntimeKind::Python(py) => PythonRuntime::start(&udf.name, py)
-                    .map(|rt| Arc::new(rt) as Arc<dyn UdfRuntime>),
-            };
-        let rt = match started {
+        let rt = match crate::udf::start(udf, &native) {
             Ok(rt) => rt,
             Err(source) => {
                 errors.push(PlanError::Udf {

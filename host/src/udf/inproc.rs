@@ -29,6 +29,7 @@ pub struct InprocRuntime {
 
 fn start_error(udf: &str, message: String) -> RuntimeError {
     RuntimeError::WorkerStart {
+        worker: "in-process Python runtime".into(),
         udf: udf.to_string(),
         message,
     }
@@ -170,6 +171,7 @@ impl UdfRuntime for InprocRuntime {
         }
         Python::attach(|py| {
             let fail = |e: PyErr| RuntimeError::WorkerFailed {
+                worker: "in-process Python runtime".into(),
                 udf: self.udf.clone(),
                 attempts: 1,
                 message: e.to_string(),

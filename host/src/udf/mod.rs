@@ -5,11 +5,16 @@
 //! host, written with the `headwater-sdk` crate) implements it now; the Python and Go sidecar
 //! runtimes and the Wasm runtime plug into the same trait.
 
+pub mod go;
 pub mod inproc;
 pub mod native;
 pub mod proto;
 pub mod python;
+pub mod worker;
 
+use std::sync::Arc;
+
+use crate::config::spec::{UdfRuntimeKind, UdfSpec};
 use crate::record::EventTime;
 use crate::value::Value;
 pub use headwater_sdk::{ErrorClass, FunctionError, FunctionKind};
@@ -30,16 +35,22 @@ pub enum RuntimeError {
         name: String,
         available: String,
     },
-    #[error("udf `{udf}`: the Python worker did not start: {message}")]
-    WorkerStart { udf: String, message: String },
-    #[error("udf `{udf}`: the Python worker failed {attempts} times in a row: {message}")]
+    #[error("udf `{udf}`: the {worker} did not start: {message}")]
+    WorkerStart {
+        /// What did not start (`Python worker`, `Go worker`).
+        worker: String,
+        udf: String,
+        message: String,
+    },
+    #[error("udf `{udf}`: the {worker} failed {attempts} times in a row: {message}")]
     WorkerFailed {
+        worker: String,
         udf: String,
         attempts: u32,
         message: String,
     },
     #[error(
-        "the {runtime} runtime does not run {what} (function `{function}`); write it in Python"
+        "the {runtime} runtime does not run {what} (function `{function}`); write it in Python or Go"
     )]
     Unsupported {
         runtime: String,
@@ -202,4 +213,18 @@ pub fn check_function(
                 .join(", "),
         }),
     }
+}
+
+/// Starts the runtime a declared UDF names: the one place that knows every runtime (adding a
+/// runtime is a module of its own plus an arm here and its options in `config/`).
+pub fn start(
+    udf: &UdfSpec,
+    native: &Arc<dyn UdfRuntime>,
+) -> Result<Arc<dyn UdfRuntime>, RuntimeError> {
+    Ok(match &udf.runtime {
+        UdfRuntimeKind::Native => native.clone(),
+        UdfRuntimeKind::Python(py) => Arc::new(python::start(&udf.name, py)?),
+        UdfRuntimeKind::PythonInproc(py) => Arc::new(inproc::InprocRuntime::start(&udf.name, py)?),
+        UdfRuntimeKind::Go(go) => Arc::new(go::start(&udf.name, go)?),
+    })
 }
