@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::decode::{
-    choice, duration, positive_duration, string, string_list, suggest, uint, Errors, MapReader,
+    byte_size, choice, duration, positive_duration, string, string_list, suggest, uint, Errors,
+    MapReader,
 };
 use super::spec::*;
 use super::yaml::{Kind, Node};
@@ -268,12 +269,16 @@ fn source(name: &str, node: &Node, base: &Path, errs: &mut Errors) -> Option<Sou
                 errs,
                 "set `path:` to a file or a glob like `input/*.jsonl`",
             );
+            let max_line_bytes = max_line_bytes(&mut m, &ctx, errs);
             path.and_then(|p| string(p, &format!("{ctx} path"), errs))
                 .map(|p| SourceKind::Files {
                     glob: resolve(base, &p).display().to_string(),
+                    max_line_bytes,
                 })
         }
-        Some("stdin") => Some(SourceKind::Stdin),
+        Some("stdin") => Some(SourceKind::Stdin {
+            max_line_bytes: max_line_bytes(&mut m, &ctx, errs),
+        }),
         Some("nexmark") => Some(SourceKind::Nexmark(nexmark(&mut m, &ctx, errs))),
         Some("kafka") => kafka_source(&mut m, &ctx, errs).map(SourceKind::Kafka),
         _ => None,
@@ -379,21 +384,10 @@ fn kafka_source(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> Option<K
         Some(n) => choice(n, &["end"], &format!("{ctx} until"), errs).is_some(),
         None => false,
     };
-    let max_record_bytes = match m.get("max_record_bytes") {
-        Some(n) => match uint(n, &format!("{ctx} max_record_bytes"), errs) {
-            Some(0) => {
-                errs.at(
-                    n,
-                    format!("{ctx}: max_record_bytes must be at least 1"),
-                    None,
-                );
-                1 << 20
-            }
-            Some(b) => b as usize,
-            None => 1 << 20,
-        },
-        None => 1 << 20,
-    };
+    let max_record_bytes = m
+        .get("max_record_bytes")
+        .and_then(|n| byte_size(n, &format!("{ctx} max_record_bytes"), errs))
+        .unwrap_or(1 << 20);
     if topics.is_empty() {
         return None;
     }
@@ -407,6 +401,13 @@ fn kafka_source(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> Option<K
         max_record_bytes,
         properties,
     })
+}
+
+/// `max_line_bytes` of a file or stdin source: longer lines are dead letters.
+fn max_line_bytes(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> usize {
+    m.get("max_line_bytes")
+        .and_then(|n| byte_size(n, &format!("{ctx} max_line_bytes"), errs))
+        .unwrap_or(DEFAULT_MAX_LINE_BYTES)
 }
 
 fn nexmark(m: &mut MapReader<'_>, ctx: &str, errs: &mut Errors) -> NexmarkSpec {

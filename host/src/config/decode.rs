@@ -161,6 +161,44 @@ pub fn uint(node: &Node, context: &str, errs: &mut Errors) -> Option<u64> {
     }
 }
 
+/// A size in bytes, at least 1: a whole number (`1048576`) or a number with a unit (`512KiB`,
+/// `16MiB`, `1GiB`; `KB`/`MB`/`GB` are powers of 1000).
+pub fn byte_size(node: &Node, context: &str, errs: &mut Errors) -> Option<usize> {
+    let parsed = node.scalar().and_then(parse_byte_size);
+    match parsed {
+        Some(n) if n > 0 => Some(n),
+        _ => {
+            errs.expected(
+                node,
+                "a size in bytes like `1048576`, `512KiB` or `16MiB` (at least 1)",
+                context,
+            );
+            None
+        }
+    }
+}
+
+/// `16MiB` → 16777216; None when it is not a size.
+pub fn parse_byte_size(text: &str) -> Option<usize> {
+    let text = text.trim().replace('_', "");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return None,
+    };
+    usize::try_from(n.checked_mul(unit_bytes)?).ok()
+}
+
 pub fn duration(node: &Node, context: &str, errs: &mut Errors) -> Option<Duration> {
     let Some(text) = node.scalar() else {
         errs.expected(node, "a duration like `5s`", context);

@@ -44,14 +44,18 @@ pub struct SourceSpec {
     pub location: Location,
 }
 
+/// Longest line a file or stdin source reads by default (`max_line_bytes`).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 << 20;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum SourceKind {
-    /// JSON-lines files matching a glob; each file is one partition; bounded.
-    Files { glob: String },
+    /// JSON-lines files matching a glob; each file is one partition; bounded. Lines longer
+    /// than `max_line_bytes` are dead letters.
+    Files { glob: String, max_line_bytes: usize },
     /// The Nexmark auction event generator.
     Nexmark(NexmarkSpec),
     /// JSON lines on standard input; one partition; bounded by end of input.
-    Stdin,
+    Stdin { max_line_bytes: usize },
     /// Apache Kafka topics; each topic partition is one source partition.
     Kafka(KafkaSourceSpec),
 }

@@ -58,7 +58,8 @@ fn a_full_pipeline_decodes() {
     assert_eq!(
         spec.sources[0].kind,
         SourceKind::Files {
-            glob: "/p/input/*.jsonl".into()
+            glob: "/p/input/*.jsonl".into(),
+            max_line_bytes: 16 << 20,
         }
     );
     assert_eq!(

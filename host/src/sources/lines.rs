@@ -4,10 +4,22 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::line_reader::{read_line_capped, LineFeed, LineRead, KEPT_OF_LONG_LINE};
 use super::{extract_event_time, Poll, Position, SourceError, SourcePartition};
 use crate::dlq::{DeadLetter, ErrorClass};
 use crate::record::{Origin, Record};
 use crate::value::Str;
+
+/// `16 MiB`, `512 KiB`, `100 B`.
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 && n % (1 << 20) == 0 {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} B")
+    }
+}
 
 /// The sorted files a glob matches.
 pub fn expand_glob(source_name: &str, pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
@@ -30,13 +42,26 @@ pub fn expand_glob(source_name: &str, pattern: &str) -> Result<Vec<PathBuf>, Sou
     Ok(paths)
 }
 
+/// Where lines come from.
+enum Input {
+    /// Read on the task's thread (files: reads do not wait for a writer).
+    Direct(Box<dyn BufRead + Send>),
+    /// Read by a thread of its own (standard input: a read may wait for the next line).
+    Feed(LineFeed),
+}
+
+/// The default for `max_line_bytes`.
+pub const DEFAULT_MAX_LINE: usize = crate::config::spec::DEFAULT_MAX_LINE_BYTES;
+
 /// Reads JSON objects, one per line; blank lines are skipped.
 pub struct LinesPartition {
     name: String,
     source_name: String,
     path: PathBuf,
     origin: Origin,
-    reader: Box<dyn BufRead + Send>,
+    input: Input,
+    /// Longest line kept; longer ones are dead letters.
+    max_line: usize,
     time_field: Vec<Str>,
     line: Vec<u8>,
     /// Bytes consumed so far (complete lines only).
@@ -52,6 +77,7 @@ impl LinesPartition {
         partition: u32,
         path: &Path,
         time_field: Vec<Str>,
+        max_line: usize,
     ) -> Result<Self, SourceError> {
         let file = File::open(path).map_err(|error| SourceError::Io {
             source_name: source_name.to_string(),
@@ -68,19 +94,31 @@ impl LinesPartition {
             time_field,
         );
         p.file = Some(path.to_path_buf());
+        p.max_line = max_line;
         Ok(p)
     }
 
-    pub fn stdin(source_name: &str, source: u16, time_field: Vec<Str>) -> Self {
-        Self::new(
+    /// Standard input, read by a thread of its own so each line is processed when it comes.
+    pub fn stdin(source_name: &str, source: u16, time_field: Vec<Str>, max_line: usize) -> Self {
+        let mut p = Self::new(
             source_name,
             source,
             0,
             "stdin".into(),
             Path::new("<stdin>"),
-            Box::new(std::io::stdin()),
+            Box::new(std::io::empty()),
             time_field,
-        )
+        );
+        p.max_line = max_line;
+        p.input = Input::Feed(LineFeed::start(
+            Box::new(std::io::BufReader::with_capacity(
+                64 << 10,
+                std::io::stdin(),
+            )),
+            max_line,
+            4096,
+        ));
+        p
     }
 
     /// A partition over any reader (tests, stdin).
@@ -102,7 +140,8 @@ impl LinesPartition {
                 partition,
                 offset: 0,
             },
-            reader: Box::new(BufReader::with_capacity(256 << 10, reader)),
+            input: Input::Direct(Box::new(BufReader::with_capacity(256 << 10, reader))),
+            max_line: DEFAULT_MAX_LINE,
             time_field,
             line: Vec::with_capacity(1024),
             consumed: 0,
@@ -130,19 +169,54 @@ impl SourcePartition for LinesPartition {
     ) -> Result<Poll, SourceError> {
         let mut produced = 0;
         while produced < max {
-            self.line.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.line)
-                .map_err(|error| SourceError::Io {
-                    source_name: self.source_name.clone(),
-                    path: self.path.clone(),
-                    error,
-                })?;
-            if n == 0 {
-                return Ok(if produced > 0 { Poll::Ready } else { Poll::End });
+            let read = match &mut self.input {
+                Input::Direct(reader) => {
+                    read_line_capped(reader.as_mut(), &mut self.line, self.max_line)
+                }
+                Input::Feed(feed) => match feed.try_next() {
+                    None => {
+                        return Ok(if produced > 0 {
+                            Poll::Ready
+                        } else {
+                            Poll::Pending
+                        });
+                    }
+                    Some(Ok((line, read))) => {
+                        self.line = line;
+                        Ok(read)
+                    }
+                    Some(Err(e)) => Err(e),
+                },
             }
-            self.consumed += self.line.len() as u64;
+            .map_err(|error| SourceError::Io {
+                source_name: self.source_name.clone(),
+                path: self.path.clone(),
+                error,
+            })?;
+            let consumed = match read {
+                LineRead::End => {
+                    return Ok(if produced > 0 { Poll::Ready } else { Poll::End });
+                }
+                LineRead::Line { consumed } => consumed,
+                LineRead::TooLong { consumed, len } => {
+                    self.consumed += consumed;
+                    self.origin.offset += 1;
+                    produced += 1;
+                    dead.push(DeadLetter::new(
+                        std::mem::take(&mut self.line),
+                        self.origin,
+                        "decode".to_string(),
+                        ErrorClass::Permanent,
+                        format!(
+                            "line of {len} bytes, more than max_line_bytes ({}); its first {} KiB are kept here, the rest was skipped",
+                            human_bytes(self.max_line as u64),
+                            KEPT_OF_LONG_LINE.min(self.max_line) >> 10
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            self.consumed += consumed;
             self.origin.offset += 1;
             let mut bytes: &[u8] = &self.line;
             while let Some((last, rest)) = bytes.split_last() {
@@ -199,7 +273,7 @@ impl SourcePartition for LinesPartition {
         }
         file.seek(SeekFrom::Start(position.offset))
             .map_err(|e| fail(e.to_string()))?;
-        self.reader = Box::new(BufReader::with_capacity(256 << 10, file));
+        self.input = Input::Direct(Box::new(BufReader::with_capacity(256 << 10, file)));
         self.consumed = position.offset;
         self.origin.offset = position.records;
         Ok(())

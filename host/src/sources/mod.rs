@@ -5,6 +5,7 @@
 //! goes on with the next line.
 
 pub mod kafka;
+pub mod line_reader;
 pub mod lines;
 pub mod nexmark;
 
@@ -118,7 +119,10 @@ pub fn open_source(
         .into_iter()
         .map(|p| Box::new(p) as Box<dyn SourcePartition>)
         .collect()),
-        SourceKind::Files { glob } => {
+        SourceKind::Files {
+            glob,
+            max_line_bytes,
+        } => {
             let field = time_field(spec)?;
             let paths = lines::expand_glob(&spec.name, glob)?;
             let mut parts: Vec<Box<dyn SourcePartition>> = Vec::with_capacity(paths.len());
@@ -129,16 +133,18 @@ pub fn open_source(
                     i as u32,
                     &path,
                     field.clone(),
+                    *max_line_bytes,
                 )?));
             }
             Ok(parts)
         }
-        SourceKind::Stdin => {
+        SourceKind::Stdin { max_line_bytes } => {
             let field = time_field(spec)?;
             Ok(vec![Box::new(lines::LinesPartition::stdin(
                 &spec.name,
                 source_index,
                 field,
+                *max_line_bytes,
             ))])
         }
         SourceKind::Nexmark(n) => Ok(nexmark::partitions(n, source_index)
@@ -167,13 +173,12 @@ pub fn extract_event_time(value: &Value, field: &[Str]) -> Result<EventTime, Str
         None | Some(Value::Null) => Err(format!("event-time field `{}` is missing", name())),
         Some(Value::Int(ms)) => Ok(*ms),
         Some(Value::Float(ms)) if ms.is_finite() => Ok(*ms as i64),
-        Some(Value::Str(s)) => humantime::parse_rfc3339_weak(s)
-            .map_err(|e| format!("event-time field `{}` is `{s}`, not an RFC 3339 time ({e})", name()))
-            .and_then(|t| {
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .map_err(|_| format!("event-time field `{}` is before 1970", name()))
-            }),
+        Some(Value::Str(s)) => crate::time::rfc3339::parse_millis(s).map_err(|e| {
+            format!(
+                "event-time field `{}` is `{s}`, not an RFC 3339 time ({e}); e.g. `2026-01-01T10:00:03Z` or `2026-01-01T12:00:03+02:00`",
+                name()
+            )
+        }),
         Some(other) => Err(format!(
             "event-time field `{}` is a {}; expected milliseconds since the epoch or an RFC 3339 string",
             name(),
@@ -202,6 +207,11 @@ mod tests {
         assert_eq!(
             t(r#"{"ts":"2026-01-01T10:00:03.250Z"}"#),
             Ok(1_767_261_603_250)
+        );
+        // An offset (once dead-lettered as "not an RFC 3339 time").
+        assert_eq!(
+            t(r#"{"ts":"2026-01-01T12:00:03+02:00"}"#),
+            Ok(1_767_261_603_000)
         );
     }
 

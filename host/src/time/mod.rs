@@ -1,5 +1,6 @@
 //! Event time: watermarks per partition and across inputs, and window assignment.
 
+pub mod rfc3339;
 pub mod watermark;
 pub mod windows;
 
