@@ -10,6 +10,11 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "Python environment (SDK installed from this checkout)"
 setup_python
 
+# Go builds MinIO (below) and runs the Go SDK's checks: a go >= 1.26 on PATH is used, else one
+# is installed from the Go module proxy into ~/.cache/headwater/go (scripts/setup.sh, setup_go).
+step "Go toolchain"
+setup_go
+
 # Checkpoint tests run against a real S3-compatible server (MinIO, built once with Go and
 # cached under ~/.cache/headwater/s3; the first build takes ~7 minutes on 2 cores).
 step "S3-compatible server for the checkpoint tests (integration/s3/s3.sh build)"

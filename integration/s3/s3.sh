@@ -79,8 +79,9 @@ find_go() {
   if command -v go >/dev/null 2>&1; then command -v go; return; fi
   if [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go; return; fi
   die "Go is needed to build MinIO once, and was not found (not on PATH, not /usr/local/go/bin/go).
-  Install Go >= 1.24 (e.g. 'apt-get install golang-go' if Debian's is new enough), set GO=/path/to/go,
-  or point S3_SERVER_BIN at an existing MinIO binary."
+  ./dev test installs one (scripts/setup.sh, setup_go: from the Go module proxy into
+  ~/.cache/headwater/go); or install Go >= 1.24 yourself (Debian 12's golang-go is 1.19, too old),
+  set GO=/path/to/go, or point S3_SERVER_BIN at an existing MinIO binary."
 }
 
 build() {
