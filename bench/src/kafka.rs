@@ -240,9 +240,9 @@ impl Bench {
                 "name": name,
                 "events": events,
                 "rounds": self.rounds,
-                "events_per_sec": wall[i].round(),
                 "events_per_sec_rounds": runs[i].iter().map(|b| b.wall.round()).collect::<Vec<_>>(),
-                "events_per_sec_steady": round0(steady[i]),
+                "committed_events_per_sec": wall[i].round(),
+                "into_sink_events_per_sec_steady": round0(steady[i]),
                 "seconds_to_first_output": first_output[i].map(round3),
                 "ratio_to_source_blackhole": (mode != Mode::Blackhole).then(|| round3(wall[i] / wall[0])),
                 "checkpoint_interval_s": 1,
@@ -250,16 +250,20 @@ impl Bench {
                 "parallelism": self.parallelism,
             }));
         }
+        // The headline is committed throughput: each run ends when its last transaction is
+        // committed, and every record was found in the output topic by a read_committed
+        // consumer. The steady figures count records handed to the sink (not yet committed)
+        // and are shown for the shape of the run only.
         emit(json!({
             "name": "kafka_delivery_ratio",
             "events": events,
-            "exactly_once_events_per_sec": wall[1].round(),
-            "at_least_once_events_per_sec": wall[2].round(),
-            "ratio": round3(wall[1] / wall[2]),
+            "exactly_once_committed_events_per_sec": wall[1].round(),
+            "at_least_once_committed_events_per_sec": wall[2].round(),
+            "ratio_committed": round3(wall[1] / wall[2]),
             "target": 0.9,
-            "exactly_once_events_per_sec_steady": round0(steady[1]),
-            "at_least_once_events_per_sec_steady": round0(steady[2]),
-            "ratio_steady": steady[1].zip(steady[2]).map(|(e, a)| round3(e / a)),
+            "exactly_once_into_sink_events_per_sec_steady": round0(steady[1]),
+            "at_least_once_into_sink_events_per_sec_steady": round0(steady[2]),
+            "ratio_into_sink_steady": steady[1].zip(steady[2]).map(|(e, a)| round3(e / a)),
             "checkpoint_interval_s": 1,
         }));
         Ok(wall[1])

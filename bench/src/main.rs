@@ -99,63 +99,78 @@ fn main() -> Result<()> {
         line["machine"] = machine();
         println!("{line}");
     };
+    // One failing benchmark does not stop the others: its error is printed as a JSON line and
+    // the exit status says that something failed.
+    let mut failed = Vec::new();
     for name in &names {
-        match name.as_str() {
-            "python" => {
-                python_udf::run(&work, args.python_records, cores(), &emit)?;
-                continue;
-            }
-            "checkpoint" => {
-                checkpoint::run(&work, &args.state_mb, &emit)?;
-                continue;
-            }
-            "kafka" => {
-                let opts = kafka::Options {
-                    events: args.kafka_events,
-                    brokers: args.kafka_brokers.clone(),
-                    latency_secs: args.kafka_latency_secs,
-                    latency_rate: args.kafka_latency_rate,
-                    rounds: args.kafka_rounds,
-                    parallelism,
-                };
-                kafka::run(&work, &opts, &emit)?;
-                continue;
-            }
-            "unaligned" => {
-                unaligned::run(&work, args.events, parallelism, &emit)?;
-                continue;
-            }
-            "checkpointed" => {
-                for q in ["q5", "q11"] {
-                    bench_checkpointed(q, args.events, parallelism, &work, &emit)?;
-                }
-                continue;
-            }
-            _ => {}
+        let result = run_one(name, &args, parallelism, &work, &mut baseline, &emit);
+        if let Err(e) = result {
+            eprintln!("benchmark `{name}` failed: {e:#}");
+            emit(json!({ "name": name, "error": format!("{e:#}") }));
+            failed.push(name.clone());
         }
-        let (events, secs) = match name.as_str() {
-            "generator" => bench_generator(args.events, parallelism),
-            q => bench_query(q, args.events, parallelism, &work)?,
-        };
-        let eps = events as f64 / secs;
-        if name == "generator" {
-            baseline = Some(eps);
-        }
-        let line = json!({
-            "name": format!("nexmark_{name}"),
-            "events": events,
-            "seconds": round3(secs),
-            "events_per_sec": eps.round(),
-            "events_per_sec_per_task": (eps / parallelism as f64).round(),
-            "events_per_sec_per_core": (eps / cores().min(parallelism) as f64).round(),
-            "ratio_to_generator": baseline.filter(|_| name != "generator").map(|b| round3(eps / b)),
-            "parallelism": parallelism,
-            "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-            "machine": machine(),
-        });
-        println!("{line}");
     }
     let _ = std::fs::remove_dir_all(&work);
+    if !failed.is_empty() {
+        bail!(
+            "{} benchmark(s) failed: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs the benchmark `name`, printing its JSON lines.
+fn run_one(
+    name: &str,
+    args: &Args,
+    parallelism: usize,
+    work: &std::path::Path,
+    baseline: &mut Option<f64>,
+    emit: &dyn Fn(serde_json::Value),
+) -> Result<()> {
+    match name {
+        "python" => return python_udf::run(work, args.python_records, cores(), emit),
+        "checkpoint" => return checkpoint::run(work, &args.state_mb, emit),
+        "kafka" => {
+            let opts = kafka::Options {
+                events: args.kafka_events,
+                brokers: args.kafka_brokers.clone(),
+                latency_secs: args.kafka_latency_secs,
+                latency_rate: args.kafka_latency_rate,
+                rounds: args.kafka_rounds,
+                parallelism,
+            };
+            return kafka::run(work, &opts, emit);
+        }
+        "unaligned" => return unaligned::run(work, args.events, parallelism, emit),
+        "checkpointed" => {
+            for q in ["q5", "q11"] {
+                bench_checkpointed(q, args.events, parallelism, work, emit)?;
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
+    let (events, secs) = match name {
+        "generator" => bench_generator(args.events, parallelism),
+        q => bench_query(q, args.events, parallelism, work)?,
+    };
+    let eps = events as f64 / secs;
+    if name == "generator" {
+        *baseline = Some(eps);
+    }
+    emit(json!({
+        "name": format!("nexmark_{name}"),
+        "events": events,
+        "seconds": round3(secs),
+        "events_per_sec": eps.round(),
+        "events_per_sec_per_task": (eps / parallelism as f64).round(),
+        "events_per_sec_per_core": (eps / cores().min(parallelism) as f64).round(),
+        "ratio_to_generator": baseline.filter(|_| name != "generator").map(|b| round3(eps / b)),
+        "parallelism": parallelism,
+    }));
     Ok(())
 }
 
