@@ -68,11 +68,13 @@ apt_first_available() {
 
 # ---- system packages of the build and of the test services --------------------------------------
 # libclang for RocksDB's bindings, a C/C++ compiler (build-essential) for RocksDB itself; cmake,
-# pkg-config and the OpenSSL and zlib headers for librdkafka (built from source by the rdkafka
-# crate; zstd and lz4 come from crates, curl and SASL are not built). ca-certificates: cargo and
+# pkg-config and the OpenSSL, zlib and curl headers for librdkafka (built from source by the
+# rdkafka crate; zstd and lz4 come from crates, Cyrus SASL is not built; its rdkafka_conf.c
+# includes curl/curl.h even with WITH_CURL=0, which a fresh Debian 12 root showed). ca-certificates: cargo and
 # go check the TLS certificates of crates.io and the Go module proxy against the system's.
 # protoc is not needed: the host's build uses the protoc of the protoc-bin-vendored crate.
-APT_PACKAGES=(ca-certificates build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev)
+APT_PACKAGES=(ca-certificates build-essential pkg-config cmake libclang-dev libssl-dev zlib1g-dev
+  libcurl4-openssl-dev)
 # Java 17+ and Maven run the real Kafka broker of the tests (integration/kafka/kafka.sh fetches
 # Kafka's jars from Maven Central with mvn); a java or mvn already on PATH is used as it is.
 java_major() {
