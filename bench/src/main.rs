@@ -14,6 +14,7 @@
 mod checkpoint;
 mod kafka;
 mod python_udf;
+mod recovery;
 mod unaligned;
 
 use std::time::Instant;
@@ -34,11 +35,14 @@ use headwater::runtime::{self, RunControl, RunOptions};
 #[command(about = "Run Headwater benchmarks; prints one JSON line per result")]
 struct Args {
     /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python, checkpoint,
-    /// checkpointed, unaligned, kafka.
+    /// recovery, checkpointed, unaligned, kafka.
     names: Vec<String>,
     /// State sizes (MB) for the `checkpoint` benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000,2000")]
     state_mb: Vec<u64>,
+    /// State sizes (MB) for the `recovery` benchmark (a restart timed as a user sees it).
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    recovery_mb: Vec<u64>,
     /// Records for the Python UDF benchmark.
     #[arg(long, default_value_t = 200_000)]
     python_records: u64,
@@ -67,7 +71,7 @@ struct Args {
     parallelism: Option<usize>,
 }
 
-const ALL: [&str; 10] = [
+const ALL: [&str; 11] = [
     "generator",
     "q0",
     "q1",
@@ -75,6 +79,7 @@ const ALL: [&str; 10] = [
     "q11",
     "python",
     "checkpoint",
+    "recovery",
     "checkpointed",
     "unaligned",
     "kafka",
@@ -133,6 +138,7 @@ fn run_one(
     match name {
         "python" => return python_udf::run(work, args.python_records, cores(), emit),
         "checkpoint" => return checkpoint::run(work, &args.state_mb, emit),
+        "recovery" => return recovery::run(work, &args.recovery_mb, parallelism, emit),
         "kafka" => {
             let opts = kafka::Options {
                 events: args.kafka_events,
