@@ -1,4 +1,4 @@
-//! Watermarks (SPEC §3).
+//! Watermarks: per-partition clocks and the combination of inputs (see ARCHITECTURE.md, "Event time").
 //!
 //! A watermark `W` says: no more records with event time `<= W` are expected. Each source
 //! partition tracks the largest event time it has seen; its watermark is that minus the
