@@ -3,12 +3,14 @@
 //!
 //! For each size, a keyed tumbling window (`max` of a ~1 KB string per key, so the state is
 //! about `keys × 1 KB`) is filled by a first run of the real binary, which is stopped with
-//! Ctrl-C once every key is in (it stops at a checkpoint). The input is then cut at the
-//! checkpoint's position and one record an hour later appended, whose watermark fires every
-//! restored window. The second run is timed from the moment its process is spawned:
-//! `first_result_ms` to its first output line (state restored, timer indexes rebuilt from the
-//! state, the record read, windows firing), `all_results_ms` to the last restored window's
-//! result (the whole state read back). Twice: with the local copy of the checkpoint (a
+//! Ctrl-C once every key is in (it stops at a checkpoint). The keys' windows are in the second
+//! hour; one more key (`early`) has a window in the first, which a watermark held back an
+//! hour (`max_out_of_orderness: 1h`) keeps open. The input is then cut at the
+//! checkpoint's position and one record appended whose watermark closes the first hour only.
+//! The second run is timed from the moment its process is spawned: `first_result_ms` to its
+//! first output line, the `early` window (state restored, timer indexes rebuilt from the
+//! whole state, the record read, one window fired), `all_results_ms` to the last restored
+//! window's result, fired by the end of the input (the whole state read back). Twice: with the local copy of the checkpoint (a
 //! restart on the same machine) and with the local state deleted (everything downloaded from
 //! the checkpoint store, here a folder: the cost of a new machine, minus the network).
 
@@ -78,7 +80,8 @@ fn one_size(
     file.set_len(offset)?;
     drop(file);
     let mut f = std::fs::OpenOptions::new().append(true).open(&input)?;
-    writeln!(f, r#"{{"ts":7200000,"k":"trigger"}}"#)?;
+    // Watermark 7,200,001 - 1 h - 1 ms: closes the first hour, not the second.
+    writeln!(f, r#"{{"ts":7200001,"k":"trigger"}}"#)?;
     drop(f);
 
     let copy = work.join(format!("recovery-{mb}mb-store"));
@@ -108,15 +111,17 @@ fn one_size(
 
 fn pipeline(parallelism: usize) -> String {
     format!(
-        "name: {NAME}\nparallelism: {parallelism}\nsources:\n  in: {{ type: file, path: input/events.jsonl, event_time: {{ field: ts }} }}\n\
+        "name: {NAME}\nparallelism: {parallelism}\nsources:\n  in: {{ type: file, path: input/events.jsonl, event_time: {{ field: ts, max_out_of_orderness: 1h }} }}\n\
 steps:\n  - filter: \"k != 'filler'\"\n  - key_by: k\n  - window: {{ type: tumbling, size: 1h, aggregates: {{ m: max(p) }} }}\n\
 sinks:\n  out: {{ type: stdout }}\noutput: out\ncheckpoint: {{ interval: 500ms }}\ntuning: {{ progress_interval: 0s }}\n"
     )
 }
 
-/// `keys` records of distinct keys in the first hour, then the filler.
+/// One record in the first hour, `keys` records of distinct keys in the second, then the
+/// filler (second hour too).
 fn write_input(path: &Path, keys: u64) -> Result<()> {
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    writeln!(out, r#"{{"ts":0,"k":"early","p":"e"}}"#)?;
     let pad: String = (0..PAYLOAD - 8)
         .map(|i| (b'a' + (i % 26) as u8) as char)
         .collect();
@@ -124,11 +129,11 @@ fn write_input(path: &Path, keys: u64) -> Result<()> {
         writeln!(
             out,
             r#"{{"ts":{},"k":"k{i:08}","p":"{i:08}{pad}"}}"#,
-            i % 3_600_000
+            3_600_000 + i % 3_600_000
         )?;
     }
     for i in 0..FILLER {
-        writeln!(out, r#"{{"ts":{},"k":"filler"}}"#, 3_599_000 + i % 1000)?;
+        writeln!(out, r#"{{"ts":{},"k":"filler"}}"#, 7_199_000 + i % 1000)?;
     }
     out.flush()?;
     Ok(())
@@ -200,7 +205,8 @@ struct Restart {
     run_ms: f64,
 }
 
-/// The timed second run: every restored key's window fires, plus the trigger's at the end.
+/// The timed second run: the `early` window first, then at the end of the input every
+/// restored key's window and the trigger's.
 fn restart(bin: &Path, dir: &Path, keys: u64) -> Result<Restart> {
     let started = Instant::now();
     let mut child = Command::new(bin)
@@ -216,8 +222,9 @@ fn restart(bin: &Path, dir: &Path, keys: u64) -> Result<Restart> {
     let mut all = None;
     for line in BufReader::with_capacity(1 << 20, stdout).lines() {
         let line = line?;
-        first.get_or_insert_with(|| started.elapsed());
-        if !line.contains("\"trigger\"") {
+        if line.contains("\"early\"") {
+            first.get_or_insert_with(|| started.elapsed());
+        } else if !line.contains("\"trigger\"") {
             restored += 1;
             if restored == keys {
                 all = Some(started.elapsed());
@@ -231,8 +238,11 @@ fn restart(bin: &Path, dir: &Path, keys: u64) -> Result<Restart> {
         bail!("the second run failed: {stderr}");
     }
     // Only a run that restored the state has these windows to fire.
-    if restored != keys {
-        bail!("the second run fired {restored} restored windows, expected {keys}: {stderr}");
+    if restored != keys || first.is_none() {
+        bail!(
+            "the second run fired {restored} restored windows (expected {keys}) and {} the early one: {stderr}",
+            if first.is_some() { "" } else { "not" }
+        );
     }
     let ms =
         |d: Option<Duration>| d.map_or(f64::NAN, |d| (d.as_secs_f64() * 10_000.0).round() / 10.0);

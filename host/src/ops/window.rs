@@ -748,26 +748,34 @@ impl Operator for WindowOp {
     fn restore(&mut self, key_groups: (u16, u16), watermark: EventTime) -> Result<(), OpError> {
         self.watermark = watermark;
         self.timers.clear();
+        let store = self.store.clone();
         for kg in key_groups.0..=key_groups.1 {
-            let entries = self
-                .store
-                .scan_prefix(&tag_prefix(kg, self.cfg.op_id, TAG_ACC))
-                .map_err(|e| self.state_err(e))?;
-            for (k, v) in entries {
-                let window = if self.cfg.assigner.is_session() {
-                    let start = parse_session_key(&k).map(|(_, s)| s);
-                    match (start, self.decode_session(&k, &v)) {
-                        (Some(start), Ok((end, _))) => Some(TimeWindow { start, end }),
-                        _ => None,
+            let mut windows: Vec<(Vec<u8>, TimeWindow)> = Vec::new();
+            let mut bad: Option<Vec<u8>> = None;
+            store
+                .for_each_in_prefix(&tag_prefix(kg, self.cfg.op_id, TAG_ACC), |k, v| {
+                    let window = if self.cfg.assigner.is_session() {
+                        let start = parse_session_key(k).map(|(_, s)| s);
+                        match (start, self.decode_session(k, v)) {
+                            (Some(start), Ok((end, _))) => Some(TimeWindow { start, end }),
+                            _ => None,
+                        }
+                    } else {
+                        parse_window_key(k).map(|(_, w)| w)
+                    };
+                    match window {
+                        Some(w) => windows.push((k.to_vec(), w)),
+                        None => bad = Some(k.to_vec()),
                     }
-                } else {
-                    parse_window_key(&k).map(|(_, w)| w)
-                };
-                let Some(w) = window else {
-                    return Err(self.state_err(StateError::Corrupt(format!(
-                        "window state key {k:?} cannot be decoded"
-                    ))));
-                };
+                    Ok(())
+                })
+                .map_err(|e| self.state_err(e))?;
+            if let Some(k) = bad {
+                return Err(self.state_err(StateError::Corrupt(format!(
+                    "window state key {k:?} cannot be decoded"
+                ))));
+            }
+            for (k, w) in windows {
                 self.register_timers(&w, &k);
             }
         }

@@ -153,6 +153,40 @@ impl StateStore {
         Ok(out)
     }
 
+    /// Calls `f` with every entry whose key starts with `prefix`, in key order, without
+    /// collecting them: for scans over a whole state (restoring timer indexes), where the
+    /// entries are read once and need not stay in the block cache.
+    pub fn for_each_in_prefix(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let mut opts = rocksdb::ReadOptions::default();
+        if !key_prefix_in_domain(prefix) {
+            opts.set_total_order_seek(true);
+        }
+        if let Some(upper) = prefix_successor(prefix) {
+            opts.set_iterate_upper_bound(upper);
+        }
+        // A one-pass scan: do not evict the working set from the cache, read ahead.
+        opts.fill_cache(false);
+        opts.set_readahead_size(2 << 20);
+        let mut it = self.db.raw_iterator_opt(opts);
+        it.seek(prefix);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(k, v)?;
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
     /// Writes a consistent copy of the store into `dir` (which must not exist): memtables are
     /// flushed, SST files are hard-linked (cheap), the small metadata files copied.
     pub fn checkpoint_to(&self, dir: &Path) -> Result<(), StateError> {
