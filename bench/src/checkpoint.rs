@@ -285,6 +285,7 @@ impl Rounds<'_> {
                 uploaded_bytes: stats.uploaded_bytes,
                 dlq_len: None,
                 sink_channels: Vec::new(),
+                udf_modules: Default::default(),
             };
             self.storage.write_manifest(&manifest)?;
             let total_ms = started.elapsed().as_secs_f64() * 1e3;

@@ -7,15 +7,19 @@
 //! Each Nexmark query runs on the generator source through the real runtime. The baseline
 //! `nexmark_generator` measures the bare generator in the same run, so each query's figure can
 //! be read as a ratio of it. `python` compares Python UDF runtimes with a plain Python loop
-//! (see `python_udf.rs`). `kafka` compares exactly-once and at-least-once Kafka sinks on a real
+//! (see `python_udf.rs`); `wasm` compares Wasm UDFs from Rust and Go with native ones (see
+//! `wasm_udf.rs`). `kafka` compares exactly-once and at-least-once Kafka sinks on a real
 //! broker (see `kafka.rs`). `unaligned` compares checkpoint durations under backpressure with
-//! aligned and unaligned barriers (see `unaligned.rs`).
+//! aligned and unaligned barriers (see `unaligned.rs`). `go` compares Go UDFs on sidecar workers
+//! with a plain Go loop (see `go_udf.rs`).
 
 mod checkpoint;
+mod go_udf;
 mod kafka;
 mod python_udf;
 mod recovery;
 mod unaligned;
+mod wasm_udf;
 
 use std::time::Instant;
 
@@ -34,8 +38,8 @@ use headwater::runtime::{self, RunControl, RunOptions};
 #[derive(Parser)]
 #[command(about = "Run Headwater benchmarks; prints one JSON line per result")]
 struct Args {
-    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python, checkpoint,
-    /// recovery, checkpointed, unaligned, kafka.
+    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python, go, wasm,
+    /// checkpoint, recovery, checkpointed, unaligned, kafka.
     names: Vec<String>,
     /// State sizes (MB) for the `checkpoint` benchmark.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000,2000")]
@@ -46,6 +50,12 @@ struct Args {
     /// Records for the Python UDF benchmark.
     #[arg(long, default_value_t = 200_000)]
     python_records: u64,
+    /// Records for the Go UDF benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    go_records: u64,
+    /// Records for the Wasm UDF benchmark.
+    #[arg(long, default_value_t = 200_000)]
+    wasm_records: u64,
     /// Events per Nexmark benchmark.
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
@@ -71,13 +81,15 @@ struct Args {
     parallelism: Option<usize>,
 }
 
-const ALL: [&str; 11] = [
+const ALL: [&str; 13] = [
     "generator",
     "q0",
     "q1",
     "q5",
     "q11",
     "python",
+    "go",
+    "wasm",
     "checkpoint",
     "recovery",
     "checkpointed",
@@ -137,6 +149,8 @@ fn run_one(
 ) -> Result<()> {
     match name {
         "python" => return python_udf::run(work, args.python_records, cores(), emit),
+        "go" => return go_udf::run(work, args.go_records, cores(), emit),
+        "wasm" => return wasm_udf::run(work, args.wasm_records, emit),
         "checkpoint" => return checkpoint::run(work, &args.state_mb, emit),
         "recovery" => return recovery::run(work, &args.recovery_mb, parallelism, emit),
         "kafka" => {

@@ -11,8 +11,10 @@
 //! ```
 //!
 //! `raw` holds the original bytes when they are UTF-8, otherwise `raw_base64` holds them in
-//! standard base64. `offset` is the 1-based line for file and stdin sources and the event
-//! number for generators. `event_time` is set when the record's time was known.
+//! standard base64; when they were too large to keep whole, `raw` holds their first
+//! [`KEPT_RAW_BYTES`] and `raw_size` their size. `offset` is the 1-based line for file and
+//! stdin sources and the event number for generators. `event_time` is set when the record's
+//! time was known.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,6 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::record::Origin;
 
 pub use headwater_sdk::ErrorClass;
+
+/// How much of a record's bytes a dead letter keeps when they are too large to keep whole.
+pub const KEPT_RAW_BYTES: usize = 64 << 10;
 
 /// A record that could not be processed.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +44,8 @@ pub struct DeadLetter {
     pub event_time: Option<i64>,
     /// Wall-clock time of the failure, ms since the epoch.
     pub failed_at_ms: i64,
+    /// The size of the original bytes when `raw` holds only their beginning.
+    pub raw_size: Option<u64>,
 }
 
 impl DeadLetter {
@@ -59,7 +66,25 @@ impl DeadLetter {
             attempts: 1,
             event_time: None,
             failed_at_ms: now_ms(),
+            raw_size: None,
         }
+    }
+
+    /// Keeps at most `keep` bytes of `raw` (cut at a character boundary when it is UTF-8), and
+    /// the original size in `raw_size`.
+    pub fn truncate_raw(&mut self, keep: usize) {
+        if self.raw.len() <= keep {
+            return;
+        }
+        let size = self.raw_size.unwrap_or(self.raw.len() as u64);
+        let mut cut = keep;
+        if std::str::from_utf8(&self.raw).is_ok() {
+            while cut > 0 && (self.raw[cut] & 0xC0) == 0x80 {
+                cut -= 1;
+            }
+        }
+        self.raw.truncate(cut);
+        self.raw_size = Some(size);
     }
 
     /// The JSON envelope, with source and partition names resolved through `names`.
@@ -111,6 +136,9 @@ impl DeadLetter {
             Ok(text) => o.insert("raw".into(), text.into()),
             Err(_) => o.insert("raw_base64".into(), base64(&self.raw).into()),
         };
+        if let Some(size) = self.raw_size {
+            o.insert("raw_size".into(), size.into());
+        }
         serde_json::Value::Object(o)
     }
 }
@@ -381,6 +409,31 @@ mod tests {
             env.to_string(),
             r#"{"source":"orders","partition":0,"partition_name":"in/a.jsonl","offset":12,"step":"decode","error_class":"permanent","error":"bad json","detail":null,"attempts":1,"event_time":null,"failed_at":"1970-01-01T00:00:00.000Z","raw":"{oops"}"#
         );
+    }
+
+    #[test]
+    fn large_raw_bytes_are_cut_at_a_character_and_their_size_kept() {
+        let mut dl = DeadLetter::new(
+            "é".repeat(100).into_bytes(),
+            Origin::default(),
+            "sink out".into(),
+            ErrorClass::Permanent,
+            "too large".into(),
+        );
+        dl.truncate_raw(51);
+        assert_eq!(dl.raw.len(), 50, "not in the middle of a character");
+        let env = dl.to_envelope(&names());
+        assert_eq!(env["raw"], "é".repeat(25));
+        assert_eq!(env["raw_size"], 200);
+        let mut small = DeadLetter::new(
+            b"{}".to_vec(),
+            Origin::default(),
+            "x".into(),
+            ErrorClass::Permanent,
+            "e".into(),
+        );
+        small.truncate_raw(KEPT_RAW_BYTES);
+        assert!(small.to_envelope(&names()).get("raw_size").is_none());
     }
 
     #[test]

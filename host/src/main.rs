@@ -1,5 +1,7 @@
 //! The `headwater` command line.
 
+mod udf_cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +14,8 @@ use headwater::checkpoint::recovery::StartMode;
 use headwater::checkpoint::storage::CheckpointStorage;
 use headwater::checkpoint::CheckpointError;
 use headwater::config;
+use headwater::runtime::control_auth::{self, ControlToken};
+use headwater::runtime::control_client;
 
 /// mimalloc: records are allocated on source threads and freed on sink threads, a pattern
 /// glibc's per-thread arenas handle poorly.
@@ -79,6 +83,13 @@ to stderr at the end."
         /// stopping), e.g. `--control 127.0.0.1:9464`.
         #[arg(long, value_name = "ADDR")]
         control: Option<std::net::SocketAddr>,
+        /// A file holding the control API's bearer token: POST requests must send
+        /// `Authorization: Bearer <token>` (default: the HEADWATER_CONTROL_TOKEN variable;
+        /// without either, the run makes a random token and writes it, readable by you only,
+        /// beside the pipeline's state folder (`.headwater/<name>/state.control-token`), where
+        /// `headwater savepoint` finds it).
+        #[arg(long, value_name = "PATH", requires = "control")]
+        control_token_file: Option<PathBuf>,
     },
     /// Check a pipeline file without running it: every problem is reported with its line.
     #[command(
@@ -94,6 +105,10 @@ anything is wrong."
     /// List or inspect a pipeline's checkpoints.
     #[command(subcommand)]
     Checkpoints(CheckpointsCommand),
+    /// Upload, list, activate and roll back the Wasm modules of a running pipeline (through
+    /// its control API; a new version runs from a checkpoint boundary on).
+    #[command(subcommand)]
+    Udf(udf_cli::UdfCommand),
     /// Copy a checkpoint (default: the newest) into a self-contained savepoint folder, to
     /// restore elsewhere or with another parallelism.
     #[command(after_help = "Example (upgrade or rescale):\n  \
@@ -101,7 +116,11 @@ headwater run pipeline.yaml          # Ctrl-C: stops at a checkpoint\n  \
 headwater savepoint pipeline.yaml --to savepoints/before-upgrade\n  \
 headwater run pipeline.yaml -p 4 --from savepoints/before-upgrade\n\n\
 The savepoint holds its manifest (`manifest.json`) and every state file it needs; `--to` \
-may be a folder or an `s3://bucket/prefix` URL.")]
+may be a folder or an `s3://bucket/prefix` URL.\n\n\
+Of a run that is going on, without stopping it (it takes a checkpoint at once):\n  \
+headwater savepoint pipeline.yaml --to savepoints/now --control 127.0.0.1:9464\n\
+The token comes from --control-token-file, else HEADWATER_CONTROL_TOKEN, else the file the run \
+wrote beside the pipeline's state folder (`.headwater/<name>/state.control-token` by default).")]
     Savepoint {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
@@ -109,8 +128,16 @@ may be a folder or an `s3://bucket/prefix` URL.")]
         #[arg(long, value_name = "PATH")]
         to: String,
         /// The checkpoint to copy (default: the newest).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "control")]
         checkpoint: Option<u64>,
+        /// Ask the run serving the control API on this address for a savepoint now, instead
+        /// of copying a stored checkpoint.
+        #[arg(long, value_name = "ADDR")]
+        control: Option<std::net::SocketAddr>,
+        /// A file holding the run's control token (default: HEADWATER_CONTROL_TOKEN, else the
+        /// token the run wrote beside its state folder).
+        #[arg(long, value_name = "PATH", requires = "control")]
+        control_token_file: Option<PathBuf>,
     },
 }
 
@@ -141,11 +168,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
+        Command::Udf(command) => udf_cli::run(command),
         Command::Run {
             pipeline,
             parallelism,
             quiet,
             control,
+            control_token_file,
             fresh,
             from,
         } => {
@@ -154,7 +183,15 @@ fn main() -> ExitCode {
                 (false, Some(path)) => StartMode::From(path),
                 (false, None) => StartMode::Resume,
             };
-            run(&pipeline, parallelism, quiet, control, start)
+            let token = match control.map(|_| ControlToken::load(control_token_file.as_deref())) {
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_INVALID);
+                }
+                Some(Ok(token)) => token,
+                None => None,
+            };
+            run(&pipeline, parallelism, quiet, control, token, start)
         }
         Command::Checkpoints(CheckpointsCommand::List { pipeline }) => {
             with_storage(&pipeline, |storage, _| {
@@ -181,7 +218,16 @@ fn main() -> ExitCode {
         Command::Savepoint {
             pipeline,
             to,
+            control: Some(address),
+            control_token_file,
+            ..
+        } => live_savepoint(&pipeline, &to, address, control_token_file.as_deref()),
+        Command::Savepoint {
+            pipeline,
+            to,
             checkpoint,
+            control: None,
+            ..
         } => with_storage(&pipeline, |storage, spec| {
             let file_sinks: Vec<_> = spec
                 .sinks
@@ -205,6 +251,73 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+    }
+}
+
+/// Asks a running pipeline for a savepoint through its control API.
+fn live_savepoint(
+    pipeline: &std::path::Path,
+    to: &str,
+    address: std::net::SocketAddr,
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let token = match ControlToken::load(token_file) {
+        Ok(Some(token)) => Some(token),
+        // Neither given: the token the run made for itself, if this user can read it.
+        Ok(None) => match load(pipeline) {
+            Ok(spec) => {
+                let path = control_auth::generated_token_path(&spec.state.dir);
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|text| ControlToken::new(&text, "file").ok())
+            }
+            Err(code) => return code,
+        },
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    // The run resolves relative paths against its own folder: send this one's.
+    let to = if to.contains("://") {
+        to.to_string()
+    } else {
+        std::path::absolute(to)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| to.to_string())
+    };
+    let target = format!("/savepoint?to={}", control_client::encode_query_value(&to));
+    let wait = std::time::Duration::from_secs(3600);
+    match control_client::request(address, "POST", &target, token.as_ref(), wait) {
+        Ok(answer) if answer.status == 200 => {
+            let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+            println!(
+                "savepoint of checkpoint {} written to {} ({} file(s), {} copied)\nrestore it with: headwater run {} --from {}",
+                v["checkpoint"],
+                v["location"].as_str().unwrap_or(&to),
+                v["files"],
+                headwater::runtime::metrics::bytes(v["bytes"].as_u64().unwrap_or(0)),
+                pipeline.display(),
+                to
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            let hint = match (answer.status, &token) {
+                (401, None) => "; set HEADWATER_CONTROL_TOKEN or pass --control-token-file",
+                _ => "",
+            };
+            eprintln!(
+                "error: the run refused the savepoint ({}): {}{hint}",
+                answer.status,
+                answer.error_message()
+            );
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
     }
 }
 
@@ -274,6 +387,7 @@ fn run(
     parallelism: Option<usize>,
     quiet: bool,
     control_api: Option<std::net::SocketAddr>,
+    control_token: Option<ControlToken>,
     start: StartMode,
 ) -> ExitCode {
     let mut spec = match load(pipeline) {
@@ -290,11 +404,38 @@ fn run(
         );
         return ExitCode::from(EXIT_INVALID);
     }
+    // Every request that changes the run needs a token: without one given, make one that only
+    // this user can read (and `headwater savepoint` finds).
+    let control_token = match (control_api, control_token) {
+        (Some(_), None) => {
+            let path = control_auth::generated_token_path(&spec.state.dir);
+            match ControlToken::generate().and_then(|t| t.write_private(&path).map(|()| t)) {
+                Ok(token) => {
+                    if !quiet {
+                        eprintln!(
+                            "control API token written to {} (send it as `Authorization: Bearer <token>`)",
+                            path.display()
+                        );
+                    }
+                    Some(token)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot write the control API token to {}: {e}; pass --control-token-file or set HEADWATER_CONTROL_TOKEN",
+                        path.display()
+                    );
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            }
+        }
+        (_, token) => token,
+    };
     let control = RunControl::new();
     install_interrupt_handler(control.clone(), quiet, spec.checkpoint.enabled);
     let opts = RunOptions {
         progress: !quiet,
         control: control_api,
+        control_token,
         start,
     };
     match runtime::run(&spec, control, opts) {

@@ -16,8 +16,12 @@ fn headwater() -> Command {
             c.env("HEADWATER_PYTHON", venv);
         }
     }
+    // Runs with a control API take their token from here; `http_request` sends it.
+    c.env("HEADWATER_CONTROL_TOKEN", CONTROL_TOKEN);
     c
 }
+
+const CONTROL_TOKEN: &str = "cli-test-token";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -262,7 +266,11 @@ fn http_get(address: &str, path: &str) -> String {
 fn http_request(address: &str, method: &str, path: &str) -> (String, String) {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(address).expect("connect to the control API");
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("request");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CONTROL_TOKEN}\r\n\r\n"
+    )
+    .expect("request");
     let mut out = String::new();
     s.read_to_string(&mut out).expect("response");
     let (head, body) = out.split_once("\r\n\r\n").expect("a response");

@@ -50,10 +50,31 @@ fn copy_dir(from: &Path, to: &Path) {
         let target = to.join(&name);
         if e.path().is_dir() {
             copy_dir(&e.path(), &target);
+        } else if name == "go.mod" {
+            // A Go module of the case (a `package:` UDF) may reach this checkout's SDK through
+            // a relative `replace`: keep it pointing at the original place.
+            let text = fs::read_to_string(e.path()).expect("read go.mod");
+            fs::write(&target, absolute_replaces(&text, from)).expect("write go.mod");
         } else {
             fs::copy(e.path(), &target).expect("copy file");
         }
     }
+}
+
+/// `go.mod` text with each relative `replace ... => ./path` made absolute against `dir`.
+fn absolute_replaces(text: &str, dir: &Path) -> String {
+    text.lines()
+        .map(|line| match line.split_once("=> ") {
+            Some((head, path))
+                if line.trim_start().starts_with("replace") && path.starts_with('.') =>
+            {
+                format!("{head}=> {}", dir.join(path.trim()).display())
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 fn sorted_lines(text: &str) -> Vec<String> {

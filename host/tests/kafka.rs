@@ -1303,3 +1303,103 @@ checkpoint: {{ interval: 50ms, mode: unaligned, retain: 1000 }}\ntuning: {{ prog
         "committed records differ from the selected input"
     );
 }
+
+#[test]
+fn a_record_too_large_for_the_topic_is_dead_lettered_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = unique("oversized-out");
+    // The topic takes messages of at most 200 kB: less than the producer's 1 MB default.
+    let topic =
+        NewTopic::new(&output, 1, TopicReplication::Fixed(-1)).set("max.message.bytes", "200000");
+    let created = futures::executor::block_on(admin().create_topics(
+        [&topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("create topic");
+    for r in created {
+        r.expect("topic created");
+    }
+    // Padding that compression cannot shrink: the broker sees (almost) its full size.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect()
+    };
+    let mut line = |i: usize, pad: usize| {
+        format!(
+            r#"{{"ts":{},"user":"u{}","v":{i},"pad":"{}"}}"#,
+            1_767_225_600_000i64 + i as i64 * 10,
+            i % 7,
+            noise(pad)
+        )
+    };
+    let (big, fits) = (500, 1500);
+    let lines: Vec<String> = (0..2000)
+        .map(|i| match i {
+            _ if i == big => line(i, 300_000),
+            _ if i == fits => line(i, 150_000),
+            _ => line(i, 3),
+        })
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n") + "\n").expect("input");
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        format!(
+            "name: oversized\nparallelism: 2\nsources:\n  in: {{ type: file, path: in.jsonl, event_time: {{ field: ts }} }}\n\
+sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{}', key: user }}\noutput: out\n\
+checkpoint: {{ interval: 200ms }}\ntuning: {{ progress_interval: 0s }}\n",
+            bootstrap()
+        ),
+    )
+    .expect("pipeline");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every other record is in the topic once, the 150 kB one included.
+    let mut seen: Vec<i64> = read_all(&output, "read_committed")
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_str(m).expect("json");
+            v["v"].as_i64().expect("v")
+        })
+        .collect();
+    seen.sort_unstable();
+    let expected: Vec<i64> = (0..2000).filter(|&i| i != big as i64).collect();
+    assert_eq!(seen, expected);
+    // The large one is a dead letter: its size, the limit, and its first 64 KiB.
+    let dlq =
+        std::fs::read_to_string(dir.path().join(".headwater/oversized/dlq.jsonl")).expect("dlq");
+    let letters: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("envelope"))
+        .collect();
+    assert_eq!(letters.len(), 1, "{dlq:.500}");
+    let letter = &letters[0];
+    let json = &lines[big];
+    let size = json.len() + format!("u{}", big % 7).len();
+    let error = letter["error"].as_str().expect("error");
+    assert!(
+        error.contains(&format!("the message of {size} bytes"))
+            && error.contains(&format!(
+                "the max.message.bytes of topic `{output}` (200000)"
+            )),
+        "{error}"
+    );
+    assert_eq!(letter["step"], "sink out");
+    assert_eq!(letter["source"], "in");
+    assert_eq!(letter["offset"], big as u64 + 1, "the line of the record");
+    assert_eq!(letter["raw_size"], json.len() as u64);
+    assert_eq!(letter["raw"].as_str(), Some(&json[..64 << 10]));
+}

@@ -871,3 +871,53 @@ fn records_near_the_message_limit_go_in_smaller_requests() {
     let expected: BTreeMap<i64, usize> = (0..100).map(|n| (n, 1)).collect();
     assert_eq!(output_ns(dir.path()), expected);
 }
+
+#[test]
+fn a_map_returning_none_or_nan_dead_letters_that_record_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        300,
+        "  - udf: shapes\n",
+        "  shapes: { runtime: python, module: shapes, function: shapes }\n",
+    );
+    std::fs::write(
+        dir.path().join("shapes.py"),
+        "import headwater as hw\n\n\n@hw.map\ndef shapes(r):\n    if r[\"n\"] % 10 == 3:\n        r[\"seen\"] = True\n        return None\n    if r[\"n\"] % 10 == 7:\n        return {**r, \"ratio\": float(\"nan\")}\n    return r\n",
+    )
+    .expect("module");
+    run_ok(dir.path());
+    let expected: BTreeMap<i64, usize> = (0..300)
+        .filter(|n| n % 10 != 3 && n % 10 != 7)
+        .map(|n| (n, 1))
+        .collect();
+    assert_eq!(
+        output_ns(dir.path()),
+        expected,
+        "the other records go through"
+    );
+    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
+    let mut errors: BTreeMap<i64, String> = BTreeMap::new();
+    for line in dlq.lines() {
+        let d: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(d["step"], "steps[0] udf shapes", "{d}");
+        assert_eq!(d["error_class"], "permanent", "{d}");
+        let raw: serde_json::Value =
+            serde_json::from_str(d["raw"].as_str().expect("raw")).expect("raw json");
+        let n = raw["n"].as_i64().expect("n");
+        errors.insert(n, d["error"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(
+        errors.len(),
+        60,
+        "one dead letter per bad record: {errors:?}"
+    );
+    for (n, error) in &errors {
+        let want = if n % 10 == 3 {
+            "map function `shapes` returned None; return a dict (the output record) or use filter/flat_map"
+        } else {
+            "result field `ratio` is NaN, which JSON cannot hold; use None or a string for it"
+        };
+        assert_eq!(error, want, "record {n}");
+    }
+}

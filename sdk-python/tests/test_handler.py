@@ -109,7 +109,7 @@ def test_bad_shapes_are_permanent_errors(reg: Registry) -> None:
 
     @hw.map
     def unencodable(r: dict[str, Any]) -> Any:
-        return {1, 2}
+        return {"tags": {1, 2}}
 
     h = Handler(reg)
     r = h.process(pb.BatchRequest(function="single", records=[rec({"a": 1})])).results[0]
@@ -231,3 +231,95 @@ def test_a_udf_calling_exit_fails_its_record_not_the_batch(reg: Registry) -> Non
     results = Handler(reg).process(request).results
     assert outputs(results[0]) == [{"n": 0}]
     assert results[1].error.message == "SystemExit: 3"
+
+
+def test_a_map_returning_none_or_a_scalar_fails_that_record_with_a_hint(reg: Registry) -> None:
+    @hw.map
+    def forgetful(r: dict[str, Any]) -> Any:
+        if r["n"] == 1:
+            r["seen"] = True  # forgot the `return r`
+            return None
+        if r["n"] == 2:
+            return r["n"] * 10
+        if r["n"] == 3:
+            return [r]
+        return r
+
+    resp = Handler(reg).process(
+        pb.BatchRequest(
+            function="forgetful",
+            records=[rec({"n": 1}), rec({"n": 2}), rec({"n": 3}), rec({"n": 4})],
+        )
+    )
+    none, scalar, listed, fine = resp.results
+    assert none.error.message == (
+        "map function `forgetful` returned None; return a dict (the output record) "
+        "or use filter/flat_map"
+    )
+    assert getattr(none.error, "class") == pb.ERROR_CLASS_PERMANENT
+    assert not none.outputs
+    assert scalar.error.message == (
+        "map function `forgetful` returned a int (20); return a dict (the output record) "
+        "or use filter/flat_map"
+    )
+    assert listed.error.message.startswith("map function `forgetful` returned a list ([{")
+    assert outputs(fine) == [{"n": 4}] and not fine.HasField("error")
+
+
+def test_a_flat_map_yielding_a_non_record_fails_that_record(reg: Registry) -> None:
+    @hw.flat_map
+    def pieces(r: dict[str, Any]) -> Iterator[Any]:
+        yield {"part": 1}
+        yield None if r["n"] == 1 else {"part": 2}
+
+    ok, bad = (
+        Handler(reg)
+        .process(pb.BatchRequest(function="pieces", records=[rec({"n": 0}), rec({"n": 1})]))
+        .results
+    )
+    assert outputs(ok) == [{"part": 1}, {"part": 2}]
+    assert bad.error.message == (
+        "flat_map function `pieces` yielded None; every item must be a dict (an output record)"
+    )
+    assert not bad.outputs
+
+
+def test_nan_and_infinity_fail_the_record_naming_the_field(reg: Registry) -> None:
+    @hw.map
+    def ratio(r: dict[str, Any]) -> dict[str, Any]:
+        total = r["total"]
+        return {**r, "stats": {"share": [1.0, r["part"] / total if total else float("nan")]}}
+
+    @hw.map
+    def overflow(r: dict[str, Any]) -> dict[str, Any]:
+        return {"big": r["x"] * float("inf")}
+
+    h = Handler(reg)
+    ok, nan = h.process(
+        pb.BatchRequest(
+            function="ratio",
+            records=[rec({"part": 1, "total": 4}), rec({"part": 1, "total": 0})],
+        )
+    ).results
+    assert outputs(ok) == [{"part": 1, "total": 4, "stats": {"share": [1.0, 0.25]}}]
+    assert nan.error.message == (
+        "result field `stats.share[1]` is NaN, which JSON cannot hold; use None or a string for it"
+    )
+    assert getattr(nan.error, "class") == pb.ERROR_CLASS_PERMANENT
+    assert not nan.outputs
+    (inf,) = h.process(pb.BatchRequest(function="overflow", records=[rec({"x": 1e3})])).results
+    assert inf.error.message.startswith("result field `big` is Infinity")
+
+
+def test_nan_in_keyed_state_is_named_as_state(reg: Registry) -> None:
+    @hw.keyed_process
+    def keep(order: dict[str, Any] | None, ctx: hw.KeyedContext) -> list[Any]:
+        ctx.state = {"avg": float("inf")}
+        return []
+
+    (r,) = (
+        Handler(reg)
+        .process(pb.BatchRequest(function="keep", records=[rec({"a": 1}, key=b'"k"')]))
+        .results
+    )
+    assert r.error.message.startswith("state field `avg` is Infinity")

@@ -65,3 +65,18 @@ def test_load_imports_a_module_and_lists_its_functions(reg: Registry, tmp_path: 
         ("f", "map"),
         ("k", "keyed_process"),
     ]
+
+
+def test_in_process_maps_check_their_outputs_like_the_worker(reg: Registry) -> None:
+    @hw.map
+    def nothing(r: dict[str, Any]) -> Any:
+        return None if r["n"] else {"v": float("-inf")}
+
+    none, inf = inproc.call_batch("nothing", [enc({"n": 1}), enc({"n": 0})])
+    assert none[0] == inproc.PERMANENT
+    assert none[1] == (
+        "map function `nothing` returned None; return a dict (the output record) "
+        "or use filter/flat_map"
+    )
+    assert inf[0] == inproc.PERMANENT
+    assert inf[1].startswith("result field `v` is -Infinity, which JSON cannot hold")

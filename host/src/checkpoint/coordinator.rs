@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::declines::Declines;
 use super::files::{SharedUploader, UploadStats, Uploader};
 use super::manifest::{Manifest, ManifestKind, SinkChannel, SinkCommit, TaskState, FORMAT};
 use super::storage::CheckpointStorage;
@@ -110,6 +111,8 @@ pub struct Setup {
     /// Per (sink, instance): what commits a transactional sink's epochs.
     pub sink_committers:
         HashMap<(String, usize), Arc<dyn crate::sinks::kafka::TransactionCommitter>>,
+    /// What else changes at checkpoint boundaries (Wasm module versions).
+    pub boundary: Option<Arc<dyn super::Boundary>>,
 }
 
 /// How the coordinator ended.
@@ -150,7 +153,19 @@ pub struct Coordinator {
     stop_pending: Arc<AtomicBool>,
     /// Savepoint requests waiting for the next checkpoint to be triggered.
     savepoints_waiting: Vec<super::SavepointRequest>,
+    /// Checkpoints the storage failed to take, in a row.
+    declines: Declines,
 }
+
+/// A checkpoint written to the storage (state files and manifest), not yet committed.
+struct Written {
+    manifest: Manifest,
+    stats: UploadStats,
+    local_dirs: Vec<(usize, usize, PathBuf)>,
+}
+
+/// Commits a file sink's or the DLQ's pending output (kept here for recovery and inspect).
+pub use super::commit::commit_sink_file;
 
 impl Coordinator {
     pub fn new(mut setup: Setup, metrics: Arc<Metrics>) -> (Coordinator, Barriers) {
@@ -164,6 +179,11 @@ impl Coordinator {
         };
         let now = Instant::now();
         let next_id = setup.next_id;
+        // After a declined checkpoint the next waits an interval (at least the minimum pause).
+        let declines = Declines::new(
+            setup.spec.tolerable_failures,
+            setup.spec.interval.max(setup.spec.min_pause),
+        );
         (
             Coordinator {
                 setup,
@@ -181,14 +201,25 @@ impl Coordinator {
                 known: HashMap::new(),
                 stop_pending: Arc::new(AtomicBool::new(false)),
                 savepoints_waiting: Vec::new(),
+                declines,
             },
             barriers,
         )
     }
 
     /// Runs until every participant finished (then the final checkpoint is written), the run
-    /// is cancelled, or every participant went away.
-    pub fn run(mut self) -> Result<Outcome, CheckpointError> {
+    /// is cancelled, or every participant went away. A failure cancels the run.
+    pub fn run(self) -> Result<Outcome, CheckpointError> {
+        let control = self.setup.control.clone();
+        let result = self.run_until_done();
+        if result.is_err() {
+            tracing::debug!("checkpoints failed: stopping the run");
+            control.cancel();
+        }
+        result
+    }
+
+    fn run_until_done(mut self) -> Result<Outcome, CheckpointError> {
         const TICK: Duration = Duration::from_millis(10);
         let _ahead = self.start_upload_ahead();
         loop {
@@ -217,8 +248,7 @@ impl Coordinator {
             }
             if self.inflight_complete() {
                 let id = self.inflight.as_ref().map(|i| i.id).unwrap_or_default();
-                self.complete()?;
-                if self.stop_pending.load(Ordering::Relaxed) {
+                if self.complete()? && self.stop_pending.load(Ordering::Relaxed) {
                     tracing::info!(checkpoint = id, "stopped after checkpoint");
                     self.outcome.stopped = true;
                     self.setup.control.cancel();
@@ -231,6 +261,9 @@ impl Coordinator {
                 if now.duration_since(inflight.started) > self.setup.spec.timeout {
                     self.abort("timed out");
                 }
+                continue;
+            }
+            if !self.declines.may_start(now) {
                 continue;
             }
             let stop = self.setup.control.stop_requested();
@@ -254,7 +287,7 @@ impl Coordinator {
         if self.setup.live_dirs.is_empty() {
             return None;
         }
-        let started = CheckpointStorage::open(self.setup.storage.url()).and_then(|storage| {
+        let started = self.setup.storage.reopen().and_then(|storage| {
             super::preupload::PreUploader::start(
                 storage,
                 self.uploader.clone(),
@@ -291,6 +324,9 @@ impl Coordinator {
             savepoints: std::mem::take(&mut self.savepoints_waiting),
         });
         tracing::debug!(checkpoint = id, "checkpoint triggered");
+        if let Some(boundary) = &self.setup.boundary {
+            boundary.before_trigger(id);
+        }
         self.requested.store(id, Ordering::Release);
     }
 
@@ -346,27 +382,46 @@ impl Coordinator {
     }
 
     fn abort(&mut self, why: &str) {
-        if let Some(mut inflight) = self.inflight.take() {
+        if let Some(inflight) = self.inflight.take() {
             tracing::warn!(checkpoint = inflight.id, "checkpoint abandoned: {why}");
-            // Savepoints wait for the next one.
-            self.savepoints_waiting.append(&mut inflight.savepoints);
-            for c in inflight.reports.values() {
-                if let Contribution::Stage { dir: Some(dir), .. } = c {
-                    remove_dir(dir);
-                }
-            }
-            self.outcome.failed += 1;
-            self.metrics.update_checkpoints(|c| c.failed += 1);
-            self.last_end = Instant::now();
+            self.drop_checkpoint(inflight);
         }
     }
 
-    /// Every participant finished: complete the checkpoint in flight, or a new final one.
-    fn finish(&mut self) -> Result<(), CheckpointError> {
-        if self.inflight.is_none() {
-            self.trigger(Instant::now());
+    /// Gives up on a checkpoint (abandoned or declined): its savepoints wait for the next one,
+    /// its local snapshots go; sink output stays pending for the next one to commit.
+    fn drop_checkpoint(&mut self, mut inflight: Inflight) {
+        self.savepoints_waiting.append(&mut inflight.savepoints);
+        for c in inflight.reports.values() {
+            if let Contribution::Stage { dir: Some(dir), .. } = c {
+                remove_dir(dir);
+            }
         }
-        self.complete()
+        self.outcome.failed += 1;
+        self.metrics.update_checkpoints(|c| c.failed += 1);
+        self.last_end = Instant::now();
+    }
+
+    /// Every participant finished: complete the checkpoint in flight, or a new final one, and
+    /// take new ones while the storage declines them (until too many fail, or the run is
+    /// cancelled).
+    fn finish(&mut self) -> Result<(), CheckpointError> {
+        loop {
+            if self.inflight.is_none() {
+                let wait = self.declines.wait(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait.min(Duration::from_millis(50)));
+                    if self.setup.control.cancelled() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                self.trigger(Instant::now());
+            }
+            if self.complete()? {
+                return Ok(());
+            }
+        }
     }
 
     fn contribution<'a>(
@@ -377,10 +432,30 @@ impl Coordinator {
         inflight.reports.get(p).or_else(|| self.finished.get(p))
     }
 
-    fn complete(&mut self) -> Result<(), CheckpointError> {
+    /// Writes the checkpoint in flight and commits its output: true once it is complete,
+    /// false when the storage declined it (the run goes on; see [`Declines`]).
+    fn complete(&mut self) -> Result<bool, CheckpointError> {
         let Some(inflight) = self.inflight.take() else {
-            return Ok(());
+            return Ok(true);
         };
+        match self.write(&inflight) {
+            Ok(written) => {
+                self.declines.completed();
+                self.commit(inflight, written)?;
+                Ok(true)
+            }
+            Err(cause) => {
+                let id = inflight.id;
+                self.drop_checkpoint(inflight);
+                self.declines
+                    .declined(id, self.setup.storage.url(), cause)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Uploads the checkpoint's new state files and in-flight data, then writes its manifest.
+    fn write(&mut self, inflight: &Inflight) -> Result<Written, CheckpointError> {
         let id = inflight.id;
         let mut stats = UploadStats::default();
         let mut sources = Vec::new();
@@ -390,7 +465,7 @@ impl Coordinator {
         let participants = self.setup.participants.clone();
         let gathered: Vec<(Participant, Option<Contribution>)> = participants
             .iter()
-            .map(|p| (*p, self.contribution(&inflight, p).cloned()))
+            .map(|p| (*p, self.contribution(inflight, p).cloned()))
             .collect();
         for (p, contribution) in &gathered {
             match (p, contribution) {
@@ -485,6 +560,12 @@ impl Coordinator {
             uploaded_bytes: stats.uploaded_bytes,
             dlq_len: None,
             sink_channels,
+            udf_modules: self
+                .setup
+                .boundary
+                .as_ref()
+                .map(|b| b.modules_after(id))
+                .unwrap_or_default(),
         };
         let mut manifest = manifest;
         let dlq_len = manifest
@@ -498,6 +579,22 @@ impl Coordinator {
         manifest.duration_ms = inflight.started.elapsed().as_millis() as u64;
         crash_point("uploaded");
         self.setup.storage.write_manifest(&manifest)?;
+        Ok(Written {
+            manifest,
+            stats,
+            local_dirs,
+        })
+    }
+
+    /// Makes a written checkpoint's output visible, applies retention, reports it.
+    fn commit(&mut self, inflight: Inflight, written: Written) -> Result<(), CheckpointError> {
+        let Written {
+            manifest,
+            stats,
+            local_dirs,
+        } = written;
+        let id = inflight.id;
+        let dlq_len = manifest.dlq_len.unwrap_or(self.setup.dlq_len);
         crash_point("manifest-written");
         // The checkpoint exists: now its output becomes visible.
         for (i, c) in manifest.commits.iter().enumerate() {
@@ -537,7 +634,10 @@ impl Coordinator {
         self.keep_local(id, &local_dirs, all_finished);
         self.known
             .insert(id, manifest.files().map(|f| f.key.clone()).collect());
-        self.retain_and_collect()?;
+        // The checkpoint is complete: a storage failure now only delays the clean-up.
+        if let Err(e) = self.retain_and_collect() {
+            tracing::warn!(checkpoint = id, "old checkpoints are deleted later: {e}");
+        }
         let duration = inflight.started.elapsed();
         tracing::info!(
             checkpoint = id,
@@ -557,6 +657,9 @@ impl Coordinator {
         });
         self.outcome.completed += 1;
         self.outcome.last = Some((id, manifest.finished));
+        if let Some(boundary) = &self.setup.boundary {
+            boundary.completed(id);
+        }
         for request in inflight.savepoints {
             let result = super::inspect::copy_to_savepoint(
                 &self.setup.storage,
@@ -671,114 +774,6 @@ impl Coordinator {
         }
         Ok(())
     }
-}
-
-/// Makes a sink's pending output visible: renames it to its final name. Idempotent: a
-/// commit that already happened (pending gone, final present) is fine.
-pub fn commit_sink_file(c: &SinkCommit) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
-        path: c.pending.clone(),
-        source,
-    };
-    if let Some(append) = c.append {
-        return commit_append(c, append);
-    }
-    if c.pending.exists() {
-        // Link, then unlink: unlike a rename this never replaces an existing part.
-        match std::fs::hard_link(&c.pending, &c.committed) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let same = std::fs::metadata(&c.pending)
-                    .and_then(|p| std::fs::metadata(&c.committed).map(|q| (p, q)))
-                    .map(|(p, q)| {
-                        use std::os::unix::fs::MetadataExt;
-                        p.ino() == q.ino() && p.dev() == q.dev()
-                    })
-                    .unwrap_or(false);
-                if !same {
-                    return Err(CheckpointError::Corrupt {
-                        location: c.committed.display().to_string(),
-                        message: format!(
-                            "sink `{}` would overwrite this committed part with {}; remove one of them",
-                            c.sink,
-                            c.pending.display()
-                        ),
-                    });
-                }
-            }
-            Err(e) => return Err(io(e)),
-        }
-        std::fs::remove_file(&c.pending).map_err(io)?;
-        if let Some(dir) = c.committed.parent() {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    } else if c.committed.exists() {
-        Ok(())
-    } else {
-        Err(CheckpointError::Missing {
-            location: format!(
-                "{} (output of sink `{}` for checkpoint {}; its committed name {} is missing too)",
-                c.pending.display(),
-                c.sink,
-                c.epoch,
-                c.committed.display()
-            ),
-        })
-    }
-}
-
-/// Appends a pending DLQ epoch to the DLQ file at its offset. Idempotent: a commit already
-/// done (file long enough, pending gone) is fine; a partial one is redone from the offset.
-fn commit_append(c: &SinkCommit, a: super::manifest::Append) -> Result<(), CheckpointError> {
-    use std::io::{Seek, SeekFrom};
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckpointError::Io { path, source }
-    };
-    let len = std::fs::metadata(&c.committed)
-        .map(|m| m.len())
-        .unwrap_or(0);
-    if !c.pending.exists() {
-        if len >= a.offset + a.size {
-            return Ok(());
-        }
-        return Err(CheckpointError::Missing {
-            location: format!(
-                "{} (dead letters of checkpoint {}; {} holds {len} bytes, {} expected)",
-                c.pending.display(),
-                c.epoch,
-                c.committed.display(),
-                a.offset + a.size
-            ),
-        });
-    }
-    if len < a.offset {
-        return Err(CheckpointError::Corrupt {
-            location: c.committed.display().to_string(),
-            message: format!(
-                "holds {len} bytes but {} were committed before checkpoint {}",
-                a.offset, c.epoch
-            ),
-        });
-    }
-    if len < a.offset + a.size {
-        let mut out = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(false)
-            .open(&c.committed)
-            .map_err(io(&c.committed))?;
-        out.set_len(a.offset).map_err(io(&c.committed))?;
-        out.seek(SeekFrom::End(0)).map_err(io(&c.committed))?;
-        let mut pending = std::fs::File::open(&c.pending).map_err(io(&c.pending))?;
-        std::io::copy(&mut pending, &mut out).map_err(io(&c.committed))?;
-        out.sync_all().map_err(io(&c.committed))?;
-    }
-    std::fs::remove_file(&c.pending).map_err(io(&c.pending))?;
-    Ok(())
 }
 
 /// Failure injection for the recovery tests: `HEADWATER_CRASH_AT=<point>` aborts the process

@@ -266,6 +266,7 @@ mod tests {
                     size: 2048,
                 },
             }],
+            udf_modules: Default::default(),
         };
         let text = show(&m, "file:///x/manifests/0000000007.json");
         assert!(

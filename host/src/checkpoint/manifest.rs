@@ -52,6 +52,10 @@ pub struct Manifest {
     /// written first on restore.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sink_channels: Vec<SinkChannel>,
+    /// The module (SHA-256) each Wasm UDF runs after this checkpoint's barrier, stored in
+    /// `udf-modules/` (`udf::wasm::store`): a run restored from here loads it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub udf_modules: std::collections::BTreeMap<String, String>,
 }
 
 /// Results a task had sent to a sink instance before a checkpoint's barrier that the

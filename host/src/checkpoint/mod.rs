@@ -9,7 +9,9 @@
 //! the sinks' pending output. [`recovery`] starts a run from the newest complete manifest.
 
 pub mod channel;
+pub mod commit;
 pub mod coordinator;
+pub mod declines;
 pub mod files;
 pub mod inspect;
 pub mod manifest;
@@ -31,6 +33,19 @@ pub struct SavepointRequest {
 
 /// Checkpoint ids grow by one per triggered checkpoint, across restarts.
 pub type CheckpointId = u64;
+
+/// What changes at checkpoint boundaries besides state: the Wasm modules UDFs run
+/// (`udf::wasm::versions`). The coordinator calls it from its own thread.
+pub trait Boundary: Send + Sync {
+    /// Checkpoint `id` is about to be triggered (no task has its barrier yet): what waits
+    /// for a boundary takes effect for the records after this barrier.
+    fn before_trigger(&self, id: CheckpointId);
+    /// What checkpoint `id`'s manifest records: the module digest each Wasm UDF runs after
+    /// its barrier.
+    fn modules_after(&self, id: CheckpointId) -> std::collections::BTreeMap<String, String>;
+    /// Checkpoint `id` is complete (written and committed): every task passed its barrier.
+    fn completed(&self, id: CheckpointId);
+}
 
 /// A checkpoint that cannot be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +71,14 @@ pub enum CheckpointError {
     Commit { message: String },
     #[error(transparent)]
     State(#[from] crate::state::StateError),
+    /// More checkpoints in a row than `checkpoint.tolerable_failures` could not be written.
+    #[error("{failures} checkpoints in a row could not be written to `{url}` (checkpoint.tolerable_failures is {tolerable}); the last failure: {cause}")]
+    TooManyFailures {
+        url: String,
+        failures: u32,
+        tolerable: u32,
+        cause: Box<CheckpointError>,
+    },
 }
 
 /// Who reports to the coordinator.

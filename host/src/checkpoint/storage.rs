@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -27,6 +28,8 @@ pub struct CheckpointStorage {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     rt: tokio::runtime::Runtime,
+    /// How long a failing S3 request is retried (None: the client's default, 3 minutes).
+    retry_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for CheckpointStorage {
@@ -47,6 +50,28 @@ impl CheckpointStorage {
     /// S3 settings come from the usual `AWS_*` variables (`AWS_ENDPOINT`, `AWS_REGION`,
     /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`).
     pub fn open(url: &str) -> Result<CheckpointStorage, CheckpointError> {
+        CheckpointStorage::open_retrying(url, None)
+    }
+
+    /// The same storage, with failing S3 requests (connection refused, server errors) retried
+    /// for at most `timeout` instead of 3 minutes: a run's checkpoints fail (and are declined)
+    /// within their own timeout when the storage is down. Local folders fail at once anyway.
+    pub fn retrying_for(self, timeout: Duration) -> Result<CheckpointStorage, CheckpointError> {
+        if !self.url.starts_with("s3://") {
+            return Ok(self);
+        }
+        CheckpointStorage::open_retrying(&self.url, Some(timeout))
+    }
+
+    /// Opens the same storage again (same retries), for another thread.
+    pub fn reopen(&self) -> Result<CheckpointStorage, CheckpointError> {
+        CheckpointStorage::open_retrying(&self.url, self.retry_timeout)
+    }
+
+    fn open_retrying(
+        url: &str,
+        retry_timeout: Option<Duration>,
+    ) -> Result<CheckpointStorage, CheckpointError> {
         let err = |message: String| CheckpointError::Store {
             url: url.to_string(),
             message,
@@ -63,10 +88,20 @@ impl CheckpointStorage {
                         "the URL names no bucket; write `s3://bucket/prefix`".into()
                     ));
                 }
-                let s3 = object_store::aws::AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|e| err(e.to_string()))?;
+                let mut builder =
+                    object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if let Some(timeout) = retry_timeout {
+                    let defaults = object_store::RetryConfig::default();
+                    builder = builder.with_retry(object_store::RetryConfig {
+                        retry_timeout: timeout,
+                        backoff: object_store::BackoffConfig {
+                            max_backoff: defaults.backoff.max_backoff.min(timeout / 2),
+                            ..defaults.backoff
+                        },
+                        ..defaults
+                    });
+                }
+                let s3 = builder.build().map_err(|e| err(e.to_string()))?;
                 (Arc::new(s3), Path::from(prefix.trim_matches('/')))
             } else {
                 let dir = url.strip_prefix("file://").unwrap_or(url);
@@ -82,6 +117,7 @@ impl CheckpointStorage {
             store,
             prefix,
             rt,
+            retry_timeout,
         })
     }
 
@@ -322,6 +358,14 @@ impl CheckpointStorage {
         Ok(size)
     }
 
+    /// Writes `bytes` at `key` (created or replaced; small objects only).
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), CheckpointError> {
+        self.rt
+            .block_on(self.store.put(&self.path(key), PutPayload::from(bytes)))
+            .map_err(|e| self.fail(key, e))?;
+        Ok(())
+    }
+
     pub fn delete(&self, key: &str) -> Result<(), CheckpointError> {
         match self.rt.block_on(self.store.delete(&self.path(key))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -354,6 +398,7 @@ mod tests {
             uploaded_bytes: 0,
             dlq_len: None,
             sink_channels: Vec::new(),
+            udf_modules: Default::default(),
         }
     }
 

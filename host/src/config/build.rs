@@ -624,24 +624,12 @@ fn udfs(node: &Node, base: &Path, errs: &mut Errors) -> Vec<UdfSpec> {
             .required(
                 "runtime",
                 errs,
-                "set `runtime: python`, `runtime: go` or `runtime: native`",
+                "set `runtime: python`, `runtime: go`, `runtime: wasm` or `runtime: native`",
             )
             .and_then(|n| {
-                let text = n.scalar().unwrap_or("");
-                if text == "wasm" {
-                    errs.at(
-                        n,
-                        format!("{ctx}: the `{text}` runtime is not available in this version"),
-                        Some(
-                            "use `runtime: python`, `runtime: go` or `runtime: native` for now"
-                                .into(),
-                        ),
-                    );
-                    return None;
-                }
                 choice(
                     n,
-                    &["native", "python", "python-inproc", "go"],
+                    &["native", "python", "python-inproc", "go", "wasm"],
                     &format!("{ctx} runtime"),
                     errs,
                 )
@@ -652,6 +640,7 @@ fn udfs(node: &Node, base: &Path, errs: &mut Errors) -> Vec<UdfSpec> {
                 python_spec(&mut m, &ctx, base, errs).map(UdfRuntimeKind::PythonInproc)
             }
             Some("go") => go_spec(&mut m, &ctx, base, errs).map(UdfRuntimeKind::Go),
+            Some("wasm") => wasm_spec(&mut m, &ctx, base, errs).map(UdfRuntimeKind::Wasm),
             Some(_) => Some(UdfRuntimeKind::Native),
             None => None,
         };
@@ -776,6 +765,54 @@ fn go_spec(m: &mut MapReader<'_>, ctx: &str, base: &Path, errs: &mut Errors) -> 
         _ => {}
     }
     Some(GoSpec { program, sidecar })
+}
+
+/// `runtime: wasm`: the module file, and its sandbox's limits and grants.
+fn wasm_spec(m: &mut MapReader<'_>, ctx: &str, base: &Path, errs: &mut Errors) -> Option<WasmSpec> {
+    let module = m
+        .required(
+            "module",
+            errs,
+            "name the compiled module, e.g. `module: ./target/wasm32-wasip1/release/my_udfs.wasm`",
+        )
+        .and_then(|n| string(n, &format!("{ctx} module"), errs))
+        .map(|p| resolve(base, &p));
+    let memory = m
+        .get("memory")
+        .and_then(|n| {
+            let size = byte_size(n, &format!("{ctx} memory"), errs)?;
+            if size < 1 << 20 {
+                errs.at(
+                    n,
+                    format!("{ctx}: memory must be at least 1MiB"),
+                    Some("e.g. `memory: 64MiB`".into()),
+                );
+                return None;
+            }
+            Some(size)
+        })
+        .unwrap_or(64 << 20);
+    let timeout = m
+        .get("timeout")
+        .and_then(|n| positive_duration(n, &format!("{ctx} timeout"), errs))
+        .unwrap_or(Duration::from_secs(5));
+    let (mut allow_clock, mut allow_random) = (false, false);
+    if let Some(n) = m.get("allow") {
+        for (_, node) in string_list(n, &format!("{ctx} allow"), errs) {
+            match choice(node, &["clock", "random"], &format!("{ctx} allow"), errs) {
+                Some("clock") => allow_clock = true,
+                Some(_) => allow_random = true,
+                None => {}
+            }
+        }
+    }
+    Some(WasmSpec {
+        module: module?,
+        memory,
+        timeout,
+        allow_clock,
+        allow_random,
+    })
 }
 
 /// The options every worker-process runtime shares.
@@ -1191,6 +1228,7 @@ fn checkpoint(
         location: local_url(&default_dir.join("checkpoints")),
         mode: CheckpointMode::Aligned,
         aligned_timeout: Duration::ZERO,
+        tolerable_failures: 3,
     };
     let Some(node) = node else {
         return c;
@@ -1252,6 +1290,11 @@ fn checkpoint(
                     Some("add `mode: unaligned`: each checkpoint then starts aligned and switches to unaligned after this long".into()),
                 );
             }
+        }
+    }
+    if let Some(n) = m.get("tolerable_failures") {
+        if let Some(t) = uint(n, "checkpoint tolerable_failures", errs) {
+            c.tolerable_failures = u32::try_from(t).unwrap_or(u32::MAX);
         }
     }
     if let Some(n) = m.get("location") {

@@ -277,6 +277,8 @@ pub enum UdfRuntimeKind {
     PythonInproc(PythonSpec),
     /// Go functions served by a worker program built with the Go SDK (sidecar processes).
     Go(GoSpec),
+    /// Functions compiled to WebAssembly, run sandboxed inside the host.
+    Wasm(WasmSpec),
 }
 
 impl UdfRuntimeKind {
@@ -287,13 +289,14 @@ impl UdfRuntimeKind {
             UdfRuntimeKind::Python(_) => "python",
             UdfRuntimeKind::PythonInproc(_) => "python-inproc",
             UdfRuntimeKind::Go(_) => "go",
+            UdfRuntimeKind::Wasm(_) => "wasm",
         }
     }
 
     /// How records are gathered into calls (the native runtime takes whatever a task has).
     pub fn sidecar(&self) -> Option<&SidecarSpec> {
         match self {
-            UdfRuntimeKind::Native => None,
+            UdfRuntimeKind::Native | UdfRuntimeKind::Wasm(_) => None,
             UdfRuntimeKind::Python(py) | UdfRuntimeKind::PythonInproc(py) => Some(&py.sidecar),
             UdfRuntimeKind::Go(go) => Some(&go.sidecar),
         }
@@ -348,6 +351,21 @@ pub enum GoProgram {
     Package(PathBuf),
 }
 
+/// How to run the Wasm module of one UDF.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WasmSpec {
+    /// The module file (`.wasm`), built with a Headwater guest SDK (docs/wasm-abi.md).
+    pub module: PathBuf,
+    /// Most bytes of linear memory one instance may have (default 64 MiB).
+    pub memory: usize,
+    /// Longest one guest call (a batch) may take before it is interrupted (default 5s).
+    pub timeout: Duration,
+    /// The real clocks instead of a deterministic one (`allow: [clock]`).
+    pub allow_clock: bool,
+    /// The system's random source instead of a deterministic one (`allow: [random]`).
+    pub allow_random: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UdfKind {
     Map,
@@ -392,6 +410,10 @@ pub struct CheckpointSpec {
     /// Unaligned mode: each checkpoint starts aligned and switches to unaligned at a task or
     /// sink whose alignment takes longer than this (zero: unaligned from the first barrier).
     pub aligned_timeout: Duration,
+    /// Checkpoints in a row that may fail to be written to the storage (each is declined, the
+    /// next one covers its data) before the run stops (default 3; 0: the first failure stops
+    /// it).
+    pub tolerable_failures: u32,
 }
 
 /// How barriers pass an operator with several inputs.

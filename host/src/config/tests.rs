@@ -257,9 +257,11 @@ fn expression_errors_point_into_the_expression() {
 
 #[test]
 fn udf_references_and_runtimes_are_checked() {
-    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: wasm, function: x }\n  h: { runtime: python, function: x }\nsteps:\n  - udf: g\n");
+    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: wasm, function: x }\n  h: { runtime: python, function: x }\n  i: { runtime: wasmer, function: x }\nsteps:\n  - udf: g\n");
     let r = e.to_string();
-    assert!(r.contains("`wasm` runtime is not available"), "{r}");
+    assert!(r.contains("udf `f`: missing required key `module`"), "{r}");
+    assert!(r.contains("`wasmer` is not one of the choices"), "{r}");
+    assert!(r.contains("did you mean `wasm`"), "{r}");
     assert!(r.contains("udf `h`: missing required key `module`"), "{r}");
     assert!(r.contains("udf `g` is not declared"), "{r}");
 }
@@ -444,4 +446,81 @@ fn go_udfs_name_a_package_a_binary_or_an_endpoint() {
     assert!(e.contains("a Go UDF needs `package`"), "{e}");
     assert!(e.contains("give `binary` or `package`, not both"), "{e}");
     assert!(e.contains("not both"), "{e}");
+}
+
+#[test]
+fn checkpoint_storage_failures_are_tolerated_three_times_by_default() {
+    let base = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n";
+    let spec = load_str(base, "/dir/p.yaml").expect("valid");
+    assert_eq!(spec.checkpoint.tolerable_failures, 3);
+    let spec = load_str(
+        &format!("{base}checkpoint: {{ tolerable_failures: 0 }}\n"),
+        "/dir/p.yaml",
+    )
+    .expect("valid");
+    assert_eq!(spec.checkpoint.tolerable_failures, 0);
+    let e = errors(&format!("{base}checkpoint: {{ tolerable_failures: -1 }}\n")).to_string();
+    assert!(e.contains("checkpoint tolerable_failures"), "{e}");
+}
+
+#[test]
+fn wasm_udfs_name_a_module_relative_to_the_pipeline_with_sandbox_limits() {
+    let base = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n";
+    let spec = load_str(
+        &format!("{base}udfs:\n  a: {{ runtime: wasm, module: mod/u.wasm, function: enrich }}\n  b: {{ runtime: wasm, module: /abs/u.wasm, function: f, kind: keyed_process, memory: 16MiB, timeout: 250ms, allow: [clock, random] }}\n"),
+        "/p/pipeline.yaml",
+    )
+    .expect("valid");
+    let UdfRuntimeKind::Wasm(a) = &spec.udfs[0].runtime else {
+        panic!("wasm expected")
+    };
+    assert_eq!(
+        (
+            a.module.as_path(),
+            a.memory,
+            a.timeout,
+            a.allow_clock,
+            a.allow_random
+        ),
+        (
+            std::path::Path::new("/p/mod/u.wasm"),
+            64 << 20,
+            Duration::from_secs(5),
+            false,
+            false
+        )
+    );
+    let UdfRuntimeKind::Wasm(b) = &spec.udfs[1].runtime else {
+        panic!("wasm expected")
+    };
+    assert_eq!(
+        (
+            b.module.as_path(),
+            b.memory,
+            b.timeout,
+            b.allow_clock,
+            b.allow_random
+        ),
+        (
+            std::path::Path::new("/abs/u.wasm"),
+            16 << 20,
+            Duration::from_millis(250),
+            true,
+            true
+        )
+    );
+    assert_eq!(spec.udfs[1].kind, UdfKind::KeyedProcess);
+    assert_eq!(spec.udfs[0].runtime.name(), "wasm");
+
+    let e = errors(&format!(
+        "{base}udfs:\n  a: {{ runtime: wasm, function: f }}\n  b: {{ runtime: wasm, module: m.wasm, function: f, memory: 64KiB, allow: network }}\n  c: {{ runtime: wasm, module: m.wasm, function: f, workers: 2 }}\n"
+    ))
+    .to_string();
+    assert!(e.contains("udf `a`: missing required key `module`"), "{e}");
+    assert!(e.contains("memory must be at least 1MiB"), "{e}");
+    assert!(e.contains("`network` is not one of the choices"), "{e}");
+    assert!(
+        e.contains("workers"),
+        "an option of another runtime is refused: {e}"
+    );
 }

@@ -4,6 +4,9 @@
 
 pub mod align;
 pub mod control;
+pub mod control_auth;
+pub mod control_client;
+pub mod control_udfs;
 mod dlq_task;
 pub mod metrics;
 pub mod outputs;
@@ -109,6 +112,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Serve the control API (`/status`, `/metrics`) on this address while running.
     pub control: Option<std::net::SocketAddr>,
+    /// The bearer token requests that change the run must carry (see `control_auth`).
+    pub control_token: Option<control_auth::ControlToken>,
     /// Where to start when checkpoints are on (default: resume from the newest).
     pub start: StartMode,
 }
@@ -214,6 +219,7 @@ pub fn run(
         let pipeline = spec.name.clone();
         let state_dir = spec.state.dir.clone();
         let interval = spec.checkpoint.interval;
+        let tolerable_failures = spec.checkpoint.tolerable_failures;
         let checkpointed = start.as_ref().map(|s| {
             (
                 s.restored.as_ref().map(|r| r.manifest.commits.clone()),
@@ -232,6 +238,7 @@ pub fn run(
                         restored: restored.as_deref(),
                         restored_parallelism: *restored_parallelism,
                         interval,
+                        tolerable_failures,
                     });
                 open_sinks(&sinks, &pipeline, parallelism, ctx.as_ref())
             })
@@ -308,6 +315,14 @@ pub fn run(
     if let Some(r) = restored {
         metrics.update_checkpoints(|c| c.restored_from = Some(r.manifest.id));
     }
+    // Wasm modules: the versions the restored checkpoint ran, and the module routes.
+    let wasm_udfs = plan.wasm_udfs.clone();
+    let udf_control = control_udfs::prepare(
+        spec,
+        &wasm_udfs,
+        restored.map(|r| &r.manifest),
+        opts.control.is_some(),
+    );
     // Savepoints asked for through the control API go to the coordinator.
     let (savepoint_tx, savepoint_rx) = match (checkpointing, opts.control.is_some()) {
         (true, true) => {
@@ -318,7 +333,7 @@ pub fn run(
     };
     let _control_api = match opts.control {
         Some(address) => {
-            let server = control::ControlServer::start(
+            let server = control::ControlServer::start_with_udfs(
                 address,
                 control::RunInfo {
                     pipeline: spec.name.clone(),
@@ -326,6 +341,8 @@ pub fn run(
                 },
                 metrics.clone(),
                 savepoint_tx,
+                opts.control_token.clone(),
+                udf_control,
             )?;
             tracing::info!(
                 address = %server.address(),
@@ -379,13 +396,20 @@ pub fn run(
                 state_dir: spec.state.dir.clone(),
                 participants,
                 next_id: start.next_id,
-                storage: start.storage,
+                // A storage that is down fails a checkpoint within its timeout (and 3 minutes).
+                storage: start.storage.retrying_for(
+                    spec.checkpoint
+                        .timeout
+                        .min(std::time::Duration::from_secs(180)),
+                )?,
                 uploader: start.uploader,
                 dlq_len,
                 control: control.clone(),
                 offset_committers,
                 sink_committers,
                 savepoints: savepoint_rx,
+                boundary: (!wasm_udfs.is_empty())
+                    .then(|| wasm_udfs.clone() as Arc<dyn crate::checkpoint::Boundary>),
                 live_dirs: stateful_stages
                     .iter()
                     .flat_map(|&stage| {
@@ -463,6 +487,7 @@ pub fn run(
                 })
                 .unwrap_or_default();
             let ctl = control.clone();
+            let limit = sink.message_limit();
             let ckpt = barriers.clone().map(|b| SinkCheckpointing {
                 barriers: b,
                 sink: participant,
@@ -482,6 +507,7 @@ pub fn run(
             senders_of_sink.push(outputs::SinkLane {
                 data: tx,
                 unaligned: lane,
+                limit,
             });
         }
         sink_senders.push(senders_of_sink);
@@ -590,6 +616,10 @@ pub fn run(
                         .map(|&i| hub.instance_for(i, sender).clone())
                         .collect(),
                     metrics: metrics.clone(),
+                    hub: SinkHub {
+                        sender,
+                        ..hub.clone()
+                    },
                 }
             }
         };

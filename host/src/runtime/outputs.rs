@@ -125,21 +125,19 @@ impl SinkHub {
     /// Sends dead letters to the DLQ writer (or, as envelopes, to the DLQ sink).
     pub fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), Disconnected> {
         if let Some(to) = &self.dlq_sink {
+            let lane = self.instance_for(to.sink, self.sender);
             let mut values = Vec::with_capacity(letters.len());
             for dl in &letters {
                 to.metrics.note_dead_letters(&dl.step, 1);
                 to.metrics
                     .note_failure(&dl.step, &dl.error, dl.detail.as_deref());
-                let envelope = dl.to_envelope(&to.names).to_string();
-                if let Ok(v) = Value::from_json(envelope.as_bytes()) {
-                    values.push(v);
-                }
+                let envelope = match &lane.limit {
+                    Some(limit) => limit.envelope(dl, &to.names),
+                    None => Value::from_json(dl.to_envelope(&to.names).to_string().as_bytes()).ok(),
+                };
+                values.extend(envelope);
             }
-            return self.instance_for(to.sink, self.sender).send_data(
-                self.sender,
-                values,
-                &to.metrics,
-            );
+            return lane.send_data(self.sender, values, &to.metrics);
         }
         self.dlq
             .send((self.sender, DlqItem::Letters(letters)))
@@ -199,6 +197,8 @@ pub enum Downstream {
         sender: usize,
         outputs: Vec<SinkLane>,
         metrics: Arc<Metrics>,
+        /// Where results too large for a sink go (its DLQ), before this task's next barrier.
+        hub: SinkHub,
     },
 }
 
@@ -359,11 +359,15 @@ impl Downstream {
                 outputs,
                 metrics,
                 sender,
+                hub,
                 ..
             } => {
                 metrics
                     .records_out
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                if outputs.iter().any(|o| o.limit.is_some()) {
+                    return send_limited(outputs, hub, batch, metrics);
+                }
                 let values: Vec<Value> = batch.into_iter().map(|r| r.value).collect();
                 send_to_all(outputs, *sender, values, metrics)
             }
@@ -456,12 +460,42 @@ fn send_to_all(
     last.send_data(sender, values, metrics)
 }
 
-/// One sink instance's input: its channel and, in unaligned checkpoints, its priority lane
-/// and credits.
+/// Sends results to sinks some of which limit their messages' size (Kafka): a result too large
+/// for a sink becomes a dead letter of this task instead (the other sinks still get it).
+fn send_limited(
+    outputs: &[SinkLane],
+    hub: &SinkHub,
+    batch: Batch,
+    metrics: &Metrics,
+) -> Result<(), Disconnected> {
+    let meta: Vec<_> = batch.iter().map(|r| (r.origin, r.time)).collect();
+    let mut values: Vec<Value> = batch.into_iter().map(|r| r.value).collect();
+    for (i, lane) in outputs.iter().enumerate() {
+        let mut mine = if i + 1 == outputs.len() {
+            std::mem::take(&mut values)
+        } else {
+            values.clone()
+        };
+        if let Some(limit) = &lane.limit {
+            let dead = limit.retain_fitting(&mut mine, &meta);
+            if !dead.is_empty() {
+                hub.dead_letters(dead)?;
+            }
+        }
+        if !mine.is_empty() {
+            lane.send_data(hub.sender, mine, metrics)?;
+        }
+    }
+    Ok(())
+}
+
+/// One sink instance's input: its channel, in unaligned checkpoints its priority lane and
+/// credits, and the largest message the sink can send (Kafka).
 #[derive(Clone)]
 pub struct SinkLane {
     pub data: Sender<SinkMsg>,
     pub unaligned: Option<Arc<SinkUnaligned>>,
+    pub limit: Option<Arc<crate::sinks::kafka_limits::MessageLimit>>,
 }
 
 /// An unaligned sink instance's priority lane (barriers overtake the queued data) and, per

@@ -144,6 +144,8 @@ pub struct Plan {
     pub stages: Vec<StagePlan>,
     /// Sink indices (into `spec.sinks`) of the main output.
     pub outputs: Vec<usize>,
+    /// The Wasm UDFs, whose modules can be replaced while the pipeline runs.
+    pub wasm_udfs: Arc<crate::udf::wasm::versions::WasmUdfs>,
 }
 
 impl Plan {
@@ -155,7 +157,8 @@ impl Plan {
             .enumerate()
             .map(|(i, s)| (s.name.as_str(), i))
             .collect();
-        let runtimes = runtimes_for(spec, &mut errors);
+        let mut wasm_udfs = crate::udf::wasm::versions::WasmUdfs::default();
+        let runtimes = runtimes_for(spec, &mut errors, &mut wasm_udfs);
         let mut stages = vec![StagePlan::default()];
         let mut key_names: Vec<Str> = Vec::new();
         let mut op_id: u16 = 0;
@@ -356,7 +359,11 @@ impl Plan {
             }
         }
         if errors.is_empty() {
-            Ok(Plan { stages, outputs })
+            Ok(Plan {
+                stages,
+                outputs,
+                wasm_udfs: Arc::new(wasm_udfs),
+            })
         } else {
             Err(errors)
         }
@@ -381,12 +388,30 @@ fn function_kind(kind: UdfKind) -> FunctionKind {
 fn runtimes_for(
     spec: &PipelineSpec,
     errors: &mut Vec<PlanError>,
+    wasm_udfs: &mut crate::udf::wasm::versions::WasmUdfs,
 ) -> HashMap<String, Arc<dyn UdfRuntime>> {
     let native: Arc<dyn UdfRuntime> = Arc::new(NativeRuntime::with_builtins());
     let mut out = HashMap::new();
     for udf in &spec.udfs {
-        let rt = match crate::udf::start(udf, &native) {
-            Ok(rt) => rt,
+        let rt = match crate::udf::start_with_handle(udf, &native) {
+            Ok((rt, wasm)) => {
+                if let (Some(runtime), crate::config::spec::UdfRuntimeKind::Wasm(w)) =
+                    (wasm, &udf.runtime)
+                {
+                    wasm_udfs.insert(
+                        udf.name.clone(),
+                        crate::udf::wasm::versions::WasmUdf {
+                            runtime,
+                            uses: vec![crate::udf::FunctionInfo {
+                                name: udf.function.clone(),
+                                kind: function_kind(udf.kind),
+                            }],
+                            module: w.module.clone(),
+                        },
+                    );
+                }
+                rt
+            }
             Err(source) => {
                 errors.push(PlanError::Udf {
                     udf: udf.name.clone(),

@@ -294,6 +294,7 @@ fn pass_overtaken(
         return Ok(());
     };
     *last_barrier = id;
+    crate::udf::wasm::passed_barrier(id);
     tracing::debug!(task, checkpoint = id, "barrier overtook a blocked send");
     if let Some(barriers) = &env.barriers {
         barriers.report(Report {
@@ -331,6 +332,8 @@ fn inject_barrier(
     env: &TaskEnv,
 ) -> Result<Result<(), super::outputs::Disconnected>, RunError> {
     let released = chain.on_barrier(ctx)?;
+    // Records from here on belong to the next checkpoint (and run its Wasm module version).
+    crate::udf::wasm::passed_barrier(id);
     if let Err(e) = env.hub.drain_context(ctx, &env.metrics) {
         return Ok(Err(e));
     }
@@ -505,6 +508,7 @@ impl Stage {
     }
 
     fn forward_barrier(&mut self, id: CheckpointId) -> Flow {
+        crate::udf::wasm::passed_barrier(id);
         if self.downstream.send_barrier(id).is_err() || self.env.hub.barrier(id).is_err() {
             return Flow::Stop;
         }

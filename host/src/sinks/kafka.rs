@@ -5,9 +5,10 @@
 //! records folder, and everything below holds per instance.
 //!
 //! Exactly once, step by step:
-//! - A small pool of transactional producers (`<transactional_id>-<i>-0..2`) is created when the
-//!   run starts; `init_transactions` on each fences any older instance using the same ids (a
-//!   crashed run, or a second host started with the same pipeline) and aborts what it left open.
+//! - A small pool of transactional producers (`<transactional_id>-<i>-0..n`: three, plus one per
+//!   tolerated checkpoint failure beyond the first) is created when the run starts;
+//!   `init_transactions` on each fences any older instance using the same ids (a crashed run,
+//!   or a second host started with the same pipeline) and aborts what it left open.
 //! - An epoch's records go to one producer's open transaction, and to a local records file.
 //! - At the barrier ([`Sink::pre_commit`]) the transaction gets a marker (`epoch n of this sink`)
 //!   on the compacted commit topic, everything is flushed (acknowledged by the brokers, still
@@ -22,7 +23,7 @@
 //!   in one new transaction. Each epoch thus becomes visible exactly once.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -37,15 +38,20 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::kafka_limits::MessageLimit;
+use super::kafka_records::{read_records, write_record_line, KeyedPayload};
 use super::{Sink, SinkError};
 use crate::checkpoint::manifest::SinkCommit;
 use crate::checkpoint::CheckpointId;
 use crate::config::spec::{Delivery, KafkaSinkSpec};
 use crate::value::{Str, Value};
 
-/// Producers per exactly-once sink: one epoch being written, one waiting for its checkpoint,
-/// and one spare for an abandoned checkpoint whose data the next checkpoint commits.
-const POOL: usize = 3;
+/// Producers per exactly-once sink instance: one epoch being written, one waiting for its
+/// checkpoint, and one spare for each checkpoint that may be abandoned or declined in a row
+/// (whose data the next checkpoint commits): at least one, at most six.
+fn pool_size(tolerable_failures: u32) -> usize {
+    (tolerable_failures as usize).clamp(1, 6) + 2
+}
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the sink waits for a free producer before giving up.
 const SLOT_WAIT: Duration = Duration::from_secs(300);
@@ -126,7 +132,7 @@ fn with_properties(mut c: ClientConfig, spec: &KafkaSinkSpec) -> ClientConfig {
 }
 
 /// The key of a record: the field's string, or its JSON text.
-fn key_of(value: &Value, field: &[Str]) -> Option<Vec<u8>> {
+pub(super) fn key_of(value: &Value, field: &[Str]) -> Option<Vec<u8>> {
     match value.get_path(field)? {
         Value::Null => None,
         Value::Str(s) => Some(s.as_bytes().to_vec()),
@@ -274,6 +280,8 @@ pub struct Checkpointed<'a> {
     /// The restored checkpoint's parallelism (its sinks had that many instances).
     pub restored_parallelism: Option<usize>,
     pub interval: Duration,
+    /// `checkpoint.tolerable_failures`: sizes the producer pool and the transaction timeout.
+    pub tolerable_failures: u32,
 }
 
 /// Opens the `instances` instances of a Kafka sink (one per task), exactly once when
@@ -292,6 +300,10 @@ pub fn open(
     checkpointed: Option<Checkpointed<'_>>,
 ) -> Result<Vec<super::OpenedSink>, SinkError> {
     ensure_topic(spec, name, &spec.topic, false)?;
+    // Larger records are dead-lettered before they reach the sink; batches fit the topic too.
+    let limit = MessageLimit::resolve(name, spec);
+    let fitted = limit.fit_batches(spec);
+    let spec = &fitted;
     let instances = instances.max(1);
     match (spec.delivery, checkpointed) {
         (Delivery::ExactlyOnce, Some(c)) => {
@@ -358,7 +370,8 @@ pub fn open(
             });
             Ok(opened
                 .drain(..)
-                .map(|sink| {
+                .map(|mut sink| {
+                    sink.limit = Some(limit.clone());
                     let committer: Arc<dyn TransactionCommitter> = sink.pool.clone();
                     (Box::new(sink) as Box<dyn Sink>, Some(committer))
                 })
@@ -373,10 +386,9 @@ pub fn open(
             }
             (0..instances)
                 .map(|_| {
-                    Ok((
-                        Box::new(AtLeastOnce::open(name, spec)?) as Box<dyn Sink>,
-                        None,
-                    ))
+                    let mut sink = AtLeastOnce::open(name, spec)?;
+                    sink.limit = Some(limit.clone());
+                    Ok((Box::new(sink) as Box<dyn Sink>, None))
                 })
                 .collect()
         }
@@ -440,6 +452,7 @@ pub struct AtLeastOnce {
     key: Option<Vec<Str>>,
     producer: Producer_,
     buf: Vec<u8>,
+    limit: Option<Arc<MessageLimit>>,
 }
 
 impl AtLeastOnce {
@@ -455,6 +468,7 @@ impl AtLeastOnce {
             key: spec.key.clone(),
             producer,
             buf: Vec::with_capacity(256),
+            limit: None,
         })
     }
 }
@@ -479,6 +493,10 @@ impl Sink for AtLeastOnce {
     fn flush(&mut self) -> Result<(), SinkError> {
         wait_delivered(&self.producer, &self.name)?;
         self.producer.context().check(&self.name)
+    }
+
+    fn message_limit(&self) -> Option<Arc<MessageLimit>> {
+        self.limit.clone()
     }
 }
 
@@ -531,7 +549,8 @@ impl TxnPool {
                 return Err(SinkError::Kafka {
                     sink: self.sink.clone(),
                     message: format!(
-                        "{POOL} epochs are waiting for their checkpoints to complete; checkpoints are failing or too slow"
+                        "{} epochs are waiting for their checkpoints to complete; checkpoints are failing or too slow",
+                        self.slots.len()
                     ),
                 });
             }
@@ -680,6 +699,7 @@ pub struct ExactlyOnce {
     unsynced: u64,
     sync_ahead: SyncAhead,
     buf: Vec<u8>,
+    limit: Option<Arc<MessageLimit>>,
 }
 
 impl ExactlyOnce {
@@ -703,13 +723,17 @@ impl ExactlyOnce {
             path: work_dir.to_path_buf(),
             source,
         })?;
-        // A transaction stays open for an interval plus the checkpoint's duration.
-        let txn_timeout = (interval * 6).clamp(Duration::from_secs(60), Duration::from_secs(900));
+        // A transaction stays open for an interval plus the checkpoint's duration, and longer
+        // for each declined checkpoint (each may spend up to 2 minutes retrying its storage).
+        let declines = checkpointed.tolerable_failures.min(6);
+        let txn_timeout = (interval * 6 + (interval + Duration::from_secs(120)) * declines)
+            .clamp(Duration::from_secs(60), Duration::from_secs(900));
+        let pool = pool_size(checkpointed.tolerable_failures);
         // The producers start in parallel: each `init_transactions` is a round trip to the
         // transaction coordinator (and waits for a fenced instance's transaction to abort).
         let started = Instant::now();
         let slots: Vec<Result<Slot, SinkError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..POOL)
+            let handles: Vec<_> = (0..pool)
                 .map(|i| {
                     let transactional_id = format!("{prefix}-{i}");
                     scope.spawn(move || start_producer(name, spec, transactional_id, txn_timeout))
@@ -734,7 +758,7 @@ impl ExactlyOnce {
         let pool = Arc::new(TxnPool {
             sink: name.to_string(),
             slots,
-            states: Mutex::new(vec![SlotState::Free; POOL]),
+            states: Mutex::new(vec![SlotState::Free; pool]),
             freed: Condvar::new(),
             work_dir: work_dir.to_path_buf(),
         });
@@ -753,6 +777,7 @@ impl ExactlyOnce {
             unsynced: 0,
             sync_ahead: SyncAhead::start(),
             buf: Vec::with_capacity(256),
+            limit: None,
         };
         tracing::debug!(
             sink = name,
@@ -956,57 +981,6 @@ fn committed_markers(
     Ok(last)
 }
 
-/// One line of a records file: `[key or null, record]`.
-fn write_record_line(
-    out: &mut impl Write,
-    key: Option<&[u8]>,
-    payload: &[u8],
-) -> std::io::Result<()> {
-    match key {
-        // Most keys need no escaping: written as they are.
-        Some(k)
-            if std::str::from_utf8(k).is_ok()
-                && k.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') =>
-        {
-            out.write_all(b"[\"")?;
-            out.write_all(k)?;
-            out.write_all(b"\",")?;
-        }
-        Some(k) => {
-            let k = serde_json::to_string(&String::from_utf8_lossy(k))
-                .map_err(std::io::Error::other)?;
-            write!(out, "[{k},")?;
-        }
-        None => out.write_all(b"[null,")?,
-    }
-    out.write_all(payload)?;
-    out.write_all(b"]\n")
-}
-
-/// A message as a records file keeps it: (key, payload).
-type KeyedPayload = (Option<Vec<u8>>, Vec<u8>);
-
-fn read_records(path: &Path) -> std::io::Result<Vec<KeyedPayload>> {
-    let mut out = Vec::new();
-    for line in BufReader::new(File::open(path)?).lines() {
-        let line = line?;
-        if line.is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
-        let (key, payload) = match v.as_array().map(|a| a.as_slice()) {
-            Some([k, p]) => (k.as_str().map(|s| s.as_bytes().to_vec()), p.to_string()),
-            _ => {
-                return Err(std::io::Error::other(format!(
-                    "not a [key, record] line: {line}"
-                )))
-            }
-        };
-        out.push((key, payload.into_bytes()));
-    }
-    Ok(out)
-}
-
 impl Sink for ExactlyOnce {
     fn write(&mut self, records: &[Value]) -> Result<(), SinkError> {
         if records.is_empty() {
@@ -1058,6 +1032,10 @@ impl Sink for ExactlyOnce {
         Ok(())
     }
 
+    fn message_limit(&self) -> Option<Arc<MessageLimit>> {
+        self.limit.clone()
+    }
+
     fn pre_commit(&mut self, epoch: CheckpointId) -> Result<Option<SinkCommit>, SinkError> {
         let Some(slot) = self.current.take() else {
             self.epoch = epoch + 1;
@@ -1103,26 +1081,6 @@ impl Sink for ExactlyOnce {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_files_round_trip_keys_and_payloads() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("e.jsonl");
-        let mut out = Vec::new();
-        write_record_line(&mut out, Some(b"k\"1"), br#"{"a":1}"#).expect("write");
-        write_record_line(&mut out, None, br#"{"b":[1,2]}"#).expect("write");
-        write_record_line(&mut out, Some(b"plain-key"), b"3").expect("write");
-        std::fs::write(&path, out).expect("save");
-        let back = read_records(&path).expect("read");
-        assert_eq!(
-            back,
-            vec![
-                (Some(b"k\"1".to_vec()), br#"{"a":1}"#.to_vec()),
-                (None, br#"{"b":[1,2]}"#.to_vec()),
-                (Some(b"plain-key".to_vec()), b"3".to_vec()),
-            ]
-        );
-    }
 
     #[test]
     fn keys_are_strings_or_json_text() {

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 pub mod file;
 pub mod kafka;
+pub mod kafka_limits;
+mod kafka_records;
 
 use crate::checkpoint::manifest::SinkCommit;
 use crate::checkpoint::CheckpointId;
@@ -30,6 +32,12 @@ pub trait Sink: Send {
     fn pre_commit(&mut self, _epoch: CheckpointId) -> Result<Option<SinkCommit>, SinkError> {
         self.flush()?;
         Ok(None)
+    }
+
+    /// The largest message the sink can send (Kafka): larger results are dead-lettered by the
+    /// tasks before they reach it. None: no limit.
+    fn message_limit(&self) -> Option<std::sync::Arc<kafka_limits::MessageLimit>> {
+        None
     }
 }
 
@@ -67,6 +75,8 @@ pub struct CheckpointedSinks<'a> {
     /// The restored checkpoint's parallelism.
     pub restored_parallelism: Option<usize>,
     pub interval: std::time::Duration,
+    /// `checkpoint.tolerable_failures`: epochs may wait that many declined checkpoints more.
+    pub tolerable_failures: u32,
 }
 
 /// A sink and, for transactional sinks, what commits its epochs.
@@ -112,6 +122,7 @@ pub fn open_checkpointed_sink(
                 restored: ctx.restored,
                 restored_parallelism: ctx.restored_parallelism,
                 interval: ctx.interval,
+                tolerable_failures: ctx.tolerable_failures,
             }),
         ),
         _ => Ok(open_sink(spec, ctx.pipeline, instances)?

@@ -138,6 +138,9 @@ fn build_package(udf: &str, dir: &Path) -> Result<PathBuf, RuntimeError> {
     tracing::info!(udf, package = %dir.display(), "building the Go worker");
     let output = Command::new(&go)
         .arg("build")
+        // No VCS stamping: a checkout owned by another user ("dubious ownership") or without
+        // git would fail the build, and the binary does not need it.
+        .arg("-buildvcs=false")
         .arg("-o")
         .arg(&partial)
         .arg(".")

@@ -10,6 +10,7 @@ pub mod inproc;
 pub mod native;
 pub mod proto;
 pub mod python;
+pub mod wasm;
 pub mod worker;
 
 use std::sync::Arc;
@@ -221,10 +222,28 @@ pub fn start(
     udf: &UdfSpec,
     native: &Arc<dyn UdfRuntime>,
 ) -> Result<Arc<dyn UdfRuntime>, RuntimeError> {
+    start_with_handle(udf, native).map(|(rt, _)| rt)
+}
+
+/// A started runtime, and the typed handle of a Wasm one.
+pub type Started = (Arc<dyn UdfRuntime>, Option<Arc<wasm::WasmRuntime>>);
+
+/// [`start`], also returning the typed handle of a Wasm runtime (its module can be replaced
+/// while the pipeline runs).
+pub fn start_with_handle(
+    udf: &UdfSpec,
+    native: &Arc<dyn UdfRuntime>,
+) -> Result<Started, RuntimeError> {
     Ok(match &udf.runtime {
-        UdfRuntimeKind::Native => native.clone(),
-        UdfRuntimeKind::Python(py) => Arc::new(python::start(&udf.name, py)?),
-        UdfRuntimeKind::PythonInproc(py) => Arc::new(inproc::InprocRuntime::start(&udf.name, py)?),
-        UdfRuntimeKind::Go(go) => Arc::new(go::start(&udf.name, go)?),
+        UdfRuntimeKind::Native => (native.clone(), None),
+        UdfRuntimeKind::Python(py) => (Arc::new(python::start(&udf.name, py)?), None),
+        UdfRuntimeKind::PythonInproc(py) => {
+            (Arc::new(inproc::InprocRuntime::start(&udf.name, py)?), None)
+        }
+        UdfRuntimeKind::Go(go) => (Arc::new(go::start(&udf.name, go)?), None),
+        UdfRuntimeKind::Wasm(w) => {
+            let rt = Arc::new(wasm::WasmRuntime::start(&udf.name, w)?);
+            (rt.clone(), Some(rt))
+        }
     })
 }

@@ -7,6 +7,7 @@ checking the response (the Flink StateFun SDK way), and reused by any transport.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import traceback
 from collections.abc import Callable, Iterable
@@ -31,7 +32,8 @@ class _Permanent(Exception):
     """A failure that retrying will not fix (bad output shape, undecodable input)."""
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan=False: NaN and Infinity are not JSON; the host would reject the whole output.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 def _loads(raw: bytes) -> Any:
@@ -50,15 +52,66 @@ def _decode(fmt: Format, raw: bytes) -> Any:
         raise _Permanent(f"input is not valid JSON: {e}") from e
 
 
-def _encode(fmt: Format, value: Any) -> bytes:
+def _encode(fmt: Format, value: Any, what: str = "result") -> bytes:
     if fmt is Format.BYTES:
         if not isinstance(value, (bytes, bytearray)):
             raise _Permanent(f"a bytes function must return bytes, got {type(value).__name__}")
         return bytes(value)
     try:
         return _dumps(value).encode()
-    except (TypeError, ValueError) as e:
-        raise _Permanent(f"result cannot be encoded as JSON: {e}") from e
+    except ValueError as e:
+        found = _non_finite(value)
+        if found is not None:
+            path, number = found
+            where = f"{what} field `{path}`" if path else what
+            raise _Permanent(
+                f"{where} is {_json_name(number)}, which JSON cannot hold; "
+                f"use None or a string for it"
+            ) from e
+        raise _Permanent(f"{what} cannot be encoded as JSON: {e}") from e
+    except TypeError as e:
+        raise _Permanent(f"{what} cannot be encoded as JSON: {e}") from e
+
+
+def _json_name(number: float) -> str:
+    if math.isnan(number):
+        return "NaN"
+    return "Infinity" if number > 0 else "-Infinity"
+
+
+def _non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """The first NaN or infinite float in `value`, with its dotted path (`a.b[2]`)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _non_finite(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _one_record(kind: str, name: str, value: Any) -> Any:
+    """Checks that a JSON function's output is a record: a dict."""
+    if isinstance(value, dict):
+        return value
+    if value is None:
+        got = "returned None"
+    else:
+        text = repr(value)
+        text = text if len(text) <= 40 else text[:37] + "..."
+        got = f"returned a {type(value).__name__} ({text})"
+    if kind == "map":
+        hint = "return a dict (the output record) or use filter/flat_map"
+    else:
+        hint = "every item must be a dict (an output record)"
+        got = got.replace("returned", "yielded", 1)
+    raise _Permanent(f"{kind} function `{name}` {got}; {hint}")
 
 
 def _many(result: Any) -> Iterable[Any]:
@@ -150,12 +203,22 @@ class Handler:
         def encode(value: Any) -> bytes:
             return _encode(fmt_out, value)
 
+        name = f.name
         if f.kind is Kind.MAP:
+            if fmt_out is Format.JSON:
 
-            def fill_map(record: pb.Record, result: pb.RecordResult) -> None:
+                def fill_map(record: pb.Record, result: pb.RecordResult) -> None:
+                    out = func(decode(record.value))
+                    if type(out) is not dict:
+                        out = _one_record("map", name, out)
+                    result.outputs.append(encode(out))
+
+                return fill_map
+
+            def fill_map_bytes(record: pb.Record, result: pb.RecordResult) -> None:
                 result.outputs.append(encode(func(decode(record.value))))
 
-            return fill_map
+            return fill_map_bytes
         if f.kind is Kind.FILTER:
 
             def fill_filter(record: pb.Record, result: pb.RecordResult) -> None:
@@ -166,8 +229,10 @@ class Handler:
         if f.kind is Kind.FLAT_MAP:
 
             def fill_flat_map(record: pb.Record, result: pb.RecordResult) -> None:
-                outs = [encode(o) for o in _many(func(decode(record.value)))]
-                result.outputs.extend(outs)
+                items = _many(func(decode(record.value)))
+                if fmt_out is Format.JSON:
+                    items = [_one_record("flat_map", name, o) for o in items]
+                result.outputs.extend(encode(o) for o in items)
 
             return fill_flat_map
         if f.kind is Kind.KEYED_PROCESS:
@@ -185,23 +250,25 @@ class Handler:
         if ctx.cleared:
             result.clear_state = True
         elif ctx.state_changed:
-            result.new_state = _encode(Format.JSON, ctx.state)
+            result.new_state = _encode(Format.JSON, ctx.state, "state")
         return result
 
     def _aggregate(self, f: Function, record: pb.Record, op: Any) -> pb.RecordResult:
         agg = f.func
         accs = [json.loads(a) for a in record.accumulators]
         if op == pb.AGGREGATE_OP_CREATE:
-            return pb.RecordResult(accumulator=_encode(Format.JSON, agg.create()))
+            return pb.RecordResult(accumulator=_encode(Format.JSON, agg.create(), "accumulator"))
         if op == pb.AGGREGATE_OP_ADD and len(accs) <= 1:
             # Folds every record in `values` (or the one in `value`) into the accumulator;
             # no accumulator yet means start from create().
             acc = accs[0] if accs else agg.create()
             for raw in record.values or [record.value]:
                 acc = agg.add(acc, _decode(f.input, raw))
-            return pb.RecordResult(accumulator=_encode(Format.JSON, acc))
+            return pb.RecordResult(accumulator=_encode(Format.JSON, acc, "accumulator"))
         if op == pb.AGGREGATE_OP_MERGE and len(accs) == 2:
-            return pb.RecordResult(accumulator=_encode(Format.JSON, agg.merge(accs[0], accs[1])))
+            return pb.RecordResult(
+                accumulator=_encode(Format.JSON, agg.merge(accs[0], accs[1]), "accumulator")
+            )
         if op == pb.AGGREGATE_OP_RESULT and len(accs) == 1:
             return pb.RecordResult(outputs=[_encode(f.output, agg.result(accs[0]))])
         raise _Permanent(f"bad window-aggregate request: op {op} with {len(accs)} accumulator(s)")

@@ -11,7 +11,7 @@ import traceback
 from typing import Any
 
 from headwater.functions import Format, Function, Kind, TransientError, registry
-from headwater.handler import _decode, _encode, _many, _Permanent
+from headwater.handler import _decode, _encode, _many, _one_record, _Permanent
 
 #: Result codes, per record.
 OK = 0
@@ -48,12 +48,19 @@ def call_batch(name: str, values: list[bytes]) -> list[tuple[int, Any, str]]:
 def _one(f: Function, raw: bytes) -> tuple[int, Any, str]:
     try:
         value = _decode(f.input, raw)
+        json_out = f.output is Format.JSON
         if f.kind is Kind.MAP:
-            return (OK, [_encode(f.output, f.func(value))], "")
+            out = f.func(value)
+            if json_out:
+                out = _one_record("map", f.name, out)
+            return (OK, [_encode(f.output, out)], "")
         if f.kind is Kind.FILTER:
             return (OK, [raw] if f.func(value) else [], "")
         if f.kind is Kind.FLAT_MAP:
-            return (OK, [_encode(f.output, o) for o in _many(f.func(value))], "")
+            items = _many(f.func(value))
+            if json_out:
+                items = [_one_record("flat_map", f.name, o) for o in items]
+            return (OK, [_encode(f.output, o) for o in items], "")
         raise _Permanent(f"{f.name}: {f.kind.value} functions run in the sidecar runtime only")
     except TransientError as e:
         return (TRANSIENT, f"{type(e).__name__}: {e}", _traceback(e))

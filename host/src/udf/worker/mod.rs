@@ -206,7 +206,8 @@ type Outcome<X> = Result<X, FunctionError>;
 impl Shared {
     /// Sends one request, restarting the worker and resending until it succeeds.
     ///
-    /// A request that fails twice in a row is cut in two halves sent on their own: one record
+    /// A request that fails is resent with the worker to itself; failing again it is cut in
+    /// two halves sent one after the other: one record
     /// that crashes the worker (or whose answer is too big to send) then ends up alone, and
     /// after [`MAX_ATTEMPTS`] failures it fails by itself (to the DLQ) while the others go
     /// through. Three such records in a row with no success between them mean the worker is
@@ -231,8 +232,16 @@ impl Shared {
             let mut last_error = String::new();
             let mut restart_failed = false;
             for attempt in 0..MAX_ATTEMPTS {
-                // Waiting for a slot is not counted against the timeout.
-                let slot = self.slots[index].acquire().await.map_err(|_| {
+                // Waiting for a slot is not counted against the timeout. A retry has the
+                // worker to itself (every slot): when it fails, this request is the cause, not
+                // another one in flight beside it (a record that crashes the worker must not
+                // take innocent requests down with it into the bisection and the DLQ).
+                let permits = if attempt == 0 {
+                    1
+                } else {
+                    IN_FLIGHT_PER_WORKER as u32
+                };
+                let slot = self.slots[index].acquire_many(permits).await.map_err(|_| {
                     start_error(
                         self.launcher.noun(),
                         &self.udf,
@@ -269,15 +278,12 @@ impl Shared {
                     restart_failed = true;
                 }
                 if attempt >= 1 && n > 1 && !restart_failed {
+                    // One half after the other: sent together, a half that crashes the worker
+                    // would fail the other half's request too.
                     let right = request.records.split_off(n / 2);
                     let left = std::mem::take(&mut request.records);
-                    let (a, b) = futures_util::future::join(
-                        self.call(function, op, left, decode),
-                        self.call(function, op, right, decode),
-                    )
-                    .await;
-                    let mut out = a?;
-                    out.extend(b?);
+                    let mut out = self.call(function, op, left, decode).await?;
+                    out.extend(self.call(function, op, right, decode).await?);
                     return Ok(out);
                 }
             }

@@ -1,0 +1,539 @@
+//! Wasm modules replaced while a pipeline runs, through the control API and `headwater udf`:
+//! uploads are authorized and checked, versions are listed, an activation takes effect at a
+//! checkpoint boundary (each committed part file comes from one version), the checkpoint
+//! records the version and a restart after SIGKILL runs it, and a rollback goes back.
+//!
+//! The modules are written in WAT here: `tag` maps a record `r` to `{"v":V,"in":r}`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "wasm-c0ntrol";
+
+fn headwater(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
+    c.current_dir(dir)
+        .env_remove("HEADWATER_CONTROL_TOKEN")
+        .env_remove("HEADWATER_CRASH_AT")
+        .env(
+            "HEADWATER_CACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache"),
+        );
+    c
+}
+
+/// A module whose map function `function` wraps each record as `{"v":<version>,"in":record}`.
+fn tag_module(function: &str, version: u32) -> Vec<u8> {
+    let prefix = format!("{{\"v\":{version},\"in\":");
+    let escaped = prefix.replace('"', "\\\"");
+    let describe = format!(
+        "{{\\\"abi\\\":1,\\\"sdk\\\":\\\"tag.wat\\\",\\\"functions\\\":[{{\\\"name\\\":\\\"{function}\\\",\\\"kind\\\":\\\"map\\\"}}]}}"
+    );
+    let plen = prefix.len();
+    let wat = format!(
+        r#"(module
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 65536))
+  (data (i32.const 16) "{describe}")
+  (data (i32.const 1024) "{escaped}")
+  (func (export "hw_abi_version") (result i32) (i32.const 1))
+  (func (export "hw_alloc") (param $len i32) (result i32)
+    (global.set $heap (i32.const 65536))
+    (call $take (local.get $len)))
+  (func $take (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (local.get $p) (local.get $len)))
+    (block $done
+      (loop $grow
+        (br_if $done (i32.le_u (global.get $heap) (i32.shl (memory.size) (i32.const 16))))
+        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then (unreachable)))
+        (br $grow)))
+    (local.get $p))
+  (func (export "hw_free") (param i32 i32))
+  (func (export "hw_describe") (result i64)
+    (local $end i32)
+    (local.set $end (i32.const 16))
+    (block $done
+      (loop $scan
+        (br_if $done (i32.eqz (i32.load8_u (local.get $end))))
+        (local.set $end (i32.add (local.get $end) (i32.const 1)))
+        (br $scan)))
+    (i64.or (i64.shl (i64.const 16) (i64.const 32))
+            (i64.extend_i32_u (i32.sub (local.get $end) (i32.const 16)))))
+  (func (export "hw_call") (param $f i32) (param $ptr i32) (param $len i32) (result i64)
+    (local $n i32) (local $i i32) (local $at i32) (local $rlen i32) (local $out i32) (local $w i32)
+    (local.set $n (i32.load (local.get $ptr)))
+    (local.set $at (i32.add (local.get $ptr) (i32.const 4)))
+    (local.set $out (call $take (i32.add (local.get $len)
+      (i32.add (i32.const 16) (i32.mul (local.get $n) (i32.const 64))))))
+    (i32.store (local.get $out) (local.get $n))
+    (local.set $w (i32.add (local.get $out) (i32.const 4)))
+    (block $end
+      (loop $next
+        (br_if $end (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $rlen (i32.load (local.get $at)))
+        (i32.store8 (local.get $w) (i32.const 0))
+        (i32.store (i32.add (local.get $w) (i32.const 1)) (i32.const 1))
+        (i32.store (i32.add (local.get $w) (i32.const 5))
+          (i32.add (local.get $rlen) (i32.const {plen_plus_1})))
+        (local.set $w (i32.add (local.get $w) (i32.const 9)))
+        (memory.copy (local.get $w) (i32.const 1024) (i32.const {plen}))
+        (local.set $w (i32.add (local.get $w) (i32.const {plen})))
+        (memory.copy (local.get $w) (i32.add (local.get $at) (i32.const 4)) (local.get $rlen))
+        (local.set $w (i32.add (local.get $w) (local.get $rlen)))
+        (i32.store8 (local.get $w) (i32.const 125))
+        (local.set $w (i32.add (local.get $w) (i32.const 1)))
+        (local.set $at (i32.add (local.get $at) (i32.add (i32.const 4) (local.get $rlen))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next)))
+    (i64.or (i64.shl (i64.extend_i32_u (local.get $out)) (i64.const 32))
+            (i64.extend_i32_u (i32.sub (local.get $w) (local.get $out)))))
+)"#,
+        plen_plus_1 = plen + 1,
+    );
+    wat::parse_str(&wat).expect("the tag module's WAT")
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    headwater::udf::wasm::sha256_hex(bytes)
+}
+
+/// An unbounded pipeline (Nexmark bids) through the Wasm UDF `tag`, checkpointing often.
+fn write_pipeline(dir: &Path) {
+    write_pipeline_with(dir, "  - udf: tag\n", "");
+}
+
+/// The same with these `steps` and `checkpoint` options.
+fn write_pipeline_with(dir: &Path, steps: &str, checkpoint: &str) {
+    std::fs::write(dir.join("v1.wasm"), tag_module("tag", 1)).expect("v1");
+    std::fs::write(dir.join("v2.wasm"), tag_module("tag", 2)).expect("v2");
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).expect("token");
+    std::fs::write(
+        dir.join("p.yaml"),
+        format!(
+            "name: wup\nparallelism: 2\nsources:\n  bids: {{ type: nexmark, rate: 400, partitions: 2, only: bid }}\n\
+udfs:\n  tag: {{ runtime: wasm, module: v1.wasm, function: tag }}\n  plus: {{ runtime: native, function: identity }}\n\
+steps:\n{steps}sinks:\n  o: {{ type: file, path: out/r.jsonl }}\noutput: o\n\
+checkpoint: {{ interval: 200ms{checkpoint} }}\ntuning: {{ progress_interval: 0s }}\n",
+        ),
+    )
+    .expect("pipeline");
+}
+
+struct Run {
+    child: Child,
+    address: String,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Run {
+    fn start(dir: &Path, fresh: bool) -> Run {
+        let mut cmd = headwater(dir);
+        cmd.args(["run", "p.yaml", "--control", "127.0.0.1:0"])
+            .args(["--control-token-file", "token"]);
+        if fresh {
+            cmd.arg("--fresh");
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let address = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("control API on http://") {
+                        break rest.split('/').next().unwrap_or_default().to_string();
+                    }
+                    seen.push(line);
+                }
+                Err(_) => panic!("the control API address was not printed: {seen:?}"),
+            }
+        };
+        Run {
+            child,
+            address,
+            lines: rx,
+        }
+    }
+}
+
+/// One request: (status code, JSON body).
+fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let mut s = std::net::TcpStream::connect(address).expect("connect to the control API");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}X-Headwater-User: tester\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("request");
+    s.write_all(body).expect("body");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("response");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    (code, json)
+}
+
+/// Committed part files by epoch: the versions (`v`) of their records.
+fn parts(dir: &Path) -> BTreeMap<u64, Vec<u64>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir.join("out")).expect("out").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(epoch) = name
+            .strip_prefix("r-")
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).expect("part");
+        let versions: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+                assert_eq!(v["in"]["event_type"], "bid", "{l}");
+                v["v"].as_u64().expect("v")
+            })
+            .collect();
+        out.insert(epoch, versions);
+    }
+    out
+}
+
+/// Which version each committed part comes from; panics on a part that mixes them.
+fn part_versions(dir: &Path) -> BTreeMap<u64, u64> {
+    parts(dir)
+        .into_iter()
+        .filter(|(_, vs)| !vs.is_empty())
+        .map(|(epoch, vs)| {
+            assert!(
+                vs.iter().all(|v| *v == vs[0]),
+                "part {epoch} mixes versions: {vs:?}"
+            );
+            (epoch, vs[0])
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn newest_manifest(dir: &Path) -> serde_json::Value {
+    let manifests = dir.join(".headwater/wup/checkpoints/manifests");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&manifests)
+        .expect("manifests")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    let newest = names.last().expect("a manifest");
+    serde_json::from_slice(&std::fs::read(newest).expect("read")).expect("manifest json")
+}
+
+#[test]
+fn modules_are_uploaded_checked_and_swapped_at_checkpoint_boundaries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write_pipeline(d);
+    let (v1, v2) = (
+        sha256(&std::fs::read(d.join("v1.wasm")).expect("v1")),
+        sha256(&std::fs::read(d.join("v2.wasm")).expect("v2")),
+    );
+    let v2_bytes = std::fs::read(d.join("v2.wasm")).expect("v2");
+    let run = Run::start(d, true);
+    let a = run.address.clone();
+
+    // Uploads need the token.
+    let (code, body) = http(&a, "POST", "/udfs/tag/versions", None, &v2_bytes);
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = http(&a, "POST", "/udfs/tag/versions", Some("nope"), &v2_bytes);
+    assert_eq!(code, 401, "{body}");
+    assert_eq!(body["error"], "the bearer token is wrong");
+    // A module that is not one, or lacks the UDF's function, is refused with the reason.
+    let (code, body) = http(&a, "POST", "/udfs/tag/versions", Some(TOKEN), b"not wasm");
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("udf `tag`"),
+        "{body}"
+    );
+    let other = tag_module("other", 3);
+    let (code, body) = http(&a, "POST", "/udfs/tag/versions", Some(TOKEN), &other);
+    assert_eq!(code, 422, "{body}");
+    let why = body["error"].as_str().unwrap_or_default();
+    assert!(why.contains("`tag`") && why.contains("other"), "{body}");
+    // Too big for a module: refused before it is read.
+    let mut s = std::net::TcpStream::connect(&a).expect("connect");
+    write!(
+        s,
+        "POST /udfs/tag/versions HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n",
+        (64u64 << 20) + 1
+    )
+    .expect("request");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("response");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Unknown UDFs are named; a UDF of another runtime is not a Wasm UDF.
+    let (code, body) = http(&a, "POST", "/udfs/nope/versions", Some(TOKEN), &v2_bytes);
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["wasm_udfs"], serde_json::json!(["tag"]), "{body}");
+    let (code, body) = http(&a, "GET", "/udfs/plus/versions", None, b"");
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("native UDF"),
+        "{body}"
+    );
+
+    // Upload with the CLI (the token from the variable).
+    let cli = |args: &[&str]| {
+        let out = headwater(d)
+            .arg("udf")
+            .args(args)
+            .args(["--control", &a, "--user", "ana"])
+            .env("HEADWATER_CONTROL_TOKEN", TOKEN)
+            .output()
+            .expect("headwater udf");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = cli(&["upload", "p.yaml", "tag", "v2.wasm"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&v2), "{stdout}");
+    // Both versions are listed; v1 (the pipeline file's) is active.
+    let (code, list) = http(&a, "GET", "/udfs/tag/versions", None, b"");
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["active"], v1.as_str(), "{list}");
+    let versions = list["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 2, "{list}");
+    assert_eq!(versions[0]["digest"], v1.as_str());
+    assert_eq!(versions[0]["uploader"], "pipeline file");
+    assert_eq!(versions[0]["active"], true);
+    assert_eq!(versions[1]["digest"], v2.as_str());
+    assert_eq!(versions[1]["uploader"], "ana");
+    assert_eq!(versions[1]["size"], v2_bytes.len());
+    let (ok, stdout, _) = cli(&["list", "p.yaml", "tag"]);
+    assert!(ok && stdout.contains(&format!("*  {v1}")), "{stdout}");
+    // An unknown version is refused with the known ones.
+    let (code, body) = http(
+        &a,
+        "POST",
+        "/udfs/tag/activate?version=ffff",
+        Some(TOKEN),
+        b"",
+    );
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body["versions"], serde_json::json!([v1, v2]), "{body}");
+
+    // A shadow run of v2 beside v1: counted, never emitted.
+    let (ok, stdout, stderr) = cli(&["activate", "p.yaml", "tag", &v2[..10], "--shadow"]);
+    assert!(
+        ok && stdout.contains("without emitting"),
+        "{stdout}{stderr}"
+    );
+    let mut status = serde_json::Value::Null;
+    wait_for("the shadow run's counts", || {
+        status = http(&a, "GET", "/status", None, b"").1;
+        status["wasm_udfs"]["tag"]["shadow"]["differed"].as_u64() > Some(10)
+    });
+    let shadow = &status["wasm_udfs"]["tag"]["shadow"];
+    assert_eq!(shadow["digest"], v2.as_str(), "{status}");
+    assert_eq!(
+        (shadow["matched"].as_u64(), shadow["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{status}"
+    );
+    let sample = &shadow["samples"][0];
+    assert!(
+        sample["active"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(r#"{"v":1,"in":"#)
+            && sample["candidate"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(r#"{"v":2,"in":"#),
+        "{status}"
+    );
+    let metrics = std::net::TcpStream::connect(&a).and_then(|mut s| {
+        write!(s, "GET /metrics HTTP/1.1\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map(|_| out)
+    });
+    let metrics = metrics.expect("metrics");
+    assert!(
+        metrics.contains(&format!(
+            "headwater_wasm_shadow_records_total{{pipeline=\"wup\",udf=\"tag\",candidate=\"{v2}\",outcome=\"differed\"}}"
+        )),
+        "{metrics}"
+    );
+
+    // Some output from v1, then activate v2 (by prefix) at a checkpoint boundary.
+    wait_for("output of v1", || part_versions(d).len() >= 2);
+    let (ok, stdout, stderr) = cli(&["activate", "p.yaml", "tag", &v2[..10]]);
+    assert!(ok, "{stderr}");
+    let swap: u64 = stdout
+        .split("from checkpoint ")
+        .nth(1)
+        .and_then(|r| r.split('\'').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the checkpoint of the swap: {stdout}"));
+    wait_for("output of v2", || {
+        part_versions(d).keys().any(|&e| e > swap + 2)
+    });
+    let (_, status) = http(&a, "GET", "/status", None, b"");
+    assert!(
+        status["wasm_udfs"]["tag"]["shadow"].is_null(),
+        "activating the shadowed version ends the shadow run: {status}"
+    );
+    let before_kill = newest_manifest(d);
+    assert_eq!(
+        before_kill["udf_modules"]["tag"],
+        v2.as_str(),
+        "{before_kill}"
+    );
+    // SIGKILL, then every committed part holds one version: v1 up to the swap, v2 after.
+    let mut child = run.child;
+    child.kill().expect("kill");
+    let _ = child.wait();
+    drop(run.lines);
+    let seen = part_versions(d);
+    for (epoch, v) in &seen {
+        assert_eq!(
+            *v,
+            if *epoch <= swap { 1 } else { 2 },
+            "part {epoch}: {seen:?}"
+        );
+    }
+    assert!(seen.values().any(|v| *v == 1) && seen.values().any(|v| *v == 2));
+    let last_before = *seen.keys().last().expect("parts");
+
+    // A restart runs the version the checkpoint recorded (v2), though the file names v1.
+    let run = Run::start(d, false);
+    let a = run.address.clone();
+    wait_for("output after the restart", || {
+        part_versions(d).keys().any(|&e| e > last_before + 1)
+    });
+    let (code, list) = http(&a, "GET", "/udfs/tag/versions", None, b"");
+    assert_eq!(
+        (code, list["active"].as_str()),
+        (200, Some(v2.as_str())),
+        "{list}"
+    );
+    // Roll back to v1.
+    let (code, body) = http(&a, "POST", "/udfs/tag/rollback", Some(TOKEN), b"");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["active"], v1.as_str());
+    let back = body["after_checkpoint"].as_u64().expect("checkpoint");
+    wait_for("output after the rollback", || {
+        part_versions(d).keys().any(|&e| e > back + 1)
+    });
+    let mut child = run.child;
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let seen = part_versions(d);
+    eprintln!("version per part: {seen:?} (swap after {swap}, rollback after {back})");
+    for (epoch, v) in &seen {
+        let want = if *epoch <= swap || *epoch > back {
+            1
+        } else {
+            2
+        };
+        assert_eq!(*v, want, "part {epoch}: {seen:?}");
+    }
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.join(".headwater/wup/checkpoints/udf-modules/versions/tag.json"))
+            .expect("versions record"),
+    )
+    .expect("json");
+    let history: Vec<&str> = record["activations"]
+        .as_array()
+        .expect("activations")
+        .iter()
+        .filter_map(|a| a["digest"].as_str())
+        .collect();
+    assert_eq!(history, [v1.as_str(), v2.as_str(), v1.as_str()], "{record}");
+    assert!(d
+        .join(format!(".headwater/wup/checkpoints/udf-modules/{v2}.wasm"))
+        .exists());
+}
+
+/// The UDF after a shuffle (its tasks have two inputs each), with unaligned checkpoints: the
+/// swap still happens at one barrier for all of a checkpoint's output.
+#[test]
+fn a_swap_behind_a_shuffle_with_unaligned_checkpoints_splits_output_at_one_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write_pipeline_with(
+        d,
+        "  - key_by: auction\n  - udf: tag\n",
+        ", mode: unaligned",
+    );
+    let v2_bytes = std::fs::read(d.join("v2.wasm")).expect("v2");
+    let v2 = sha256(&v2_bytes);
+    let run = Run::start(d, true);
+    let a = run.address.clone();
+    let (code, body) = http(&a, "POST", "/udfs/tag/versions", Some(TOKEN), &v2_bytes);
+    assert_eq!(code, 201, "{body}");
+    wait_for("output of v1", || part_versions(d).len() >= 2);
+    let path = format!("/udfs/tag/activate?version={}", &v2[..8]);
+    let (code, body) = http(&a, "POST", &path, Some(TOKEN), b"");
+    assert_eq!(code, 200, "{body}");
+    let swap = body["after_checkpoint"].as_u64().expect("checkpoint");
+    wait_for("output of v2", || {
+        part_versions(d).keys().any(|&e| e > swap + 2)
+    });
+    let mut child = run.child;
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let seen = part_versions(d);
+    for (epoch, v) in &seen {
+        assert_eq!(
+            *v,
+            if *epoch <= swap { 1 } else { 2 },
+            "part {epoch}: {seen:?}"
+        );
+    }
+}
