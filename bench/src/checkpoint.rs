@@ -173,8 +173,9 @@ fn one_size(work: &Path, mb: u64, emit: &dyn Fn(serde_json::Value)) -> Result<()
         max_parallelism: 128,
         stateful_stages: vec![1],
         operators: vec!["s1:op1:window".into()],
-        file_sinks: vec![],
-        dlq: dir.join("dlq.jsonl"),
+        participants: vec![std::sync::Arc::new(headwater::dlq::DlqFileCommitter::new(
+            &dir.join("dlq.jsonl"),
+        ))],
     };
     for (name, wipe_local) in [("recovery_local", false), ("recovery_object_store", true)] {
         if wipe_local {

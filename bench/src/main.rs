@@ -232,7 +232,7 @@ fn bench_generator(events: u64, parallelism: usize) -> (u64, f64) {
             let spec = spec.clone();
             std::thread::spawn(move || {
                 let mut parts =
-                    headwater::sources::open_source(&spec, 0, "bench").unwrap_or_default();
+                    headwater::connectors::open_source(&spec, 0, "bench").unwrap_or_default();
                 let mut part = parts.remove(i);
                 let (mut out, mut dead, mut n) = (Vec::new(), Vec::new(), 0u64);
                 loop {

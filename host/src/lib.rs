@@ -8,10 +8,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod connectors;
 pub mod dlq;
 pub mod expr;
+pub mod metrics;
 pub mod ops;
 pub mod record;
+pub mod run_control;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;

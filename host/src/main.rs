@@ -229,23 +229,14 @@ fn main() -> ExitCode {
             control: None,
             ..
         } => with_storage(&pipeline, |storage, spec| {
-            let file_sinks: Vec<_> = spec
-                .sinks
-                .iter()
-                .filter_map(|s| match &s.kind {
-                    headwater::config::spec::SinkKind::File { path } => {
-                        Some((s.name.clone(), path.clone()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            let info = inspect::savepoint(storage, checkpoint, &to, &file_sinks, &spec.dlq.path)?;
+            let participants = runtime::recovery_participants(spec);
+            let info = inspect::savepoint(storage, checkpoint, &to, &participants)?;
             println!(
                 "savepoint of checkpoint {} written to {} ({} file(s), {} copied)\nrestore it with: headwater run {} --from {}",
                 info.from,
                 info.location,
                 info.files,
-                headwater::runtime::metrics::bytes(info.bytes),
+                headwater::metrics::bytes(info.bytes),
                 pipeline.display(),
                 to
             );
@@ -296,7 +287,7 @@ fn live_savepoint(
                 v["checkpoint"],
                 v["location"].as_str().unwrap_or(&to),
                 v["files"],
-                headwater::runtime::metrics::bytes(v["bytes"].as_u64().unwrap_or(0)),
+                headwater::metrics::bytes(v["bytes"].as_u64().unwrap_or(0)),
                 pipeline.display(),
                 to
             );

@@ -2,6 +2,10 @@
 
 use crate::value::Value;
 
+/// Checkpoint ids grow by one per triggered checkpoint, across restarts. Barriers carry
+/// them between tasks, so the id lives with the messages, below the checkpoint layer.
+pub type CheckpointId = u64;
+
 /// Event time in milliseconds since the Unix epoch.
 pub type EventTime = i64;
 
@@ -61,7 +65,7 @@ pub enum Message {
     Data(Batch),
     Watermark(WatermarkStatus),
     /// Checkpoint barrier: everything the sender sent before it belongs to the checkpoint.
-    Barrier(crate::checkpoint::CheckpointId),
+    Barrier(CheckpointId),
     /// The sender has no more messages (bounded input exhausted).
     End,
 }

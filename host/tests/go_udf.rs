@@ -114,7 +114,8 @@ fn run_ok(dir: &Path) -> String {
 }
 
 fn output_ns(dir: &Path) -> BTreeMap<i64, usize> {
-    let text = headwater::sinks::file::read_committed(&dir.join("out.jsonl")).expect("output");
+    let text =
+        headwater::connectors::files::read_committed(&dir.join("out.jsonl")).expect("output");
     let mut counts = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
@@ -499,7 +500,8 @@ fn committed_pairs(
     key: [&str; 2],
     value: [&str; 2],
 ) -> BTreeMap<(i64, i64), (i64, i64)> {
-    let text = headwater::sinks::file::read_committed(&dir.join("out.jsonl")).expect("output");
+    let text =
+        headwater::connectors::files::read_committed(&dir.join("out.jsonl")).expect("output");
     let int =
         |v: &serde_json::Value, f: &str| v[f].as_i64().unwrap_or_else(|| panic!("{f} in {v}"));
     let mut got = BTreeMap::new();
@@ -688,8 +690,8 @@ fn a_go_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows() {
     .replace("event_time: { field: ts }", "event_time: { field: ts, max_out_of_orderness: 10s }");
     std::fs::write(dir.path().join("pipeline.yaml"), pipeline).expect("write");
     run_ok(dir.path());
-    let text =
-        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
+    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
+        .expect("output");
     let mut sessions: Vec<(String, i64, i64, i64, i64)> = text
         .lines()
         .map(|line| {

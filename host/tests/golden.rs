@@ -164,8 +164,9 @@ fn run_case(case: &Path) -> Result<(), String> {
                 }
             }
             other => {
-                let got = headwater::sinks::file::read_committed(&work.join("out").join(other))
-                    .map_err(|e| format!("reading out/{other}: {e}"))?;
+                let got =
+                    headwater::connectors::files::read_committed(&work.join("out").join(other))
+                        .map_err(|e| format!("reading out/{other}: {e}"))?;
                 if sorted_lines(&got) != sorted_lines(&expected) {
                     return Err(format!(
                         "out/{other} differs:\n--- got\n{got}\n--- expected\n{expected}"

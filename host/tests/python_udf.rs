@@ -142,7 +142,8 @@ fn run_ok(dir: &Path) {
 }
 
 fn output_ns(dir: &Path) -> BTreeMap<i64, usize> {
-    let text = headwater::sinks::file::read_committed(&dir.join("out.jsonl")).expect("output");
+    let text =
+        headwater::connectors::files::read_committed(&dir.join("out.jsonl")).expect("output");
     let mut counts = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
@@ -375,7 +376,8 @@ fn committed_pairs(
     key: [&str; 2],
     value: [&str; 2],
 ) -> BTreeMap<(i64, i64), (i64, i64)> {
-    let text = headwater::sinks::file::read_committed(&dir.join("out.jsonl")).expect("output");
+    let text =
+        headwater::connectors::files::read_committed(&dir.join("out.jsonl")).expect("output");
     let int =
         |v: &serde_json::Value, f: &str| v[f].as_i64().unwrap_or_else(|| panic!("{f} in {v}"));
     let mut got = BTreeMap::new();
@@ -595,8 +597,8 @@ fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
         .map(|n| (n, 1))
         .collect();
     assert_eq!(output_ns(dir.path()), expected);
-    let text =
-        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
+    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
+        .expect("output");
     assert!(
         text.lines().all(|l| l.contains("\"square\"")),
         "the map ran"
@@ -669,8 +671,8 @@ fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows()
     .replace("event_time: { field: ts }", "event_time: { field: ts, max_out_of_orderness: 10s }");
     std::fs::write(dir.path().join("pipeline.yaml"), pipeline).expect("write");
     run_ok(dir.path());
-    let text =
-        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
+    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
+        .expect("output");
     let mut sessions: Vec<(String, i64, i64, i64, i64)> = text
         .lines()
         .map(|line| {
@@ -727,8 +729,8 @@ fn a_record_a_window_aggregate_fails_on_goes_alone_to_the_dlq() {
     )
     .expect("input");
     run_ok(dir.path());
-    let text =
-        headwater::sinks::file::read_committed(&dir.path().join("out.jsonl")).expect("output");
+    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
+        .expect("output");
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one window");
     assert_eq!(
         (v["count"].as_i64(), v["spread"].as_i64()),

@@ -94,7 +94,7 @@ fn run_ok(dir: &Path) -> String {
 }
 
 fn output_lines(dir: &Path) -> Vec<serde_json::Value> {
-    headwater::sinks::file::read_committed(&dir.join("out.jsonl"))
+    headwater::connectors::files::read_committed(&dir.join("out.jsonl"))
         .expect("output")
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
@@ -556,7 +556,7 @@ fn the_examples_produce_their_expected_output() {
             String::from_utf8_lossy(&out.stderr)
         );
         let mut got: Vec<String> =
-            headwater::sinks::file::read_committed(&dir.path().join("out/minutes.jsonl"))
+            headwater::connectors::files::read_committed(&dir.path().join("out/minutes.jsonl"))
                 .expect("output")
                 .lines()
                 .map(str::to_string)

@@ -14,11 +14,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::declines::Declines;
 use super::files::{SharedUploader, UploadStats, Uploader};
 use super::manifest::{Manifest, ManifestKind, SinkChannel, SinkCommit, TaskState, FORMAT};
+use super::participant::{CommitParticipant, PositionPublisher};
 use super::storage::CheckpointStorage;
 use super::{CheckpointError, CheckpointId, Contribution, Participant, Report};
 use crate::config::spec::CheckpointSpec;
-use crate::runtime::metrics::Metrics;
-use crate::runtime::RunControl;
+use crate::metrics::Metrics;
+use crate::run_control::RunControl;
 
 /// What tasks and sinks hold: the barrier to inject next, and where to report.
 #[derive(Clone)]
@@ -105,12 +106,12 @@ pub struct Setup {
     pub control: Arc<RunControl>,
     /// Savepoints asked for through the control API.
     pub savepoints: Option<Receiver<super::SavepointRequest>>,
-    /// Sources that also report checkpointed positions elsewhere (Kafka consumer groups).
-    pub offset_committers: Vec<(String, Arc<crate::sources::kafka::OffsetCommitter>)>,
-    /// Transactional sinks, by name: they commit their own epochs.
-    /// Per (sink, instance): what commits a transactional sink's epochs.
-    pub sink_committers:
-        HashMap<(String, usize), Arc<dyn crate::sinks::kafka::TransactionCommitter>>,
+    /// Sources that also publish their checkpointed positions elsewhere (Kafka consumer
+    /// groups), by source name.
+    pub publishers: Vec<(String, Arc<dyn PositionPublisher>)>,
+    /// What makes each sink instance's output visible, by (sink, instance): file sinks, the
+    /// dead-letter file, transactional sinks.
+    pub committers: HashMap<(String, usize), Arc<dyn CommitParticipant>>,
     /// What else changes at checkpoint boundaries (Wasm module versions).
     pub boundary: Option<Arc<dyn super::Boundary>>,
 }
@@ -163,9 +164,6 @@ struct Written {
     stats: UploadStats,
     local_dirs: Vec<(usize, usize, PathBuf)>,
 }
-
-/// Commits a file sink's or the DLQ's pending output (kept here for recovery and inspect).
-pub use super::commit::commit_sink_file;
 
 impl Coordinator {
     pub fn new(mut setup: Setup, metrics: Arc<Metrics>) -> (Coordinator, Barriers) {
@@ -598,35 +596,31 @@ impl Coordinator {
         crash_point("manifest-written");
         // The checkpoint exists: now its output becomes visible.
         for (i, c) in manifest.commits.iter().enumerate() {
-            match (
-                &c.transaction,
-                self.setup
-                    .sink_committers
-                    .get(&(c.sink.clone(), c.instance)),
-            ) {
-                (Some(_), Some(committer)) => {
-                    committer
-                        .commit(c.epoch)
-                        .map_err(|e| CheckpointError::Commit {
-                            message: e.to_string(),
-                        })?
-                }
-                _ => commit_sink_file(c)?,
-            }
+            let committer = self
+                .setup
+                .committers
+                .get(&(c.sink.clone(), c.instance))
+                .ok_or_else(|| CheckpointError::Commit {
+                    message: format!(
+                        "nothing commits the output of sink `{}` (instance {})",
+                        c.sink, c.instance
+                    ),
+                })?;
+            committer.commit(c)?;
             if i == 0 {
                 crash_point("committed-one");
             }
         }
         // The last checkpoint of a run waits for the group commit (the process ends next).
         let last = manifest.finished || self.stop_pending.load(Ordering::Relaxed);
-        for (source, committer) in &self.setup.offset_committers {
+        for (source, publisher) in &self.setup.publishers {
             let states: Vec<_> = manifest
                 .sources
                 .iter()
                 .filter(|p| &p.source == source)
                 .cloned()
                 .collect();
-            committer.commit(&states, last);
+            publisher.publish(&states, last);
         }
         self.uncommitted.retain(|c| c.epoch > id);
         self.setup.dlq_len = dlq_len;

@@ -3,11 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::coordinator::commit_sink_file;
 use super::manifest::{Manifest, ManifestKind};
 use super::storage::{CheckpointStorage, SAVEPOINT_MANIFEST};
 use super::{CheckpointError, CheckpointId};
-use crate::runtime::metrics::bytes;
+use crate::metrics::bytes;
 use crate::time::format_time;
 
 fn when(ms: i64) -> String {
@@ -169,8 +168,7 @@ pub fn savepoint(
     storage: &CheckpointStorage,
     id: Option<CheckpointId>,
     to: &str,
-    file_sinks: &[(String, std::path::PathBuf)],
-    dlq: &std::path::Path,
+    participants: &[std::sync::Arc<dyn super::participant::CommitParticipant>],
 ) -> Result<SavepointInfo, CheckpointError> {
     let id = match id {
         Some(id) => id,
@@ -183,11 +181,7 @@ pub fn savepoint(
     };
     let m = storage.read_manifest(id)?;
     // The checkpoint's output is committed before the savepoint stands on its own.
-    for c in &m.commits {
-        if let Some(c) = super::recovery::here(c, file_sinks, dlq) {
-            commit_sink_file(&c)?;
-        }
-    }
+    super::participant::redo_commits(&m, participants)?;
     copy_to_savepoint(storage, m, to)
 }
 

@@ -6,15 +6,16 @@
 //! links) and forwards it; a sink that has it from every task makes its output for the epoch
 //! durable under a pending name. When everyone reported, the coordinator uploads the new state
 //! files ([`files`]), writes the [`manifest`] last and atomically ([`storage`]), then commits
-//! the sinks' pending output. [`recovery`] starts a run from the newest complete manifest.
+//! the sinks' pending output through their [`participant::CommitParticipant`]s. [`recovery`]
+//! starts a run from the newest complete manifest.
 
 pub mod channel;
-pub mod commit;
 pub mod coordinator;
 pub mod declines;
 pub mod files;
 pub mod inspect;
 pub mod manifest;
+pub mod participant;
 pub mod preupload;
 pub mod recovery;
 pub mod storage;
@@ -31,8 +32,7 @@ pub struct SavepointRequest {
     pub reply: crossbeam_channel::Sender<Result<inspect::SavepointInfo, String>>,
 }
 
-/// Checkpoint ids grow by one per triggered checkpoint, across restarts.
-pub type CheckpointId = u64;
+pub use crate::record::CheckpointId;
 
 /// What changes at checkpoint boundaries besides state: the Wasm modules UDFs run
 /// (`udf::wasm::versions`). The coordinator calls it from its own thread.

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::coordinator::{commit_sink_file, task_dir_name};
+use super::coordinator::task_dir_name;
 use super::files::{materialize, RestoreStats, Uploader};
-use super::manifest::{Manifest, PartitionState, SinkCommit, TaskState};
+use super::manifest::{Manifest, PartitionState, TaskState};
+use super::participant::CommitParticipant;
 use super::storage::{CheckpointStorage, SAVEPOINT_MANIFEST};
 use super::{CheckpointError, CheckpointId};
 use crate::record::EventTime;
@@ -37,10 +38,9 @@ pub struct Layout<'a> {
     pub stateful_stages: Vec<usize>,
     /// Fingerprint of the stateful operators (see [`Manifest::operators`]).
     pub operators: Vec<String>,
-    /// Sinks that commit files at checkpoints: (name, configured path).
-    pub file_sinks: Vec<(String, PathBuf)>,
-    /// The dead-letter file (committed by appending at checkpoints).
-    pub dlq: PathBuf,
+    /// Everything that commits output at checkpoints and is recovered before the run starts
+    /// (file sinks, the dead-letter file).
+    pub participants: Vec<std::sync::Arc<dyn CommitParticipant>>,
 }
 
 /// The run's starting point.
@@ -97,15 +97,9 @@ pub fn prepare(
     // Ids only grow: above every manifest here and every part a file sink committed (a run
     // restored from a savepoint must not reuse a part's name).
     let mut newest = ids.last().copied().unwrap_or(0);
-    for (_, path) in &layout.file_sinks {
-        let parts = crate::sinks::file::PartNames::new(path)
-            .committed_parts()
-            .map_err(|source| CheckpointError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        if let Some((epoch, _)) = parts.last() {
-            newest = newest.max(*epoch);
+    for p in &layout.participants {
+        if let Some(epoch) = p.newest_visible()? {
+            newest = newest.max(epoch);
         }
     }
     let next_id = newest + 1;
@@ -299,47 +293,11 @@ fn check_usable(
     Ok(())
 }
 
-/// A commit's file names as this run sees them: manifests store the names the writing run
-/// used, which may be relative to another working directory.
-pub fn here(c: &SinkCommit, file_sinks: &[(String, PathBuf)], dlq: &Path) -> Option<SinkCommit> {
-    if c.append.is_some() {
-        return Some(SinkCommit {
-            pending: crate::dlq::pending_path(dlq, c.epoch),
-            committed: dlq.to_path_buf(),
-            ..c.clone()
-        });
-    }
-    let (_, path) = file_sinks.iter().find(|(name, _)| *name == c.sink)?;
-    let names = crate::sinks::file::PartNames::new(path);
-    Some(SinkCommit {
-        sink: c.sink.clone(),
-        epoch: c.epoch,
-        pending: names.pending(c.epoch),
-        committed: names.committed(c.epoch),
-        append: None,
-        transaction: None,
-        instance: 0,
-    })
-}
-
 /// No checkpoint to resume: local state and earlier output go.
 fn start_empty(layout: &Layout<'_>) -> Result<(), CheckpointError> {
     remove_all(layout.state_dir)?;
-    let dlq_io = |source| CheckpointError::Io {
-        path: layout.dlq.clone(),
-        source,
-    };
-    crate::dlq::discard_pending(&layout.dlq).map_err(dlq_io)?;
-    match std::fs::remove_file(&layout.dlq) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(dlq_io(e)),
-    }
-    for (_, path) in &layout.file_sinks {
-        crate::sinks::file::discard_after(path, None).map_err(|source| CheckpointError::Io {
-            path: path.clone(),
-            source,
-        })?;
+    for p in &layout.participants {
+        p.discard_after(None)?;
     }
     Ok(())
 }
@@ -449,41 +407,10 @@ fn restore(
             }
         }
     }
-    // Sinks: finish the commits this checkpoint made, drop output written after it.
-    // (Transactional sinks finish their own commits when they open.)
-    for c in manifest.commits.iter().filter(|c| c.transaction.is_none()) {
-        match here(c, &layout.file_sinks, &layout.dlq) {
-            Some(c) => commit_sink_file(&c)?,
-            None => tracing::warn!(
-                sink = %c.sink,
-                "the checkpoint has output for a file sink this pipeline no longer has; left as is"
-            ),
-        }
-    }
-    for (_, path) in &layout.file_sinks {
-        crate::sinks::file::discard_after(path, Some(manifest.id)).map_err(|source| {
-            CheckpointError::Io {
-                path: path.clone(),
-                source,
-            }
-        })?;
-    }
-    // The DLQ: pending epochs go; dead letters appended after this checkpoint are cut off.
-    let dlq_io = |source| CheckpointError::Io {
-        path: layout.dlq.clone(),
-        source,
-    };
-    crate::dlq::discard_pending(&layout.dlq).map_err(dlq_io)?;
-    if let Some(len) = manifest.dlq_len {
-        match std::fs::OpenOptions::new().write(true).open(&layout.dlq) {
-            Ok(f) => {
-                if f.metadata().map_err(dlq_io)?.len() > len {
-                    f.set_len(len).map_err(dlq_io)?;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(dlq_io(e)),
-        }
+    // Sinks and the DLQ: finish the commits this checkpoint made, drop output written after it.
+    super::participant::redo_commits(&manifest, &layout.participants)?;
+    for p in &layout.participants {
+        p.discard_after(Some(&manifest))?;
     }
     // In-flight records of an unaligned checkpoint go to the task owning their key now.
     let mut channel: HashMap<(usize, usize), Vec<crate::record::Record>> = HashMap::new();

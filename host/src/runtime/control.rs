@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::control_auth::{AuthError, ControlAuth, ControlToken, Credentials};
 use super::control_udfs::{UdfControl, UdfRequest, MAX_UPLOAD};
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::record::{WATERMARK_END, WATERMARK_START};
 
 /// A failure to start the control API.

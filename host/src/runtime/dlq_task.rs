@@ -10,9 +10,9 @@ use crate::checkpoint::{Contribution, Participant, Report};
 use crate::dlq::{DeadLetter, DlqWriter, Names};
 
 use super::align::{Aligner, Recv, Step};
-use super::metrics::Metrics;
 use super::outputs::{DlqItem, DlqMsg};
 use super::{RunControl, RunError};
+use crate::metrics::Metrics;
 
 /// Where dead letters go: straight to the file (no checkpoints), or per epoch, committed
 /// with the checkpoints (the DLQ is then a participant like a sink).

@@ -8,7 +8,6 @@ pub mod control_auth;
 pub mod control_client;
 pub mod control_udfs;
 mod dlq_task;
-pub mod metrics;
 pub mod outputs;
 pub mod plan;
 mod sink_task;
@@ -24,17 +23,20 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::checkpoint::coordinator::{Coordinator, Setup};
+use crate::checkpoint::participant::CommitParticipant;
 use crate::checkpoint::recovery::{self, key_group_range, live_dir, Layout, StartMode};
 use crate::checkpoint::{CheckpointError, Participant};
 use crate::config::spec::{CheckpointMode, PipelineSpec, SinkKind};
+use crate::connectors::{open_checkpointed_sink, open_sink, open_source};
 use crate::dlq::{DlqWriter, Names};
 use crate::ops::OpError;
-use crate::sinks::{open_checkpointed_sink, open_sink, CheckpointedSinks, Sink, SinkError};
-use crate::sources::{open_source, SourceError};
+use crate::sinks::{CheckpointedSinks, Sink, SinkError};
+use crate::sources::SourceError;
 use crate::state::{StateError, StateStore};
 
+pub use crate::metrics::{CheckpointStats, Metrics, RunSummary, Snapshot};
+pub use crate::run_control::RunControl;
 use dlq_task::{run_dlq, DlqOut};
-pub use metrics::{CheckpointStats, Metrics, RunSummary, Snapshot};
 use outputs::{DlqMsg, Downstream, Inbound, SinkHub, SinkMsg};
 pub use plan::{Plan, PlanError};
 use sink_task::{run_sink, SinkCheckpointing};
@@ -71,38 +73,6 @@ fn render_plan_errors(errors: &[PlanError]) -> String {
     }
     s.push_str(&format!("{} problem(s) found", errors.len()));
     s
-}
-
-/// Shared run state: stop (drain and finish) and cancel (abort) requests.
-#[derive(Debug, Default)]
-pub struct RunControl {
-    stop: AtomicBool,
-    cancel: AtomicBool,
-}
-
-impl RunControl {
-    pub fn new() -> Arc<Self> {
-        Arc::new(RunControl::default())
-    }
-
-    /// Ends every source as if its input were exhausted: open windows fire, output is
-    /// flushed, the run returns its summary.
-    pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-
-    pub fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Aborts the run after a fatal error.
-    pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
-    }
-
-    pub fn cancelled(&self) -> bool {
-        self.cancel.load(Ordering::Relaxed)
-    }
 }
 
 /// How the run reports progress.
@@ -142,14 +112,6 @@ pub fn run(
     let checkpointing = spec.checkpoint.enabled;
 
     // Where the run starts: from scratch, or from a checkpoint (state, positions, sinks).
-    let file_sinks: Vec<(String, std::path::PathBuf)> = spec
-        .sinks
-        .iter()
-        .filter_map(|s| match &s.kind {
-            SinkKind::File { path } => Some((s.name.clone(), path.clone())),
-            _ => None,
-        })
-        .collect();
     let stateful_stages: Vec<usize> = (0..stage_count)
         .filter(|&s| plan.stages[s].has_state())
         .collect();
@@ -164,8 +126,7 @@ pub fn run(
             max_parallelism: spec.max_parallelism,
             stateful_stages: stateful_stages.clone(),
             operators: operators.clone(),
-            file_sinks,
-            dlq: spec.dlq.path.clone(),
+            participants: recovery_participants(spec),
         };
         Some(recovery::prepare(
             &spec.checkpoint.location,
@@ -252,11 +213,11 @@ pub fn run(
     let mut names = Names::default();
     let mut per_task: Vec<Vec<AssignedPartition>> = (0..parallelism).map(|_| Vec::new()).collect();
     let mut next_task = 0usize;
-    let mut offset_committers = Vec::new();
+    let mut publishers = Vec::new();
     for (i, source) in spec.sources.iter().enumerate() {
         let partitions = open_source(source, i as u16, &spec.name)?;
-        if let Some(c) = partitions.first().and_then(|p| p.offset_committer()) {
-            offset_committers.push((source.name.clone(), c));
+        if let Some(p) = partitions.first().and_then(|p| p.position_publisher()) {
+            publishers.push((source.name.clone(), p));
         }
         names.sources.push(source.name.clone());
         names
@@ -368,11 +329,15 @@ pub fn run(
         .unwrap_or(0);
     // Sinks open before the coordinator: transactional ones hand it their committers, and
     // recovery finishes their interrupted commits as they open.
-    let (opened_sinks, sink_committers) = sinks_opening.join().unwrap_or_else(|_| {
+    let (opened_sinks, mut committers) = sinks_opening.join().unwrap_or_else(|_| {
         Err(RunError::Panic {
             what: "opening the sinks".into(),
         })
     })?;
+    committers.insert(
+        (crate::dlq::DLQ_PARTICIPANT.to_string(), 0),
+        Arc::new(crate::dlq::DlqFileCommitter::new(&spec.dlq.path)),
+    );
     // Every sink instance is one checkpoint participant, numbered across sinks; the DLQ is the
     // last.
     let sink_instances: usize = opened_sinks.iter().map(Vec::len).sum();
@@ -405,8 +370,8 @@ pub fn run(
                 uploader: start.uploader,
                 dlq_len,
                 control: control.clone(),
-                offset_committers,
-                sink_committers,
+                publishers,
+                committers,
                 savepoints: savepoint_rx,
                 boundary: (!wasm_udfs.is_empty())
                     .then(|| wasm_udfs.clone() as Arc<dyn crate::checkpoint::Boundary>),
@@ -717,7 +682,9 @@ pub fn run(
         let done = progress_done.clone();
         let interval = spec.tuning.progress_interval;
         let name = spec.name.clone();
-        std::thread::spawn(move || metrics::report_progress(&name, &metrics, interval, &done))
+        std::thread::spawn(move || {
+            crate::metrics::report_progress(&name, &metrics, interval, &done)
+        })
     });
 
     let mut first_error: Option<RunError> = None;
@@ -793,11 +760,28 @@ pub fn run(
     })
 }
 
-/// The sinks' instances, per sink, and the committers of the transactional ones, by (sink,
+/// What recovery prepares before the sinks open: the file sinks' parts and the dead-letter
+/// file. (Transactional sinks recover as they open.)
+pub fn recovery_participants(spec: &PipelineSpec) -> Vec<Arc<dyn CommitParticipant>> {
+    let mut out: Vec<Arc<dyn CommitParticipant>> = spec
+        .sinks
+        .iter()
+        .filter_map(|s| match &s.kind {
+            SinkKind::File { path } => Some(Arc::new(
+                crate::connectors::files::parts::FilePartsCommitter::new(&s.name, path),
+            ) as Arc<dyn CommitParticipant>),
+            _ => None,
+        })
+        .collect();
+    out.push(Arc::new(crate::dlq::DlqFileCommitter::new(&spec.dlq.path)));
+    out
+}
+
+/// The sinks' instances, per sink, and what commits each instance's epochs, by (sink,
 /// instance).
 type OpenedSinks = (
     Vec<Vec<Box<dyn Sink>>>,
-    std::collections::HashMap<(String, usize), Arc<dyn crate::sinks::kafka::TransactionCommitter>>,
+    std::collections::HashMap<(String, usize), Arc<dyn CommitParticipant>>,
 );
 
 /// Opens every sink: Kafka sinks one instance per task, the others one; for a checkpointed
@@ -811,7 +795,7 @@ fn open_sinks(
     let mut opened_sinks: Vec<Vec<Box<dyn Sink>>> = Vec::with_capacity(sinks.len());
     let mut committers = std::collections::HashMap::new();
     for sink_spec in sinks {
-        let instances = crate::sinks::instances(sink_spec, parallelism);
+        let instances = crate::connectors::instances(sink_spec, parallelism);
         let opened = match ctx {
             Some(ctx) => open_checkpointed_sink(sink_spec, instances, ctx)?,
             None => open_sink(sink_spec, pipeline, instances)?

@@ -13,7 +13,7 @@ use crate::record::{Batch, Message, WatermarkStatus};
 use crate::state::{key_group_of, task_of_key_group};
 use crate::value::Value;
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// A message on a stage's inbound channel: which upstream task sent it, and what.
 pub type Inbound = (usize, Message);
@@ -495,7 +495,7 @@ fn send_limited(
 pub struct SinkLane {
     pub data: Sender<SinkMsg>,
     pub unaligned: Option<Arc<SinkUnaligned>>,
-    pub limit: Option<Arc<crate::sinks::kafka_limits::MessageLimit>>,
+    pub limit: Option<Arc<crate::sinks::limit::MessageLimit>>,
 }
 
 /// An unaligned sink instance's priority lane (barriers overtake the queued data) and, per

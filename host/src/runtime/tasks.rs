@@ -22,10 +22,10 @@ use crate::state::StateStore;
 use crate::time::{InputWatermarks, PartitionClock};
 
 use super::align::{Aligner, Recv, Step};
-use super::metrics::Metrics;
 use super::outputs::{Downstream, Inbound, SinkHub};
 use super::unaligned::{self, Ended, Flow, LaneItem, UnalignedInput};
 use super::{RunControl, RunError};
+use crate::metrics::Metrics;
 
 /// One partition assigned to a source task.
 pub struct AssignedPartition {

@@ -1,17 +1,13 @@
-//! Sources: partitions that read and decode records at the edge of the pipeline.
+//! The source contract: partitions that read and decode records at the edge of the pipeline.
+//! The sources themselves (files, stdin, Kafka, Nexmark) are connectors (the `connectors` folder).
 //!
 //! Decoding happens once, here. A line that is not valid JSON, is not an object, or has no
 //! usable event time becomes a [`DeadLetter`] with its raw bytes and position; the partition
 //! goes on with the next line.
 
-pub mod kafka;
-pub mod line_reader;
-pub mod lines;
-pub mod nexmark;
-
 use std::path::PathBuf;
 
-use crate::config::spec::{SourceKind, SourceSpec};
+use crate::config::spec::SourceSpec;
 use crate::dlq::DeadLetter;
 use crate::record::{EventTime, Record};
 use crate::value::{Str, Value};
@@ -40,9 +36,11 @@ pub trait SourcePartition: Send {
         true
     }
 
-    /// For sources that report progress elsewhere (Kafka consumer groups): what commits a
+    /// For sources that report progress elsewhere (Kafka consumer groups): what publishes a
     /// completed checkpoint's positions there. Partitions of one source share it.
-    fn offset_committer(&self) -> Option<std::sync::Arc<kafka::OffsetCommitter>> {
+    fn position_publisher(
+        &self,
+    ) -> Option<std::sync::Arc<dyn crate::checkpoint::participant::PositionPublisher>> {
         None
     }
 }
@@ -93,65 +91,13 @@ pub enum SourceError {
     NoTimeField { source_name: String },
 }
 
-fn time_field(spec: &SourceSpec) -> Result<Vec<Str>, SourceError> {
+pub(crate) fn time_field(spec: &SourceSpec) -> Result<Vec<Str>, SourceError> {
     spec.event_time
         .field
         .clone()
         .ok_or_else(|| SourceError::NoTimeField {
             source_name: spec.name.clone(),
         })
-}
-
-/// Opens every partition of a source.
-pub fn open_source(
-    spec: &SourceSpec,
-    source_index: u16,
-    pipeline: &str,
-) -> Result<Vec<Box<dyn SourcePartition>>, SourceError> {
-    match &spec.kind {
-        SourceKind::Kafka(k) => Ok(kafka::partitions(
-            &spec.name,
-            source_index,
-            k,
-            pipeline,
-            spec.event_time.field.clone(),
-        )?
-        .into_iter()
-        .map(|p| Box::new(p) as Box<dyn SourcePartition>)
-        .collect()),
-        SourceKind::Files {
-            glob,
-            max_line_bytes,
-        } => {
-            let field = time_field(spec)?;
-            let paths = lines::expand_glob(&spec.name, glob)?;
-            let mut parts: Vec<Box<dyn SourcePartition>> = Vec::with_capacity(paths.len());
-            for (i, path) in paths.into_iter().enumerate() {
-                parts.push(Box::new(lines::LinesPartition::open_file(
-                    &spec.name,
-                    source_index,
-                    i as u32,
-                    &path,
-                    field.clone(),
-                    *max_line_bytes,
-                )?));
-            }
-            Ok(parts)
-        }
-        SourceKind::Stdin { max_line_bytes } => {
-            let field = time_field(spec)?;
-            Ok(vec![Box::new(lines::LinesPartition::stdin(
-                &spec.name,
-                source_index,
-                field,
-                *max_line_bytes,
-            ))])
-        }
-        SourceKind::Nexmark(n) => Ok(nexmark::partitions(n, source_index)
-            .into_iter()
-            .map(|p| Box::new(p) as Box<dyn SourcePartition>)
-            .collect()),
-    }
 }
 
 /// Decodes one JSON object (a record's value); anything else is an error for the DLQ.

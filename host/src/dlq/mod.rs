@@ -16,6 +16,9 @@
 //! stdin sources and the event number for generators. `event_time` is set when the record's
 //! time was known.
 
+mod commit;
+pub use commit::{DlqFileCommitter, DLQ_PARTICIPANT};
+
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -320,7 +323,7 @@ impl DlqEpochs {
         let offset = self.committed_len;
         self.committed_len += bytes;
         Ok(Some(crate::checkpoint::manifest::SinkCommit {
-            sink: "dead-letter queue".into(),
+            sink: commit::DLQ_PARTICIPANT.into(),
             epoch: done,
             pending,
             committed: self.path.clone(),

@@ -5,9 +5,11 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::line_reader::{read_line_capped, LineFeed, LineRead, KEPT_OF_LONG_LINE};
-use super::{extract_event_time, Poll, Position, SourceError, SourcePartition};
 use crate::dlq::{DeadLetter, ErrorClass};
 use crate::record::{Origin, Record};
+use crate::sources::{
+    decode_object, extract_event_time, Poll, Position, SourceError, SourcePartition,
+};
 use crate::value::Str;
 
 /// `16 MiB`, `512 KiB`, `100 B`.
@@ -150,7 +152,7 @@ impl LinesPartition {
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Record, (String, &'static str)> {
-        let value = super::decode_object(bytes).map_err(|e| (e, "decode"))?;
+        let value = decode_object(bytes).map_err(|e| (e, "decode"))?;
         let time = extract_event_time(&value, &self.time_field).map_err(|e| (e, "event_time"))?;
         Ok(Record::new(value, time, self.origin))
     }

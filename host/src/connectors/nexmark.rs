@@ -11,10 +11,10 @@ use nexmark::config::NexmarkConfig;
 use nexmark::event::{Event, EventType};
 use nexmark::EventGenerator;
 
-use super::{Poll, Position, SourceError, SourcePartition};
 use crate::config::spec::{NexmarkEventKind, NexmarkSpec};
 use crate::dlq::DeadLetter;
 use crate::record::{Origin, Record};
+use crate::sources::{Poll, Position, SourceError, SourcePartition};
 use crate::value::{Object, Str, Value};
 
 pub struct NexmarkPartition {

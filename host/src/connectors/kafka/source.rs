@@ -9,41 +9,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{extract_event_time, Poll, Position, SourceError, SourcePartition};
+use super::{QuietEof, Reader};
 use crate::checkpoint::manifest::PartitionState;
+use crate::checkpoint::participant::PositionPublisher;
 use crate::config::spec::{KafkaFormat, KafkaSourceSpec, KafkaStart};
 use crate::dlq::{DeadLetter, ErrorClass};
 use crate::record::{Origin, Record};
+use crate::sources::{
+    decode_object, extract_event_time, Poll, Position, SourceError, SourcePartition,
+};
 use crate::value::{Object, Str, Value};
 
 /// How long metadata and watermark requests may take before the source gives up.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Routes librdkafka's client errors to the log, minus the end-of-partition notices a bounded
-/// read expects (they are how `until: end` knows it is done).
-#[derive(Clone, Copy, Default)]
-pub struct QuietEof;
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        match error {
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
-            e => tracing::warn!("kafka: {e}: {reason}"),
-        }
-    }
-}
-
-impl ConsumerContext for QuietEof {}
-
-/// A consumer that logs through [`QuietEof`].
-pub type Reader = BaseConsumer<QuietEof>;
 
 /// The position of a partition that has not read anything yet: a restore starts it by the
 /// source's `start` setting.
@@ -129,7 +113,7 @@ pub fn partitions(
         ids.sort_unstable();
         found.extend(ids.into_iter().map(|p| (topic.clone(), p)));
     }
-    let committer = Arc::new(OffsetCommitter {
+    let committer = Arc::new(GroupOffsets {
         partitions: found
             .iter()
             .map(|(t, p)| (partition_name(t, *p), (t.clone(), *p)))
@@ -183,17 +167,17 @@ pub fn partitions(
 }
 
 /// Commits checkpointed offsets to the source's consumer group.
-pub struct OffsetCommitter {
+pub struct GroupOffsets {
     consumer: Reader,
     /// Partition name -> (topic, partition).
     partitions: HashMap<String, (String, i32)>,
 }
 
-impl OffsetCommitter {
-    /// Commits the positions a completed checkpoint holds: asynchronously (the group's
-    /// offsets are for monitoring, the checkpoint is what a restart uses), or waiting for the
-    /// broker's answer when `wait` (a run's last checkpoint).
-    pub fn commit(&self, states: &[PartitionState], wait: bool) {
+impl PositionPublisher for GroupOffsets {
+    /// Commits the positions a completed checkpoint holds to the consumer group:
+    /// asynchronously (the group's offsets are for monitoring, the checkpoint is what a
+    /// restart uses), or waiting for the broker's answer when `wait` (a run's last checkpoint).
+    fn publish(&self, states: &[PartitionState], wait: bool) {
         let mut tpl = TopicPartitionList::new();
         for s in states {
             if s.position.offset == NOT_STARTED {
@@ -247,7 +231,7 @@ pub struct KafkaPartition {
     max_record_bytes: usize,
     /// None: the message timestamp is the event time.
     time_field: Option<Vec<Str>>,
-    committer: Arc<OffsetCommitter>,
+    committer: Arc<GroupOffsets>,
 }
 
 impl KafkaPartition {
@@ -294,7 +278,7 @@ impl KafkaPartition {
         }
         let kafka_time = m.timestamp().to_millis();
         let value = match self.format {
-            KafkaFormat::Json => super::decode_object(payload).map_err(|e| (e, "decode"))?,
+            KafkaFormat::Json => decode_object(payload).map_err(|e| (e, "decode"))?,
             KafkaFormat::Raw => {
                 let mut o = Object::new();
                 let text = |b: Option<&[u8]>| match b {
@@ -437,7 +421,7 @@ impl SourcePartition for KafkaPartition {
         Ok(())
     }
 
-    fn offset_committer(&self) -> Option<Arc<OffsetCommitter>> {
+    fn position_publisher(&self) -> Option<Arc<dyn PositionPublisher>> {
         Some(self.committer.clone())
     }
 }

@@ -10,9 +10,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{write_json_lines, Sink, SinkError};
-use crate::checkpoint::manifest::SinkCommit;
-use crate::checkpoint::CheckpointId;
+use crate::checkpoint::manifest::{Manifest, SinkCommit};
+use crate::checkpoint::participant::CommitParticipant;
+use crate::checkpoint::{CheckpointError, CheckpointId};
+use crate::sinks::{write_json_lines, Sink, SinkError};
 use crate::value::Value;
 
 /// How a configured path maps to part names: `out/results.jsonl` →
@@ -133,6 +134,116 @@ pub fn discard_after(path: &Path, keep_through: Option<CheckpointId>) -> std::io
     Ok(())
 }
 
+/// A file sink's side of the checkpoint commit: renames an epoch's pending part to its final
+/// name, and on recovery removes the parts no checkpoint covers.
+pub struct FilePartsCommitter {
+    name: String,
+    path: PathBuf,
+    names: PartNames,
+}
+
+impl FilePartsCommitter {
+    /// The committer of the file sink `name` configured with `path`.
+    pub fn new(name: &str, path: &Path) -> FilePartsCommitter {
+        FilePartsCommitter {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            names: PartNames::new(path),
+        }
+    }
+}
+
+impl CommitParticipant for FilePartsCommitter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn commit(&self, c: &SinkCommit) -> Result<(), CheckpointError> {
+        commit_part(
+            &self.name,
+            c.epoch,
+            &self.names.pending(c.epoch),
+            &self.names.committed(c.epoch),
+        )
+    }
+
+    fn newest_visible(&self) -> Result<Option<CheckpointId>, CheckpointError> {
+        let parts = self
+            .names
+            .committed_parts()
+            .map_err(|source| CheckpointError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(parts.last().map(|(epoch, _)| *epoch))
+    }
+
+    fn discard_after(&self, restored: Option<&Manifest>) -> Result<(), CheckpointError> {
+        discard_after(&self.path, restored.map(|m| m.id)).map_err(|source| CheckpointError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Makes a part visible: links the pending file to its final name, then unlinks it (unlike a
+/// rename this never replaces an existing part). Idempotent: a commit already done (pending
+/// gone, final present) is fine.
+fn commit_part(
+    sink: &str,
+    epoch: CheckpointId,
+    pending: &Path,
+    committed: &Path,
+) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: pending.to_path_buf(),
+        source,
+    };
+    if pending.exists() {
+        match std::fs::hard_link(pending, committed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !same_file(pending, committed) {
+                    return Err(CheckpointError::Corrupt {
+                        location: committed.display().to_string(),
+                        message: format!(
+                            "sink `{sink}` would overwrite this committed part with {}; remove one of them",
+                            pending.display()
+                        ),
+                    });
+                }
+            }
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::remove_file(pending).map_err(io)?;
+        if let Some(dir) = committed.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    } else if committed.exists() {
+        Ok(())
+    } else {
+        Err(CheckpointError::Missing {
+            location: format!(
+                "{} (output of sink `{sink}` for checkpoint {epoch}; its committed name {} is missing too)",
+                pending.display(),
+                committed.display()
+            ),
+        })
+    }
+}
+
+/// Whether two paths name the same file (a link made by an earlier, interrupted commit).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(p), Ok(q)) => p.ino() == q.ino() && p.dev() == q.dev(),
+        _ => false,
+    }
+}
+
 /// JSON lines into per-epoch pending files, committed by the checkpoint coordinator.
 pub struct PartFileSink {
     name: String,
@@ -237,7 +348,9 @@ mod tests {
         sink.write(&[Value::Int(9)]).expect("write");
         let c = sink.pre_commit(1).expect("pre").expect("a part");
         std::fs::write(&c.committed, "earlier\n").expect("an older part with that name");
-        let err = crate::checkpoint::coordinator::commit_sink_file(&c).expect_err("no clobber");
+        let err = FilePartsCommitter::new("r", &path)
+            .commit(&c)
+            .expect_err("no clobber");
         assert!(err.to_string().contains("would overwrite"), "{err}");
         assert_eq!(
             std::fs::read_to_string(&c.committed).expect("read"),
@@ -274,8 +387,10 @@ mod tests {
         sink.write(&[Value::Int(3)]).expect("write");
         let c3 = sink.pre_commit(3).expect("pre").expect("a part");
         assert_eq!(c3.epoch, 3);
-        crate::checkpoint::coordinator::commit_sink_file(&c1).expect("commit");
-        crate::checkpoint::coordinator::commit_sink_file(&c1).expect("idempotent");
+        let committer = FilePartsCommitter::new("results", &path);
+        committer.commit(&c1).expect("commit");
+        committer.commit(&c1).expect("idempotent");
+        assert_eq!(committer.newest_visible().expect("list"), Some(1));
         sink.write(&[Value::Int(4)]).expect("write");
         sink.flush().expect("flush");
         assert_eq!(
