@@ -91,7 +91,9 @@ pub fn open_checkpointed_sink(
                 path,
                 ctx.first_epoch,
             )?),
-            None,
+            Some(std::sync::Arc::new(files::parts::FilePartsCommitter::new(
+                &spec.name, path,
+            ))),
         )]),
         SinkKind::Kafka(k) => kafka::sink::open(
             &spec.name,
