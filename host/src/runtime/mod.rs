@@ -78,6 +78,8 @@ fn render_plan_errors(errors: &[PlanError]) -> String {
 pub struct RunControl {
     stop: AtomicBool,
     cancel: AtomicBool,
+    /// Fired on cancel: wakes operators waiting between retry attempts.
+    cancel_signal: crate::ops::retry::CancelSignal,
 }
 
 impl RunControl {
@@ -98,6 +100,12 @@ impl RunControl {
     /// Aborts the run after a fatal error.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
+        self.cancel_signal.cancel();
+    }
+
+    /// What operators wait on between retry attempts, so a cancel wakes them at once.
+    pub fn cancel_signal(&self) -> crate::ops::retry::CancelSignal {
+        self.cancel_signal.clone()
     }
 
     pub fn cancelled(&self) -> bool {
@@ -642,7 +650,7 @@ pub fn run(
         .filter(|&t| per_task[t].is_empty())
         .collect();
     for (task, assigned) in per_task.into_iter().enumerate() {
-        let chain = plan.stages[0].chain(None)?;
+        let chain = plan.stages[0].chain(None, &control.cancel_signal())?;
         // Unaligned: the source task's barriers may overtake its own blocked sends.
         let downstream = downstream_for(0, task, &inbound).with_overtake(barriers.clone());
         let env = env(&hub, task);
@@ -668,7 +676,7 @@ pub fn run(
             } else {
                 None
             };
-            let chain = plan.stages[stage].chain(store.as_ref())?;
+            let chain = plan.stages[stage].chain(store.as_ref(), &control.cancel_signal())?;
             let downstream = downstream_for(stage, task, &inbound);
             let env = env(&hub, stage * parallelism + task);
             let slot = StageSlot {
