@@ -8,23 +8,19 @@
 //! reads them. Failed calls change nothing: transient ones are retried (with backoff) before
 //! the key's next record is sent, permanent ones go to the DLQ.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-
-use rocksdb::WriteBatch;
 
 use crate::dlq::ErrorClass;
 use crate::record::{Batch, EventTime, Origin, Record};
-use crate::state::{key_group_of, KeyGroup, StateError, StateStore};
+use crate::state::layout::{self, Tag};
+use crate::state::{key_group_of, KeyGroup, StateBatch, StateError, StateStore, TimerIndex};
 use crate::udf::{FunctionError, KeyedInput, KeyedResult, StateUpdate, UdfRuntime};
 use crate::value::Value;
 
-use super::udf::RetryPolicy;
-use super::window::{key_prefix, ordered};
+use super::retry::{CancelSignal, RetryPolicy, WaitOutcome};
 use super::{dead_letter_for, Context, OpError, Operator};
 
-const TAG_STATE: u8 = 3;
-const TAG_TIMER: u8 = 4;
 /// Rounds of timer firing per watermark before re-armed timers wait for the next one.
 const MAX_TIMER_ROUNDS: usize = 1000;
 
@@ -42,8 +38,11 @@ pub struct KeyedProcessConfig {
 pub struct KeyedProcess {
     cfg: KeyedProcessConfig,
     store: StateStore,
-    /// Pending timers of this task's keys: (time, encoded key).
-    timers: BTreeSet<(EventTime, Vec<u8>)>,
+    /// Pending timers of this task's keys: (time, encoded key), each also stored under
+    /// [`Tag::KeyedTimer`] so a restore finds it.
+    timers: TimerIndex<Vec<u8>>,
+    /// Wakes a wait between attempts when the run is cancelled.
+    cancel: CancelSignal,
 }
 
 /// One call waiting to be made: the input and where it came from.
@@ -60,8 +59,15 @@ impl KeyedProcess {
         KeyedProcess {
             cfg,
             store,
-            timers: BTreeSet::new(),
+            timers: TimerIndex::new(),
+            cancel: CancelSignal::default(),
         }
+    }
+
+    /// Waits between attempts end early when `cancel` fires (the run is being cancelled).
+    pub fn with_cancel(mut self, cancel: CancelSignal) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Pending timers (for tests and metrics).
@@ -81,30 +87,19 @@ impl KeyedProcess {
     }
 
     fn state_key(&self, key_bytes: &[u8]) -> Vec<u8> {
-        key_prefix(
-            self.key_group(key_bytes),
-            self.cfg.op_id,
-            TAG_STATE,
-            key_bytes,
-        )
+        layout::keyed_state_key(self.key_group(key_bytes), self.cfg.op_id, key_bytes)
     }
 
     fn timer_key(&self, key_bytes: &[u8], time: EventTime) -> Vec<u8> {
-        let mut k = Vec::with_capacity(21 + key_bytes.len());
-        k.extend_from_slice(&self.key_group(key_bytes).to_be_bytes());
-        k.extend_from_slice(&self.cfg.op_id.to_be_bytes());
-        k.push(TAG_TIMER);
-        k.extend_from_slice(&ordered(time));
-        k.extend_from_slice(key_bytes);
-        k
+        layout::timer_key(self.key_group(key_bytes), self.cfg.op_id, time, key_bytes)
     }
 
     /// Makes `calls` key by key in order (see the module docs); returns the outputs.
     fn run(&mut self, calls: Vec<Call>, ctx: &mut Context) -> Result<Batch, OpError> {
         let mut out = Vec::with_capacity(calls.len());
         for round in rounds(calls) {
+            let mut retry = self.cfg.retry.start(round.len() as u64);
             let mut pending = round;
-            let mut attempt = 1u32;
             while !pending.is_empty() {
                 let inputs = pending
                     .iter()
@@ -139,36 +134,31 @@ impl KeyedProcess {
                         ),
                     });
                 }
-                let mut wb = WriteBatch::default();
-                let mut retry = Vec::new();
+                let mut wb = StateBatch::new();
+                let mut again = Vec::new();
                 for (call, outcome) in pending.into_iter().zip(outcomes) {
                     match outcome {
                         Ok(result) => self.apply(&call, result, &mut wb, &mut out),
-                        Err(err)
-                            if err.class == ErrorClass::Transient
-                                && attempt < self.cfg.retry.max_attempts =>
-                        {
-                            retry.push(call)
+                        Err(err) if err.class == ErrorClass::Transient && !retry.is_exhausted() => {
+                            again.push(call)
                         }
-                        Err(err) => self.dead(ctx, &call, &err, attempt),
+                        Err(err) => self.dead(ctx, &call, &err, retry.attempt()),
                     }
                 }
                 self.store.write(wb).map_err(|e| self.state_err(e))?;
-                pending = retry;
-                if !pending.is_empty() {
-                    attempt += 1;
-                    std::thread::sleep(
-                        self.cfg
-                            .retry
-                            .backoff(attempt, pending.len() as u64 ^ u64::from(attempt)),
-                    );
+                pending = again;
+                if !pending.is_empty() && retry.wait_for_next(&self.cancel) != WaitOutcome::Due {
+                    // Cancelled: the run is being torn down and its in-flight calls with it;
+                    // their keys' state is as the last successful call left it.
+                    tracing::debug!(step = %self.cfg.step, calls = pending.len(), "retry abandoned: the run is cancelled");
+                    break;
                 }
             }
         }
         Ok(out)
     }
 
-    fn apply(&mut self, call: &Call, result: KeyedResult, wb: &mut WriteBatch, out: &mut Batch) {
+    fn apply(&mut self, call: &Call, result: KeyedResult, wb: &mut StateBatch, out: &mut Batch) {
         let skey = self.state_key(&call.key_bytes);
         match result.state {
             StateUpdate::Keep => {}
@@ -176,7 +166,7 @@ impl KeyedProcess {
             StateUpdate::Clear => wb.delete(&skey),
         }
         for t in result.timers {
-            if self.timers.insert((t, call.key_bytes.clone())) {
+            if self.timers.insert(t, call.key_bytes.clone()) {
                 wb.put(self.timer_key(&call.key_bytes, t), []);
             }
         }
@@ -253,16 +243,15 @@ impl Operator for KeyedProcess {
         for kg in key_groups.0..=key_groups.1 {
             let entries = self
                 .store
-                .scan_prefix(&super::window::tag_prefix(kg, self.cfg.op_id, TAG_TIMER))
+                .scan_prefix(&layout::tag_prefix(kg, self.cfg.op_id, Tag::KeyedTimer))
                 .map_err(|e| self.state_err(e))?;
             for (k, _) in entries {
-                let time = k.get(5..13).and_then(super::window::unordered);
-                let (Some(time), Some(key_bytes)) = (time, k.get(13..)) else {
+                let Some((time, key_bytes)) = layout::parse_timer_key(&k) else {
                     return Err(self.state_err(StateError::Corrupt(format!(
                         "timer key {k:?} cannot be decoded"
                     ))));
                 };
-                self.timers.insert((time, key_bytes.to_vec()));
+                self.timers.insert(time, key_bytes.to_vec());
             }
         }
         Ok(())
@@ -274,15 +263,11 @@ impl Operator for KeyedProcess {
         // that keeps re-arming a due timer (always so at the end of input) must not loop forever.
         for round in 0.. {
             if round == MAX_TIMER_ROUNDS {
-                let left = self
-                    .timers
-                    .iter()
-                    .take_while(|(t, _)| *t <= watermark)
-                    .count();
+                let left = self.timers.count_due(watermark);
                 tracing::warn!(step = %self.cfg.step, left, "timers keep setting due timers; \
                     leaving the rest for the next watermark (at the end of input they are dropped)");
                 if watermark == crate::record::WATERMARK_END {
-                    let mut wb = WriteBatch::default();
+                    let mut wb = StateBatch::new();
                     while let Some((t, key_bytes)) = self.timers.pop_first() {
                         wb.delete(self.timer_key(&key_bytes, t));
                     }
@@ -291,19 +276,13 @@ impl Operator for KeyedProcess {
                 return Ok(out);
             }
             let mut due = Vec::new();
-            while let Some((t, _)) = self.timers.first() {
-                if *t > watermark {
-                    break;
-                }
-                let Some((t, key_bytes)) = self.timers.pop_first() else {
-                    break;
-                };
-                due.push((t, key_bytes));
+            while let Some(timer) = self.timers.pop_due(watermark) {
+                due.push(timer);
             }
             if due.is_empty() {
                 return Ok(out);
             }
-            let mut wb = WriteBatch::default();
+            let mut wb = StateBatch::new();
             let mut calls = Vec::with_capacity(due.len());
             for (t, key_bytes) in due {
                 wb.delete(self.timer_key(&key_bytes, t));

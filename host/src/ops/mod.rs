@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod keyed;
+pub mod retry;
 pub mod stateless;
 pub mod udf;
 pub mod window;

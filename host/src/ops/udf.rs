@@ -10,43 +10,8 @@ use crate::record::{Batch, EventTime, Record};
 use crate::udf::{FunctionError, FunctionKind, UdfRuntime};
 use crate::value::Value;
 
+use super::retry::{CancelSignal, RetryPolicy, WaitOutcome};
 use super::{dead_letter_for, Context, OpError, Operator};
-
-/// How transient failures are retried.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    /// Total attempts, the first included.
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Backoff before attempt `attempt` (2, 3, ...): exponential with "full jitter".
-    pub fn backoff(&self, attempt: u32, jitter_seed: u64) -> Duration {
-        let exp = self
-            .initial_backoff
-            .saturating_mul(1u32 << attempt.saturating_sub(2).min(16))
-            .min(self.max_backoff);
-        // xorshift for a cheap, dependency-free jitter in [50%, 100%] of the backoff
-        let mut x = jitter_seed | 1;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let frac = 0.5 + (x % 1000) as f64 / 2000.0;
-        exp.mul_f64(frac)
-    }
-}
 
 /// How a UDF step groups records into calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +37,8 @@ pub struct UdfStep {
     function: String,
     kind: FunctionKind,
     retry: RetryPolicy,
+    /// Wakes a wait between attempts when the run is cancelled.
+    cancel: CancelSignal,
     batching: Batching,
     /// Records lingering until a call (only with a non-zero linger).
     waiting: Batch,
@@ -92,10 +59,17 @@ impl UdfStep {
             function,
             kind,
             retry,
+            cancel: CancelSignal::default(),
             batching: Batching::default(),
             waiting: Vec::new(),
             waiting_since: None,
         }
+    }
+
+    /// Waits between attempts end early when `cancel` fires (the run is being cancelled).
+    pub fn with_cancel(mut self, cancel: CancelSignal) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Groups records into calls as `batching` says.
@@ -184,8 +158,8 @@ impl UdfStep {
     /// their inputs, retried or not, so per-key order holds.
     fn call(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
         let mut outputs: Vec<Batch> = vec![Vec::new(); batch.len()];
+        let mut retry = self.retry.start(batch.len() as u64);
         let mut pending: Vec<(usize, Record)> = batch.into_iter().enumerate().collect();
-        let mut attempt = 1u32;
         while !pending.is_empty() {
             let inputs = pending.iter().map(|(_, r)| r.value.clone()).collect();
             let outcomes =
@@ -205,7 +179,7 @@ impl UdfStep {
                     ),
                 });
             }
-            let mut retry = Vec::new();
+            let mut again = Vec::new();
             for ((index, record), outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(values) => {
@@ -214,27 +188,22 @@ impl UdfStep {
                                 "a map function must return exactly one record, got {}",
                                 values.len()
                             ));
-                            self.dead(ctx, &record, &err, attempt);
+                            self.dead(ctx, &record, &err, retry.attempt());
                         } else if let Some(slot) = outputs.get_mut(index) {
                             self.emit(&record, values, slot);
                         }
                     }
-                    Err(err)
-                        if err.class == ErrorClass::Transient
-                            && attempt < self.retry.max_attempts =>
-                    {
-                        retry.push((index, record))
+                    Err(err) if err.class == ErrorClass::Transient && !retry.is_exhausted() => {
+                        again.push((index, record))
                     }
-                    Err(err) => self.dead(ctx, &record, &err, attempt),
+                    Err(err) => self.dead(ctx, &record, &err, retry.attempt()),
                 }
             }
-            pending = retry;
-            if !pending.is_empty() {
-                attempt += 1;
-                std::thread::sleep(
-                    self.retry
-                        .backoff(attempt, pending.len() as u64 ^ u64::from(attempt)),
-                );
+            pending = again;
+            if !pending.is_empty() && retry.wait_for_next(&self.cancel) != WaitOutcome::Due {
+                // Cancelled: the run is being torn down and its in-flight records with it.
+                tracing::debug!(step = %self.step, records = pending.len(), "retry abandoned: the run is cancelled");
+                break;
             }
         }
         Ok(outputs.into_iter().flatten().collect())
@@ -389,6 +358,37 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_run_does_not_wait_out_the_backoff() {
+        let mut rt = NativeRuntime::default();
+        rt.register("flaky", Flaky(AtomicU32::new(0)));
+        let cancel = CancelSignal::new();
+        let mut step = UdfStep::new(
+            "steps[0] udf f".into(),
+            Arc::new(rt),
+            "flaky".into(),
+            FunctionKind::Map,
+            RetryPolicy {
+                max_attempts: 4,
+                initial_backoff: Duration::from_secs(60),
+                max_backoff: Duration::from_secs(60),
+            },
+        )
+        .with_cancel(cancel.clone());
+        cancel.cancel();
+        let started = Instant::now();
+        let mut ctx = Context::default();
+        let out = step
+            .process(vec![rec(r#"{"always_fail":true}"#)], &mut ctx)
+            .expect("process");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(out.is_empty());
+        assert!(
+            ctx.dead.is_empty(),
+            "an abandoned retry is not a dead letter"
+        );
+    }
+
+    #[test]
     fn permanent_errors_go_to_dlq_and_the_rest_pass() {
         let rt = NativeRuntime::with_builtins();
         let mut step = UdfStep::new(
@@ -409,14 +409,5 @@ mod tests {
         assert_eq!(out[0].time, 5, "outputs keep the input's event time");
         assert_eq!(ctx.dead.len(), 1);
         assert_eq!(ctx.dead[0].attempts, 1);
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy::default();
-        assert!(p.backoff(2, 7) <= Duration::from_millis(20));
-        assert!(p.backoff(3, 7) <= Duration::from_millis(40));
-        assert!(p.backoff(30, 7) <= Duration::from_secs(2));
-        assert!(p.backoff(3, 7) >= Duration::from_millis(20));
     }
 }

@@ -607,7 +607,7 @@ pub fn run(
         .filter(|&t| per_task[t].is_empty())
         .collect();
     for (task, assigned) in per_task.into_iter().enumerate() {
-        let chain = plan.stages[0].chain(None)?;
+        let chain = plan.stages[0].chain(None, &control.cancel_signal())?;
         // Unaligned: the source task's barriers may overtake its own blocked sends.
         let downstream = downstream_for(0, task, &inbound).with_overtake(barriers.clone());
         let env = env(&hub, task);
@@ -633,7 +633,7 @@ pub fn run(
             } else {
                 None
             };
-            let chain = plan.stages[stage].chain(store.as_ref())?;
+            let chain = plan.stages[stage].chain(store.as_ref(), &control.cancel_signal())?;
             let downstream = downstream_for(stage, task, &inbound);
             let env = env(&hub, stage * parallelism + task);
             let slot = StageSlot {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::config::spec::{LatePolicy, PipelineSpec, StepKind, UdfKind};
 use crate::expr::Expr;
 use crate::ops::keyed::{KeyedProcess, KeyedProcessConfig};
+use crate::ops::retry::{CancelSignal, RetryPolicy};
 use crate::ops::stateless::{Filter, KeyBy, Map};
-use crate::ops::udf::{Batching, RetryPolicy, UdfStep};
+use crate::ops::udf::{Batching, UdfStep};
 use crate::ops::window::{LateTarget, UdfAggregate, WindowConfig, WindowOp};
 use crate::ops::{step_name, Chain, Operator};
 use crate::state::StateStore;
@@ -76,8 +77,13 @@ pub struct StagePlan {
 }
 
 impl StagePlan {
-    /// Instantiates the operators for one task; stateful stages need the task's store.
-    pub fn chain(&self, store: Option<&StateStore>) -> Result<Chain, crate::state::StateError> {
+    /// Instantiates the operators for one task; stateful stages need the task's store. Waits
+    /// between retry attempts end when `cancel` fires.
+    pub fn chain(
+        &self,
+        store: Option<&StateStore>,
+        cancel: &CancelSignal,
+    ) -> Result<Chain, crate::state::StateError> {
         let needs_store = || {
             crate::state::StateError::Corrupt(
                 "internal: a stateful step was planned without a state store".into(),
@@ -96,13 +102,14 @@ impl StagePlan {
                             compute,
                         } => Box::new(Map::new(step, spec, compute)),
                         OpPlan::KeyBy { fields } => Box::new(KeyBy::new(fields)),
-                        OpPlan::Window(cfg) => {
-                            Box::new(WindowOp::new(cfg, store.ok_or_else(needs_store)?.clone()))
-                        }
-                        OpPlan::Keyed(cfg) => Box::new(KeyedProcess::new(
-                            cfg,
-                            store.ok_or_else(needs_store)?.clone(),
-                        )),
+                        OpPlan::Window(cfg) => Box::new(
+                            WindowOp::new(cfg, store.ok_or_else(needs_store)?.clone())
+                                .with_cancel(cancel.clone()),
+                        ),
+                        OpPlan::Keyed(cfg) => Box::new(
+                            KeyedProcess::new(cfg, store.ok_or_else(needs_store)?.clone())
+                                .with_cancel(cancel.clone()),
+                        ),
                         OpPlan::Udf {
                             step,
                             runtime,
@@ -111,7 +118,8 @@ impl StagePlan {
                             batching,
                         } => Box::new(
                             UdfStep::new(step, runtime, function, kind, RetryPolicy::default())
-                                .with_batching(batching),
+                                .with_batching(batching)
+                                .with_cancel(cancel.clone()),
                         ),
                     })
                 },

@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use rocksdb::{BlockBasedOptions, Cache, Direction, IteratorMode, Options, SliceTransform, DB};
 
-/// A batch of writes applied at once (see [`StateStore::write`]).
-pub use rocksdb::WriteBatch;
+use super::layout;
+use super::StateBatch;
+
+/// The former name of [`StateBatch`], kept for code outside the host crate (the checkpoint
+/// benchmark) that batches its writes.
+pub type WriteBatch = StateBatch;
 
 /// A failure of the local state store.
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +125,10 @@ impl StateStore {
     }
 
     /// Applies many writes at once. The WAL is off: durability comes from checkpoints.
-    pub fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+    pub fn write(&self, batch: StateBatch) -> Result<(), StateError> {
         let mut opts = rocksdb::WriteOptions::default();
         opts.disable_wal(true);
-        Ok(self.db.write_opt(batch, &opts)?)
+        Ok(self.db.write_opt(batch.into_inner(), &opts)?)
     }
 
     /// All entries whose key starts with `prefix`, in key order.
@@ -203,22 +207,21 @@ impl StateStore {
         last: u16,
     ) -> Result<u64, StateError> {
         let mut copied = 0u64;
-        let mut batch = WriteBatch::default();
+        let mut batch = StateBatch::new();
         let mut opts = rocksdb::ReadOptions::default();
         // A range of whole key groups spans many keys' prefixes: iterate in total order, not
         // in prefix mode (where moving past one key's prefix is undefined).
         opts.set_total_order_seek(true);
         if let Some(next) = last.checked_add(1) {
-            opts.set_iterate_upper_bound(next.to_be_bytes().to_vec());
+            opts.set_iterate_upper_bound(layout::key_group_start(next).to_vec());
         }
-        let start = first.to_be_bytes();
+        let start = layout::key_group_start(first);
         let iter = other
             .db
             .iterator_opt(IteratorMode::From(&start, Direction::Forward), opts);
         for item in iter {
             let (k, v) = item?;
-            let kg = k.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-            match kg {
+            match layout::key_group_of_key(&k) {
                 Some(kg) if kg >= first && kg <= last => {}
                 Some(kg) if kg > last => break,
                 _ => continue,
@@ -243,25 +246,15 @@ impl StateStore {
     }
 }
 
-/// The part of a state key the bloom filters index: `kg | op | tag | len | key` for
-/// per-key state (`tag` 1-3: the key is length-prefixed), `kg | op | tag` for timers (tag 4,
-/// whose time comes before the key).
+/// The part of a state key the bloom filters index (see [`layout::bloom_prefix_len`]): one
+/// key's prefix for per-key state, the tag's for time-ordered entries.
 fn key_prefix(k: &[u8]) -> &[u8] {
-    let end = prefix_len(k).unwrap_or(k.len());
+    let end = layout::bloom_prefix_len(k).unwrap_or(k.len());
     &k[..end.min(k.len())]
 }
 
 fn key_prefix_in_domain(k: &[u8]) -> bool {
-    prefix_len(k).is_some_and(|end| end <= k.len())
-}
-
-fn prefix_len(k: &[u8]) -> Option<usize> {
-    let tag = *k.get(4)?;
-    if tag == 4 {
-        return Some(5);
-    }
-    let len = u32::from_be_bytes(k.get(5..9)?.try_into().ok()?) as usize;
-    Some(9 + len)
+    layout::bloom_prefix_len(k).is_some_and(|end| end <= k.len())
 }
 
 /// The smallest key greater than every key starting with `prefix` (None if there is none).
@@ -300,12 +293,7 @@ mod tests {
 
     /// A state key as operators write them: key group, operator, tag, length-prefixed key.
     fn state_key(kg: u16, key: &str) -> Vec<u8> {
-        let mut k = kg.to_be_bytes().to_vec();
-        k.extend_from_slice(&1u16.to_be_bytes());
-        k.push(1);
-        k.extend_from_slice(&(key.len() as u32).to_be_bytes());
-        k.extend_from_slice(key.as_bytes());
-        k
+        layout::key_prefix(kg, 1, layout::Tag::WindowAccumulator, key.as_bytes())
     }
 
     #[test]
@@ -331,9 +319,7 @@ mod tests {
             from.scan_prefix(&state_key(5, "k5-3")).expect("scan").len(),
             1
         );
-        let mut group = 7u16.to_be_bytes().to_vec();
-        group.extend_from_slice(&1u16.to_be_bytes());
-        group.push(1);
+        let group = layout::tag_prefix(7, 1, layout::Tag::WindowAccumulator);
         assert_eq!(from.scan_prefix(&group).expect("scan").len(), 20);
     }
 
