@@ -20,7 +20,6 @@ use serde_json::json;
 
 use headwater::checkpoint::recovery::StartMode;
 use headwater::config;
-use headwater::config::spec::UdfRuntimeKind;
 use headwater::runtime::{self, RunControl, RunOptions};
 use headwater::udf::go;
 use headwater::udf::UdfRuntime;
@@ -138,7 +137,8 @@ steps:\n  - udf: f\nsinks:\n  x: {{ type: blackhole }}\noutput: x\nstate: {{ dir
 }
 
 fn run_pipeline(yaml: &str, expected: u64) -> Result<f64> {
-    let spec = config::load_str(yaml, "bench-go.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = config::load_str(yaml, "bench-go.yaml", headwater::udf::runtimes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     // Fresh: the previous round's checkpoints must not make this run resume (and read nothing).
     let fresh = RunOptions {
@@ -208,8 +208,9 @@ pub fn run(
 /// waited for its result.
 fn latency(work: &Path, input: &Path, worker: &Path, rate: f64) -> Result<serde_json::Value> {
     let yaml = pipeline_yaml(work, input, worker, "enrich", 1, 1);
-    let spec = config::load_str(&yaml, "bench-go.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let UdfRuntimeKind::Go(spec) = &spec.udfs[0].runtime else {
+    let spec = config::load_str(&yaml, "bench-go.yaml", headwater::udf::runtimes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(spec) = spec.udfs[0].runtime.options::<go::GoSpec>() else {
         bail!("expected a go udf");
     };
     let rt = go::start("latency", spec)?;

@@ -279,7 +279,7 @@ impl Bench {
             self.create_topics(&[&output])?;
         }
         let yaml = self.pipeline(&name, mode, input, &output, true);
-        let spec = config::load_str(&yaml, "kafka-bench.yaml")
+        let spec = config::load_str(&yaml, "kafka-bench.yaml", headwater::udf::runtimes())
             .map_err(|e| anyhow!("the benchmark pipeline is invalid: {e}"))?;
         let address = TcpListener::bind(("127.0.0.1", 0))
             .and_then(|l| l.local_addr())
@@ -375,7 +375,7 @@ tuning: {{ progress_interval: 0s }}
         );
         self.create_topics(&[&input, &output])?;
         let yaml = self.pipeline(&name, mode, &input, &output, false);
-        let spec = config::load_str(&yaml, "kafka-bench.yaml")
+        let spec = config::load_str(&yaml, "kafka-bench.yaml", headwater::udf::runtimes())
             .map_err(|e| anyhow!("the benchmark pipeline is invalid: {e}"))?;
         let control = RunControl::new();
         let pipeline = {

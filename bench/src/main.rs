@@ -254,7 +254,7 @@ fn nexmark_spec(events: u64, partitions: usize) -> headwater::config::spec::Sour
     let yaml = format!(
         "name: gen\nsources:\n  bids: {{ type: nexmark, events: {events}, partitions: {partitions}, only: bid }}\nsinks:\n  x: {{ type: blackhole }}\noutput: x\n"
     );
-    match config::load_str(&yaml, "generator.yaml") {
+    match config::load_str(&yaml, "generator.yaml", headwater::udf::runtimes()) {
         Ok(mut spec) => spec.sources.remove(0),
         Err(e) => panic!("benchmark pipeline is invalid: {e}"),
     }
@@ -299,7 +299,8 @@ fn query_steps(q: &str) -> Result<&'static str> {
 }
 
 fn run_yaml(q: &str, yaml: &str) -> Result<(f64, runtime::RunSummary)> {
-    let spec = config::load_str(yaml, &format!("{q}.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = config::load_str(yaml, &format!("{q}.yaml"), headwater::udf::runtimes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     let summary = runtime::run(
         &spec,

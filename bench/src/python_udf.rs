@@ -19,7 +19,6 @@ use serde_json::json;
 
 use headwater::checkpoint::recovery::StartMode;
 use headwater::config;
-use headwater::config::spec::UdfRuntimeKind;
 use headwater::runtime::{self, RunControl, RunOptions};
 use headwater::udf::python;
 use headwater::udf::UdfRuntime;
@@ -145,7 +144,8 @@ steps:\n  - udf: f\nsinks:\n  x: {{ type: blackhole }}\noutput: x\nstate: {{ dir
 }
 
 fn run_pipeline(yaml: &str, expected: u64) -> Result<f64> {
-    let spec = config::load_str(yaml, "bench-py.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spec = config::load_str(yaml, "bench-py.yaml", headwater::udf::runtimes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let started = Instant::now();
     // Fresh: the previous round's checkpoints must not make this run resume (and read nothing).
     let fresh = RunOptions {
@@ -218,8 +218,9 @@ pub fn run(
 /// batch is what every record in it waited for its result.
 fn latency(work: &Path, rate: f64) -> Result<serde_json::Value> {
     let yaml = pipeline_yaml(work, &work.join("records.jsonl"), "python", "enrich", 1, 1);
-    let spec = config::load_str(&yaml, "bench-py.yaml").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let UdfRuntimeKind::Python(py) = &spec.udfs[0].runtime else {
+    let spec = config::load_str(&yaml, "bench-py.yaml", headwater::udf::runtimes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(py) = spec.udfs[0].runtime.options::<python::PythonSpec>() else {
         bail!("expected a python udf");
     };
     let rt = python::start("latency", py)?;

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
-use headwater::config::spec::WasmSpec;
 use headwater::udf::native::NativeRuntime;
-use headwater::udf::wasm::WasmRuntime;
+use headwater::udf::wasm::{WasmRuntime, WasmSpec};
 use headwater::udf::{
     FunctionError, FunctionInfo, FunctionKind, RecordOutcome, RuntimeError, UdfRuntime,
 };

@@ -342,7 +342,7 @@ fn init_logging() {
 }
 
 fn load(pipeline: &std::path::Path) -> Result<config::spec::PipelineSpec, ExitCode> {
-    config::load(pipeline).map_err(|errors| {
+    config::load(pipeline, headwater::udf::runtimes()).map_err(|errors| {
         eprintln!("{errors}");
         ExitCode::from(EXIT_INVALID)
     })

@@ -1,8 +1,10 @@
 //! Typed reading of a spanned YAML tree that collects every problem instead of stopping at
 //! the first one.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::spec::Location;
 use super::yaml::{Kind, Node};
 use super::ConfigError;
 
@@ -271,5 +273,54 @@ pub fn choice<'c>(
             );
             None
         }
+    }
+}
+
+/// Where `node` was written.
+pub fn loc(node: &Node) -> Location {
+    Location {
+        line: node.line,
+        col: node.col,
+    }
+}
+
+/// `p` relative to the pipeline file's folder `base` (absolute paths as they are).
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+/// Letters, digits, `-` and `_` (names of pipelines, sources and sinks).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The entries of a mapping of names to definitions (none, with an error, otherwise).
+pub fn entries<'a>(node: &'a Node, context: &str, errs: &mut Errors) -> &'a [(Node, Node)] {
+    match &node.kind {
+        Kind::Map(e) => e,
+        _ => {
+            errs.expected(node, "a mapping of names to definitions", context);
+            &[]
+        }
+    }
+}
+
+/// A whole number of at least 1 (workers, batch sizes), `default` when absent.
+pub fn positive_count(node: Option<&Node>, what: &str, default: usize, errs: &mut Errors) -> usize {
+    let Some(n) = node else { return default };
+    match uint(n, what, errs) {
+        Some(0) => {
+            errs.at(n, format!("{what} must be at least 1"), None);
+            default
+        }
+        Some(v) => usize::try_from(v).unwrap_or(default),
+        None => default,
     }
 }

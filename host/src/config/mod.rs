@@ -1,11 +1,25 @@
 //! The pipeline file: strict YAML decoding into [`spec::PipelineSpec`], reporting every
 //! problem at once with file, line, column and a hint. The format is documented key by key in
 //! `docs/pipeline.md`.
+//!
+//! One module per part of the file: `pipeline.rs` the top level, `sources.rs`, `kafka.rs`,
+//! `sinks.rs`, `steps.rs`, `windows.rs`, `checkpoint.rs` and `udfs.rs`; `decode.rs` and
+//! `yaml.rs` the typed, error-collecting reading they share. UDF runtimes read their own
+//! options (see [`RuntimeCatalog`]).
 
-mod build;
+mod checkpoint;
 mod decode;
+mod kafka;
+mod pipeline;
+mod sinks;
+mod sources;
 pub mod spec;
+mod steps;
+mod udfs;
+mod windows;
 mod yaml;
+
+pub use udfs::{OptionsReader, RuntimeCatalog};
 
 use std::fmt;
 use std::path::Path;
@@ -56,8 +70,9 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Reads and validates a pipeline file. Relative paths in it are relative to its folder.
-pub fn load(path: &Path) -> Result<PipelineSpec, ConfigErrors> {
+/// Reads and validates a pipeline file. Relative paths in it are relative to its folder; its
+/// UDFs may name the runtimes of `runtimes` (`headwater::udf::runtimes()`).
+pub fn load(path: &Path, runtimes: &dyn RuntimeCatalog) -> Result<PipelineSpec, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: file.clone(),
@@ -68,11 +83,15 @@ pub fn load(path: &Path) -> Result<PipelineSpec, ConfigErrors> {
             hint: Some("check the path; `headwater run --help` shows an example".into()),
         }],
     })?;
-    load_str(&text, &file)
+    load_str(&text, &file, runtimes)
 }
 
 /// Validates pipeline text; `file` names it in messages and its folder anchors relative paths.
-pub fn load_str(text: &str, file: &str) -> Result<PipelineSpec, ConfigErrors> {
+pub fn load_str(
+    text: &str,
+    file: &str,
+    runtimes: &dyn RuntimeCatalog,
+) -> Result<PipelineSpec, ConfigErrors> {
     let base = Path::new(file)
         .parent()
         .map(Path::to_path_buf)
@@ -106,7 +125,7 @@ pub fn load_str(text: &str, file: &str) -> Result<PipelineSpec, ConfigErrors> {
         }
     };
     let mut errs = decode::Errors::default();
-    let spec = build::pipeline(&root, &base, &mut errs);
+    let spec = pipeline::pipeline(&root, &base, runtimes, &mut errs);
     match spec {
         Some(spec) if errs.list.is_empty() => Ok(spec),
         _ => {

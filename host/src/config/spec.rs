@@ -1,7 +1,10 @@
 //! The validated pipeline, as the runtime consumes it. Built by [`super::load`] from a
 //! pipeline file; every field here has already been checked.
 
+use std::any::Any;
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::value::Str;
@@ -261,109 +264,59 @@ pub enum Delivery {
 #[derive(Clone, Debug, PartialEq)]
 pub struct UdfSpec {
     pub name: String,
-    pub runtime: UdfRuntimeKind,
+    pub runtime: UdfRuntimeSpec,
     /// The function's name inside its runtime (for `native`, a registered function).
     pub function: String,
     pub kind: UdfKind,
     pub location: Location,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum UdfRuntimeKind {
-    Native,
-    /// Python functions served by `python -m headwater.worker` sidecar processes.
-    Python(PythonSpec),
-    /// Python functions called inside the host process (embedded CPython).
-    PythonInproc(PythonSpec),
-    /// Go functions served by a worker program built with the Go SDK (sidecar processes).
-    Go(GoSpec),
-    /// Functions compiled to WebAssembly, run sandboxed inside the host.
-    Wasm(WasmSpec),
+/// A UDF's runtime: its name as written in the file and the options that runtime read from
+/// the UDF's entry. The options belong to the runtime's plug-in (`udf::registry`); the
+/// configuration holds them without knowing their type.
+#[derive(Clone, Debug)]
+pub struct UdfRuntimeSpec {
+    name: &'static str,
+    options: Arc<dyn RuntimeOptions>,
 }
 
-impl UdfRuntimeKind {
+impl UdfRuntimeSpec {
+    pub fn new(name: &'static str, options: impl RuntimeOptions) -> Self {
+        UdfRuntimeSpec {
+            name,
+            options: Arc::new(options),
+        }
+    }
+
     /// The runtime's name as written in pipeline files.
     pub fn name(&self) -> &'static str {
-        match self {
-            UdfRuntimeKind::Native => "native",
-            UdfRuntimeKind::Python(_) => "python",
-            UdfRuntimeKind::PythonInproc(_) => "python-inproc",
-            UdfRuntimeKind::Go(_) => "go",
-            UdfRuntimeKind::Wasm(_) => "wasm",
-        }
+        self.name
     }
 
-    /// How records are gathered into calls (the native runtime takes whatever a task has).
-    pub fn sidecar(&self) -> Option<&SidecarSpec> {
-        match self {
-            UdfRuntimeKind::Native | UdfRuntimeKind::Wasm(_) => None,
-            UdfRuntimeKind::Python(py) | UdfRuntimeKind::PythonInproc(py) => Some(&py.sidecar),
-            UdfRuntimeKind::Go(go) => Some(&go.sidecar),
-        }
+    /// The options, when they are of type `T` (the runtime's own options type).
+    pub fn options<T: RuntimeOptions>(&self) -> Option<&T> {
+        let any: &dyn Any = self.options.as_ref();
+        any.downcast_ref()
     }
 }
 
-/// What every worker-process runtime (Python, Go) shares: how many workers, how records are
-/// batched into requests, how long a request may take, or where a running worker is.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SidecarSpec {
-    /// Worker processes for this UDF (default 1).
-    pub workers: usize,
-    /// How long one batch may take before the worker is restarted and the batch resent.
-    pub timeout: Duration,
-    /// Most records sent in one request; larger batches are split and sent concurrently.
-    pub batch_size: usize,
-    /// Longest a record waits for more to fill a request (zero: send what the task has).
-    pub linger: Duration,
-    /// Connect to an already-running worker (`unix:/path.sock` or `http://host:port`, e.g. a
-    /// sidecar container) instead of starting processes.
-    pub endpoint: Option<String>,
+impl PartialEq for UdfRuntimeSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.options.same_as(other.options.as_ref())
+    }
 }
 
-/// How to run the Python workers of one UDF.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PythonSpec {
-    /// The module that defines the function (imported by the worker).
-    pub module: String,
-    /// The interpreter (a virtual environment's `bin/python`); default: `$HEADWATER_PYTHON`,
-    /// else `python3`.
-    pub interpreter: Option<PathBuf>,
-    /// Folder the module is imported from (default: the pipeline file's folder).
-    pub path: PathBuf,
-    pub sidecar: SidecarSpec,
+/// The options of one runtime (any `Debug + PartialEq` type of its own).
+pub trait RuntimeOptions: Any + fmt::Debug + Send + Sync {
+    /// Whether `other` holds the same options.
+    fn same_as(&self, other: &dyn RuntimeOptions) -> bool;
 }
 
-/// How to run the Go workers of one UDF.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GoSpec {
-    /// The worker program (absent when `sidecar.endpoint` names a running worker).
-    pub program: Option<GoProgram>,
-    pub sidecar: SidecarSpec,
-}
-
-/// A Go worker program: built already, or built by the host.
-#[derive(Clone, Debug, PartialEq)]
-pub enum GoProgram {
-    /// An executable built with the Go SDK (`go build -o bin/worker ./udfs`).
-    Binary(PathBuf),
-    /// A Go `main` package folder the host builds with `go build` into a cache, again when its
-    /// sources change.
-    Package(PathBuf),
-}
-
-/// How to run the Wasm module of one UDF.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WasmSpec {
-    /// The module file (`.wasm`), built with a Headwater guest SDK (docs/wasm-abi.md).
-    pub module: PathBuf,
-    /// Most bytes of linear memory one instance may have (default 64 MiB).
-    pub memory: usize,
-    /// Longest one guest call (a batch) may take before it is interrupted (default 5s).
-    pub timeout: Duration,
-    /// The real clocks instead of a deterministic one (`allow: [clock]`).
-    pub allow_clock: bool,
-    /// The system's random source instead of a deterministic one (`allow: [random]`).
-    pub allow_random: bool,
+impl<T: Any + fmt::Debug + PartialEq + Send + Sync> RuntimeOptions for T {
+    fn same_as(&self, other: &dyn RuntimeOptions) -> bool {
+        let other: &dyn Any = other;
+        other.downcast_ref::<T>() == Some(self)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,6 +3,28 @@ use std::time::Duration;
 use super::spec::*;
 use super::*;
 
+/// The configuration knows no UDF runtime itself: these tests give it one, `native`, without
+/// options (the real runtimes read theirs in `udf/`, and are tested with it there).
+struct TestRuntimes;
+
+impl RuntimeCatalog for TestRuntimes {
+    fn names(&self) -> Vec<&'static str> {
+        vec!["native"]
+    }
+
+    fn read_options(&self, name: &str, _: &mut OptionsReader<'_, '_>) -> Option<UdfRuntimeSpec> {
+        (name == "native").then(|| UdfRuntimeSpec::new("native", ()))
+    }
+}
+
+fn load_str(text: &str, file: &str) -> Result<PipelineSpec, ConfigErrors> {
+    super::load_str(text, file, &TestRuntimes)
+}
+
+fn load(path: &std::path::Path) -> Result<PipelineSpec, ConfigErrors> {
+    super::load(path, &TestRuntimes)
+}
+
 const FULL: &str = r#"
 name: hot-items
 parallelism: 2
@@ -256,71 +278,6 @@ fn expression_errors_point_into_the_expression() {
 }
 
 #[test]
-fn udf_references_and_runtimes_are_checked() {
-    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: wasm, function: x }\n  h: { runtime: python, function: x }\n  i: { runtime: wasmer, function: x }\nsteps:\n  - udf: g\n");
-    let r = e.to_string();
-    assert!(r.contains("udf `f`: missing required key `module`"), "{r}");
-    assert!(r.contains("`wasmer` is not one of the choices"), "{r}");
-    assert!(r.contains("did you mean `wasm`"), "{r}");
-    assert!(r.contains("udf `h`: missing required key `module`"), "{r}");
-    assert!(r.contains("udf `g` is not declared"), "{r}");
-}
-
-#[test]
-fn python_udfs_take_module_interpreter_workers_and_timeout() {
-    let text = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, module: my_udfs, function: enrich, python: .venv/bin/python, workers: 2, timeout: 5s }\n  g: { runtime: python, module: m, function: x, kind: flat_map }\n";
-    let spec = load_str(text, "/p/pipeline.yaml").expect("valid");
-    let UdfRuntimeKind::Python(py) = &spec.udfs[0].runtime else {
-        panic!("python expected")
-    };
-    assert_eq!(py.module, "my_udfs");
-    assert_eq!(
-        py.interpreter,
-        Some(std::path::PathBuf::from("/p/.venv/bin/python"))
-    );
-    assert_eq!(py.path, std::path::PathBuf::from("/p"));
-    assert_eq!(
-        (py.sidecar.workers, py.sidecar.timeout),
-        (2, Duration::from_secs(5))
-    );
-    let UdfRuntimeKind::Python(py) = &spec.udfs[1].runtime else {
-        panic!("python expected")
-    };
-    assert_eq!(
-        (
-            py.interpreter.clone(),
-            py.sidecar.workers,
-            py.sidecar.timeout
-        ),
-        (None, 1, Duration::from_secs(30))
-    );
-    assert_eq!(spec.udfs[1].kind, UdfKind::FlatMap);
-    assert_eq!(
-        (py.sidecar.batch_size, py.sidecar.endpoint.clone()),
-        (512, None)
-    );
-}
-
-#[test]
-fn python_udfs_take_a_batch_size_an_endpoint_and_the_keyed_process_kind() {
-    let text = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, module: m, function: f, batch_size: 64, endpoint: 'http://127.0.0.1:50051', kind: keyed_process }\n";
-    let spec = load_str(text, "/p/pipeline.yaml").expect("valid");
-    let UdfRuntimeKind::Python(py) = &spec.udfs[0].runtime else {
-        panic!("python expected")
-    };
-    assert_eq!(py.sidecar.batch_size, 64);
-    assert_eq!(
-        py.sidecar.endpoint.as_deref(),
-        Some("http://127.0.0.1:50051")
-    );
-    assert_eq!(spec.udfs[0].kind, UdfKind::KeyedProcess);
-    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: python, module: m, function: f, batch_size: 0, endpoint: 'tcp://x' }\n");
-    let r = e.to_string();
-    assert!(r.contains("batch_size must be at least 1"), "{r}");
-    assert!(r.contains("endpoint `tcp://x` is neither"), "{r}");
-}
-
-#[test]
 fn missing_file_is_a_clear_error() {
     let e = load(std::path::Path::new("/definitely/not/here.yaml")).expect_err("missing");
     assert!(
@@ -415,40 +372,6 @@ fn kafka_mistakes_are_explained() {
 }
 
 #[test]
-fn go_udfs_name_a_package_a_binary_or_an_endpoint() {
-    let base = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n";
-    let spec = load_str(
-        &format!("{base}udfs:\n  a: {{ runtime: go, package: ./udfs, function: enrich, workers: 2 }}\n  b: {{ runtime: go, binary: bin/w, function: f, kind: filter }}\n  c: {{ runtime: go, endpoint: 'unix:/tmp/w.sock', function: f }}\n"),
-        "/p/pipeline.yaml",
-    )
-    .expect("valid");
-    let UdfRuntimeKind::Go(a) = &spec.udfs[0].runtime else {
-        panic!("go expected")
-    };
-    assert_eq!(a.program, Some(GoProgram::Package("/p/udfs".into())));
-    assert_eq!(a.sidecar.workers, 2);
-    let UdfRuntimeKind::Go(b) = &spec.udfs[1].runtime else {
-        panic!("go expected")
-    };
-    assert_eq!(b.program, Some(GoProgram::Binary("/p/bin/w".into())));
-    let UdfRuntimeKind::Go(c) = &spec.udfs[2].runtime else {
-        panic!("go expected")
-    };
-    assert_eq!(
-        (c.program.clone(), c.sidecar.endpoint.as_deref()),
-        (None, Some("unix:/tmp/w.sock"))
-    );
-
-    let e = errors(&format!(
-        "{base}udfs:\n  a: {{ runtime: go, function: f }}\n  b: {{ runtime: go, binary: x, package: y, function: f }}\n  c: {{ runtime: go, binary: x, endpoint: 'unix:/s', function: f }}\n"
-    ))
-    .to_string();
-    assert!(e.contains("a Go UDF needs `package`"), "{e}");
-    assert!(e.contains("give `binary` or `package`, not both"), "{e}");
-    assert!(e.contains("not both"), "{e}");
-}
-
-#[test]
 fn checkpoint_storage_failures_are_tolerated_three_times_by_default() {
     let base = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n";
     let spec = load_str(base, "/dir/p.yaml").expect("valid");
@@ -464,63 +387,13 @@ fn checkpoint_storage_failures_are_tolerated_three_times_by_default() {
 }
 
 #[test]
-fn wasm_udfs_name_a_module_relative_to_the_pipeline_with_sandbox_limits() {
-    let base = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n";
-    let spec = load_str(
-        &format!("{base}udfs:\n  a: {{ runtime: wasm, module: mod/u.wasm, function: enrich }}\n  b: {{ runtime: wasm, module: /abs/u.wasm, function: f, kind: keyed_process, memory: 16MiB, timeout: 250ms, allow: [clock, random] }}\n"),
-        "/p/pipeline.yaml",
-    )
-    .expect("valid");
-    let UdfRuntimeKind::Wasm(a) = &spec.udfs[0].runtime else {
-        panic!("wasm expected")
-    };
-    assert_eq!(
-        (
-            a.module.as_path(),
-            a.memory,
-            a.timeout,
-            a.allow_clock,
-            a.allow_random
-        ),
-        (
-            std::path::Path::new("/p/mod/u.wasm"),
-            64 << 20,
-            Duration::from_secs(5),
-            false,
-            false
-        )
-    );
-    let UdfRuntimeKind::Wasm(b) = &spec.udfs[1].runtime else {
-        panic!("wasm expected")
-    };
-    assert_eq!(
-        (
-            b.module.as_path(),
-            b.memory,
-            b.timeout,
-            b.allow_clock,
-            b.allow_random
-        ),
-        (
-            std::path::Path::new("/abs/u.wasm"),
-            16 << 20,
-            Duration::from_millis(250),
-            true,
-            true
-        )
-    );
-    assert_eq!(spec.udfs[1].kind, UdfKind::KeyedProcess);
-    assert_eq!(spec.udfs[0].runtime.name(), "wasm");
-
-    let e = errors(&format!(
-        "{base}udfs:\n  a: {{ runtime: wasm, function: f }}\n  b: {{ runtime: wasm, module: m.wasm, function: f, memory: 64KiB, allow: network }}\n  c: {{ runtime: wasm, module: m.wasm, function: f, workers: 2 }}\n"
-    ))
-    .to_string();
-    assert!(e.contains("udf `a`: missing required key `module`"), "{e}");
-    assert!(e.contains("memory must be at least 1MiB"), "{e}");
-    assert!(e.contains("`network` is not one of the choices"), "{e}");
-    assert!(
-        e.contains("workers"),
-        "an option of another runtime is refused: {e}"
-    );
+fn udf_runtimes_and_references_are_checked() {
+    let e = errors("name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\nudfs:\n  f: { runtime: natve, function: x }\n  h: { function: x, module: m }\nsteps:\n  - udf: g\n");
+    let r = e.to_string();
+    assert!(r.contains("`natve` is not one of the choices"), "{r}");
+    assert!(r.contains("did you mean `native`"), "{r}");
+    assert!(r.contains("udf `h`: missing required key `runtime`"), "{r}");
+    assert!(r.contains("hint: set `runtime: native`"), "{r}");
+    assert!(r.contains("unknown key `module` in udf `h`"), "{r}");
+    assert!(r.contains("udf `g` is not declared"), "{r}");
 }

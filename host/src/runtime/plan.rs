@@ -14,7 +14,7 @@ use crate::ops::window::{LateTarget, UdfAggregate, WindowConfig, WindowOp};
 use crate::ops::{step_name, Chain, Operator};
 use crate::state::StateStore;
 use crate::time::{millis, WindowAssigner};
-use crate::udf::native::NativeRuntime;
+use crate::udf::registry::{function_kind, runtimes, StartContext};
 use crate::udf::{check_function, FunctionKind, UdfRuntime};
 use crate::value::Str;
 
@@ -165,8 +165,8 @@ impl Plan {
             .enumerate()
             .map(|(i, s)| (s.name.as_str(), i))
             .collect();
-        let mut wasm_udfs = crate::udf::wasm::versions::WasmUdfs::default();
-        let runtimes = runtimes_for(spec, &mut errors, &mut wasm_udfs);
+        let mut started = StartContext::default();
+        let runtimes = runtimes_for(spec, &mut errors, &mut started);
         let mut stages = vec![StagePlan::default()];
         let mut key_names: Vec<Str> = Vec::new();
         let mut op_id: u16 = 0;
@@ -322,14 +322,7 @@ impl Plan {
                             runtime: rt.clone(),
                             function: udf.function.clone(),
                             kind: function_kind(udf.kind),
-                            batching: udf
-                                .runtime
-                                .sidecar()
-                                .map(|s| Batching {
-                                    max_records: s.batch_size,
-                                    linger: s.linger,
-                                })
-                                .unwrap_or_default(),
+                            batching: batching(udf),
                         }),
                         None => {
                             errors.push(PlanError::Step {
@@ -370,7 +363,7 @@ impl Plan {
             Ok(Plan {
                 stages,
                 outputs,
-                wasm_udfs: Arc::new(wasm_udfs),
+                wasm_udfs: Arc::new(started.wasm_udfs),
             })
         } else {
             Err(errors)
@@ -382,55 +375,30 @@ impl Plan {
     }
 }
 
-fn function_kind(kind: UdfKind) -> FunctionKind {
-    match kind {
-        UdfKind::Map => FunctionKind::Map,
-        UdfKind::Filter => FunctionKind::Filter,
-        UdfKind::FlatMap => FunctionKind::FlatMap,
-        UdfKind::KeyedProcess => FunctionKind::KeyedProcess,
-        UdfKind::WindowAggregate => FunctionKind::WindowAggregate,
+/// How the UDF step of `udf` gathers records into calls (its runtime says).
+fn batching(udf: &crate::config::spec::UdfSpec) -> Batching {
+    let b = runtimes().batching(udf);
+    Batching {
+        max_records: b.max_records,
+        linger: b.linger,
     }
 }
 
-/// One runtime per declared UDF, each checked for the function and its kind.
+/// One runtime per declared UDF (started by the runtime it names), each checked for the
+/// function and its kind.
 fn runtimes_for(
     spec: &PipelineSpec,
     errors: &mut Vec<PlanError>,
-    wasm_udfs: &mut crate::udf::wasm::versions::WasmUdfs,
+    started: &mut StartContext,
 ) -> HashMap<String, Arc<dyn UdfRuntime>> {
-    let native: Arc<dyn UdfRuntime> = Arc::new(NativeRuntime::with_builtins());
     let mut out = HashMap::new();
     for udf in &spec.udfs {
-        let rt = match crate::udf::start_with_handle(udf, &native) {
-            Ok((rt, wasm)) => {
-                if let (Some(runtime), crate::config::spec::UdfRuntimeKind::Wasm(w)) =
-                    (wasm, &udf.runtime)
-                {
-                    wasm_udfs.insert(
-                        udf.name.clone(),
-                        crate::udf::wasm::versions::WasmUdf {
-                            runtime,
-                            uses: vec![crate::udf::FunctionInfo {
-                                name: udf.function.clone(),
-                                kind: function_kind(udf.kind),
-                            }],
-                            module: w.module.clone(),
-                        },
-                    );
-                }
-                rt
-            }
-            Err(source) => {
-                errors.push(PlanError::Udf {
-                    udf: udf.name.clone(),
-                    line: udf.location.line,
-                    source,
-                });
-                continue;
-            }
-        };
-        match check_function(rt.as_ref(), &udf.function, function_kind(udf.kind)) {
-            Ok(()) => {
+        let checked = runtimes().start(udf, started).and_then(|rt| {
+            check_function(rt.as_ref(), &udf.function, function_kind(udf.kind))?;
+            Ok(rt)
+        });
+        match checked {
+            Ok(rt) => {
                 out.insert(udf.name.clone(), rt);
             }
             Err(source) => errors.push(PlanError::Udf {

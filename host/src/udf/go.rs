@@ -9,9 +9,112 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use super::worker::{Launcher, WorkerRuntime};
-use super::RuntimeError;
-use crate::config::spec::{GoProgram, GoSpec};
+use super::registry::{options, CallBatching, RuntimePlugin, StartContext};
+use super::worker::{self, Launcher, SidecarSpec, WorkerOptions, WorkerRuntime};
+use super::{FunctionKind, RuntimeError, UdfRuntime};
+use crate::config::spec::{UdfRuntimeSpec, UdfSpec};
+use crate::config::OptionsReader;
+
+/// `runtime: go`.
+pub struct Go;
+
+impl RuntimePlugin for Go {
+    fn name(&self) -> &'static str {
+        "go"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Go functions in worker processes built with the Go SDK (package or binary, workers, \
+         batch_size, linger, timeout, endpoint)"
+    }
+
+    fn read_options(&self, r: &mut OptionsReader<'_, '_>) -> Option<UdfRuntimeSpec> {
+        GoSpec::read(r).map(|spec| UdfRuntimeSpec::new(self.name(), spec))
+    }
+
+    fn runs(&self, _kind: FunctionKind) -> bool {
+        true
+    }
+
+    fn batching(&self, udf: &UdfSpec) -> CallBatching {
+        worker::batching::<GoSpec>(udf)
+    }
+
+    fn start(
+        &self,
+        udf: &UdfSpec,
+        _ctx: &mut StartContext,
+    ) -> Result<Arc<dyn UdfRuntime>, RuntimeError> {
+        Ok(Arc::new(start(&udf.name, options(udf)?)?))
+    }
+}
+
+/// How to run the Go workers of one UDF.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GoSpec {
+    /// The worker program (absent when `sidecar.endpoint` names a running worker).
+    pub program: Option<GoProgram>,
+    pub sidecar: SidecarSpec,
+}
+
+/// A Go worker program: built already, or built by the host.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GoProgram {
+    /// An executable built with the Go SDK (`go build -o bin/worker ./udfs`).
+    Binary(PathBuf),
+    /// A Go `main` package folder the host builds with `go build` into a cache, again when its
+    /// sources change.
+    Package(PathBuf),
+}
+
+impl WorkerOptions for GoSpec {
+    fn sidecar(&self) -> &SidecarSpec {
+        &self.sidecar
+    }
+}
+
+impl GoSpec {
+    /// Exactly one of `binary`, `package` or `endpoint`, and the worker options.
+    pub fn read(r: &mut OptionsReader<'_, '_>) -> Option<GoSpec> {
+        let ctx = r.context().to_string();
+        let (binary, package) = (r.has("binary"), r.has("package"));
+        let program = match (binary, package) {
+            (true, false) => r.string("binary").map(|p| GoProgram::Binary(r.resolve(&p))),
+            (false, true) => r
+                .string("package")
+                .map(|p| GoProgram::Package(r.resolve(&p))),
+            (true, true) => {
+                r.error_at(
+                    "package",
+                    format!("{ctx}: give `binary` or `package`, not both"),
+                    Some("`binary: bin/worker` runs a built worker; `package: ./udfs` has the host build it".into()),
+                );
+                None
+            }
+            (false, false) => None,
+        };
+        let sidecar = SidecarSpec::read(r);
+        match (&program, sidecar.endpoint.is_some()) {
+            (None, false) if !binary && !package => {
+                r.error(
+                    format!("{ctx}: a Go UDF needs `package` (a Go main package the host builds), `binary` (a built worker) or `endpoint` (a running worker)"),
+                    Some("e.g. `package: ./udfs` next to the pipeline file".into()),
+                );
+                return None;
+            }
+            (Some(_), true) => {
+                r.error(
+                    format!("{ctx}: `endpoint` connects to a running worker; give it or `binary`/`package`, not both"),
+                    None,
+                );
+                return None;
+            }
+            (None, false) => return None,
+            _ => {}
+        }
+        Some(GoSpec { program, sidecar })
+    }
+}
 
 /// Starts `BINARY --socket S`.
 pub struct GoLauncher {

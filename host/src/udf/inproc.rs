@@ -9,16 +9,50 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+use super::python::PythonSpec;
+use super::registry::{options, CallBatching, RuntimePlugin, StartContext};
+use super::worker;
 use super::{
     outputs_from_json, FunctionInfo, FunctionKind, RecordOutcome, RuntimeError, UdfRuntime,
 };
-use crate::config::spec::PythonSpec;
+use crate::config::spec::{UdfRuntimeSpec, UdfSpec};
+use crate::config::OptionsReader;
 use crate::value::Value;
 use headwater_sdk::{ErrorClass, FunctionError};
+
+/// `runtime: python-inproc`: the options of `runtime: python`, read the same way.
+pub struct PythonInproc;
+
+impl RuntimePlugin for PythonInproc {
+    fn name(&self) -> &'static str {
+        "python-inproc"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Python functions called inside the host (embedded CPython; the options of `python`)"
+    }
+
+    fn read_options(&self, r: &mut OptionsReader<'_, '_>) -> Option<UdfRuntimeSpec> {
+        PythonSpec::read(r).map(|spec| UdfRuntimeSpec::new(self.name(), spec))
+    }
+
+    fn batching(&self, udf: &UdfSpec) -> CallBatching {
+        worker::batching::<PythonSpec>(udf)
+    }
+
+    fn start(
+        &self,
+        udf: &UdfSpec,
+        _ctx: &mut StartContext,
+    ) -> Result<Arc<dyn UdfRuntime>, RuntimeError> {
+        Ok(Arc::new(InprocRuntime::start(&udf.name, options(udf)?)?))
+    }
+}
 
 /// A UDF runtime running Python functions inside the host process.
 pub struct InprocRuntime {

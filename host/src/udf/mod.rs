@@ -1,24 +1,23 @@
 //! User-defined functions: one trait for every runtime.
 //!
 //! A runtime invokes a named function on a batch of records and returns, per record, either
-//! its outputs or an error with a class. The native runtime (Rust functions compiled into the
-//! host, written with the `headwater-sdk` crate) implements it now; the Python and Go sidecar
-//! runtimes and the Wasm runtime plug into the same trait.
+//! its outputs or an error with a class ([`UdfRuntime`]). Each runtime (native Rust functions,
+//! Python and Go worker processes, in-process Python, Wasm) is a plug-in of its own module,
+//! listed in [`registry`]: the configuration and the planner know runtimes only through it.
 
 pub mod go;
 pub mod inproc;
 pub mod native;
 pub mod proto;
 pub mod python;
+pub mod registry;
 pub mod wasm;
 pub mod worker;
 
-use std::sync::Arc;
-
-use crate::config::spec::{UdfRuntimeKind, UdfSpec};
 use crate::record::EventTime;
 use crate::value::Value;
 pub use headwater_sdk::{ErrorClass, FunctionError, FunctionKind};
+pub use registry::{runtimes, RuntimePlugin};
 
 /// What a runtime says about one function (the handshake).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,13 +50,23 @@ pub enum RuntimeError {
         message: String,
     },
     #[error(
-        "the {runtime} runtime does not run {what} (function `{function}`); write it in Python or Go"
+        "the {runtime} runtime does not run {what} (function `{function}`); runtimes that do: {others}"
     )]
     Unsupported {
         runtime: String,
         function: String,
         what: &'static str,
+        /// The runtimes that run this kind of function.
+        others: String,
     },
+    #[error("udf `{udf}` names the runtime `{runtime}`, which this host does not have; available: {available}")]
+    UnknownRuntime {
+        udf: String,
+        runtime: String,
+        available: String,
+    },
+    #[error("internal: the options of udf `{udf}` are not those of the {runtime} runtime")]
+    WrongOptions { udf: String, runtime: String },
     #[error("function `{name}` is a {actual:?} function but the pipeline declares it as {declared:?}; fix `kind` in the `udfs` section")]
     KindMismatch {
         name: String,
@@ -156,11 +165,11 @@ pub trait UdfRuntime: Send + Sync {
         function: &str,
         _inputs: Vec<KeyedInput>,
     ) -> Result<Vec<KeyedOutcome>, RuntimeError> {
-        Err(RuntimeError::Unsupported {
-            runtime: self.name().to_string(),
-            function: function.to_string(),
-            what: "keyed process functions",
-        })
+        Err(unsupported(
+            self.name(),
+            function,
+            FunctionKind::KeyedProcess,
+        ))
     }
 
     /// Calls a window aggregate function, once per input, in order.
@@ -170,11 +179,11 @@ pub trait UdfRuntime: Send + Sync {
         _op: AggregateOp,
         _inputs: Vec<AggregateInput>,
     ) -> Result<Vec<AggregateOutcome>, RuntimeError> {
-        Err(RuntimeError::Unsupported {
-            runtime: self.name().to_string(),
-            function: function.to_string(),
-            what: "window aggregate functions",
-        })
+        Err(unsupported(
+            self.name(),
+            function,
+            FunctionKind::WindowAggregate,
+        ))
     }
 }
 
@@ -216,34 +225,16 @@ pub fn check_function(
     }
 }
 
-/// Starts the runtime a declared UDF names: the one place that knows every runtime (adding a
-/// runtime is a module of its own plus an arm here and its options in `config/`).
-pub fn start(
-    udf: &UdfSpec,
-    native: &Arc<dyn UdfRuntime>,
-) -> Result<Arc<dyn UdfRuntime>, RuntimeError> {
-    start_with_handle(udf, native).map(|(rt, _)| rt)
-}
-
-/// A started runtime, and the typed handle of a Wasm one.
-pub type Started = (Arc<dyn UdfRuntime>, Option<Arc<wasm::WasmRuntime>>);
-
-/// [`start`], also returning the typed handle of a Wasm runtime (its module can be replaced
-/// while the pipeline runs).
-pub fn start_with_handle(
-    udf: &UdfSpec,
-    native: &Arc<dyn UdfRuntime>,
-) -> Result<Started, RuntimeError> {
-    Ok(match &udf.runtime {
-        UdfRuntimeKind::Native => (native.clone(), None),
-        UdfRuntimeKind::Python(py) => (Arc::new(python::start(&udf.name, py)?), None),
-        UdfRuntimeKind::PythonInproc(py) => {
-            (Arc::new(inproc::InprocRuntime::start(&udf.name, py)?), None)
-        }
-        UdfRuntimeKind::Go(go) => (Arc::new(go::start(&udf.name, go)?), None),
-        UdfRuntimeKind::Wasm(w) => {
-            let rt = Arc::new(wasm::WasmRuntime::start(&udf.name, w)?);
-            (rt.clone(), Some(rt))
-        }
-    })
+/// `runtime` cannot call `function`, a function of `kind`.
+fn unsupported(runtime: &str, function: &str, kind: FunctionKind) -> RuntimeError {
+    RuntimeError::Unsupported {
+        runtime: runtime.to_string(),
+        function: function.to_string(),
+        what: match kind {
+            FunctionKind::KeyedProcess => "keyed process functions",
+            FunctionKind::WindowAggregate => "window aggregate functions",
+            FunctionKind::Map | FunctionKind::Filter | FunctionKind::FlatMap => "such functions",
+        },
+        others: runtimes().running(kind).join(", "),
+    }
 }

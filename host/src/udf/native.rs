@@ -11,8 +11,40 @@ use std::sync::Arc;
 
 use headwater_sdk::{Function, FunctionError, FunctionKind};
 
+use super::registry::{RuntimePlugin, StartContext};
 use super::{FunctionInfo, RecordOutcome, RuntimeError, UdfRuntime};
+use crate::config::spec::{UdfRuntimeSpec, UdfSpec};
+use crate::config::OptionsReader;
 use crate::value::{Object, Value};
+
+/// `runtime: native`: no options; every native UDF of a pipeline shares one runtime.
+pub struct Native;
+
+/// The options of a native UDF: none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NativeSpec;
+
+impl RuntimePlugin for Native {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Rust functions built into the host with the `headwater-sdk` crate (no options)"
+    }
+
+    fn read_options(&self, _: &mut OptionsReader<'_, '_>) -> Option<UdfRuntimeSpec> {
+        Some(UdfRuntimeSpec::new(self.name(), NativeSpec))
+    }
+
+    fn start(
+        &self,
+        _udf: &UdfSpec,
+        ctx: &mut StartContext,
+    ) -> Result<Arc<dyn UdfRuntime>, RuntimeError> {
+        Ok(ctx.shared(self.name(), || Arc::new(NativeRuntime::with_builtins())))
+    }
+}
 
 /// Functions registered by name.
 #[derive(Clone, Default)]

@@ -6,9 +6,92 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use super::worker::{Launcher, WorkerRuntime};
-use super::RuntimeError;
-use crate::config::spec::PythonSpec;
+use super::registry::{options, CallBatching, RuntimePlugin, StartContext};
+use super::worker::{self, Launcher, SidecarSpec, WorkerOptions, WorkerRuntime};
+use super::{FunctionKind, RuntimeError, UdfRuntime};
+use crate::config::spec::{UdfRuntimeSpec, UdfSpec};
+use crate::config::OptionsReader;
+
+/// `runtime: python`.
+pub struct Python;
+
+impl RuntimePlugin for Python {
+    fn name(&self) -> &'static str {
+        "python"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Python functions in `python -m headwater.worker` processes (module, python, path, \
+         workers, batch_size, linger, timeout, endpoint)"
+    }
+
+    fn read_options(&self, r: &mut OptionsReader<'_, '_>) -> Option<UdfRuntimeSpec> {
+        PythonSpec::read(r).map(|spec| UdfRuntimeSpec::new(self.name(), spec))
+    }
+
+    fn runs(&self, _kind: FunctionKind) -> bool {
+        true
+    }
+
+    fn batching(&self, udf: &UdfSpec) -> CallBatching {
+        worker::batching::<PythonSpec>(udf)
+    }
+
+    fn start(
+        &self,
+        udf: &UdfSpec,
+        _ctx: &mut StartContext,
+    ) -> Result<Arc<dyn UdfRuntime>, RuntimeError> {
+        Ok(Arc::new(start(&udf.name, options(udf)?)?))
+    }
+}
+
+/// How to run the Python functions of one UDF (`runtime: python` and `python-inproc`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PythonSpec {
+    /// The module that defines the function (imported by the worker).
+    pub module: String,
+    /// The interpreter (a virtual environment's `bin/python`); default: `$HEADWATER_PYTHON`,
+    /// else `python3`.
+    pub interpreter: Option<PathBuf>,
+    /// Folder the module is imported from (default: the pipeline file's folder).
+    pub path: PathBuf,
+    pub sidecar: SidecarSpec,
+}
+
+impl WorkerOptions for PythonSpec {
+    fn sidecar(&self) -> &SidecarSpec {
+        &self.sidecar
+    }
+}
+
+impl PythonSpec {
+    /// Reads `module`, `python`, `path` and the worker options.
+    pub fn read(r: &mut OptionsReader<'_, '_>) -> Option<PythonSpec> {
+        let module = r.required_string(
+            "module",
+            "name the Python module defining the function, e.g. `module: my_udfs`",
+        );
+        let interpreter = r.string("python").map(|p| {
+            if p.contains('/') {
+                r.resolve(&p)
+            } else {
+                PathBuf::from(p)
+            }
+        });
+        let path = r
+            .string("path")
+            .map(|p| r.resolve(&p))
+            .unwrap_or_else(|| r.base().to_path_buf());
+        let sidecar = SidecarSpec::read(r);
+        Some(PythonSpec {
+            module: module?,
+            interpreter,
+            path,
+            sidecar,
+        })
+    }
+}
 
 /// Starts `python -m headwater.worker --module M --socket S --path P`.
 pub struct PythonLauncher {

@@ -18,6 +18,7 @@
 mod codec;
 mod engine;
 mod instance;
+mod plugin;
 mod shadow;
 pub mod store;
 pub mod versions;
@@ -31,13 +32,13 @@ use super::{
     FunctionError, FunctionInfo, FunctionKind, KeyedInput, KeyedOutcome, RecordOutcome,
     RuntimeError, UdfRuntime,
 };
-use crate::config::spec::WasmSpec;
 use crate::value::Value;
 use codec::Malformed;
 use instance::{Failure, Instance, Limits, Loaded};
 
 pub use engine::{cache_dir, sha256_hex};
 pub use instance::{ABI_VERSION, MAX_MODULE_BYTES};
+pub use plugin::{Wasm, WasmSpec};
 pub use shadow::{Difference, ShadowReport};
 
 /// Records failing alone in a row (trap or timeout), with no success between them, after

@@ -131,7 +131,7 @@ impl Boundary for WasmUdfs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::WasmSpec;
+    use crate::udf::wasm::WasmSpec;
     use crate::udf::{FunctionKind, UdfRuntime};
     use std::time::Duration;
 

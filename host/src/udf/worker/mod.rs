@@ -14,6 +14,7 @@
 
 mod codec;
 mod connection;
+mod options;
 mod process;
 
 use std::process::Child;
@@ -26,7 +27,6 @@ use super::{
     AggregateInput, AggregateOp, AggregateOutcome, FunctionInfo, KeyedInput, KeyedOutcome,
     RecordOutcome, RuntimeError, UdfRuntime,
 };
-use crate::config::spec::SidecarSpec;
 use crate::value::Value;
 use codec::{
     accumulator_outcome, encode_aggregate, encode_keyed, encode_value, keyed_outcome, outcome,
@@ -34,6 +34,7 @@ use codec::{
 };
 use connection::{handshake, open_stream, Address, Connection};
 use headwater_sdk::{FunctionError, FunctionKind};
+pub use options::{batching, SidecarSpec, WorkerOptions};
 pub use process::Launcher;
 use process::{socket_path, spawn_process};
 
