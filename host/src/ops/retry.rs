@@ -9,7 +9,6 @@
 //! Waiting never blocks a task blindly: it is a wait on a [`CancelSignal`] with a deadline,
 //! so a cancelled run wakes every waiting operator at once instead of after its backoff.
 
-
 use std::time::{Duration, Instant};
 
 /// How transient failures are retried.
