@@ -36,6 +36,9 @@ echo "Kafka broker at $HEADWATER_TEST_KAFKA" >&2
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "imports run one way between the host's modules (scripts/check-layers.py)"
+python3 scripts/check-layers.py
+
 step "cargo clippy (release profile, all targets, -D warnings)"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 

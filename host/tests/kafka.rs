@@ -1403,3 +1403,83 @@ checkpoint: {{ interval: 200ms }}\ntuning: {{ progress_interval: 0s }}\n",
     assert_eq!(letter["raw_size"], json.len() as u64);
     assert_eq!(letter["raw"].as_str(), Some(&json[..64 << 10]));
 }
+
+#[test]
+fn records_without_a_key_for_a_compacted_topic_are_dead_lettered_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = unique("compacted-out");
+    // A compacted topic refuses a message without a key, which would doom the transaction.
+    let topic =
+        NewTopic::new(&output, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    let created = futures::executor::block_on(admin().create_topics(
+        [&topic],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))
+    .expect("create topic");
+    for r in created {
+        r.expect("topic created");
+    }
+    let (no_key, null_key) = (1500, 2500);
+    let lines: Vec<String> = (0..3000)
+        .map(|i| {
+            let ts = 1_767_225_600_000i64 + i as i64 * 10;
+            match i {
+                _ if i == no_key => format!(r#"{{"ts":{ts},"v":{i}}}"#),
+                _ if i == null_key => format!(r#"{{"ts":{ts},"user":null,"v":{i}}}"#),
+                _ => format!(r#"{{"ts":{ts},"user":"u{i}","v":{i}}}"#),
+            }
+        })
+        .collect();
+    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n") + "\n").expect("input");
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        format!(
+            "name: compacted\nparallelism: 2\nsources:\n  in: {{ type: file, path: in.jsonl, event_time: {{ field: ts }} }}\n\
+sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{}', key: user }}\noutput: out\n\
+checkpoint: {{ interval: 200ms }}\ntuning: {{ progress_interval: 0s }}\n",
+            bootstrap()
+        ),
+    )
+    .expect("pipeline");
+    let out = headwater(dir.path())
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen: Vec<i64> = read_all(&output, "read_committed")
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_str(m).expect("json");
+            v["v"].as_i64().expect("v")
+        })
+        .collect();
+    seen.sort_unstable();
+    let expected: Vec<i64> = (0..3000)
+        .filter(|&i| i != no_key as i64 && i != null_key as i64)
+        .collect();
+    assert_eq!(seen, expected, "every keyed record once");
+    let dlq =
+        std::fs::read_to_string(dir.path().join(".headwater/compacted/dlq.jsonl")).expect("dlq");
+    let mut letters: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("envelope"))
+        .collect();
+    letters.sort_by_key(|l| l["offset"].as_u64());
+    assert_eq!(letters.len(), 2, "{dlq:.500}");
+    for (letter, i) in letters.iter().zip([no_key, null_key]) {
+        assert_eq!(letter["offset"], i as u64 + 1, "the line of the record");
+        assert_eq!(letter["step"], "sink out");
+        assert_eq!(letter["raw"].as_str(), Some(lines[i].as_str()));
+        let error = letter["error"].as_str().expect("error");
+        assert!(
+            error.contains(&format!(
+                "topic `{output}` is compacted (cleanup.policy=compact)"
+            )) && error.contains("`user` is missing or null"),
+            "{error}"
+        );
+    }
+}

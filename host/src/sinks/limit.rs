@@ -26,6 +26,9 @@ pub struct MessageLimit {
     /// What sets it, for messages: `the producer's message.max.bytes (1000000) less ...`.
     source: Mutex<String>,
     key: Option<Vec<Str>>,
+    /// Set when every message must have a key (a compacted Kafka topic refuses a message
+    /// without one, which would fail the run): why, for messages.
+    key_required: Mutex<Option<String>>,
 }
 
 impl MessageLimit {
@@ -44,6 +47,31 @@ impl MessageLimit {
             max_bytes: AtomicUsize::new(max_bytes.max(1)),
             source: Mutex::new(source),
             key,
+            key_required: Mutex::new(None),
+        }
+    }
+
+    /// From now on a record without a key (no `key` field configured, or the field missing or
+    /// null) is dead-lettered instead of sent; `why` says what requires keys.
+    pub fn require_key(&self, why: String) {
+        if let Ok(mut k) = self.key_required.lock() {
+            *k = Some(why);
+        }
+    }
+
+    /// Why `value` cannot be sent without a key, if keys are required and it has none.
+    fn missing_key(&self, value: &Value) -> Option<String> {
+        let why = self.key_required.lock().ok()?.clone()?;
+        match self.key.as_deref() {
+            None => Some(format!(
+                "{why}: every message needs a key, and {} `{}` has no `key:` field configured; set `key:` on the sink",
+                self.label, self.sink
+            )),
+            Some(k) if message_key(value, k).is_none() => Some(format!(
+                "{why}: every message needs a key, and this record's `{}` is missing or null; the record was not written",
+                k.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(".")
+            )),
+            Some(_) => None,
         }
     }
 
@@ -82,8 +110,8 @@ impl MessageLimit {
         (size > max).then_some(size)
     }
 
-    /// Keeps the values that fit; the others become dead letters (`meta`: each value's origin
-    /// and event time, in the same order).
+    /// Keeps the values that fit (and have a key where keys are required); the others become
+    /// dead letters (`meta`: each value's origin and event time, in the same order).
     pub fn retain_fitting(
         &self,
         values: &mut Vec<Value>,
@@ -95,14 +123,26 @@ impl MessageLimit {
         values.retain(|v| {
             let at = i;
             i += 1;
-            match self.oversized(v, &mut scratch) {
-                None => true,
-                Some(size) => {
-                    let (origin, time) = meta.get(at).copied().unwrap_or_default();
-                    dead.push(self.dead_letter(std::mem::take(&mut scratch), size, origin, time));
-                    false
-                }
+            let (origin, time) = meta.get(at).copied().unwrap_or_default();
+            if let Some(size) = self.oversized(v, &mut scratch) {
+                dead.push(self.dead_letter(std::mem::take(&mut scratch), size, origin, time));
+                return false;
             }
+            if let Some(why) = self.missing_key(v) {
+                let mut json = Vec::new();
+                v.write_json(&mut json);
+                let mut dl = DeadLetter::new(
+                    json,
+                    origin,
+                    format!("sink {}", self.sink),
+                    ErrorClass::Permanent,
+                    why,
+                );
+                dl.event_time = Some(time);
+                dead.push(dl);
+                return false;
+            }
+            true
         });
         dead
     }
@@ -244,6 +284,49 @@ mod tests {
         assert_eq!(dl.raw_size, Some(json.len() as u64));
         assert!(dl.raw.len() <= KEPT_RAW_BYTES && dl.raw.len() > KEPT_RAW_BYTES - 4);
         assert_eq!((dl.origin, dl.event_time), (origin, Some(2)));
+    }
+
+    #[test]
+    fn records_without_a_key_become_dead_letters_once_keys_are_required() {
+        let limit = MessageLimit::new(
+            "out",
+            "Kafka sink",
+            100_000,
+            "a test".into(),
+            Some(vec![Str::from("user")]),
+        );
+        let origin = Origin::default();
+        let no_user = Value::from_json(br#"{"pad":"x"}"#).expect("json");
+        let null_user = Value::from_json(br#"{"user":null}"#).expect("json");
+        let mut values = vec![record(1), no_user.clone(), null_user.clone()];
+        let meta = vec![(origin, 1), (origin, 2), (origin, 3)];
+        assert!(
+            limit.retain_fitting(&mut values, &meta).is_empty(),
+            "not required yet"
+        );
+        assert_eq!(values.len(), 3);
+        limit.require_key("topic `t` is compacted".into());
+        let dead = limit.retain_fitting(&mut values, &meta);
+        assert_eq!(values, vec![record(1)]);
+        assert_eq!(dead.len(), 2);
+        assert!(
+            dead[0]
+                .error
+                .starts_with("topic `t` is compacted: every message needs a key")
+                && dead[0].error.contains("`user` is missing or null"),
+            "{}",
+            dead[0].error
+        );
+        assert_eq!(dead[1].event_time, Some(3));
+        let unkeyed = MessageLimit::new("out", "Kafka sink", 100_000, "a test".into(), None);
+        unkeyed.require_key("topic `t` is compacted".into());
+        let mut values = vec![record(1)];
+        let dead = unkeyed.retain_fitting(&mut values, &meta);
+        assert!(
+            dead[0].error.contains("set `key:` on the sink"),
+            "{}",
+            dead[0].error
+        );
     }
 
     #[test]

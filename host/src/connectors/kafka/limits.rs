@@ -23,6 +23,8 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The limit of sink `name`: the producer's `message.max.bytes` (its properties, or
 /// librdkafka's default) and the topic's `max.message.bytes`, whichever is smaller. A topic
 /// whose settings cannot be read (an old broker, no describe rights) counts as unlimited.
+/// A compacted topic (`cleanup.policy` with `compact`) refuses messages without a key, which
+/// would fail the sink: there, records without a key are dead-lettered too.
 ///
 /// Reading the topic's settings can take a while (a topic that does not exist yet, a slow
 /// broker), so the sink does not wait for it: it starts with the producer's limit, and the
@@ -47,9 +49,21 @@ pub fn resolve(name: &str, spec: &KafkaSinkSpec) -> Arc<MessageLimit> {
     let spawned = std::thread::Builder::new()
         .name(format!("kafka-limit-{name}"))
         .spawn(move || {
-            let topic = topic_max_message_bytes(&spec_owned);
-            match &topic {
-                Ok(Some(t)) if *t < producer => late.lower_to(
+            let topic = topic_settings(&spec_owned);
+            if let Ok(TopicSettings {
+                cleanup_policy: Some(policy),
+                ..
+            }) = &topic
+            {
+                if policy.split(',').any(|p| p.trim() == "compact") {
+                    late.require_key(format!(
+                        "topic `{}` is compacted (cleanup.policy={policy})",
+                        spec_owned.topic
+                    ));
+                }
+            }
+            match topic.map(|t| t.max_message_bytes) {
+                Ok(Some(t)) if t < producer => late.lower_to(
                     t.saturating_sub(FRAMING),
                     format!(
                         "the max.message.bytes of topic `{}` ({t}) less {FRAMING} for Kafka's framing",
@@ -83,8 +97,16 @@ pub fn fit_batches(limit: &MessageLimit, spec: &KafkaSinkSpec) -> KafkaSinkSpec 
     spec
 }
 
-/// The topic's `max.message.bytes` (None: the topic does not say).
-fn topic_max_message_bytes(spec: &KafkaSinkSpec) -> Result<Option<usize>, String> {
+/// What the sink needs to know of its topic's settings.
+struct TopicSettings {
+    /// `max.message.bytes` (None: the topic does not say).
+    max_message_bytes: Option<usize>,
+    /// `cleanup.policy` (e.g. `delete`, `compact`, `compact,delete`).
+    cleanup_policy: Option<String>,
+}
+
+/// Reads the topic's settings with the admin API.
+fn topic_settings(spec: &KafkaSinkSpec) -> Result<TopicSettings, String> {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &spec.brokers);
     for (k, v) in &spec.properties {
@@ -97,16 +119,17 @@ fn topic_max_message_bytes(spec: &KafkaSinkSpec) -> Result<Option<usize>, String
         &AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT)),
     ))
     .map_err(|e| e.to_string())?;
+    let mut settings = TopicSettings {
+        max_message_bytes: None,
+        cleanup_policy: None,
+    };
     for r in results {
         let resource = r.map_err(|code| format!("{code:?}"))?;
-        if let Some(value) = resource
-            .get("max.message.bytes")
-            .and_then(|e| e.value.as_deref())
-        {
-            return Ok(value.trim().parse().ok());
-        }
+        let value = |name: &str| resource.get(name).and_then(|e| e.value.clone());
+        settings.max_message_bytes = value("max.message.bytes").and_then(|v| v.trim().parse().ok());
+        settings.cleanup_policy = value("cleanup.policy");
     }
-    Ok(None)
+    Ok(settings)
 }
 
 #[cfg(test)]
