@@ -9,7 +9,8 @@
 //! the record's JSON (with `raw_size`, the whole size).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use crate::dlq::{DeadLetter, ErrorClass, KEPT_RAW_BYTES};
 use crate::record::{EventTime, Origin};
@@ -29,7 +30,14 @@ pub struct MessageLimit {
     /// Set when every message must have a key (a compacted Kafka topic refuses a message
     /// without one, which would fail the run): why, for messages.
     key_required: Mutex<Option<String>>,
+    /// Whether everything the limit depends on is known (a Kafka topic's settings arrive
+    /// from the broker after the sink starts). Until then a record without a key waits, so
+    /// that it is never sent to a topic that refuses it.
+    settled: (Mutex<bool>, Condvar),
 }
+
+/// How long a record without a key waits for the sink's settings to arrive.
+const SETTLE_WAIT: Duration = Duration::from_secs(60);
 
 impl MessageLimit {
     /// The limit of sink `sink` (a `label`, e.g. `Kafka sink`): `max_bytes` for a record's
@@ -48,6 +56,42 @@ impl MessageLimit {
             source: Mutex::new(source),
             key,
             key_required: Mutex::new(None),
+            settled: (Mutex::new(true), Condvar::new()),
+        }
+    }
+
+    /// The same limit, still waiting for settings that arrive later: call [`Self::settle`]
+    /// once they did (or could not be read).
+    pub fn unsettled(self) -> MessageLimit {
+        if let Ok(mut s) = self.settled.0.lock() {
+            *s = false;
+        }
+        self
+    }
+
+    /// Everything the limit depends on is known: records without a key stop waiting.
+    pub fn settle(&self) {
+        if let Ok(mut s) = self.settled.0.lock() {
+            *s = true;
+        }
+        self.settled.1.notify_all();
+    }
+
+    /// Waits (at most [`SETTLE_WAIT`]) until the limit is settled.
+    fn wait_settled(&self) {
+        let Ok(mut settled) = self.settled.0.lock() else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        while !*settled {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.settled.1.wait_timeout(settled, left) {
+                Ok((s, _)) => settled = s,
+                Err(_) => return,
+            }
         }
     }
 
@@ -61,17 +105,24 @@ impl MessageLimit {
 
     /// Why `value` cannot be sent without a key, if keys are required and it has none.
     fn missing_key(&self, value: &Value) -> Option<String> {
+        let has_key = self
+            .key
+            .as_deref()
+            .is_some_and(|k| message_key(value, k).is_some());
+        if has_key {
+            return None;
+        }
+        self.wait_settled();
         let why = self.key_required.lock().ok()?.clone()?;
         match self.key.as_deref() {
             None => Some(format!(
                 "{why}: every message needs a key, and {} `{}` has no `key:` field configured; set `key:` on the sink",
                 self.label, self.sink
             )),
-            Some(k) if message_key(value, k).is_none() => Some(format!(
+            Some(k) => Some(format!(
                 "{why}: every message needs a key, and this record's `{}` is missing or null; the record was not written",
                 k.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(".")
             )),
-            Some(_) => None,
         }
     }
 
@@ -327,6 +378,24 @@ mod tests {
             "{}",
             dead[0].error
         );
+    }
+
+    #[test]
+    fn a_record_without_a_key_waits_until_the_settings_arrive() {
+        let limit = std::sync::Arc::new(
+            MessageLimit::new("out", "Kafka sink", 100_000, "a test".into(), None).unsettled(),
+        );
+        let late = limit.clone();
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            late.require_key("topic `t` is compacted".into());
+            late.settle();
+        });
+        let mut values = vec![record(1)];
+        let dead = limit.retain_fitting(&mut values, &[(Origin::default(), 1)]);
+        setter.join().expect("setter");
+        assert_eq!(dead.len(), 1, "the requirement that arrived later applies");
+        assert!(values.is_empty());
     }
 
     #[test]

@@ -29,7 +29,9 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reading the topic's settings can take a while (a topic that does not exist yet, a slow
 /// broker), so the sink does not wait for it: it starts with the producer's limit, and the
 /// topic's applies from when it arrives (a record above a topic's lower limit sent in that
-/// first moment is refused by the broker, as before the check existed).
+/// first moment is refused by the broker, as before the check existed). Records without a
+/// key are the exception: they wait for the topic's settings, which say whether they may be
+/// sent at all.
 pub fn resolve(name: &str, spec: &KafkaSinkSpec) -> Arc<MessageLimit> {
     let producer = spec
         .properties
@@ -38,13 +40,18 @@ pub fn resolve(name: &str, spec: &KafkaSinkSpec) -> Arc<MessageLimit> {
         .find(|(k, _)| k == "message.max.bytes")
         .and_then(|(_, v)| v.trim().parse::<usize>().ok())
         .unwrap_or(DEFAULT_PRODUCER_MAX);
-    let limit = Arc::new(MessageLimit::new(
-        name,
-        "Kafka sink",
-        producer.saturating_sub(FRAMING),
-        format!("the producer's message.max.bytes ({producer}) less {FRAMING} for Kafka's framing"),
-        spec.key.clone(),
-    ));
+    let limit = Arc::new(
+        MessageLimit::new(
+            name,
+            "Kafka sink",
+            producer.saturating_sub(FRAMING),
+            format!(
+                "the producer's message.max.bytes ({producer}) less {FRAMING} for Kafka's framing"
+            ),
+            spec.key.clone(),
+        )
+        .unsettled(),
+    );
     let (late, spec_owned, sink) = (limit.clone(), spec.clone(), name.to_string());
     let spawned = std::thread::Builder::new()
         .name(format!("kafka-limit-{name}"))
@@ -77,8 +84,10 @@ pub fn resolve(name: &str, spec: &KafkaSinkSpec) -> Arc<MessageLimit> {
                     "cannot read the topic's max.message.bytes ({e}); only the producer's message.max.bytes ({producer}) is checked"
                 ),
             }
+            late.settle();
         });
     if let Err(e) = spawned {
+        limit.settle();
         tracing::warn!(sink = name, error = %e, "cannot start reading the topic's max.message.bytes; only the producer's message.max.bytes is checked");
     }
     limit
