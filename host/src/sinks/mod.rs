@@ -20,8 +20,8 @@ use crate::value::Value;
 /// In checkpointed runs a sink commits in two phases: everything written since the previous
 /// barrier belongs to one epoch; [`Sink::pre_commit`] makes it durable but invisible and says
 /// how to make it visible, which the checkpoint coordinator does once the checkpoint's
-/// manifest exists (and recovery does again if the run died in between). Kafka and
-/// PostgreSQL sinks implement the same contract with transactions.
+/// manifest exists (and recovery does again if the run died in between). The Kafka sink
+/// implements the same contract with transactions.
 pub trait Sink: Send {
     fn write(&mut self, records: &[Value]) -> Result<(), SinkError>;
     fn flush(&mut self) -> Result<(), SinkError>;
