@@ -1,3 +1,3 @@
 //! The record value model, shared with the Rust SDK so native UDFs see records without copies.
 
-pub use headwater_sdk::value::*;
+pub use headwater_value::*;

@@ -3,10 +3,11 @@
 //! change of parallelism, must commit exactly the output an independent oracle computes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::s3::Minio;
 use common::*;
 
 #[test]
@@ -531,19 +532,21 @@ fn ctrl_c_stops_at_a_checkpoint_and_the_next_run_continues_there() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = write_input(dir.path(), 2, 400_000, 25);
     pipeline(dir.path(), "tumbling", "type: tumbling\n      size: 10s");
-    let child = headwater()
+    let mut child = headwater()
         .current_dir(dir.path())
         .args(["run", "tumbling.yaml"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(400));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(status.success());
+    // Ctrl-C once the run is under way: it has taken a checkpoint.
+    wait_for_running(
+        &mut child,
+        "the run's first checkpoint",
+        Duration::from_secs(60),
+        || newest_checkpoint(dir.path(), "tumbling") > 0,
+    );
+    interrupt(&child);
     let out = child.wait_with_output().expect("wait");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -560,61 +563,10 @@ fn ctrl_c_stops_at_a_checkpoint_and_the_next_run_continues_there() {
     );
 }
 
-/// A MinIO server started by the project's script on a port of its own, stopped on drop.
-struct Minio {
-    port: String,
-    env: Vec<(String, String)>,
-}
-
-fn s3_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/s3/s3.sh")
-}
-
-impl Minio {
-    fn start(port: u16) -> Minio {
-        let port = port.to_string();
-        let out = Command::new("bash")
-            .arg(s3_script())
-            .arg("start")
-            .env("S3_PORT", &port)
-            .env_remove("HEADWATER_S3_DIR")
-            .output()
-            .expect("run integration/s3/s3.sh");
-        assert!(
-            out.status.success(),
-            "integration/s3/s3.sh start failed (it builds MinIO with Go on first use):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env_out = Command::new("bash")
-            .arg(s3_script())
-            .arg("env")
-            .env("S3_PORT", &port)
-            .output()
-            .expect("s3.sh env");
-        let env = String::from_utf8_lossy(&env_out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect();
-        Minio { port, env }
-    }
-}
-
-impl Drop for Minio {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(s3_script())
-            .arg("stop")
-            .env("S3_PORT", &self.port)
-            .output();
-    }
-}
-
 #[test]
 fn checkpoints_in_s3_survive_sigkills_and_restore_from_the_object_store_alone() {
     // A port of this test process's own, so concurrent test runs do not share a server.
-    let minio = Minio::start(19100 + (std::process::id() % 800) as u16);
+    let minio = Minio::start(ports::process_port(19100, 800, 0));
     let dir = tempfile::tempdir().expect("tempdir");
     let input = write_input(dir.path(), 4, 250_000, 31);
     let prefix = format!("s3://headwater/chaos-{}", std::process::id());

@@ -4,123 +4,33 @@
 //! exactly. A server that stays down stops the run after `tolerable_failures` + 1 failures in a
 //! row, with an error naming the storage and the cause.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
+use common::ports::free_port;
+use common::s3::Minio;
 use common::*;
-
-fn s3_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/s3/s3.sh")
-}
-
-/// A MinIO server of this test's own whose objects outlive a stop (`HEADWATER_S3_DIR`), so it
-/// can be stopped and started again mid-run.
-struct Minio {
-    port: String,
-    data: tempfile::TempDir,
-    env: Vec<(String, String)>,
-}
-
-impl Minio {
-    fn start(port: u16) -> Minio {
-        let mut m = Minio {
-            port: port.to_string(),
-            data: tempfile::tempdir().expect("tempdir"),
-            env: Vec::new(),
-        };
-        m.up();
-        let out = m.script("env");
-        m.env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect();
-        m
-    }
-
-    fn script(&self, command: &str) -> std::process::Output {
-        Command::new("bash")
-            .arg(s3_script())
-            .arg(command)
-            .env("S3_PORT", &self.port)
-            .env("HEADWATER_S3_DIR", self.data.path())
-            .output()
-            .expect("run integration/s3/s3.sh")
-    }
-
-    /// Starts the server (again) and waits until it answers.
-    fn up(&self) {
-        let out = self.script("start");
-        assert!(
-            out.status.success(),
-            "integration/s3/s3.sh start failed (it builds MinIO with Go on first use):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn down(&self) {
-        let out = self.script("stop");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Minio {
-    fn drop(&mut self) {
-        let _ = self.script("stop");
-    }
-}
-
-/// A free port on loopback for the control API.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// The run's checkpoint counters from `GET /status`: (completed, failed), or None while the
 /// control API is not up yet.
 fn checkpoints(port: u16) -> Option<(u64, u64)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET /status HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let body = out.split("\r\n\r\n").nth(1)?;
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let address = format!("127.0.0.1:{port}");
+    let (_, body) = common::control::try_http(&address, "GET", "/status", &[], b"").ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     Some((
         v["checkpoints"]["completed"].as_u64()?,
         v["checkpoints"]["failed"].as_u64()?,
     ))
 }
 
-/// Waits (up to `limit`) until `done` holds for the run's counters.
-fn wait_for(run: &mut Child, port: u16, what: &str, done: impl Fn(u64, u64) -> bool) {
-    let started = Instant::now();
-    loop {
-        if let Some((completed, failed)) = checkpoints(port) {
-            if done(completed, failed) {
-                return;
-            }
-        }
-        assert!(
-            run.try_wait().expect("wait").is_none(),
-            "the run ended while waiting for {what}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}: {:?}",
-            checkpoints(port)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits (up to 2 minutes) until `done` holds for the run's counters; the run must go on.
+fn wait_for_counters(run: &mut Child, port: u16, what: &str, done: impl Fn(u64, u64) -> bool) {
+    wait_for_running(run, what, Duration::from_secs(120), || {
+        checkpoints(port).is_some_and(|(completed, failed)| done(completed, failed))
+    });
 }
 
 /// A tumbling-window pipeline reading standard input (so the test decides when input comes
@@ -177,7 +87,7 @@ fn input_thirds(dir: &Path, records: usize, seed: u64) -> (Vec<Input>, [String; 
 
 #[test]
 fn checkpoints_the_storage_declines_are_committed_by_the_next_one_exactly_once() {
-    let minio = Minio::start(18100 + (std::process::id() % 800) as u16);
+    let minio = Minio::start_restartable(ports::process_port(18100, 800, 0));
     let dir = tempfile::tempdir().expect("tempdir");
     let location = format!("s3://headwater/declines-{}/p", std::process::id());
     stdin_pipeline(dir.path(), &location, 10);
@@ -186,14 +96,14 @@ fn checkpoints_the_storage_declines_are_committed_by_the_next_one_exactly_once()
     let (mut run, mut stdin) = start_run(dir.path(), &minio, control);
 
     stdin.write_all(first.as_bytes()).expect("first third");
-    wait_for(&mut run, control, "two checkpoints", |completed, _| {
+    wait_for_counters(&mut run, control, "two checkpoints", |completed, _| {
         completed >= 2
     });
     // The storage goes away: checkpoints are declined, the run goes on reading and writing.
     minio.down();
     let (completed_before, failed_before) = checkpoints(control).expect("status");
     stdin.write_all(second.as_bytes()).expect("second third");
-    wait_for(
+    wait_for_counters(
         &mut run,
         control,
         "two declined checkpoints",
@@ -206,7 +116,7 @@ fn checkpoints_the_storage_declines_are_committed_by_the_next_one_exactly_once()
     );
     // It comes back: the next checkpoint commits everything the declined ones held.
     minio.up();
-    wait_for(
+    wait_for_counters(
         &mut run,
         control,
         "a checkpoint after the restart",
@@ -231,7 +141,7 @@ fn checkpoints_the_storage_declines_are_committed_by_the_next_one_exactly_once()
 
 #[test]
 fn a_storage_that_stays_down_stops_the_run_after_the_tolerated_failures() {
-    let minio = Minio::start(18100 + ((std::process::id() + 400) % 800) as u16);
+    let minio = Minio::start_restartable(ports::process_port(18100, 800, 400));
     let dir = tempfile::tempdir().expect("tempdir");
     let location = format!("s3://headwater/down-{}/p", std::process::id());
     stdin_pipeline(dir.path(), &location, 1);
@@ -239,23 +149,13 @@ fn a_storage_that_stays_down_stops_the_run_after_the_tolerated_failures() {
     let control = free_port();
     let (mut run, mut stdin) = start_run(dir.path(), &minio, control);
     stdin.write_all(first.as_bytes()).expect("first third");
-    wait_for(&mut run, control, "a checkpoint", |completed, _| {
+    wait_for_counters(&mut run, control, "a checkpoint", |completed, _| {
         completed >= 1
     });
     minio.down();
     // Input keeps coming and is never closed: only the failing checkpoints end the run.
     stdin.write_all(second.as_bytes()).expect("second third");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = run.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the run did not stop"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_for_exit(&mut run, "the run to stop", Duration::from_secs(120));
     drop(stdin);
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).expect("log");
     assert_eq!(status.code(), Some(1), "{log}");
@@ -296,7 +196,7 @@ fn checkpoints_on_a_full_disk_are_declined_until_space_returns_exactly_once() {
         "mount -t tmpfs -o size=4m tmpfs '{store}' && (cat /dev/zero > '{store}/ballast' 2>/dev/null; true) \
          && exec '{bin}' run p.yaml --fresh -q --control 127.0.0.1:{control}",
         store = store.display(),
-        bin = env!("CARGO_BIN_EXE_headwater"),
+        bin = bin_path(),
     );
     let mut run = Command::new("unshare")
         .args([
@@ -316,7 +216,7 @@ fn checkpoints_on_a_full_disk_are_declined_until_space_returns_exactly_once() {
         .expect("unshare (util-linux) runs the host in a mount namespace of its own");
     let mut stdin = run.stdin.take().expect("stdin");
     stdin.write_all(first.as_bytes()).expect("first third");
-    wait_for(
+    wait_for_counters(
         &mut run,
         control,
         "two declined checkpoints",
@@ -330,7 +230,7 @@ fn checkpoints_on_a_full_disk_are_declined_until_space_returns_exactly_once() {
         .join(store.strip_prefix("/").expect("absolute"))
         .join("ballast");
     std::fs::remove_file(&ballast).expect("delete the ballast in the run's mount namespace");
-    wait_for(
+    wait_for_counters(
         &mut run,
         control,
         "a checkpoint once space returned",

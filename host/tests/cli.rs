@@ -4,17 +4,17 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+use common::control::{bearer, control_address, http, stderr_lines};
+use common::{interrupt, rss_kb, wait_for_line};
 
 fn headwater() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
+    let mut c = common::headwater();
     // The quickstart has a Python UDF: use the SDK's environment (./dev test sets it up).
-    if std::env::var_os("HEADWATER_PYTHON").is_none() {
-        let venv = Path::new(&std::env::var("HOME").unwrap_or_default())
-            .join(".cache/headwater/venv/bin/python");
-        if venv.exists() {
-            c.env("HEADWATER_PYTHON", venv);
-        }
+    if let Some(python) = common::find_python() {
+        c.env("HEADWATER_PYTHON", python);
     }
     // Runs with a control API take their token from here; `http_request` sends it.
     c.env("HEADWATER_CONTROL_TOKEN", CONTROL_TOKEN);
@@ -172,32 +172,27 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let started = Instant::now();
-    let mut progress = None;
-    let mut control = None;
-    for line in lines.by_ref() {
-        let line = line.expect("utf8");
-        if let Some(rest) = line.strip_prefix("control API on http://") {
-            control = rest.split('/').next().map(str::to_string);
-        }
-        if line.starts_with("[live]") && line.contains("in ") && !line.contains(" in 0 ") {
-            progress = Some(line);
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no progress line"
-        );
-    }
-    let progress = progress.expect("a progress line");
+    let lines = stderr_lines(&mut child);
+    let (control, _) = wait_for_line(
+        &lines,
+        "the control API address",
+        Duration::from_secs(30),
+        control_address,
+    );
+    let (progress, _) = wait_for_line(
+        &lines,
+        "a progress line with records in",
+        Duration::from_secs(30),
+        |line| {
+            (line.starts_with("[live]") && line.contains("in ") && !line.contains(" in 0 "))
+                .then(|| line.to_string())
+        },
+    );
     assert!(
         progress.contains("/s") && progress.contains("watermark"),
         "{progress}"
     );
     // The control API serves live counters while the run goes on.
-    let control = control.expect("the control API address is printed");
     let metrics = http_get(&control, "/metrics");
     let read_so_far: f64 = metrics
         .lines()
@@ -210,21 +205,15 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
         "{metrics}"
     );
     let status = http_get(&control, "/status");
-    let body: serde_json::Value =
-        serde_json::from_str(status.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    let body: serde_json::Value = serde_json::from_str(&status).expect("json");
     assert_eq!(body["pipeline"], "live");
     assert_eq!(body["parallelism"], 2);
     // No checkpoints, no savepoint: a clear refusal.
     let (status, body) = http_request(&control, "POST", "/savepoint?to=sp");
-    assert!(status.contains("409"), "{status} {body}");
+    assert_eq!(status, 409, "{body}");
     assert!(body.contains("checkpoints are off"), "{body}");
-    let status = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    interrupt(&child);
+    let rest: Vec<String> = lines.iter().collect();
     let exit = child.wait().expect("wait");
     assert!(exit.success(), "exit {exit:?}; stderr: {rest:?}");
     let text = rest.join("\n");
@@ -252,32 +241,16 @@ fn an_unbounded_run_shows_progress_and_drains_on_ctrl_c() {
     );
 }
 
+/// `GET path` from the control API, which must answer 200: the body.
 fn http_get(address: &str, path: &str) -> String {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(address).expect("connect to the control API");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n").expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    out
+    let (code, body) = http(address, "GET", path, &[], b"");
+    assert_eq!(code, 200, "{body}");
+    body
 }
 
-/// Sends `method path` to the control API: (status line, body).
-fn http_request(address: &str, method: &str, path: &str) -> (String, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(address).expect("connect to the control API");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {CONTROL_TOKEN}\r\n\r\n"
-    )
-    .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
+/// Sends `method path` to the control API with the token: (status code, body).
+fn http_request(address: &str, method: &str, path: &str) -> (u16, String) {
+    http(address, method, path, &[bearer(CONTROL_TOKEN)], b"")
 }
 
 /// The total of the `n` column over a file sink's committed parts.
@@ -315,32 +288,33 @@ fn a_savepoint_taken_through_the_control_api_restores_at_another_parallelism() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut control = None;
-    for line in lines.by_ref() {
-        let line = line.expect("utf8");
-        if let Some(rest) = line.strip_prefix("control API on http://") {
-            control = rest.split('/').next().map(str::to_string);
-        }
-        // Once records flow, the savepoint has state to hold.
-        if control.is_some() && line.starts_with("[sp]") && !line.contains(" in 0 ") {
-            break;
-        }
-    }
-    let control = control.expect("the control API address is printed");
+    let lines = stderr_lines(&mut child);
+    let (control, _) = wait_for_line(
+        &lines,
+        "the control API address",
+        Duration::from_secs(60),
+        control_address,
+    );
+    // Once records flow, the savepoint has state to hold.
+    wait_for_line(
+        &lines,
+        "a progress line with records in",
+        Duration::from_secs(60),
+        |line| (line.starts_with("[sp]") && !line.contains(" in 0 ")).then_some(()),
+    );
     let (status, body) = http_request(&control, "POST", "/savepoint");
-    assert!(status.contains("400"), "{status} {body}");
+    assert_eq!(status, 400, "{body}");
     assert!(body.contains("?to=PATH"), "{body}");
 
     let target = dir.path().join("save points/first");
     let encoded = target.display().to_string().replace(' ', "%20");
     let (status, body) = http_request(&control, "POST", &format!("/savepoint?to={encoded}"));
-    assert!(status.contains("200"), "{status} {body}");
+    assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).expect("json answer");
     assert!(answer["checkpoint"].as_u64().is_some(), "{body}");
     assert!(answer["files"].as_u64().expect("files") > 0, "{body}");
     assert!(target.join("manifest.json").exists());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest: Vec<String> = lines.iter().collect();
     assert!(child.wait().expect("wait").success(), "{rest:?}");
     let whole_run = committed_count(&dir.path().join("out"));
     assert!(whole_run > 0);
@@ -362,16 +336,17 @@ fn a_savepoint_taken_through_the_control_api_restores_at_another_parallelism() {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
+/// True when a thread of process `pid` waits to write to a full pipe (its kernel wait channel
+/// is `pipe_write`, or `anon_pipe_write` on newer kernels).
+fn blocked_on_a_pipe(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|task| {
+            std::fs::read_to_string(task.path().join("wchan"))
+                .is_ok_and(|w| w.ends_with("pipe_write"))
         })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
 }
 
 #[test]
@@ -392,10 +367,18 @@ fn a_sink_that_stops_reading_pauses_the_source_with_memory_bounded() {
         .spawn()
         .expect("spawn");
     let pid = child.id();
+    // Ready: a thread of the run waits to write to the full stdout pipe.
+    common::wait_for_running(
+        &mut child,
+        "the run to block on its full stdout pipe",
+        Duration::from_secs(60),
+        || blocked_on_a_pipe(pid),
+    );
+    // Then the bounded channels behind the sink fill; memory is measured 1.5 s apart.
     std::thread::sleep(Duration::from_millis(1500));
-    let first = rss_kib(pid);
+    let first = rss_kb(pid);
     std::thread::sleep(Duration::from_millis(1500));
-    let second = rss_kib(pid);
+    let second = rss_kb(pid);
     // The pipe (64 KiB) and the bounded channels fill, then the generator waits: memory stays
     // flat instead of growing with the ~millions of events/s it could produce.
     assert!(first > 0, "process is running");

@@ -2,18 +2,11 @@
 //! CLI sends the token from the same file or variable, and a run given no token makes one
 //! that only its user can read (and the CLI finds).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
-fn headwater() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
-    c.env_remove("HEADWATER_CONTROL_TOKEN")
-        .env_remove("HEADWATER_CRASH_AT");
-    c
-}
+mod common;
+use common::control::ControlRun;
+use common::headwater;
 
 /// An unbounded pipeline (checkpoints on, but hourly: a savepoint takes its own).
 fn pipeline(dir: &Path) -> std::path::PathBuf {
@@ -26,93 +19,24 @@ fn pipeline(dir: &Path) -> std::path::PathBuf {
     p
 }
 
-/// A run in the background: its control API address (as printed, and one to connect to),
-/// and its stderr lines (those before the address, and the rest as they come).
-struct Run {
-    child: Child,
-    printed: String,
-    connect: String,
-    before: Vec<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Run {
-    fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Run {
-        let mut child = headwater()
+/// Starts `p.yaml` in `dir` from scratch with `args` and `envs`.
+fn start(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> ControlRun {
+    ControlRun::start(
+        headwater()
             .current_dir(dir)
             .args(["run", "p.yaml", "--fresh"])
             .args(args)
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let printed = loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("control API on http://") {
-                        break rest.split('/').next().unwrap_or_default().to_string();
-                    }
-                    seen.push(line);
-                }
-                Err(_) => panic!("the control API address was not printed: {seen:?}"),
-            }
-        };
-        let port = printed.rsplit(':').next().unwrap_or_default();
-        Run {
-            child,
-            connect: format!("127.0.0.1:{port}"),
-            printed,
-            before: seen,
-            stderr: rx,
-        }
-    }
-
-    /// Stops the run with Ctrl-C and returns its whole stderr.
-    fn finish(mut self) -> String {
-        let status = Command::new("kill")
-            .arg("-INT")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let exit = self.child.wait().expect("wait");
-        let mut all = self.before;
-        // The reader thread ends with the process's stderr.
-        all.extend(self.stderr.iter());
-        assert!(exit.success(), "exit {exit:?}: {all:?}");
-        all.join("\n")
-    }
+            .envs(envs.iter().copied()),
+    )
 }
 
 /// Sends one request: (status code, body).
 fn http(address: &str, method: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(address).expect("connect to the control API");
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\n{auth}\r\n"
-    )
-    .expect("request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (code, body.to_string())
+    let headers: Vec<String> = authorization
+        .map(|a| format!("Authorization: {a}"))
+        .into_iter()
+        .collect();
+    common::control::http(address, method, path, &headers, b"")
 }
 
 fn error_of(body: &str) -> String {
@@ -125,12 +49,12 @@ fn with_a_token_savepoints_need_it_and_the_cli_sends_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     pipeline(dir.path());
     std::fs::write(dir.path().join("token"), "c0ntrol-t0ken\n").expect("token file");
-    let run = Run::start(
+    let run = start(
         dir.path(),
         &["--control", "127.0.0.1:0", "--control-token-file", "token"],
         &[],
     );
-    let address = run.connect.clone();
+    let address = run.address.clone();
     // Reading stays open.
     let (code, status) = http(&address, "GET", "/status", None);
     assert_eq!(code, 200, "{status}");
@@ -203,9 +127,9 @@ fn without_a_token_given_the_run_makes_one_that_only_its_user_can_read() {
     let dir = tempfile::tempdir().expect("tempdir");
     pipeline(dir.path());
     // Even beyond loopback, and even on loopback: nothing changes the run without the token.
-    let run = Run::start(dir.path(), &["--control", "0.0.0.0:0"], &[]);
+    let run = start(dir.path(), &["--control", "0.0.0.0:0"], &[]);
     assert!(run.printed.starts_with("0.0.0.0:"), "{}", run.printed);
-    let address = run.connect.clone();
+    let address = run.address.clone();
     assert_eq!(http(&address, "GET", "/status", None).0, 200);
     let (code, body) = http(&address, "POST", "/savepoint?to=sp", None);
     assert_eq!(code, 401, "{body}");

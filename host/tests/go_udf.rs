@@ -4,11 +4,14 @@
 //! compiler's errors, built binaries).
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::udf::*;
+use common::{follow_progress, next_progress, rss_kb, wait_while_running};
 
 /// The Go main package the tests run.
 const PACKAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/go-worker");
@@ -57,8 +60,7 @@ fn cache() -> &'static Path {
         let work = tempfile::tempdir().expect("tempdir");
         write_case(work.path(), 1, "  - udf: enrich\n", "");
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_headwater"))
-            .current_dir(work.path())
+        let out = common::headwater_in(work.path())
             .env("HEADWATER_GO", go())
             .env("HEADWATER_CACHE", &dir)
             .args(["validate", "pipeline.yaml"])
@@ -75,10 +77,8 @@ fn cache() -> &'static Path {
 }
 
 fn headwater(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
-    c.current_dir(dir)
-        .env("HEADWATER_GO", go())
-        .env("HEADWATER_CACHE", cache());
+    let mut c = common::headwater_in(dir);
+    c.env("HEADWATER_GO", go()).env("HEADWATER_CACHE", cache());
     c
 }
 
@@ -104,74 +104,28 @@ fn udf(name: &str, function: &str, extra: &str) -> String {
 /// Runs `pipeline.yaml` in `dir` quietly from scratch and fails the test with the host's
 /// stderr if the run fails.
 fn run_ok(dir: &Path) -> String {
-    let out = headwater(dir)
-        .args(["run", "pipeline.yaml", "-q", "--fresh"])
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    stderr
+    common::run_ok(headwater(dir).args(["run", "pipeline.yaml", "-q", "--fresh"]))
 }
 
-fn output_ns(dir: &Path) -> BTreeMap<i64, usize> {
-    let text =
-        headwater::connectors::files::read_committed(&dir.join("out.jsonl")).expect("output");
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        *counts.entry(v["n"].as_i64().expect("n")).or_default() += 1;
-    }
-    counts
-}
-
+/// The dead letters of pipeline `go`.
 fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
-    let dlq = std::fs::read_to_string(dir.join(".headwater/go/dlq.jsonl")).unwrap_or_default();
-    dlq.lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
+    common::udf::dead_letters(dir, "go")
 }
 
 /// The pids of the Go workers the host `host` started (its children serving a socket).
 fn worker_pids(host: u32) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-P", &host.to_string(), "-f", "worker --socket"])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    common::children_matching(host, "worker --socket")
 }
 
-/// The Go workers of host `host` by their socket's name (`headwater-PID-...`), which they keep
-/// after the host is gone.
+/// The pattern of the Go workers of host `host` by their socket's name (`headwater-PID-...`),
+/// which they keep after the host is gone.
 fn workers_of(host: u32) -> String {
-    let found = Command::new("pgrep")
-        .args(["-f", &format!("socket .*headwater-{host}-")])
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&found.stdout).trim().to_string()
+    format!("socket .*headwater-{host}-")
 }
 
 /// Waits up to 10 s for every worker of the (killed) hosts `hosts` to exit by itself.
 fn assert_workers_exit(hosts: &[u32]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left: Vec<String> = hosts
-            .iter()
-            .map(|&pid| (pid, workers_of(pid)))
-            .filter(|(_, pids)| !pids.is_empty())
-            .map(|(pid, pids)| format!("host {pid}: {pids}"))
-            .collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workers outlived their killed host: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert_gone(&hosts.iter().map(|&h| workers_of(h)).collect::<Vec<_>>());
 }
 
 #[test]
@@ -267,56 +221,6 @@ fn a_panic_goes_to_the_dlq_with_its_stack_and_the_rest_go_through() {
     assert!(!stderr.contains("restarting Go worker"), "{stderr}");
 }
 
-/// The records in and out of a progress line (`[name]  1.0s  in 1,234 (..)  out 1,000  ..`).
-fn progress_counts(line: &str) -> Option<(u64, u64)> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let after = |key: &str| -> Option<u64> {
-        let i = words.iter().position(|w| *w == key)?;
-        words.get(i + 1)?.replace(',', "").parse().ok()
-    };
-    Some((after("in")?, after("out")?))
-}
-
-/// Follows the stderr of run `child` of pipeline `name` (with progress lines on): sends the
-/// records in and out of each progress line; the thread returns all of stderr once it closes
-/// (the channel then disconnects).
-fn follow_progress(
-    child: &mut std::process::Child,
-    name: &str,
-) -> (
-    std::sync::mpsc::Receiver<(u64, u64)>,
-    std::thread::JoinHandle<String>,
-) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr piped");
-    let prefix = format!("[{name}]");
-    let all = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(counts) = line.strip_prefix(&prefix).and_then(progress_counts) {
-                let _ = tx.send(counts);
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    (rx, all)
-}
-
-/// The next progress counts, or None once the run has ended; the deadline only bounds a
-/// broken run.
-fn next_progress(rx: &std::sync::mpsc::Receiver<(u64, u64)>) -> Option<(u64, u64)> {
-    match rx.recv_timeout(Duration::from_secs(180)) {
-        Ok(counts) => Some(counts),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("no progress line for 180 s: the run hangs")
-        }
-    }
-}
-
 #[test]
 fn killing_a_worker_mid_stream_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -348,15 +252,7 @@ fn killing_a_worker_mid_stream_loses_and_duplicates_nothing() {
             continue;
         }
         let pids = worker_pids(child.id());
-        for pid in &pids {
-            if Command::new("kill")
-                .args(["-9", pid])
-                .status()
-                .is_ok_and(|s| s.success())
-            {
-                kills += 1;
-            }
-        }
+        kills += pids.iter().filter(|pid| common::signal(pid, "-9")).count();
         if !pids.is_empty() {
             out_at_kill = out;
             rounds += 1;
@@ -402,17 +298,6 @@ fn a_worker_that_never_answers_times_out_and_is_restarted() {
     assert_eq!(output_ns(dir.path()), expected);
 }
 
-/// The resident memory of process `pid`, in kB (0 when it cannot be read).
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_slow_udf_applies_backpressure_with_bounded_memory() {
     // An unbounded generator (1M records/s offered) feeding a UDF that takes 2 ms per record:
@@ -443,7 +328,8 @@ udfs:\n{}steps:\n  - udf: sleepy\nsinks:\n  x: {{ type: blackhole }}\noutput: x\
         .expect("progress");
     let early = rss_kb(host_pid);
     // Its worker, found both as its child and by its socket's name (as orphans are below).
-    let serving = !worker_pids(host_pid).is_empty() && !workers_of(host_pid).is_empty();
+    let serving = !worker_pids(host_pid).is_empty()
+        && !common::processes_matching(&workers_of(host_pid)).is_empty();
     // Measured while this many more records go through the UDF (~4 s).
     const THROUGH: u64 = 2000;
     let (mut max_ahead, mut lines) = (0, 0);
@@ -482,38 +368,6 @@ udfs:\n{}steps:\n  - udf: sleepy\nsinks:\n  x: {{ type: blackhole }}\noutput: x\
     assert_workers_exit(&[host_pid]);
 }
 
-/// Per (user, 100-ms bucket end): the sum and count of n, for `n` in `0..records` (ts == n).
-fn bucket_oracle(records: u64) -> BTreeMap<(i64, i64), (i64, i64)> {
-    let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
-    for n in 0..records as i64 {
-        let e = expected.entry((n % 7, n / 100 * 100 + 99)).or_default();
-        e.0 += n;
-        e.1 += 1;
-    }
-    expected
-}
-
-/// The committed output as `(key fields) -> (value fields)`, all integers; a key emitted
-/// twice fails the test.
-fn committed_pairs(
-    dir: &Path,
-    key: [&str; 2],
-    value: [&str; 2],
-) -> BTreeMap<(i64, i64), (i64, i64)> {
-    let text =
-        headwater::connectors::files::read_committed(&dir.join("out.jsonl")).expect("output");
-    let int =
-        |v: &serde_json::Value, f: &str| v[f].as_i64().unwrap_or_else(|| panic!("{f} in {v}"));
-    let mut got = BTreeMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        let k = (int(&v, key[0]), int(&v, key[1]));
-        let prev = got.insert(k, (int(&v, value[0]), int(&v, value[1])));
-        assert!(prev.is_none(), "{k:?} emitted twice");
-    }
-    got
-}
-
 fn write_bucket_case(dir: &Path, records: u64) {
     write_case(
         dir,
@@ -533,25 +387,9 @@ fn keyed_process_state_and_timers_match_an_oracle() {
     let records = 3000u64;
     write_bucket_case(dir.path(), records);
     run_ok(dir.path());
-    let got = committed_pairs(dir.path(), ["user", "bucket_end"], ["total", "count"]);
+    let got = committed_buckets(dir.path());
     assert_eq!(got, bucket_oracle(records));
     assert!(dead_letters(dir.path()).is_empty());
-}
-
-/// The id of the newest checkpoint of pipeline `name` in `dir` (0: none yet).
-fn newest_checkpoint(dir: &Path, name: &str) -> u64 {
-    let manifests = dir.join(format!(".headwater/{name}/checkpoints/manifests"));
-    std::fs::read_dir(manifests)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_suffix(".json")?.parse().ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
 }
 
 #[test]
@@ -585,7 +423,7 @@ fn keyed_go_state_is_exactly_once_across_host_sigkills() {
         if let Some(point) = crash_at {
             cmd.env("HEADWATER_CRASH_AT", point);
         }
-        let before = newest_checkpoint(dir.path(), "go");
+        let before = common::newest_checkpoint(dir.path(), "go");
         let mut child = cmd.spawn().expect("run");
         if let Some(point) = crash_at {
             let pid = child.id();
@@ -603,13 +441,12 @@ fn keyed_go_state_is_exactly_once_across_host_sigkills() {
         }
         // Kill it once it has completed a checkpoint of its own (it made progress), at a
         // different moment of the next interval each time.
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while newest_checkpoint(dir.path(), "go") <= before
-            && child.try_wait().expect("wait").is_none()
-        {
-            assert!(Instant::now() < deadline, "no checkpoint for 180 s");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_while_running(
+            &mut child,
+            "a checkpoint of this run's own",
+            Duration::from_secs(180),
+            || common::newest_checkpoint(dir.path(), "go") > before,
+        );
         std::thread::sleep(Duration::from_millis(attempt * 37 % 150));
         if child.try_wait().expect("wait").is_some() {
             break; // the input is done
@@ -619,15 +456,7 @@ fn keyed_go_state_is_exactly_once_across_host_sigkills() {
         crashed.push(child.id());
         kills += 1;
     }
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
-        .output()
-        .expect("final run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(headwater(dir.path()).args(["run", "pipeline.yaml", "-q"]));
     // Workers of killed hosts exit on their own (they watch the host's pid), even those
     // started just before the kill.
     assert_workers_exit(&crashed);
@@ -638,7 +467,7 @@ fn keyed_go_state_is_exactly_once_across_host_sigkills() {
         crashed.len() - kills
     );
     let expected = bucket_oracle(records);
-    let got = committed_pairs(dir.path(), ["user", "bucket_end"], ["total", "count"]);
+    let got = committed_buckets(dir.path());
     assert_eq!(got.len(), expected.len(), "buckets: none lost");
     assert_eq!(got, expected);
     assert!(dead_letters(dir.path()).is_empty());
@@ -651,61 +480,20 @@ fn a_go_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows() {
     write_case(
         dir.path(),
         records,
-        "  - map: { compute: { user: \"n % 5\" } }\n  - key_by: user\n  - window: { type: tumbling, size: 100ms, aggregates: { count: count(), spread: \"udf(spread)\" } }\n",
+        SPREAD_STEPS,
         &udf("spread", "spread", ", kind: window_aggregate"),
     );
     run_ok(dir.path());
-    // Oracle: per (user, 100-ms window), the count and max - min of n (ts == n).
-    let mut expected: BTreeMap<(i64, i64), (i64, i64, i64)> = BTreeMap::new();
-    for n in 0..records as i64 {
-        let e = expected
-            .entry((n % 5, n / 100 * 100))
-            .or_insert((0, i64::MAX, i64::MIN));
-        e.0 += 1;
-        e.1 = e.1.min(n);
-        e.2 = e.2.max(n);
-    }
-    let expected: BTreeMap<(i64, i64), (i64, i64)> = expected
-        .into_iter()
-        .map(|(k, (c, lo, hi))| (k, (c, hi - lo)))
-        .collect();
-    let got = committed_pairs(dir.path(), ["user", "window_start"], ["count", "spread"]);
-    assert_eq!(got, expected);
+    assert_eq!(committed_spreads(dir.path()), spread_oracle(records));
 
     // Sessions (gap 300 ms): a@0 and a@400 open two sessions; a@200 bridges them, so the
     // function merges their accumulators; b stays alone. A poisoned record fails alone.
-    std::fs::write(
-        dir.path().join("input.jsonl"),
+    use_session_windows(
+        dir.path(),
         "{\"ts\":0,\"n\":5,\"k\":\"a\"}\n{\"ts\":400,\"n\":9,\"k\":\"a\"}\n{\"ts\":10,\"n\":7,\"k\":\"b\"}\n{\"ts\":200,\"n\":1,\"k\":\"a\"}\n{\"ts\":5000,\"n\":3,\"k\":\"a\"}\n{\"ts\":5001,\"n\":100,\"k\":\"a\",\"poison\":true}\n",
-    )
-    .expect("input");
-    let pipeline = std::fs::read_to_string(dir.path().join("pipeline.yaml")).expect("read");
-    let start = pipeline.find("steps:\n").expect("steps");
-    let end = pipeline.find("sinks:\n").expect("sinks");
-    let pipeline = format!(
-        "{}steps:\n  - key_by: k\n  - window: {{ type: session, gap: 300ms, aggregates: {{ count: count(), spread: \"udf(spread)\" }} }}\n{}",
-        &pipeline[..start],
-        &pipeline[end..]
-    )
-    .replace("event_time: { field: ts }", "event_time: { field: ts, max_out_of_orderness: 10s }");
-    std::fs::write(dir.path().join("pipeline.yaml"), pipeline).expect("write");
+    );
     run_ok(dir.path());
-    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
-        .expect("output");
-    let mut sessions: Vec<(String, i64, i64, i64, i64)> = text
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json");
-            (
-                v["k"].as_str().expect("k").to_string(),
-                v["window_start"].as_i64().expect("start"),
-                v["window_end"].as_i64().expect("end"),
-                v["count"].as_i64().expect("count"),
-                v["spread"].as_i64().expect("spread"),
-            )
-        })
-        .collect();
-    sessions.sort();
+    let sessions = committed_sessions(dir.path());
     assert_eq!(
         sessions,
         vec![

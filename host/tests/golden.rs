@@ -14,7 +14,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -108,7 +109,7 @@ fn run_case(case: &Path) -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     let work = tmp.path().join("case");
     copy_dir(case, &work);
-    let output = Command::new(env!("CARGO_BIN_EXE_headwater"))
+    let output = common::headwater()
         .arg("run")
         .arg("pipeline.yaml")
         .arg("--quiet")

@@ -26,19 +26,15 @@ fn kafka_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/kafka/kafka.sh")
 }
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("HEADWATER_PYTHON") {
-        return PathBuf::from(p);
-    }
-    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-        .join(".cache/headwater/venv/bin/python")
-}
+mod common;
+use common::{wait_for, wait_while_running};
 
+/// `headwater` in `dir`, with the SDK's Python for the UDFs.
 fn headwater(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
-    c.current_dir(dir)
-        .env("HEADWATER_PYTHON", python())
-        .env_remove("HEADWATER_CRASH_AT");
+    let mut c = common::headwater_in(dir);
+    if let Some(python) = common::find_python() {
+        c.env("HEADWATER_PYTHON", python);
+    }
     c
 }
 
@@ -51,7 +47,7 @@ fn bootstrap() -> &'static str {
                 return b;
             }
         }
-        let port = 20000 + 2 * (std::process::id() % 400);
+        let port = 2 * common::ports::process_port(10000, 400, 0);
         let state = std::env::temp_dir().join(format!("headwater-kafka-test-{}", std::process::id()));
         let out = Command::new("bash")
             .arg(kafka_script())
@@ -323,16 +319,9 @@ fn case(name: &str, partitions: i32, n: usize, seed: u64, interval: &str) -> Cas
 
 /// Kills every Python worker of the run `host` started (they are its children).
 fn kill_workers(host: &Child) -> usize {
-    let out = Command::new("pgrep")
-        .args(["-P", &host.id().to_string(), "-f", "headwater.worker"])
-        .output()
-        .expect("pgrep");
-    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let pids = common::children_matching(host.id(), "headwater.worker");
     for pid in &pids {
-        let _ = Command::new("kill").args(["-9", pid]).status();
+        common::signal(pid, "-9");
     }
     pids.len()
 }
@@ -483,14 +472,11 @@ fn a_second_host_fences_the_first_whose_pending_writes_never_show() {
         .spawn()
         .expect("run A");
     // Wait until A has written (uncommitted) results.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "host A wrote nothing");
-        if !read_all(&output, "read_uncommitted").is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(
+        "host A's first (uncommitted) results",
+        Duration::from_secs(120),
+        || !read_all(&output, "read_uncommitted").is_empty(),
+    );
     let pending_of_a = read_all(&output, "read_uncommitted").len();
     // Host B, same pipeline name (same transactional ids), its own state folder.
     let b = headwater(dir_b.path())
@@ -757,8 +743,14 @@ output: out\ncheckpoint: {{ interval: 300ms }}\ntuning: {{ progress_interval: 0s
         .stderr(Stdio::piped())
         .spawn()
         .expect("run");
-    std::thread::sleep(Duration::from_secs(3));
-    if child.try_wait().expect("wait").is_some() {
+    // Under way: it has consumed and taken a checkpoint.
+    let ended = wait_while_running(
+        &mut child,
+        "the run's first checkpoint",
+        Duration::from_secs(120),
+        || common::newest_checkpoint(dir.path(), "rf3") > 0,
+    );
+    if ended.is_some() {
         let out = child.wait_with_output().expect("wait");
         panic!(
             "the run ended ({}) before a broker could be killed: {}",
@@ -1196,26 +1188,12 @@ fn write_file_input(dir: &Path, per_file: usize, seed: u64) -> Vec<(String, i64,
 /// Runs `pipeline.yaml` in `dir` until it aborts at `point`, then to the end, both with the
 /// second source task's barriers 40 ms late (`HEADWATER_TEST_BARRIER_LAG`).
 fn crash_then_resume_lagging(dir: &Path, parallelism: usize, point: &str) {
-    let run = |crash: Option<&str>| {
-        let mut c = headwater(dir);
-        c.args(["run", "pipeline.yaml", "-q", "-p", &parallelism.to_string()])
-            .env("HEADWATER_TEST_BARRIER_LAG", "40");
-        if let Some(point) = crash {
-            c.env("HEADWATER_CRASH_AT", point);
-        }
-        c.output().expect("run")
-    };
-    let out = run(Some(point));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("aborting on purpose"),
-        "the run should abort at {point}: {stderr}"
-    );
-    let out = run(None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::crash_then_resume(
+        dir,
+        Path::new("pipeline.yaml"),
+        parallelism,
+        point,
+        &common::barrier_lag(40),
     );
 }
 

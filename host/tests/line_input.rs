@@ -10,14 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::headwater;
-
-fn dlq_lines(dir: &std::path::Path, name: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join(format!(".headwater/{name}/dlq.jsonl")))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("dlq line is JSON"))
-        .collect()
-}
+use common::udf::dead_letters as dlq_lines;
 
 #[test]
 fn a_line_longer_than_max_line_bytes_is_dead_lettered_and_the_rest_flows() {
@@ -37,15 +30,10 @@ fn a_line_longer_than_max_line_bytes_is_dead_lettered_and_the_rest_flows() {
          sinks:\n  out: { type: file, path: out/o.jsonl }\noutput: out\n",
     )
     .expect("write pipeline");
-    let out = headwater()
-        .current_dir(dir.path())
-        .args(["run", "p.yaml", "--quiet"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        headwater()
+            .current_dir(dir.path())
+            .args(["run", "p.yaml", "--quiet"]),
     );
     let mut committed = String::new();
     for e in std::fs::read_dir(dir.path().join("out")).expect("out") {

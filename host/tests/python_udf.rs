@@ -3,27 +3,26 @@
 //! named by HEADWATER_PYTHON), and nothing is lost when a worker misbehaves.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("HEADWATER_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/headwater/venv/bin/python");
-    assert!(
-        venv.exists(),
-        "these tests need Python with the SDK installed: run them through ./dev test, or set HEADWATER_PYTHON"
-    );
-    venv
-}
+mod common;
+use common::udf::*;
+use common::{
+    follow_progress, kill_after, kill_children_matching, next_progress, python, rss_kb,
+    wait_for_running,
+};
 
 fn headwater(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
-    c.current_dir(dir).env("HEADWATER_PYTHON", python());
+    let mut c = common::headwater_in(dir);
+    c.env("HEADWATER_PYTHON", python());
     c
+}
+
+/// The dead letters of pipeline `py`.
+fn dlq(dir: &Path) -> Vec<serde_json::Value> {
+    dead_letters(dir, "py")
 }
 
 const UDFS: &str = r#"
@@ -130,26 +129,7 @@ steps:\n{steps}sinks:\n  out: {{ type: file, path: out.jsonl }}\noutput: out\ntu
 /// Runs `pipeline.yaml` in `dir` quietly from scratch (each case writes new input) and
 /// fails the test with the host's stderr if the run fails.
 fn run_ok(dir: &Path) {
-    let out = headwater(dir)
-        .args(["run", "pipeline.yaml", "-q", "--fresh"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn output_ns(dir: &Path) -> BTreeMap<i64, usize> {
-    let text =
-        headwater::connectors::files::read_committed(&dir.join("out.jsonl")).expect("output");
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        *counts.entry(v["n"].as_i64().expect("n")).or_default() += 1;
-    }
-    counts
+    common::run_ok(headwater(dir).args(["run", "pipeline.yaml", "-q", "--fresh"]));
 }
 
 #[test]
@@ -182,11 +162,7 @@ fn map_filter_flat_map_and_failures_go_where_they_should() {
         .map(|n| (n, 2))
         .collect();
     assert_eq!(output_ns(dir.path()), expected);
-    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
-    let dead: Vec<serde_json::Value> = dlq
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let dead = dlq(dir.path());
     assert_eq!(
         dead.len(),
         failing.len(),
@@ -223,7 +199,7 @@ fn killing_a_worker_mid_stream_loses_and_duplicates_nothing() {
         .expect("run");
     // Once results flow (the workers are up and serving), kill -9 every worker of this run a
     // few times while it processes.
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     // Output is first written to a pending part file (committed at the next checkpoint).
     let output_started = || {
         std::fs::read_dir(dir.path())
@@ -235,33 +211,15 @@ fn killing_a_worker_mid_stream_loses_and_duplicates_nothing() {
             })
             .unwrap_or(false)
     };
-    while !output_started() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no output after 60 s"
-        );
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended before any output"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_running(
+        &mut child,
+        "output from the workers",
+        Duration::from_secs(60),
+        output_started,
+    );
     let mut kills = 0;
     while kills < 3 && started.elapsed() < Duration::from_secs(60) {
-        let pids = Command::new("pgrep")
-            .args(["-P", &child.id().to_string(), "-f", "headwater.worker"])
-            .output()
-            .expect("pgrep");
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            if Command::new("kill")
-                .args(["-9", pid])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-            {
-                kills += 1;
-            }
-        }
+        kills += kill_children_matching(child.id(), "headwater.worker");
         if child.try_wait().expect("wait").is_some() {
             break;
         }
@@ -353,43 +311,6 @@ fn a_kind_mismatch_is_refused_at_start() {
     );
 }
 
-/// Per (user, 100-ms bucket end): the sum and count of n, for `n` in `0..records` (ts == n).
-fn bucket_oracle(records: u64) -> BTreeMap<(i64, i64), (i64, i64)> {
-    let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
-    for n in 0..records as i64 {
-        let e = expected.entry((n % 7, n / 100 * 100 + 99)).or_default();
-        e.0 += n;
-        e.1 += 1;
-    }
-    expected
-}
-
-/// The buckets `bucket_totals` emitted, as committed; a bucket emitted twice fails the test.
-fn committed_buckets(dir: &Path) -> BTreeMap<(i64, i64), (i64, i64)> {
-    committed_pairs(dir, ["user", "bucket_end"], ["total", "count"])
-}
-
-/// The committed output as `(key fields) -> (value fields)`, all integers; a key emitted
-/// twice fails the test.
-fn committed_pairs(
-    dir: &Path,
-    key: [&str; 2],
-    value: [&str; 2],
-) -> BTreeMap<(i64, i64), (i64, i64)> {
-    let text =
-        headwater::connectors::files::read_committed(&dir.join("out.jsonl")).expect("output");
-    let int =
-        |v: &serde_json::Value, f: &str| v[f].as_i64().unwrap_or_else(|| panic!("{f} in {v}"));
-    let mut got = BTreeMap::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).expect("json");
-        let k = (int(&v, key[0]), int(&v, key[1]));
-        let prev = got.insert(k, (int(&v, value[0]), int(&v, value[1])));
-        assert!(prev.is_none(), "{k:?} emitted twice");
-    }
-    got
-}
-
 #[test]
 fn keyed_process_state_and_timers_match_an_oracle() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -431,44 +352,18 @@ fn keyed_python_state_is_exactly_once_across_host_sigkills() {
             .stderr(Stdio::null())
             .spawn()
             .expect("run");
-        let deadline = Instant::now() + Duration::from_millis(500 + (attempt * 397) % 900);
-        while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if child.try_wait().expect("wait").is_some() {
+        if !kill_after(
+            &mut child,
+            Duration::from_millis(500 + (attempt * 397) % 900),
+        ) {
             break; // the input is done
         }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("wait");
         killed += 1;
     }
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
-        .output()
-        .expect("final run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(headwater(dir.path()).args(["run", "pipeline.yaml", "-q"]));
     // Workers of killed hosts exit on their own (they watch the host's pid), even those
     // started just before the kill.
-    let started = Instant::now();
-    let orphans = loop {
-        let found = Command::new("pgrep")
-            .args(["-f", &format!("headwater.worker.*{}", dir.path().display())])
-            .output()
-            .expect("pgrep");
-        let pids = String::from_utf8_lossy(&found.stdout).trim().to_string();
-        if pids.is_empty() || started.elapsed() > Duration::from_secs(10) {
-            break pids;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(
-        orphans.is_empty(),
-        "workers outlived their killed host: {orphans}"
-    );
+    assert_gone(&[format!("headwater.worker.*{}", dir.path().display())]);
     eprintln!("host killed {killed} times");
     assert!(
         killed >= 3,
@@ -490,30 +385,29 @@ fn a_slow_udf_applies_backpressure_with_bounded_memory() {
         dir.path().join("pipeline.yaml"),
         "name: bp\nparallelism: 1\nsources:\n  g: { type: nexmark, rate: 1000000, only: bid }\n\
 udfs:\n  sleepy: { runtime: python, module: my_udfs, function: sleepy }\n\
-steps:\n  - udf: sleepy\nsinks:\n  x: { type: blackhole }\noutput: x\ntuning: { progress_interval: 0s }\n",
+steps:\n  - udf: sleepy\nsinks:\n  x: { type: blackhole }\noutput: x\ntuning: { progress_interval: 200ms }\n",
     )
     .expect("pipeline");
     let mut child = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
+        .args(["run", "pipeline.yaml"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run");
-    let rss = |pid: u32| -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse().ok())
-            .unwrap_or(0)
-    };
-    std::thread::sleep(Duration::from_secs(3));
-    let early = rss(child.id());
-    std::thread::sleep(Duration::from_secs(5));
-    let late = rss(child.id());
-    let still_running = child.try_wait().expect("wait").is_none();
     let host_pid = child.id();
+    let (progress, _stderr) = follow_progress(&mut child, "bp");
+    // Ready: the worker serves (some records came out), so the channels in front of it are
+    // full.
+    while next_progress(&progress)
+        .expect("the unbounded run ended by itself")
+        .1
+        < 200
+    {}
+    let early = rss_kb(host_pid);
+    // Measured over 5 s.
+    std::thread::sleep(Duration::from_secs(5));
+    let late = rss_kb(host_pid);
+    let still_running = child.try_wait().expect("wait").is_none();
     // Kill the host outright: its workers must notice and exit by themselves.
     let _ = child.kill();
     let _ = child.wait();
@@ -528,23 +422,7 @@ steps:\n  - udf: sleepy\nsinks:\n  x: { type: blackhole }\noutput: x\ntuning: { 
         late < early + 64 * 1024,
         "memory grew from {early} kB to {late} kB under backpressure"
     );
-    let pattern = format!("headwater-{host_pid}-");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = Command::new("pgrep")
-            .args(["-f", &pattern])
-            .output()
-            .expect("pgrep");
-        if left.stdout.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "workers outlived their killed host: {}",
-            String::from_utf8_lossy(&left.stdout)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert_gone(&[format!("headwater-{host_pid}-")]);
 }
 
 #[test]
@@ -572,11 +450,7 @@ fn an_endpoint_worker_started_by_someone_else_is_used() {
         .expect("run");
     let _ = worker.kill();
     let _ = worker.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", common::stderr_of(&out));
     let expected: BTreeMap<i64, usize> =
         (0..300).filter(|n| n % 97 != 13).map(|n| (n, 1)).collect();
     assert_eq!(output_ns(dir.path()), expected);
@@ -597,17 +471,13 @@ fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
         .map(|n| (n, 1))
         .collect();
     assert_eq!(output_ns(dir.path()), expected);
-    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
-        .expect("output");
     assert!(
-        text.lines().all(|l| l.contains("\"square\"")),
+        output_lines(dir.path())
+            .iter()
+            .all(|v| v.get("square").is_some()),
         "the map ran"
     );
-    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
-    let dead: Vec<serde_json::Value> = dlq
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let dead = dlq(dir.path());
     assert_eq!(dead.len(), (0..1000).filter(|n| n % 97 == 13).count());
     for d in &dead {
         assert_eq!(d["step"], "steps[0] udf enrich_inproc");
@@ -632,61 +502,20 @@ fn a_python_window_aggregate_matches_an_oracle_in_tumbling_and_session_windows()
     write_case(
         dir.path(),
         records,
-        "  - map: { compute: { user: \"n % 5\" } }\n  - key_by: user\n  - window: { type: tumbling, size: 100ms, aggregates: { count: count(), spread: \"udf(spread)\" } }\n",
+        SPREAD_STEPS,
         "  spread: { runtime: python, module: my_udfs, function: spread, kind: window_aggregate }\n",
     );
     run_ok(dir.path());
-    // Oracle: per (user, 100-ms window), the count and max - min of n (ts == n).
-    let mut expected: BTreeMap<(i64, i64), (i64, i64, i64)> = BTreeMap::new();
-    for n in 0..records as i64 {
-        let e = expected
-            .entry((n % 5, n / 100 * 100))
-            .or_insert((0, i64::MAX, i64::MIN));
-        e.0 += 1;
-        e.1 = e.1.min(n);
-        e.2 = e.2.max(n);
-    }
-    let expected: BTreeMap<(i64, i64), (i64, i64)> = expected
-        .into_iter()
-        .map(|(k, (c, lo, hi))| (k, (c, hi - lo)))
-        .collect();
-    let got = committed_pairs(dir.path(), ["user", "window_start"], ["count", "spread"]);
-    assert_eq!(got, expected);
+    assert_eq!(committed_spreads(dir.path()), spread_oracle(records));
 
     // Sessions (gap 300 ms): a@0 and a@400 open two sessions; a@200 bridges them, so the
     // function merges their accumulators; b stays alone.
-    std::fs::write(
-        dir.path().join("input.jsonl"),
+    use_session_windows(
+        dir.path(),
         "{\"ts\":0,\"n\":5,\"k\":\"a\"}\n{\"ts\":400,\"n\":9,\"k\":\"a\"}\n{\"ts\":10,\"n\":7,\"k\":\"b\"}\n{\"ts\":200,\"n\":1,\"k\":\"a\"}\n{\"ts\":5000,\"n\":3,\"k\":\"a\"}\n",
-    )
-    .expect("input");
-    let pipeline = std::fs::read_to_string(dir.path().join("pipeline.yaml")).expect("read");
-    let start = pipeline.find("steps:\n").expect("steps");
-    let end = pipeline.find("sinks:\n").expect("sinks");
-    let pipeline = format!(
-        "{}steps:\n  - key_by: k\n  - window: {{ type: session, gap: 300ms, aggregates: {{ count: count(), spread: \"udf(spread)\" }} }}\n{}",
-        &pipeline[..start],
-        &pipeline[end..]
-    )
-    .replace("event_time: { field: ts }", "event_time: { field: ts, max_out_of_orderness: 10s }");
-    std::fs::write(dir.path().join("pipeline.yaml"), pipeline).expect("write");
+    );
     run_ok(dir.path());
-    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
-        .expect("output");
-    let mut sessions: Vec<(String, i64, i64, i64, i64)> = text
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json");
-            (
-                v["k"].as_str().expect("k").to_string(),
-                v["window_start"].as_i64().expect("start"),
-                v["window_end"].as_i64().expect("end"),
-                v["count"].as_i64().expect("count"),
-                v["spread"].as_i64().expect("spread"),
-            )
-        })
-        .collect();
-    sessions.sort();
+    let sessions = committed_sessions(dir.path());
     assert_eq!(
         sessions,
         vec![
@@ -729,33 +558,29 @@ fn a_record_a_window_aggregate_fails_on_goes_alone_to_the_dlq() {
     )
     .expect("input");
     run_ok(dir.path());
-    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
-        .expect("output");
+    let text =
+        headwater::connectors::files::read_committed(&dir.path().join("out.jsonl")).expect("output");
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one window");
     assert_eq!(
         (v["count"].as_i64(), v["spread"].as_i64()),
         (Some(3), Some(5)),
         "{v}"
     );
-    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
-    let dead: Vec<serde_json::Value> = dlq
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
-    assert_eq!(dead.len(), 1, "{dlq}");
+    let dead = dlq(dir.path());
+    assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
         dead[0]["raw"]
             .as_str()
             .unwrap_or("")
             .contains("\"poison\":true"),
-        "{dlq}"
+        "{dead:?}"
     );
     assert!(
         dead[0]["error"]
             .as_str()
             .unwrap_or("")
             .contains("ValueError: poisoned record 100"),
-        "{dlq}"
+        "{dead:?}"
     );
 }
 
@@ -787,20 +612,10 @@ steps:\n  - udf: same\nsinks:\n  out: { type: file, path: out.jsonl }\noutput: o
         .spawn()
         .expect("run");
     // Kill the starting worker once it exists (it sleeps 1.5 s in its import).
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     let mut killed = false;
     while !killed && started.elapsed() < Duration::from_secs(10) {
-        let pids = Command::new("pgrep")
-            .args(["-P", &child.id().to_string(), "-f", "headwater.worker"])
-            .output()
-            .expect("pgrep");
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            killed |= Command::new("kill")
-                .args(["-9", pid])
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-        }
+        killed = kill_children_matching(child.id(), "headwater.worker") > 0;
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(killed, "no starting worker to kill");
@@ -831,12 +646,8 @@ fn a_record_that_crashes_its_worker_goes_alone_to_the_dlq_and_the_rest_go_throug
     assert!(out.status.success(), "{stderr}");
     let expected: BTreeMap<i64, usize> = (0..300).filter(|n| *n != 13).map(|n| (n, 1)).collect();
     assert_eq!(output_ns(dir.path()), expected);
-    let dlq = std::fs::read_to_string(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
-    let dead: Vec<serde_json::Value> = dlq
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
-    assert_eq!(dead.len(), 1, "{dlq}");
+    let dead = dlq(dir.path());
+    assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(
         dead[0]["raw"].as_str().unwrap_or("").contains("\"n\":13"),
         "{}",

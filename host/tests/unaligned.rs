@@ -52,10 +52,6 @@ checkpoint: {{ interval: 50ms, mode: unaligned, retain: 1000 }}\ntuning: {{ prog
     p
 }
 
-fn lag(ms: u64) -> Vec<(String, String)> {
-    vec![("HEADWATER_TEST_BARRIER_LAG".into(), ms.to_string())]
-}
-
 /// How many kept manifests stored in-flight data of `key` (`"channel"`: a window task's,
 /// `"sink_channels"`: a sink's).
 fn manifests_with(dir: &Path, name: &str, key: &str) -> usize {
@@ -73,17 +69,9 @@ fn manifests_with(dir: &Path, name: &str, key: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// Runs `pipeline` until it aborts at `point` (`POINT:N`), then to the end; both runs at
-/// parallelism `p` with the barrier lag.
+/// [`common::crash_then_resume`] with the second source task's barriers 40 ms late.
 fn crash_then_resume(dir: &Path, pipeline: &Path, p: usize, point: &str) {
-    let env = lag(40);
-    let (status, _, stderr) = run_once(dir, pipeline, p, None, Some(point), &env);
-    assert!(
-        !status.success() && stderr.contains("aborting on purpose"),
-        "the run should have aborted at `{point}`: {status:?} {stderr}"
-    );
-    let (status, _, stderr) = run_once(dir, pipeline, p, None, None, &env);
-    assert!(status.success(), "resumed run failed: {stderr}");
+    common::crash_then_resume(dir, pipeline, p, point, &barrier_lag(40));
 }
 
 #[test]

@@ -6,23 +6,22 @@
 //! The modules are written in WAT here: `tag` maps a record `r` to `{"v":V,"in":r}`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+use common::control::{bearer, ControlRun};
 
 const TOKEN: &str = "wasm-c0ntrol";
 
 fn headwater(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
-    c.current_dir(dir)
-        .env_remove("HEADWATER_CONTROL_TOKEN")
-        .env_remove("HEADWATER_CRASH_AT")
-        .env(
-            "HEADWATER_CACHE",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache"),
-        );
+    let mut c = common::headwater_in(dir);
+    c.env(
+        "HEADWATER_CACHE",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache"),
+    );
     c
 }
 
@@ -125,53 +124,18 @@ checkpoint: {{ interval: 200ms{checkpoint} }}\ntuning: {{ progress_interval: 0s 
     .expect("pipeline");
 }
 
-struct Run {
-    child: Child,
-    address: String,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Run {
-    fn start(dir: &Path, fresh: bool) -> Run {
-        let mut cmd = headwater(dir);
-        cmd.args(["run", "p.yaml", "--control", "127.0.0.1:0"])
-            .args(["--control-token-file", "token"]);
-        if fresh {
-            cmd.arg("--fresh");
-        }
-        let mut child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let address = loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("control API on http://") {
-                        break rest.split('/').next().unwrap_or_default().to_string();
-                    }
-                    seen.push(line);
-                }
-                Err(_) => panic!("the control API address was not printed: {seen:?}"),
-            }
-        };
-        Run {
-            child,
-            address,
-            lines: rx,
-        }
+/// Starts `p.yaml` in `dir` with the control API (and its token file), from scratch if `fresh`.
+fn start(dir: &Path, fresh: bool) -> ControlRun {
+    let mut cmd = headwater(dir);
+    cmd.args(["run", "p.yaml", "--control", "127.0.0.1:0"])
+        .args(["--control-token-file", "token"]);
+    if fresh {
+        cmd.arg("--fresh");
     }
+    ControlRun::start(&mut cmd)
 }
 
-/// One request: (status code, JSON body).
+/// One request (as user `tester`, with the bearer `token` if any): (status code, JSON body).
 fn http(
     address: &str,
     method: &str,
@@ -179,26 +143,10 @@ fn http(
     token: Option<&str>,
     body: &[u8],
 ) -> (u16, serde_json::Value) {
-    let mut s = std::net::TcpStream::connect(address).expect("connect to the control API");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}X-Headwater-User: tester\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .expect("request");
-    s.write_all(body).expect("body");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("response");
-    let (head, body) = out.split_once("\r\n\r\n").expect("a response");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let mut headers = vec!["X-Headwater-User: tester".to_string()];
+    headers.extend(token.map(bearer));
+    let (code, body) = common::control::http(address, method, path, &headers, body);
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
     (code, json)
 }
 
@@ -243,15 +191,8 @@ fn part_versions(dir: &Path) -> BTreeMap<u64, u64> {
         .collect()
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, done: impl FnMut() -> bool) {
+    common::wait_for(what, Duration::from_secs(60), done);
 }
 
 fn newest_manifest(dir: &Path) -> serde_json::Value {
@@ -277,7 +218,7 @@ fn modules_are_uploaded_checked_and_swapped_at_checkpoint_boundaries() {
         sha256(&std::fs::read(d.join("v2.wasm")).expect("v2")),
     );
     let v2_bytes = std::fs::read(d.join("v2.wasm")).expect("v2");
-    let run = Run::start(d, true);
+    let run = start(d, true);
     let a = run.address.clone();
 
     // Uploads need the token.
@@ -438,7 +379,7 @@ fn modules_are_uploaded_checked_and_swapped_at_checkpoint_boundaries() {
     let mut child = run.child;
     child.kill().expect("kill");
     let _ = child.wait();
-    drop(run.lines);
+    drop(run.stderr);
     let seen = part_versions(d);
     for (epoch, v) in &seen {
         assert_eq!(
@@ -451,7 +392,7 @@ fn modules_are_uploaded_checked_and_swapped_at_checkpoint_boundaries() {
     let last_before = *seen.keys().last().expect("parts");
 
     // A restart runs the version the checkpoint recorded (v2), though the file names v1.
-    let run = Run::start(d, false);
+    let run = start(d, false);
     let a = run.address.clone();
     wait_for("output after the restart", || {
         part_versions(d).keys().any(|&e| e > last_before + 1)
@@ -513,7 +454,7 @@ fn a_swap_behind_a_shuffle_with_unaligned_checkpoints_splits_output_at_one_check
     );
     let v2_bytes = std::fs::read(d.join("v2.wasm")).expect("v2");
     let v2 = sha256(&v2_bytes);
-    let run = Run::start(d, true);
+    let run = start(d, true);
     let a = run.address.clone();
     let (code, body) = http(&a, "POST", "/udfs/tag/versions", Some(TOKEN), &v2_bytes);
     assert_eq!(code, 201, "{body}");
@@ -573,15 +514,7 @@ fn hot_swaps_amid_sigkills_keep_exactly_once_and_one_version_per_checkpoint() {
     // The oracle: the same input without kills or swaps.
     let clean = tempfile::tempdir().expect("tempdir");
     pipeline(clean.path());
-    let out = headwater(clean.path())
-        .args(["run", "p.yaml", "-q", "--fresh"])
-        .output()
-        .expect("clean run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(headwater(clean.path()).args(["run", "p.yaml", "-q", "--fresh"]));
     let expected = committed_inputs(clean.path());
     assert!(expected.len() > 1000, "{} records", expected.len());
 
@@ -593,25 +526,9 @@ fn hot_swaps_amid_sigkills_keep_exactly_once_and_one_version_per_checkpoint() {
     let mut swaps = 0;
     let mut first = true;
     loop {
-        let run = Run::start(d, first);
+        let run = start(d, first);
         first = false;
-        // The newest checkpoint id (old manifests are deleted: count ids, not files).
-        let manifests = |d: &Path| {
-            std::fs::read_dir(d.join(".headwater/wup/checkpoints/manifests"))
-                .map(|r| {
-                    r.flatten()
-                        .filter_map(|e| {
-                            e.file_name()
-                                .to_string_lossy()
-                                .strip_suffix(".json")
-                                .and_then(|n| n.parse::<u64>().ok())
-                        })
-                        .max()
-                        .unwrap_or(0)
-                })
-                .unwrap_or(0)
-        };
-        let before = manifests(d);
+        let before = common::newest_checkpoint(d, "wup");
         let a = run.address.clone();
         let mut child = run.child;
         // Two swaps, while the kills go on: v2 after the 7th kill, back to v1 after the 14th.
@@ -634,19 +551,14 @@ fn hot_swaps_amid_sigkills_keep_exactly_once_and_one_version_per_checkpoint() {
             swaps += 1;
         }
         // Each run gets a checkpoint of its own before it dies (or reaches the end).
-        let started = Instant::now();
-        let ended = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "run {kills} failed: {status}");
-                break true;
-            }
-            if manifests(d) > before + 1 {
-                break false;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "no checkpoint");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if ended {
+        let ended = common::wait_while_running(
+            &mut child,
+            "a checkpoint of this run's own",
+            Duration::from_secs(60),
+            || common::newest_checkpoint(d, "wup") > before + 1,
+        );
+        if let Some(status) = ended {
+            assert!(status.success(), "run {kills} failed: {status}");
             break;
         }
         child.kill().expect("kill");
@@ -654,15 +566,7 @@ fn hot_swaps_amid_sigkills_keep_exactly_once_and_one_version_per_checkpoint() {
         kills += 1;
         if kills >= 22 {
             // Let the last run finish the input.
-            let out = headwater(d)
-                .args(["run", "p.yaml", "-q"])
-                .output()
-                .expect("last run");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            common::run_ok(headwater(d).args(["run", "p.yaml", "-q"]));
             break;
         }
     }

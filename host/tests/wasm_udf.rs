@@ -10,6 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::kill_after;
+use common::udf::*;
+
 const WAT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/wasm");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -51,8 +55,8 @@ fn guests() -> [(&'static str, &'static Path); 2] {
 }
 
 fn headwater(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
-    c.current_dir(dir).env_remove("HEADWATER_CRASH_AT").env(
+    let mut c = common::headwater_in(dir);
+    c.env(
         "HEADWATER_CACHE",
         Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-cache"),
     );
@@ -84,44 +88,12 @@ tuning: {{ batch_size: 256, progress_interval: 0s }}\n"
 }
 
 fn run_ok(dir: &Path) -> String {
-    let out = headwater(dir)
-        .args(["run", "pipeline.yaml", "-q", "--fresh"])
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    stderr
+    common::run_ok(headwater(dir).args(["run", "pipeline.yaml", "-q", "--fresh"]))
 }
 
-fn output_lines(dir: &Path) -> Vec<serde_json::Value> {
-    headwater::connectors::files::read_committed(&dir.join("out.jsonl"))
-        .expect("output")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
-
-fn output_ns(dir: &Path) -> BTreeMap<i64, usize> {
-    let mut counts = BTreeMap::new();
-    for v in output_lines(dir) {
-        *counts.entry(v["n"].as_i64().expect("n")).or_default() += 1;
-    }
-    counts
-}
-
+/// The dead letters of pipeline `wasm`.
 fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join(".headwater/wasm/dlq.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
-
-/// The `n` of a dead letter's record.
-fn dead_n(d: &serde_json::Value) -> i64 {
-    let raw: serde_json::Value =
-        serde_json::from_str(d["raw"].as_str().expect("raw")).expect("raw json");
-    raw["n"].as_i64().expect("n")
+    common::udf::dead_letters(dir, "wasm")
 }
 
 #[test]
@@ -160,29 +132,6 @@ fn map_filter_and_flat_map_from_rust_and_go_give_the_same_results() {
             assert_eq!(d["error"], format!("bad record {}", dead_n(d)), "{lang}");
         }
     }
-}
-
-/// Per (user, 100-ms bucket end): the sum and count of n, for `n` in `0..records` (ts == n).
-fn bucket_oracle(records: u64) -> BTreeMap<(i64, i64), (i64, i64)> {
-    let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
-    for n in 0..records as i64 {
-        let e = expected.entry((n % 7, n / 100 * 100 + 99)).or_default();
-        e.0 += n;
-        e.1 += 1;
-    }
-    expected
-}
-
-/// The committed buckets; a bucket emitted twice fails the test.
-fn committed_buckets(dir: &Path) -> BTreeMap<(i64, i64), (i64, i64)> {
-    let mut got = BTreeMap::new();
-    for v in output_lines(dir) {
-        let int = |f: &str| v[f].as_i64().unwrap_or_else(|| panic!("{f} in {v}"));
-        let k = (int("user"), int("bucket_end"));
-        let prev = got.insert(k, (int("total"), int("count")));
-        assert!(prev.is_none(), "{k:?} emitted twice");
-    }
-    got
 }
 
 fn write_bucket_case(dir: &Path, records: u64, module: &Path) {
@@ -495,15 +444,12 @@ fn keyed_wasm_state_is_exactly_once_across_host_sigkills() {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("run");
-            let deadline = Instant::now() + Duration::from_millis(300 + (attempt * 397) % 700);
-            while Instant::now() < deadline && child.try_wait().expect("wait").is_none() {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if child.try_wait().expect("wait").is_some() {
+            if !kill_after(
+                &mut child,
+                Duration::from_millis(300 + (attempt * 397) % 700),
+            ) {
                 break; // the input is done
             }
-            child.kill().expect("SIGKILL");
-            child.wait().expect("wait");
             kills += 1;
         }
         let out = headwater(dir.path())
@@ -584,13 +530,14 @@ fn sandbox_outputs(module: &Path, extra: &str) -> (Vec<serde_json::Value>, Strin
         "  - udf: sandbox\n",
         &udf("sandbox", module, "sandbox", extra),
     );
-    let out = headwater(dir.path())
-        .env("HEADWATER_LOG", "info")
-        .args(["run", "pipeline.yaml", "-q", "--fresh", "-p", "1"])
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
+    let stderr = common::run_ok(headwater(dir.path()).env("HEADWATER_LOG", "info").args([
+        "run",
+        "pipeline.yaml",
+        "-q",
+        "--fresh",
+        "-p",
+        "1",
+    ]));
     (output_lines(dir.path()), stderr)
 }
 

@@ -2,13 +2,9 @@
 //! which records are late depends on the input alone, not on thread timing.
 
 use std::path::Path;
-use std::process::Command;
 
-fn headwater() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
-    c.env_remove("HEADWATER_CRASH_AT");
-    c
-}
+mod common;
+use common::headwater;
 
 /// One input file: time advances 10 ms per record; every 4,000th record is 30 s late.
 fn write_late_input(dir: &Path) {
@@ -33,23 +29,14 @@ checkpoint: { interval: 20ms }\ntuning: { progress_interval: 0s }\n",
 
 /// The late records of a fresh run at `parallelism`, sorted.
 fn late_records(dir: &Path, parallelism: usize) -> Vec<String> {
-    let out = headwater()
-        .current_dir(dir)
-        .args([
-            "run",
-            "wm.yaml",
-            "-q",
-            "--fresh",
-            "-p",
-            &parallelism.to_string(),
-        ])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(headwater().current_dir(dir).args([
+        "run",
+        "wm.yaml",
+        "-q",
+        "--fresh",
+        "-p",
+        &parallelism.to_string(),
+    ]));
     let mut late = Vec::new();
     for e in std::fs::read_dir(dir.join("out")).expect("out").flatten() {
         let name = e.file_name().to_string_lossy().to_string();

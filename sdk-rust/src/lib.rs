@@ -22,7 +22,9 @@
 //! assert_eq!(out[0].to_json_string(), r#"{"n":4.0}"#);
 //! ```
 
-pub mod value;
+/// The record value model (the `headwater-value` crate), re-exported so UDF code names it
+/// through the SDK.
+pub use headwater_value as value;
 
 pub use value::{Object, Str, Value};
 

@@ -1,17 +1,25 @@
-//! Helpers shared by the end-to-end tests: the binary, inputs and their oracles, reading
-//! committed output, and running a pipeline with kills and crash points.
+//! Helpers shared by the end-to-end tests: inputs and their oracles, reading committed
+//! output, and running a pipeline with kills and crash points; in modules of their own,
+//! starting the binary (`bin`), polling waits (`wait`), ports, control API runs and requests
+//! (`control`), a MinIO server (`s3`) and what the UDF tests share (`udf`).
 #![allow(dead_code)] // each test file uses some of them
+
+pub mod bin;
+pub mod control;
+pub mod ports;
+pub mod s3;
+pub mod udf;
+pub mod wait;
+
+#[allow(unused_imports)] // not every test file uses every helper
+pub use bin::*;
+#[allow(unused_imports)]
+pub use wait::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-pub fn headwater() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_headwater"));
-    c.env_remove("HEADWATER_CRASH_AT");
-    c
-}
 
 /// A small deterministic generator (xorshift), so inputs and kill times are repeatable.
 pub struct Rng(pub u64);
@@ -216,13 +224,13 @@ pub fn assert_same(got: &Rows, want: &Rows, what: &str) {
     );
 }
 
-/// Runs to completion, or kills the run after `kill_after`. Returns the exit status and
+/// Runs to completion, or kills the run after `after`. Returns the exit status and
 /// whether the kill landed while it was still running.
 pub fn run_once(
     dir: &Path,
     pipeline: &Path,
     parallelism: usize,
-    kill_after: Option<Duration>,
+    after: Option<Duration>,
     crash_at: Option<&str>,
     env: &[(String, String)],
 ) -> (ExitStatus, bool, String) {
@@ -238,20 +246,7 @@ pub fn run_once(
         cmd.env("HEADWATER_CRASH_AT", point);
     }
     let mut child = cmd.spawn().expect("spawn headwater");
-    let mut killed = false;
-    if let Some(after) = kill_after {
-        let started = Instant::now();
-        while started.elapsed() < after {
-            if child.try_wait().expect("wait").is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if child.try_wait().expect("wait").is_none() {
-            child.kill().expect("SIGKILL");
-            killed = true;
-        }
-    }
+    let killed = after.is_some_and(|after| bin::kill_after(&mut child, after));
     let out = child.wait_with_output().expect("wait");
     (
         out.status,
@@ -356,4 +351,44 @@ pub fn committed_passthrough(dir: &Path, name: &str) -> Vec<(String, i64, i64)> 
     }
     rows.sort();
     rows
+}
+
+/// The id of the newest checkpoint of pipeline `name` in `dir` (0: none yet). Old manifests
+/// are deleted, so this counts ids, not files.
+pub fn newest_checkpoint(dir: &Path, name: &str) -> u64 {
+    let manifests = dir.join(format!(".headwater/{name}/checkpoints/manifests"));
+    std::fs::read_dir(manifests)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(".json")?.parse().ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// The variable that holds the second source task's barriers back by `ms` milliseconds.
+pub fn barrier_lag(ms: u64) -> Vec<(String, String)> {
+    vec![("HEADWATER_TEST_BARRIER_LAG".into(), ms.to_string())]
+}
+
+/// Runs `pipeline` until it aborts at `point` (`POINT:N`), then to the end; both runs at
+/// parallelism `p` with `env`.
+pub fn crash_then_resume(
+    dir: &Path,
+    pipeline: &Path,
+    p: usize,
+    point: &str,
+    env: &[(String, String)],
+) {
+    let (status, _, stderr) = run_once(dir, pipeline, p, None, Some(point), env);
+    assert!(
+        !status.success() && stderr.contains("aborting on purpose"),
+        "the run should have aborted at `{point}`: {status:?} {stderr}"
+    );
+    let (status, _, stderr) = run_once(dir, pipeline, p, None, None, env);
+    assert!(status.success(), "resumed run failed: {stderr}");
 }

@@ -230,7 +230,7 @@ func main() { headwater.Main(headwater.Map(\"enrich\", same)) }\n",
     // No `go` on the PATH (and no HEADWATER_GO).
     let empty = tempfile::tempdir().expect("empty PATH");
     let stderr = refused_with(
-        Command::new(env!("CARGO_BIN_EXE_headwater"))
+        super::common::headwater()
             .env_remove("HEADWATER_GO")
             .env("PATH", empty.path()),
     );
@@ -241,8 +241,7 @@ func main() { headwater.Main(headwater.Map(\"enrich\", same)) }\n",
 
     // HEADWATER_GO naming a go that is not there.
     let missing = dir.path().join("no-such-go/bin/go");
-    let stderr =
-        refused_with(Command::new(env!("CARGO_BIN_EXE_headwater")).env("HEADWATER_GO", &missing));
+    let stderr = refused_with(super::common::headwater().env("HEADWATER_GO", &missing));
     assert!(
         stderr.contains(&format!(
             "cannot run `{}` to build `package: ./udfs`: No such file or directory",

@@ -1,4 +1,6 @@
-//! The record value model: a small JSON-like tree with cheap short strings.
+//! The record value model: a small JSON-like tree with cheap short strings. The host's records
+//! and the Rust SDK's functions share it (`headwater-sdk` re-exports it), so native UDFs see
+//! records without copies.
 //!
 //! Field names and short strings use [`Str`] (inline up to 24 bytes, no allocation), objects
 //! keep insertion order in a vector (records have few fields, so a linear scan beats hashing).
