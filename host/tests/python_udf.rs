@@ -558,8 +558,8 @@ fn a_record_a_window_aggregate_fails_on_goes_alone_to_the_dlq() {
     )
     .expect("input");
     run_ok(dir.path());
-    let text =
-        headwater::connectors::files::read_committed(&dir.path().join("out.jsonl")).expect("output");
+    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
+        .expect("output");
     let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one window");
     assert_eq!(
         (v["count"].as_i64(), v["spread"].as_i64()),
