@@ -235,15 +235,6 @@ impl StateStore {
         self.write(batch)?;
         Ok(copied)
     }
-
-    /// Number of live keys (an estimate from RocksDB's properties), for the run summary.
-    pub fn estimated_keys(&self) -> u64 {
-        self.db
-            .property_int_value("rocksdb.estimate-num-keys")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-    }
 }
 
 /// The part of a state key the bloom filters index (see [`layout::bloom_prefix_len`]): one

@@ -11,9 +11,12 @@ use std::sync::Arc;
 
 use super::registry::{options, CallBatching, RuntimePlugin, StartContext};
 use super::worker::{self, Launcher, SidecarSpec, WorkerOptions, WorkerRuntime};
-use super::{FunctionKind, RuntimeError, UdfRuntime};
+use super::{start_error, FunctionKind, RuntimeError, UdfRuntime};
 use crate::config::spec::{UdfRuntimeSpec, UdfSpec};
 use crate::config::OptionsReader;
+
+/// How start-up errors name this runtime.
+const WORKER: &str = "Go worker";
 
 /// `runtime: go`.
 pub struct Go;
@@ -161,6 +164,7 @@ pub fn start(udf: &str, spec: &GoSpec) -> Result<WorkerRuntime, RuntimeError> {
         Some(GoProgram::Binary(path)) => {
             if !path.is_file() {
                 return Err(start_error(
+                    WORKER,
                     udf,
                     format!(
                         "`binary: {}` does not exist; build it with `go build -o {} ./your/package`, or name the package with `package:` and the host builds it",
@@ -176,14 +180,6 @@ pub fn start(udf: &str, spec: &GoSpec) -> Result<WorkerRuntime, RuntimeError> {
         None => PathBuf::from("headwater-go-worker"),
     };
     WorkerRuntime::start(udf, &spec.sidecar, Arc::new(GoLauncher { binary }))
-}
-
-fn start_error(udf: &str, message: String) -> RuntimeError {
-    RuntimeError::WorkerStart {
-        worker: "Go worker".into(),
-        udf: udf.to_string(),
-        message,
-    }
 }
 
 /// The `go` command: `$HEADWATER_GO`, else `go` on the PATH.
@@ -210,6 +206,7 @@ fn cache_root() -> PathBuf {
 fn build_package(udf: &str, dir: &Path) -> Result<PathBuf, RuntimeError> {
     if !dir.is_dir() {
         return Err(start_error(
+            WORKER,
             udf,
             format!(
                 "`package: {}` is not a folder; name the folder of a Go main package that calls headwater.Main(...)",
@@ -219,6 +216,7 @@ fn build_package(udf: &str, dir: &Path) -> Result<PathBuf, RuntimeError> {
     }
     let module = module_root(dir).ok_or_else(|| {
         start_error(
+            WORKER,
             udf,
             format!(
                 "`package: {}` is not inside a Go module (no go.mod above it); run `go mod init` there",
@@ -226,16 +224,26 @@ fn build_package(udf: &str, dir: &Path) -> Result<PathBuf, RuntimeError> {
             ),
         )
     })?;
-    let digest = module_digest(&module, dir)
-        .map_err(|e| start_error(udf, format!("cannot read {}: {e}", module.display())))?;
+    let digest = module_digest(&module, dir).map_err(|e| {
+        start_error(
+            WORKER,
+            udf,
+            format!("cannot read {}: {e}", module.display()),
+        )
+    })?;
     let out_dir = cache_root().join(&digest);
     let binary = out_dir.join("worker");
     if binary.is_file() {
         tracing::debug!(udf, binary = %binary.display(), "Go worker already built");
         return Ok(binary);
     }
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| start_error(udf, format!("cannot create {}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| {
+        start_error(
+            WORKER,
+            udf,
+            format!("cannot create {}: {e}", out_dir.display()),
+        )
+    })?;
     let partial = out_dir.join(format!("worker.{}.partial", std::process::id()));
     let go = go_command();
     tracing::info!(udf, package = %dir.display(), "building the Go worker");
@@ -251,6 +259,7 @@ fn build_package(udf: &str, dir: &Path) -> Result<PathBuf, RuntimeError> {
         .output()
         .map_err(|e| {
             start_error(
+                WORKER,
                 udf,
                 format!(
                     "cannot run `{}` to build `package: {}`: {e}; install Go (1.24 or newer) or set HEADWATER_GO, or build the worker yourself and name it with `binary:`",
@@ -263,6 +272,7 @@ fn build_package(udf: &str, dir: &Path) -> Result<PathBuf, RuntimeError> {
         let _ = std::fs::remove_file(&partial);
         let text = String::from_utf8_lossy(&output.stderr);
         return Err(start_error(
+            WORKER,
             udf,
             format!(
                 "`go build` of {} failed:\n{}",
@@ -271,8 +281,13 @@ fn build_package(udf: &str, dir: &Path) -> Result<PathBuf, RuntimeError> {
             ),
         ));
     }
-    std::fs::rename(&partial, &binary)
-        .map_err(|e| start_error(udf, format!("cannot place {}: {e}", binary.display())))?;
+    std::fs::rename(&partial, &binary).map_err(|e| {
+        start_error(
+            WORKER,
+            udf,
+            format!("cannot place {}: {e}", binary.display()),
+        )
+    })?;
     Ok(binary)
 }
 

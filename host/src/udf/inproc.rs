@@ -18,12 +18,16 @@ use super::python::PythonSpec;
 use super::registry::{options, CallBatching, RuntimePlugin, StartContext};
 use super::worker;
 use super::{
-    outputs_from_json, FunctionInfo, FunctionKind, RecordOutcome, RuntimeError, UdfRuntime,
+    outputs_from_json, start_error, FunctionInfo, FunctionKind, RecordOutcome, RuntimeError,
+    UdfRuntime,
 };
 use crate::config::spec::{UdfRuntimeSpec, UdfSpec};
 use crate::config::OptionsReader;
 use crate::value::Value;
 use headwater_sdk::{ErrorClass, FunctionError};
+
+/// How start-up errors name this runtime.
+const WORKER: &str = "in-process Python runtime";
 
 /// `runtime: python-inproc`: the options of `runtime: python`, read the same way.
 pub struct PythonInproc;
@@ -61,14 +65,6 @@ pub struct InprocRuntime {
     call_batch: Py<PyAny>,
 }
 
-fn start_error(udf: &str, message: String) -> RuntimeError {
-    RuntimeError::WorkerStart {
-        worker: "in-process Python runtime".into(),
-        udf: udf.to_string(),
-        message,
-    }
-}
-
 /// The `sys.path` of `interpreter`, if it is the same `major.minor` as the embedded one.
 fn venv_sys_path(
     udf: &str,
@@ -81,9 +77,10 @@ fn venv_sys_path(
             "import sys, json; print(json.dumps([sys.version_info[0], sys.version_info[1], sys.path]))",
         ])
         .output()
-        .map_err(|e| start_error(udf, format!("cannot run `{}`: {e}", interpreter.display())))?;
+        .map_err(|e| start_error(WORKER, udf, format!("cannot run `{}`: {e}", interpreter.display())))?;
     if !out.status.success() {
         return Err(start_error(
+            WORKER,
             udf,
             format!(
                 "`{}` failed: {}",
@@ -95,12 +92,14 @@ fn venv_sys_path(
     let (major, minor, path): (u8, u8, Vec<String>) =
         serde_json::from_slice(&out.stdout).map_err(|e| {
             start_error(
+                WORKER,
                 udf,
                 format!("unexpected answer from `{}`: {e}", interpreter.display()),
             )
         })?;
     if (major, minor) != embedded {
         return Err(start_error(
+            WORKER,
             udf,
             format!(
                 "`{}` is Python {major}.{minor} but this host embeds Python {}.{}; use \
@@ -134,7 +133,7 @@ impl InprocRuntime {
                     .traceback(py)
                     .and_then(|t| t.format().ok())
                     .unwrap_or_default();
-                start_error(udf, format!("{tb}{e}"))
+                start_error(WORKER, udf, format!("{tb}{e}"))
             };
             let sys = py.import("sys").map_err(py_err)?;
             let sys_path = sys.getattr("path").map_err(py_err)?;
@@ -149,6 +148,7 @@ impl InprocRuntime {
             }
             let inproc = py.import("headwater.inproc").map_err(|e| {
                 start_error(
+                    WORKER,
                     udf,
                     format!(
                         "cannot import the Headwater SDK in the embedded Python ({e}); \

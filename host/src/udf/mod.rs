@@ -75,6 +75,15 @@ pub enum RuntimeError {
     },
 }
 
+/// A runtime could not start a UDF: `worker` names the runtime (`Go worker`, `Wasm module`...).
+pub(crate) fn start_error(worker: &str, udf: &str, message: String) -> RuntimeError {
+    RuntimeError::WorkerStart {
+        worker: worker.to_string(),
+        udf: udf.to_string(),
+        message,
+    }
+}
+
 /// The outcome for one input record.
 pub type RecordOutcome = Result<Vec<Value>, FunctionError>;
 

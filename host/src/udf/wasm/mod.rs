@@ -29,12 +29,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::{
-    FunctionError, FunctionInfo, FunctionKind, KeyedInput, KeyedOutcome, RecordOutcome,
-    RuntimeError, UdfRuntime,
+    start_error, FunctionError, FunctionInfo, FunctionKind, KeyedInput, KeyedOutcome,
+    RecordOutcome, RuntimeError, UdfRuntime,
 };
 use crate::value::Value;
 use codec::Malformed;
 use instance::{Failure, Instance, Limits, Loaded};
+
+/// How start-up errors name this runtime.
+const WORKER: &str = "Wasm module";
 
 pub use engine::{cache_dir, sha256_hex};
 pub use instance::{ABI_VERSION, MAX_MODULE_BYTES};
@@ -106,14 +109,6 @@ pub struct WasmRuntime {
     peak: AtomicUsize,
 }
 
-fn start_error(udf: &str, message: String) -> RuntimeError {
-    RuntimeError::WorkerStart {
-        worker: "Wasm module".into(),
-        udf: udf.to_string(),
-        message,
-    }
-}
-
 /// Mutable per-invocation bookkeeping of the poison limit.
 struct Run {
     failed_in_a_row: u32,
@@ -135,7 +130,7 @@ impl WasmRuntime {
     ) -> Result<WasmRuntime, RuntimeError> {
         let name: Arc<str> = Arc::from(udf);
         let (loaded, first) = Loaded::load(&name, bytes, limits(spec))
-            .map_err(|m| start_error(udf, format!("{}: {m}", spec.module.display())))?;
+            .map_err(|m| start_error(WORKER, udf, format!("{}: {m}", spec.module.display())))?;
         tracing::info!(udf, module = %spec.module.display(), digest = %loaded.digest, sdk = %loaded.sdk,
             functions = loaded.functions.len(), "Wasm module loaded");
         Ok(WasmRuntime {
@@ -181,7 +176,7 @@ impl WasmRuntime {
     /// each of `uses` with the same kind) without running it yet.
     pub fn stage(&self, bytes: &[u8], uses: &[FunctionInfo]) -> Result<Staged, RuntimeError> {
         let (loaded, first) = Loaded::load(&self.udf, bytes, limits(&self.spec))
-            .map_err(|m| start_error(&self.udf, format!("the new module: {m}")))?;
+            .map_err(|m| start_error(WORKER, &self.udf, format!("the new module: {m}")))?;
         for used in uses {
             super::check_function(&Described(&loaded.functions), &used.name, used.kind)?;
         }
@@ -399,7 +394,7 @@ impl WasmRuntime {
         if let Some(i) = found {
             return Ok(i.instance);
         }
-        let engine = engine::engine().map_err(|m| start_error(&self.udf, m))?;
+        let engine = engine::engine().map_err(|m| start_error(WORKER, &self.udf, m))?;
         version
             .loaded
             .instantiate(engine)
@@ -637,6 +632,7 @@ fn read_module(udf: &str, spec: &WasmSpec) -> Result<Vec<u8>, RuntimeError> {
     let path = &spec.module;
     let meta = std::fs::metadata(path).map_err(|e| {
         start_error(
+            WORKER,
             udf,
             format!(
                 "cannot read `module: {}`: {e}; build it first (docs/wasm.md: `cargo build --release --target wasm32-wasip1`, or `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared`)",
@@ -646,6 +642,7 @@ fn read_module(udf: &str, spec: &WasmSpec) -> Result<Vec<u8>, RuntimeError> {
     })?;
     if meta.len() > MAX_MODULE_BYTES as u64 {
         return Err(start_error(
+            WORKER,
             udf,
             format!(
                 "{}: the module is {} bytes, more than the {} MiB a Wasm UDF module may be",
@@ -656,7 +653,7 @@ fn read_module(udf: &str, spec: &WasmSpec) -> Result<Vec<u8>, RuntimeError> {
         ));
     }
     std::fs::read(path)
-        .map_err(|e| start_error(udf, format!("cannot read {}: {e}", path.display())))
+        .map_err(|e| start_error(WORKER, udf, format!("cannot read {}: {e}", path.display())))
 }
 
 impl UdfRuntime for WasmRuntime {

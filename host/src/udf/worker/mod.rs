@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use super::proto;
 use super::{
-    AggregateInput, AggregateOp, AggregateOutcome, FunctionInfo, KeyedInput, KeyedOutcome,
-    RecordOutcome, RuntimeError, UdfRuntime,
+    start_error, AggregateInput, AggregateOp, AggregateOutcome, FunctionInfo, KeyedInput,
+    KeyedOutcome, RecordOutcome, RuntimeError, UdfRuntime,
 };
 use crate::value::Value;
 use codec::{
@@ -190,14 +190,6 @@ impl Drop for WorkerRuntime {
                 w.stop();
             }
         }
-    }
-}
-
-fn start_error(worker: &str, udf: &str, message: String) -> RuntimeError {
-    RuntimeError::WorkerStart {
-        worker: worker.to_string(),
-        udf: udf.to_string(),
-        message,
     }
 }
 
