@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Wasm UDF modules of this repository (docs/wasm.md):
 #   examples/wasm/rust-enrich/module/rust_enrich.wasm      the Rust example (headwater-wasm-guest)
+#   examples/mixed/module/mixed_risk.wasm                  the mixed example's Wasm step (Rust)
 #   sdk-go/examples/wasm-enrich/module/enrich.wasm         the Go example (sdk-go/wasm)
 #   OUT/guest-rust.wasm, OUT/guest-go.wasm                 the guests of the host's tests and of
 #                                                          `./dev bench wasm` (host/tests/wasm/)
@@ -32,14 +33,15 @@ if [[ "$(rustup target list --installed 2>/dev/null || true)" != *wasm32-wasip1*
   say "adding the Rust target wasm32-wasip1"
   rustup target add wasm32-wasip1 >&2
 fi
-say "cargo build --release --target wasm32-wasip1 (rust-enrich, headwater-wasm-test-guest)"
-cargo_flags=(--release --locked --target wasm32-wasip1 -p rust-enrich -p headwater-wasm-test-guest)
+say "cargo build --release --target wasm32-wasip1 (rust-enrich, mixed-risk, headwater-wasm-test-guest)"
+cargo_flags=(--release --locked --target wasm32-wasip1 -p rust-enrich -p mixed-risk -p headwater-wasm-test-guest)
 ((quiet)) && cargo_flags+=(--quiet)
 cargo build "${cargo_flags[@]}" >&2
 built="$CARGO_TARGET_DIR/wasm32-wasip1/release"
 # Copies only when the content changed, so a module's mtime and cache entries stay put.
 place() { cmp -s "$1" "$2" 2>/dev/null || { mkdir -p "$(dirname "$2")"; cp "$1" "$2.tmp.$$"; mv "$2.tmp.$$" "$2"; }; }
 place "$built/rust_enrich.wasm" examples/wasm/rust-enrich/module/rust_enrich.wasm
+place "$built/mixed_risk.wasm" examples/mixed/module/mixed_risk.wasm
 place "$built/headwater_wasm_test_guest.wasm" "$out/guest-rust.wasm"
 
 # ---- Go: reactors (c-shared) for GOOS=wasip1 GOARCH=wasm ---------------------------------------
@@ -65,7 +67,8 @@ go_build() {
 go_build sdk-go ./examples/wasm-enrich "$root/sdk-go/examples/wasm-enrich/module/enrich.wasm"
 go_build host/tests/wasm/guest-go . "$out/guest-go.wasm"
 
-for m in examples/wasm/rust-enrich/module/rust_enrich.wasm sdk-go/examples/wasm-enrich/module/enrich.wasm \
+for m in examples/wasm/rust-enrich/module/rust_enrich.wasm examples/mixed/module/mixed_risk.wasm \
+    sdk-go/examples/wasm-enrich/module/enrich.wasm \
     "$out/guest-rust.wasm" "$out/guest-go.wasm"; do
   echo "$m"
 done

@@ -84,8 +84,9 @@ for m in host/tests/go-worker bench/go-udf examples/mixed/velocity; do
   )
 done
 
-step "mixed example (Python UDF -> Go UDF): a run prints and commits the expected results"
+step "mixed example (Python UDF -> Go UDF -> Wasm UDF): a run prints and commits the expected results"
 "$V/ruff" check examples/mixed && "$V/ruff" format --check examples/mixed
+scripts/build-wasm-examples.sh --quiet > /dev/null   # the Wasm step's module/mixed_risk.wasm
 out=$(mktemp -d)
 hw="$CARGO_TARGET_DIR/release/headwater"
 "$hw" run examples/mixed/pipeline.yaml --quiet --fresh > "$out/stdout.jsonl"
@@ -102,7 +103,7 @@ dlq=examples/mixed/.headwater/mixed/dlq.jsonl
 "$hw" run examples/mixed/pipeline.yaml --quiet > "$out/again.jsonl"
 [ ! -s "$out/again.jsonl" ] \
   || { echo "a resumed mixed example printed results again" >&2; exit 1; }
-echo "mixed: $(wc -l < "$out/stdout.jsonl") payments screened (Python then Go), 1 dead letter, none repeated on resume" >&2
+echo "mixed: $(wc -l < "$out/stdout.jsonl") payments screened and rated (Python, then Go, then Wasm), 1 dead letter, none repeated on resume" >&2
 rm -rf "$out"
 
 step "surge example (Kafka -> Python UDF -> window -> Kafka): UDF and pipeline tests, then a real run against the broker matches its reference"
