@@ -25,6 +25,8 @@ use crate::run_control::RunControl;
 #[derive(Clone)]
 pub struct Barriers {
     requested: Arc<AtomicU64>,
+    /// The newest checkpoint every receiver must align, even in unaligned mode (0: none).
+    must_align: Arc<AtomicU64>,
     reports: Sender<Report>,
     state_dir: PathBuf,
 }
@@ -40,6 +42,7 @@ impl Barriers {
         (
             Barriers {
                 requested,
+                must_align: Arc::new(AtomicU64::new(0)),
                 reports,
                 state_dir: state_dir.to_path_buf(),
             },
@@ -50,6 +53,12 @@ impl Barriers {
     /// The newest checkpoint the coordinator asked for (0: none yet).
     pub fn requested(&self) -> CheckpointId {
         self.requested.load(Ordering::Acquire)
+    }
+
+    /// Whether checkpoint `id` must be aligned at every receiver, whatever the mode (a Wasm
+    /// module version switches at its barrier).
+    pub fn must_align(&self, id: CheckpointId) -> bool {
+        id != 0 && self.must_align.load(Ordering::Acquire) == id
     }
 
     pub fn report(&self, report: Report) {
@@ -141,6 +150,7 @@ pub struct Coordinator {
     uploader: SharedUploader,
     rx: Receiver<Report>,
     requested: Arc<AtomicU64>,
+    must_align: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     finished: HashMap<Participant, Contribution>,
     uncommitted: Vec<SinkCommit>,
@@ -170,8 +180,10 @@ impl Coordinator {
         let uploader = Arc::new(std::sync::Mutex::new(std::mem::take(&mut setup.uploader)));
         let (tx, rx) = crossbeam_channel::unbounded();
         let requested = Arc::new(AtomicU64::new(0));
+        let must_align = Arc::new(AtomicU64::new(0));
         let barriers = Barriers {
             requested: requested.clone(),
+            must_align: must_align.clone(),
             reports: tx,
             state_dir: setup.state_dir.clone(),
         };
@@ -188,6 +200,7 @@ impl Coordinator {
                 uploader,
                 rx,
                 requested,
+                must_align,
                 metrics,
                 finished: HashMap::new(),
                 uncommitted: Vec::new(),
@@ -323,7 +336,10 @@ impl Coordinator {
         });
         tracing::debug!(checkpoint = id, "checkpoint triggered");
         if let Some(boundary) = &self.setup.boundary {
-            boundary.before_trigger(id);
+            if boundary.before_trigger(id) {
+                // Set before the barrier exists, so every receiver sees it with the barrier.
+                self.must_align.store(id, Ordering::Release);
+            }
         }
         self.requested.store(id, Ordering::Release);
     }

@@ -38,8 +38,11 @@ pub use crate::record::CheckpointId;
 /// (`udf::wasm::versions`). The coordinator calls it from its own thread.
 pub trait Boundary: Send + Sync {
     /// Checkpoint `id` is about to be triggered (no task has its barrier yet): what waits
-    /// for a boundary takes effect for the records after this barrier.
-    fn before_trigger(&self, id: CheckpointId);
+    /// for a boundary takes effect for the records after this barrier. Returns whether
+    /// anything does: then every receiver aligns this barrier even in unaligned mode, so no
+    /// output from before the change lands in the epoch after it (in flight to a sink when the
+    /// sink's barrier overtook it).
+    fn before_trigger(&self, id: CheckpointId) -> bool;
     /// What checkpoint `id`'s manifest records: the module digest each Wasm UDF runs after
     /// its barrier.
     fn modules_after(&self, id: CheckpointId) -> std::collections::BTreeMap<String, String>;

@@ -193,6 +193,10 @@ impl unaligned::Participant for UnalignedSink<'_> {
         self.out.control.cancelled()
     }
 
+    fn must_align(&self, id: CheckpointId) -> bool {
+        self.ckpt.barriers.must_align(id)
+    }
+
     fn begin(&mut self, id: CheckpointId) -> Result<Option<Self::Begun>, RunError> {
         let commit = self.out.pre_commit(id)?;
         self.ckpt.epoch = id + 1;

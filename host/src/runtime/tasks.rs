@@ -695,6 +695,14 @@ impl unaligned::Participant for UnalignedStage<'_> {
         self.stage.env.control.cancelled()
     }
 
+    fn must_align(&self, id: CheckpointId) -> bool {
+        self.stage
+            .env
+            .barriers
+            .as_ref()
+            .is_some_and(|b| b.must_align(id))
+    }
+
     fn begin(&mut self, id: CheckpointId) -> Result<Option<Self::Begun>, RunError> {
         if let Flow::Stop = self.stage.flush_for_barrier()? {
             return Ok(None);

@@ -75,6 +75,11 @@ pub trait Participant {
     /// How long to wait for data before looking at the priority lane again.
     fn wait(&self) -> Duration;
     fn cancelled(&self) -> bool;
+    /// Whether checkpoint `id` must be aligned here whatever the mode: a Wasm module
+    /// version switches at its barrier, so nothing sent before it may land after it.
+    fn must_align(&self, _id: CheckpointId) -> bool {
+        false
+    }
     /// The first barrier of checkpoint `id`: snapshot what has been processed and forward the
     /// barrier. `None`: torn down.
     fn begin(&mut self, id: CheckpointId) -> Result<Option<Self::Begun>, RunError>;
@@ -352,7 +357,7 @@ pub fn run<P: Participant>(
         while let Ok((from, id, at)) = priority.try_recv() {
             match capture.barrier(from, id, at) {
                 BarrierStep::Ignore | BarrierStep::Noted => {}
-                BarrierStep::Begin if !aligned_timeout.is_zero() => {
+                BarrierStep::Begin if !aligned_timeout.is_zero() || p.must_align(id) => {
                     if let Some(old) = capture.start_aligning(from, id, at) {
                         if let Some(old_begun) = begun.take() {
                             p.abandon(old, old_begun);
@@ -376,7 +381,7 @@ pub fn run<P: Participant>(
         // (nothing in flight), or when that takes too long (the rest is captured).
         if let Some((id, waited)) = capture.aligning() {
             let aligned = capture.aligned();
-            if aligned || waited >= aligned_timeout {
+            if aligned || (waited >= aligned_timeout && !p.must_align(id)) {
                 if !aligned {
                     tracing::debug!(checkpoint = id, "alignment timed out: unaligned");
                 }

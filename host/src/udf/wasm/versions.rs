@@ -85,24 +85,28 @@ impl WasmUdfs {
 }
 
 impl Boundary for WasmUdfs {
-    fn before_trigger(&self, id: CheckpointId) {
+    fn before_trigger(&self, id: CheckpointId) -> bool {
         let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut armed = false;
         for w in waiting {
             let Some(udf) = self.udfs.get(&w.udf) else {
                 let _ = w.reply.send(Err(format!("unknown udf `{}`", w.udf)));
                 continue;
             };
             match udf.runtime.arm(w.staged, id) {
-                Ok(()) => self
-                    .armed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((id, w.reply)),
+                Ok(()) => {
+                    armed = true;
+                    self.armed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((id, w.reply))
+                }
                 Err(e) => {
                     let _ = w.reply.send(Err(e.to_string()));
                 }
             }
         }
+        armed
     }
 
     fn modules_after(&self, id: CheckpointId) -> BTreeMap<String, String> {
