@@ -7,10 +7,13 @@ pub mod control;
 pub mod control_auth;
 pub mod control_client;
 pub mod control_udfs;
+mod credits;
 mod dlq_task;
 pub mod outputs;
 pub mod plan;
 mod sink_task;
+mod source_task;
+mod stage_task;
 pub mod tasks;
 pub mod unaligned;
 
