@@ -4,7 +4,7 @@
 //! Each dead letter is written as one JSON line (an *envelope*):
 //!
 //! ```json
-//! {"source":"orders","partition":0,"partition_name":"input/orders.jsonl","offset":12,
+//! {"envelope_version":1,"source":"orders","partition":0,"partition_name":"input/orders.jsonl","offset":12,
 //!  "step":"decode","error_class":"permanent","error":"EOF while parsing an object at line 1 column 80",
 //!  "detail":null,"attempts":1,"event_time":null,"failed_at":"2026-11-24T14:00:00.000Z",
 //!  "raw":"{\"ts\": \"2026-01-01T10:00:30Z\", \"shop\": "}
@@ -27,6 +27,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::record::Origin;
 
 pub use headwater_sdk::ErrorClass;
+
+/// The envelope's format version, its first field. Fields may be added within a version
+/// (readers ignore what they do not know); removing a field or changing what one means
+/// bumps it. Envelopes written before the field existed carry the same fields as version 1.
+pub const ENVELOPE_VERSION: u32 = 1;
 
 /// How much of a record's bytes a dead letter keeps when they are too large to keep whole.
 pub const KEPT_RAW_BYTES: usize = 64 << 10;
@@ -93,6 +98,7 @@ impl DeadLetter {
     /// The JSON envelope, with source and partition names resolved through `names`.
     pub fn to_envelope(&self, names: &Names) -> serde_json::Value {
         let mut o = serde_json::Map::new();
+        o.insert("envelope_version".into(), ENVELOPE_VERSION.into());
         let source = names.sources.get(usize::from(self.origin.source)).cloned();
         let partition_name = names
             .partitions
@@ -410,7 +416,7 @@ mod tests {
         let env = dl.to_envelope(&names());
         assert_eq!(
             env.to_string(),
-            r#"{"source":"orders","partition":0,"partition_name":"in/a.jsonl","offset":12,"step":"decode","error_class":"permanent","error":"bad json","detail":null,"attempts":1,"event_time":null,"failed_at":"1970-01-01T00:00:00.000Z","raw":"{oops"}"#
+            r#"{"envelope_version":1,"source":"orders","partition":0,"partition_name":"in/a.jsonl","offset":12,"step":"decode","error_class":"permanent","error":"bad json","detail":null,"attempts":1,"event_time":null,"failed_at":"1970-01-01T00:00:00.000Z","raw":"{oops"}"#
         );
     }
 
