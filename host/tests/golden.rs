@@ -187,8 +187,27 @@ fn pipeline_name(work: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Builds the Wasm modules the examples load (examples/mixed's `risk`): a fresh clone has
+/// none, and cargo and go keep their own caches, so an unchanged module costs a second or two.
+fn build_wasm_modules() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-modules");
+    let built = std::process::Command::new(format!("{root}/scripts/build-wasm-examples.sh"))
+        .args(["--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .expect("run scripts/build-wasm-examples.sh");
+    assert!(
+        built.status.success(),
+        "building the examples' Wasm modules failed (they need the wasm32-wasip1 Rust target \
+         and Go 1.24+; ./dev test sets both up):\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
 #[test]
 fn golden_pipelines_produce_their_expected_outputs() {
+    build_wasm_modules();
     let cases = cases();
     assert!(
         cases.len() >= 3,
