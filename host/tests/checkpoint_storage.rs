@@ -186,6 +186,20 @@ fn checkpoints_on_a_full_disk_are_declined_until_space_returns_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).expect("mkdir store");
+    // The test's small file system needs an unprivileged mount namespace; say so plainly when
+    // the machine refuses one (a chroot does: the kernel refuses user namespaces there).
+    let probe = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "true"])
+        .output()
+        .expect("unshare (util-linux) runs the host in a mount namespace of its own");
+    assert!(
+        probe.status.success(),
+        "this test mounts a small tmpfs in a user and mount namespace of its own, and this \
+         machine refuses one (`unshare --user --map-root-user --mount true`: {}); enable \
+         unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), or run the \
+         suite outside a chroot",
+        String::from_utf8_lossy(&probe.stderr).trim()
+    );
     let location = format!("file://{}/p", store.display());
     stdin_pipeline(dir.path(), &location, 100);
     let (input, [first, second, third]) = input_thirds(dir.path(), 60_000, 0x5eed_00d3);
