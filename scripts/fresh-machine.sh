@@ -10,7 +10,7 @@
 # /opt/cargo/bin (as rustup's installer would put them on PATH); its CARGO_HOME (crates.io
 # downloads) is the user's own ~/.cargo, empty. Everything else must come from scripts/setup.sh:
 # apt (through the mirror the machine's apt uses), PyPI, crates.io, the Go module proxy, Maven
-# Central. Needs root (debootstrap, chroot, mounts), ~25 GB of disk, and takes about an hour
+# Central. Needs root (debootstrap, chroot, unshare, mounts), ~25 GB of disk, and takes about an hour
 # on 2 cores (RocksDB, librdkafka and MinIO are compiled from source): too slow for CI.
 #
 # Options:
@@ -253,9 +253,20 @@ if ((${#WITH[@]})); then
 fi
 chown -R "$DEV_UID:$DEV_GID" "$ROOT$DEV_HOME"
 
+# in_root COMMAND...: runs COMMAND with $ROOT as the root of a mount namespace of its own.
+# pivot_root rather than chroot: the kernel refuses user namespaces to a chrooted process, and
+# a test makes one (the full-disk checkpoint test mounts a small tmpfs in it), as a user on a
+# real machine can. The root's mounts (proc, dev, the toolchains) come along with --rbind.
+in_root() {
+  unshare --mount --propagation private -- /bin/sh -c '
+    root=$1; shift
+    mount --rbind "$root" "$root" && cd "$root" && mkdir -p .old-root &&
+      pivot_root . .old-root && umount -l /.old-root && exec "$@"' sh "$ROOT" "$@"
+}
+
 # as_user COMMAND: runs COMMAND (bash) as the user, in a login shell, in the clone.
 as_user() {
-  chroot --userspec="$DEV_UID:$DEV_GID" "$ROOT" /usr/bin/env -i HOME="$DEV_HOME" \
+  in_root chroot --userspec="$DEV_UID:$DEV_GID" / /usr/bin/env -i HOME="$DEV_HOME" \
     USER="$USER_NAME" LOGNAME="$USER_NAME" SHELL=/bin/bash LANG=C.UTF-8 TERM=dumb \
     PATH=/usr/local/bin:/usr/bin:/bin ${PROXY_ENV[@]+"${PROXY_ENV[@]}"} \
     /bin/bash -lc "cd ~/headwater && $1"
