@@ -345,7 +345,7 @@ fn kafka_chaos(name: &str, checkpoint: &str) {
         output,
         expected,
         ..
-    } = case(name, 4, 1_000_000, 7, checkpoint);
+    } = case(name, 4, 1_600_000, 7, checkpoint);
 
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rand = move |n: u64| {
