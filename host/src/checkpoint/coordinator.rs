@@ -4,6 +4,8 @@
 //! retention and deletes files no retained manifest references (`retention`).
 
 mod retention;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -243,6 +245,17 @@ impl Coordinator {
                 Err(RecvTimeoutError::Disconnected) => {
                     if self.all_finished() {
                         self.finish()?;
+                    } else if !self.setup.control.cancelled() {
+                        let missing: Vec<_> = self
+                            .setup
+                            .participants
+                            .iter()
+                            .filter(|p| !self.finished.contains_key(p))
+                            .collect();
+                        tracing::warn!(
+                            ?missing,
+                            "the run ended before every participant finished: output after the last checkpoint stays uncommitted until the next run resumes from it"
+                        );
                     }
                     return Ok(self.outcome);
                 }
@@ -407,22 +420,40 @@ impl Coordinator {
 
     /// Gives up on a checkpoint (abandoned or declined): its savepoints wait for the next one,
     /// its local snapshots go; sink output stays pending for the next one to commit.
-    fn drop_checkpoint(&mut self, mut inflight: Inflight) {
+    fn drop_checkpoint(&mut self, inflight: Inflight) {
+        self.release(inflight);
+        self.outcome.failed += 1;
+        self.metrics.update_checkpoints(|c| c.failed += 1);
+        self.last_end = Instant::now();
+    }
+
+    /// Lets go of a checkpoint that will not be written: its savepoints wait for the next
+    /// one, its local snapshots go (sink output stays pending for the next one to commit).
+    fn release(&mut self, mut inflight: Inflight) {
         self.savepoints_waiting.append(&mut inflight.savepoints);
         for c in inflight.reports.values() {
             if let Contribution::Stage { dir: Some(dir), .. } = c {
                 remove_dir(dir);
             }
         }
-        self.outcome.failed += 1;
-        self.metrics.update_checkpoints(|c| c.failed += 1);
-        self.last_end = Instant::now();
     }
 
-    /// Every participant finished: complete the checkpoint in flight, or a new final one, and
-    /// take new ones while the storage declines them (until too many fail, or the run is
-    /// cancelled).
+    /// Every participant finished: a final checkpoint is taken from their finished
+    /// contributions alone, and retaken while the storage declines it (until too many fail,
+    /// or the run is cancelled).
+    ///
+    /// A checkpoint still in flight is superseded, never completed as the final one:
+    /// participants that reported for it went on to write more before they finished (a
+    /// sink's last epoch, a source's last records), and only a checkpoint taken after they
+    /// finished commits that. The final one covers everything the superseded one would.
     fn finish(&mut self) -> Result<(), CheckpointError> {
+        if let Some(inflight) = self.inflight.take() {
+            tracing::debug!(
+                checkpoint = inflight.id,
+                "every participant finished: the final checkpoint replaces this one"
+            );
+            self.release(inflight);
+        }
         loop {
             if self.inflight.is_none() {
                 let wait = self.declines.wait(Instant::now());
