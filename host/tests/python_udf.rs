@@ -102,6 +102,21 @@ def crash_on_13(r):
 def identity(r):
     return r
 
+def _note_call(r):
+    path = os.environ.get("CALLS_FILE", "")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{r['n']}\n")
+
+@hw.map
+def down_on_fives(r):
+    # Used twice: the first step fails multiples of 10, the second the other multiples of 5.
+    _note_call(r)
+    steps = r.get("steps", 0)
+    if r["n"] % 5 == 0 and (r["n"] % 10 == 0) == (steps == 0):
+        raise hw.TransientError(f"service down for {r['n']}")
+    return {**r, "steps": steps + 1}
+
 @hw.map
 def hang_once(r):
     marker = os.environ.get("HANG_MARKER", "")
@@ -184,6 +199,68 @@ fn map_filter_flat_map_and_failures_go_where_they_should() {
             "traceback kept: {tb}"
         );
     }
+}
+
+#[test]
+fn transient_failures_are_retried_as_the_pipeline_and_each_udf_say() {
+    // The pipeline allows 2 attempts; `fives` raises its own to 3. A record that keeps
+    // failing transiently is called that many times, then dead-lettered with the count.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let calls = dir.path().join("calls.txt");
+    write_case(
+        dir.path(),
+        100,
+        "  - udf: tens\n  - udf: fives\n",
+        "  tens: { runtime: python, module: my_udfs, function: down_on_fives }\n  \
+fives: { runtime: python, module: my_udfs, function: down_on_fives, retry: { max_attempts: 3 } }\n\
+retry: { max_attempts: 2, initial_backoff: 1ms, max_backoff: 5ms }\n",
+    );
+    common::run_ok(headwater(dir.path()).env("CALLS_FILE", &calls).args([
+        "run",
+        "pipeline.yaml",
+        "-q",
+        "--fresh",
+    ]));
+    let expected: BTreeMap<i64, usize> = (0..100).filter(|n| n % 5 != 0).map(|n| (n, 1)).collect();
+    assert_eq!(output_ns(dir.path()), expected);
+    let mut attempts: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for d in dlq(dir.path()) {
+        assert_eq!(d["error_class"], "transient", "{d}");
+        let step = d["step"].as_str().expect("step").to_string();
+        attempts.insert(
+            (step, dead_n(&d)),
+            d["attempts"].as_i64().expect("attempts"),
+        );
+    }
+    let want: BTreeMap<(String, i64), i64> = (0..100)
+        .filter(|n| n % 5 == 0)
+        .map(|n| {
+            if n % 10 == 0 {
+                (("steps[0] udf tens".to_string(), n), 2)
+            } else {
+                (("steps[1] udf fives".to_string(), n), 3)
+            }
+        })
+        .collect();
+    assert_eq!(attempts, want, "dead letters and their attempts");
+    // Each failing record was really called that many times (the first step's retried
+    // records never reach the second).
+    let mut called: BTreeMap<i64, usize> = BTreeMap::new();
+    for line in std::fs::read_to_string(&calls).expect("calls").lines() {
+        *called.entry(line.parse().expect("n")).or_default() += 1;
+    }
+    for n in [0, 10, 90] {
+        assert_eq!(called.get(&n), Some(&2), "calls of {n}: {called:?}");
+    }
+    for n in [5, 15, 95] {
+        // once by `tens`, three times by `fives`
+        assert_eq!(called.get(&n), Some(&4), "calls of {n}: {called:?}");
+    }
+    assert_eq!(
+        called.get(&1),
+        Some(&2),
+        "one call per step for a record that never fails"
+    );
 }
 
 #[test]

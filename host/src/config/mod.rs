@@ -3,7 +3,7 @@
 //! `docs/pipeline.md`.
 //!
 //! One module per part of the file: `pipeline.rs` the top level, `sources.rs`, `kafka.rs`,
-//! `sinks.rs`, `steps.rs`, `windows.rs`, `checkpoint.rs` and `udfs.rs`; `decode.rs` and
+//! `sinks.rs`, `steps.rs`, `windows.rs`, `checkpoint.rs`, `udfs.rs` and `retry.rs`; `decode.rs` and
 //! `yaml.rs` the typed, error-collecting reading they share. UDF runtimes read their own
 //! options (see [`RuntimeCatalog`]).
 
@@ -11,6 +11,7 @@ mod checkpoint;
 mod decode;
 mod kafka;
 mod pipeline;
+mod retry;
 mod sinks;
 mod sources;
 pub mod spec;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::checkpoint::checkpoint;
 use super::decode::{duration, resolve, string, string_list, uint, valid_name, Errors, MapReader};
+use super::retry::retry;
 use super::sinks::{check_sink_ref, sinks};
 use super::sources::sources;
 use super::spec::*;
@@ -90,9 +91,13 @@ pub(super) fn pipeline(
         None => Vec::new(),
     };
     let sink_names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+    let retry = top
+        .get("retry")
+        .map(|n| retry(n, "retry", RetrySpec::default(), errs))
+        .unwrap_or_default();
     let udfs = top
         .get("udfs")
-        .map(|n| udfs(n, base, runtimes, errs))
+        .map(|n| udfs(n, base, runtimes, retry, errs))
         .unwrap_or_default();
     let steps = top
         .get("steps")
@@ -173,6 +178,7 @@ pub(super) fn pipeline(
         sinks,
         output,
         udfs,
+        retry,
         state,
         dlq,
         checkpoint,

@@ -30,6 +30,8 @@ pub struct PipelineSpec {
     /// Names of the sinks that receive the main output of the last step.
     pub output: Vec<String>,
     pub udfs: Vec<UdfSpec>,
+    /// How transient UDF failures are retried unless a UDF says otherwise (`retry:`).
+    pub retry: RetrySpec,
     pub state: StateSpec,
     pub dlq: DlqSpec,
     /// Exactly-once checkpoints (on by default).
@@ -268,6 +270,9 @@ pub struct UdfSpec {
     /// The function's name inside its runtime (for `native`, a registered function).
     pub function: String,
     pub kind: UdfKind,
+    /// How this UDF's transient failures are retried: the pipeline's `retry:` with the UDF's
+    /// own `retry:` keys over it.
+    pub retry: RetrySpec,
     pub location: Location,
 }
 
@@ -377,6 +382,28 @@ pub enum CheckpointMode {
     /// The first barrier is forwarded at once; data still queued from inputs whose barrier
     /// has not arrived is stored with the snapshot (bounded checkpoint time under backpressure).
     Unaligned,
+}
+
+/// How a UDF call that failed transiently (a crashed worker, a timeout, an error the function
+/// marked retriable) is tried again before its records become dead letters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1: no retry). Default 4.
+    pub max_attempts: u32,
+    /// The wait before the second attempt; it doubles for each attempt after that. Default 20ms.
+    pub initial_backoff: Duration,
+    /// No wait is longer than this (before jitter). Default 2s.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Knobs with sensible defaults; rarely changed.

@@ -397,3 +397,78 @@ fn udf_runtimes_and_references_are_checked() {
     assert!(r.contains("unknown key `module` in udf `h`"), "{r}");
     assert!(r.contains("udf `g` is not declared"), "{r}");
 }
+
+const RETRY_HEAD: &str = "name: p\nsources:\n  s: { type: stdin, event_time: { field: ts } }\nsinks:\n  o: { type: stdout }\noutput: o\n";
+
+#[test]
+fn retry_is_set_for_the_pipeline_and_overridden_key_by_key_per_udf() {
+    let text = format!(
+        "{RETRY_HEAD}retry: {{ max_attempts: 6, initial_backoff: 50ms }}\nudfs:\n  plain: {{ runtime: native, function: a }}\n  patient: {{ runtime: native, function: b, retry: {{ max_backoff: 30s }} }}\n  once: {{ runtime: native, function: c, retry: {{ max_attempts: 1 }} }}\n"
+    );
+    let spec = load_str(&text, "p.yaml").expect("valid");
+    let pipeline = RetrySpec {
+        max_attempts: 6,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(2),
+    };
+    assert_eq!(spec.retry, pipeline);
+    let of = |name: &str| {
+        spec.udfs
+            .iter()
+            .find(|u| u.name == name)
+            .map(|u| u.retry)
+            .expect("udf")
+    };
+    assert_eq!(of("plain"), pipeline);
+    assert_eq!(
+        of("patient"),
+        RetrySpec {
+            max_backoff: Duration::from_secs(30),
+            ..pipeline
+        }
+    );
+    assert_eq!(
+        of("once"),
+        RetrySpec {
+            max_attempts: 1,
+            ..pipeline
+        }
+    );
+    // Without `retry:` anywhere: 4 attempts, 20ms doubling up to 2s.
+    let spec = load_str(
+        &format!("{RETRY_HEAD}udfs:\n  f: {{ runtime: native, function: a }}\n"),
+        "p.yaml",
+    )
+    .expect("valid");
+    assert_eq!(spec.retry, RetrySpec::default());
+    assert_eq!(spec.udfs[0].retry.max_attempts, 4);
+    assert_eq!(
+        spec.udfs[0].retry.initial_backoff,
+        Duration::from_millis(20)
+    );
+    assert_eq!(spec.udfs[0].retry.max_backoff, Duration::from_secs(2));
+}
+
+#[test]
+fn retry_mistakes_are_explained_where_they_are() {
+    let e = errors(&format!(
+        "{RETRY_HEAD}retry: {{ max_attempts: 0, backoff: 1s }}\nudfs:\n  f: {{ runtime: native, function: a, retry: {{ initial_backoff: 5s, max_backoff: 1s }} }}\n  g: {{ runtime: native, function: b, retry: {{ max_backoff: soon }} }}\n"
+    ));
+    let r = e.to_string();
+    assert!(
+        r.contains("p.yaml:7:")
+            && r.contains("retry max_attempts must be between 1 and 100, not 0"),
+        "{r}"
+    );
+    assert!(r.contains("`1` turns retries off"), "{r}");
+    assert!(r.contains("unknown key `backoff`"), "{r}");
+    assert!(
+        r.contains("p.yaml:9:")
+            && r.contains("udf `f` retry: max_backoff (1s) is shorter than initial_backoff (5s)"),
+        "{r}"
+    );
+    assert!(
+        r.contains("p.yaml:10:") && r.contains("`soon` is not a duration"),
+        "{r}"
+    );
+}

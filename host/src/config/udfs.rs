@@ -10,7 +10,7 @@ use super::decode::{
     byte_size, choice, duration, entries, loc, positive_count, positive_duration, resolve, string,
     string_list, Errors, MapReader,
 };
-use super::spec::{UdfKind, UdfRuntimeSpec, UdfSpec};
+use super::spec::{RetrySpec, UdfKind, UdfRuntimeSpec, UdfSpec};
 use super::yaml::Node;
 
 /// The UDF runtimes a pipeline may name (implemented by `udf::registry::Registry`).
@@ -126,6 +126,7 @@ pub(super) fn udfs(
     node: &Node,
     base: &Path,
     runtimes: &dyn RuntimeCatalog,
+    retry: RetrySpec,
     errs: &mut Errors,
 ) -> Vec<UdfSpec> {
     let names = runtimes.names();
@@ -176,6 +177,10 @@ pub(super) fn udfs(
             },
             None => UdfKind::Map,
         };
+        let retry = m
+            .get("retry")
+            .map(|n| super::retry::retry(n, &format!("{ctx} retry"), retry, errs))
+            .unwrap_or(retry);
         m.finish(errs);
         if let (Some(runtime), Some(function)) = (runtime, function) {
             out.push(UdfSpec {
@@ -183,6 +188,7 @@ pub(super) fn udfs(
                 runtime,
                 function,
                 kind,
+                retry,
                 location: loc(v),
             });
         }

@@ -23,11 +23,19 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
+    /// The pipeline file's defaults (4 attempts, 20ms doubling up to 2s).
     fn default() -> Self {
+        RetryPolicy::from(crate::config::spec::RetrySpec::default())
+    }
+}
+
+impl From<crate::config::spec::RetrySpec> for RetryPolicy {
+    /// A UDF's `retry:` (its own keys over the pipeline's).
+    fn from(spec: crate::config::spec::RetrySpec) -> Self {
         RetryPolicy {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_secs(2),
+            max_attempts: spec.max_attempts.max(1),
+            initial_backoff: spec.initial_backoff,
+            max_backoff: spec.max_backoff,
         }
     }
 }

@@ -65,6 +65,7 @@ enum OpPlan {
         function: String,
         kind: FunctionKind,
         batching: Batching,
+        retry: RetryPolicy,
     },
 }
 
@@ -116,8 +117,9 @@ impl StagePlan {
                             function,
                             kind,
                             batching,
+                            retry,
                         } => Box::new(
-                            UdfStep::new(step, runtime, function, kind, RetryPolicy::default())
+                            UdfStep::new(step, runtime, function, kind, retry)
                                 .with_batching(batching)
                                 .with_cancel(cancel.clone()),
                         ),
@@ -251,6 +253,7 @@ impl Plan {
                                 .push(Some(UdfAggregate {
                                     runtime: rt.clone(),
                                     function: u.function.clone(),
+                                    retry: RetryPolicy::from(u.retry),
                                 })),
                             (Some(_), _) | (None, _) => {
                                 if declared.is_some_and(|u| u.kind != UdfKind::WindowAggregate)
@@ -313,7 +316,7 @@ impl Plan {
                                     runtime: rt.clone(),
                                     function: udf.function.clone(),
                                     max_parallelism: spec.max_parallelism,
-                                    retry: RetryPolicy::default(),
+                                    retry: RetryPolicy::from(udf.retry),
                                 })
                             })
                         }
@@ -323,6 +326,7 @@ impl Plan {
                             function: udf.function.clone(),
                             kind: function_kind(udf.kind),
                             batching: batching(udf),
+                            retry: RetryPolicy::from(udf.retry),
                         }),
                         None => {
                             errors.push(PlanError::Step {

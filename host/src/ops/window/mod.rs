@@ -53,6 +53,8 @@ enum TimerKind {
 pub struct UdfAggregate {
     pub runtime: Arc<dyn UdfRuntime>,
     pub function: String,
+    /// How a failing ADD is retried (the UDF's `retry:`).
+    pub retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for UdfAggregate {
@@ -84,8 +86,6 @@ pub struct WindowOp {
     /// Pending timers: (time, (kind, accumulator key)); derived from the state on restore.
     timers: TimerIndex<(TimerKind, Vec<u8>)>,
     scratch: Vec<TimeWindow>,
-    /// How a user-defined aggregate's failing ADD is retried.
-    retry: RetryPolicy,
     /// Wakes a wait between attempts when the run is cancelled.
     cancel: CancelSignal,
 }
@@ -98,7 +98,6 @@ impl WindowOp {
             watermark: WATERMARK_START,
             timers: TimerIndex::new(),
             scratch: Vec::new(),
-            retry: RetryPolicy::default(),
             cancel: CancelSignal::default(),
         }
     }

@@ -87,7 +87,7 @@ impl WindowOp {
         value: Value,
         ctx: &mut Context,
     ) -> Result<Vec<u8>, OpError> {
-        let mut retry = self.retry.start(0);
+        let mut retry = udf.retry.start(0);
         loop {
             let input = AggregateInput {
                 accumulators: if acc.is_empty() {
