@@ -1,5 +1,6 @@
 //! The `headwater` command line.
 
+mod dlq_cli;
 mod udf_cli;
 
 use std::path::PathBuf;
@@ -109,6 +110,9 @@ anything is wrong."
     /// its control API; a new version runs from a checkpoint boundary on).
     #[command(subcommand)]
     Udf(udf_cli::UdfCommand),
+    /// Look into the dead-letter queue: failed records grouped by cause.
+    #[command(subcommand)]
+    Dlq(dlq_cli::DlqCommand),
     /// Copy a checkpoint (default: the newest) into a self-contained savepoint folder, to
     /// restore elsewhere or with another parallelism.
     #[command(after_help = "Example (upgrade or rescale):\n  \
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
         Command::Udf(command) => udf_cli::run(command),
+        Command::Dlq(command) => dlq_cli::run(command),
         Command::Run {
             pipeline,
             parallelism,

@@ -398,3 +398,96 @@ fn a_sink_that_stops_reading_pauses_the_source_with_memory_bounded() {
     child.kill().expect("kill");
     let _ = child.wait();
 }
+
+/// Runs `headwater ARGS` in `dir` to completion.
+fn headwater_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    headwater()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run headwater")
+}
+
+#[test]
+fn dlq_inspect_groups_dead_letters_by_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 30 good records; 5 truncated lines (decode) and 2 without `ts` (event time), in
+    // between; the truncations differ in their data (length, column) but share a cause.
+    let mut input = String::new();
+    for n in 0..30 {
+        input.push_str(&format!("{{\"ts\":{n},\"n\":{n}}}\n"));
+        if n % 6 == 1 {
+            input.push_str(&format!("{{\"ts\":{n},\"n\":{}\n", "1".repeat(n + 1)));
+        }
+        if n % 15 == 2 {
+            input.push_str(&format!("{{\"n\":{n}}}\n"));
+        }
+    }
+    std::fs::write(dir.path().join("in.jsonl"), input).expect("input");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: p\nsources:\n  in: { type: file, path: in.jsonl, event_time: { field: ts } }\n\
+sinks:\n  out: { type: file, path: out.jsonl }\noutput: out\n",
+    )
+    .expect("pipeline");
+    let before = headwater_in(dir.path(), &["dlq", "inspect", "p.yaml"]);
+    assert!(before.status.success());
+    assert!(
+        String::from_utf8_lossy(&before.stdout).starts_with("no dead letters:"),
+        "{}",
+        String::from_utf8_lossy(&before.stdout)
+    );
+    let run = headwater_in(dir.path(), &["run", "p.yaml", "-q"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = headwater_in(dir.path(), &["dlq", "inspect", "p.yaml", "--samples", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("7 dead letters in 2 groups"), "{text}");
+    assert!(
+        text.contains("#1  5 × decode  decode (permanent)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("#2  2 × event_time  event_time (permanent)"),
+        "{text}"
+    );
+    assert!(text.contains("sample:  in in.jsonl:"), "{text}");
+    let json = headwater_in(dir.path(), &["dlq", "inspect", "p.yaml", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json report");
+    assert_eq!(report["dead_letters"], 7);
+    let groups = report["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0]["count"], 5);
+    assert_eq!(groups[0]["samples"].as_array().map(Vec::len), Some(3));
+    // Every envelope in the file carries its group's fingerprint.
+    let dlq = std::fs::read_to_string(dir.path().join(".headwater/p/dlq.jsonl")).expect("dlq");
+    let decode_print = groups[0]["fingerprint"].as_str().expect("fingerprint");
+    let with_print = dlq
+        .lines()
+        .filter(|l| l.contains(&format!("\"fingerprint\":\"{decode_print}\"")))
+        .count();
+    assert_eq!(with_print, 5, "{dlq}");
+}
+
+#[test]
+fn dlq_inspect_explains_a_dlq_that_is_a_sink() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: p\nsources:\n  in: { type: stdin, event_time: { field: ts } }\n\
+sinks:\n  out: { type: stdout }\n  dead: { type: file, path: dead.jsonl }\noutput: out\ndlq: { sink: dead }\n",
+    )
+    .expect("pipeline");
+    let out = headwater_in(dir.path(), &["dlq", "inspect", "p.yaml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("sends its dead letters to the sink `dead`")
+            && err.contains("read the sink's output"),
+        "{err}"
+    );
+}

@@ -84,6 +84,10 @@ type DeadLetter struct {
 	// ErrorClass is "permanent" or "transient" (retried, then dead-lettered).
 	ErrorClass string `json:"error_class"`
 	Error      string `json:"error"`
+	// ErrorType is the error's kind (the leading `name:` of Error, or the host check that
+	// failed); Fingerprint groups dead letters with one cause (`headwater dlq inspect`).
+	ErrorType   string `json:"error_type"`
+	Fingerprint string `json:"fingerprint"`
 	// Detail is the traceback (for a Go UDF: the panic's stack, or the error chain).
 	Detail    string `json:"detail"`
 	Attempts  int    `json:"attempts"`

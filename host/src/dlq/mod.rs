@@ -10,6 +10,8 @@
 //!  "raw":"{\"ts\": \"2026-01-01T10:00:30Z\", \"shop\": "}
 //! ```
 //!
+//! `error_type` is the exception class or error kind, and `fingerprint` groups dead letters
+//! that share a cause (see [`fingerprint`]); `headwater dlq inspect` shows the groups.
 //! `raw` holds the original bytes when they are UTF-8, otherwise `raw_base64` holds them in
 //! standard base64; when they were too large to keep whole, `raw` holds their first
 //! [`KEPT_RAW_BYTES`] and `raw_size` their size. `offset` is the 1-based line for file and
@@ -17,6 +19,8 @@
 //! time was known.
 
 mod commit;
+pub mod fingerprint;
+pub mod inspect;
 pub use commit::{DlqFileCommitter, DLQ_PARTICIPANT};
 
 use std::fs::File;
@@ -120,6 +124,10 @@ impl DeadLetter {
         o.insert("step".into(), self.step.clone().into());
         o.insert("error_class".into(), self.error_class.as_str().into());
         o.insert("error".into(), self.error.clone().into());
+        let error_type = fingerprint::error_type(&self.step, &self.error);
+        let print = fingerprint::fingerprint(&self.step, &error_type, &self.error);
+        o.insert("error_type".into(), error_type.into());
+        o.insert("fingerprint".into(), print.into());
         o.insert(
             "detail".into(),
             self.detail
@@ -416,7 +424,7 @@ mod tests {
         let env = dl.to_envelope(&names());
         assert_eq!(
             env.to_string(),
-            r#"{"envelope_version":1,"source":"orders","partition":0,"partition_name":"in/a.jsonl","offset":12,"step":"decode","error_class":"permanent","error":"bad json","detail":null,"attempts":1,"event_time":null,"failed_at":"1970-01-01T00:00:00.000Z","raw":"{oops"}"#
+            r#"{"envelope_version":1,"source":"orders","partition":0,"partition_name":"in/a.jsonl","offset":12,"step":"decode","error_class":"permanent","error":"bad json","error_type":"decode","fingerprint":"c98ef05d02fb5f94","detail":null,"attempts":1,"event_time":null,"failed_at":"1970-01-01T00:00:00.000Z","raw":"{oops"}"#
         );
     }
 
