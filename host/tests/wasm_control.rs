@@ -135,6 +135,22 @@ fn start(dir: &Path, fresh: bool) -> ControlRun {
     ControlRun::start(&mut cmd)
 }
 
+/// Starts `p.yaml` in `dir` from scratch and uploads `v2.wasm` (not activated); returns the
+/// run and v2's digest.
+fn start_with_v2_uploaded(dir: &Path) -> (ControlRun, String) {
+    let v2_bytes = std::fs::read(dir.join("v2.wasm")).expect("v2");
+    let run = start(dir, true);
+    let (code, body) = http(
+        &run.address,
+        "POST",
+        "/udfs/tag/versions",
+        Some(TOKEN),
+        &v2_bytes,
+    );
+    assert_eq!(code, 201, "{body}");
+    (run, sha256(&v2_bytes))
+}
+
 /// One request (as user `tester`, with the bearer `token` if any): (status code, JSON body).
 fn http(
     address: &str,
@@ -452,12 +468,8 @@ fn a_swap_behind_a_shuffle_with_unaligned_checkpoints_splits_output_at_one_check
         "  - key_by: auction\n  - udf: tag\n",
         ", mode: unaligned",
     );
-    let v2_bytes = std::fs::read(d.join("v2.wasm")).expect("v2");
-    let v2 = sha256(&v2_bytes);
-    let run = start(d, true);
+    let (run, v2) = start_with_v2_uploaded(d);
     let a = run.address.clone();
-    let (code, body) = http(&a, "POST", "/udfs/tag/versions", Some(TOKEN), &v2_bytes);
-    assert_eq!(code, 201, "{body}");
     wait_for("output of v1", || part_versions(d).len() >= 2);
     let path = format!("/udfs/tag/activate?version={}", &v2[..8]);
     let (code, body) = http(&a, "POST", &path, Some(TOKEN), b"");
@@ -585,5 +597,59 @@ fn hot_swaps_amid_sigkills_keep_exactly_once_and_one_version_per_checkpoint() {
     assert!(
         got == expected,
         "the committed records differ from the clean run's"
+    );
+}
+
+/// A savepoint holds the Wasm module its checkpoint ran, so a run restored from it in another
+/// folder (no checkpoints, no module store there) runs that version, not the file's.
+#[test]
+fn a_savepoint_carries_its_wasm_module_to_a_run_restored_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write_pipeline(d);
+    let (run, v2) = start_with_v2_uploaded(d);
+    let a = run.address.clone();
+    let path = format!("/udfs/tag/activate?version={v2}");
+    let (code, body) = http(&a, "POST", &path, Some(TOKEN), b"");
+    assert_eq!(code, 200, "{body}");
+    let swap = body["after_checkpoint"].as_u64().expect("checkpoint");
+    wait_for("output of v2", || {
+        part_versions(d).keys().any(|&e| e > swap + 1)
+    });
+    run.kill();
+    let sp = d.join("sp");
+    common::run_ok(headwater(d).args(["savepoint", "p.yaml", "--to"]).arg(&sp));
+    assert!(
+        sp.join(format!("udf-modules/{v2}.wasm")).exists(),
+        "the savepoint holds the module"
+    );
+
+    // Elsewhere: the pipeline file (naming v1) and nothing else.
+    let other = tempfile::tempdir().expect("tempdir");
+    let e = other.path();
+    for f in ["p.yaml", "v1.wasm"] {
+        std::fs::copy(d.join(f), e.join(f)).expect("copy");
+    }
+    let mut child = headwater(e)
+        .args(["run", "p.yaml", "-q", "--from"])
+        .arg(&sp)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run from the savepoint");
+    wait_for("output restored from the savepoint", || {
+        e.join("out").exists() && part_versions(e).len() >= 2
+    });
+    child.kill().expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    let seen = part_versions(e);
+    assert!(
+        seen.values().all(|v| *v == 2),
+        "the restored run ran v1: {seen:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        e.join(format!(".headwater/wup/checkpoints/udf-modules/{v2}.wasm"))
+            .exists(),
+        "the module joins the restored pipeline's store, for its own restarts"
     );
 }

@@ -209,6 +209,8 @@ pub fn copy_to_savepoint(
             copied += target.copy_from(storage, &f.key)?;
         }
     }
+    // The Wasm modules it runs, so it restores elsewhere with the same code.
+    copied += target.copy_udf_modules(storage, &m)?;
     target.write_manifest_at(SAVEPOINT_MANIFEST, &m)?;
     Ok(SavepointInfo {
         from: id,

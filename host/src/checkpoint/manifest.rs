@@ -158,11 +158,22 @@ impl Manifest {
     pub fn file_count(&self) -> usize {
         self.files().count()
     }
+
+    /// The keys of the Wasm modules the manifest's UDFs run, once each.
+    pub fn udf_module_keys(&self) -> Vec<String> {
+        let digests: std::collections::BTreeSet<&String> = self.udf_modules.values().collect();
+        digests.into_iter().map(|d| udf_module_key(d)).collect()
+    }
 }
 
 /// The object key of checkpoint `id`'s manifest.
 pub fn manifest_key(id: CheckpointId) -> String {
     format!("manifests/{id:010}.json")
+}
+
+/// Where a Wasm module (named by its SHA-256) is kept, next to the checkpoints.
+pub fn udf_module_key(digest: &str) -> String {
+    format!("udf-modules/{digest}.wasm")
 }
 
 /// The id in a manifest key (`manifests/0000000042.json` → 42).

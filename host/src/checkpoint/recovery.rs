@@ -173,6 +173,9 @@ pub fn prepare(
             let source = CheckpointStorage::open(&root)?;
             let manifest = source.read_manifest_at(&key)?;
             check_usable(&source, &manifest, layout, false)?;
+            // Its Wasm modules join this pipeline's own, where the run and its later
+            // checkpoints find them.
+            storage.copy_udf_modules(&source, &manifest)?;
             let restored = restore(
                 &source,
                 manifest,

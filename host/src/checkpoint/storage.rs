@@ -358,6 +358,31 @@ impl CheckpointStorage {
         Ok(size)
     }
 
+    /// Copies the Wasm modules `manifest` runs from `other` when this storage lacks them (a
+    /// savepoint carries its modules; a run restored from one keeps them next to its own
+    /// checkpoints). A module `other` lacks is skipped: it is the pipeline file's own, which
+    /// the restored run loads from the file. Returns the bytes copied.
+    pub fn copy_udf_modules(
+        &self,
+        other: &CheckpointStorage,
+        manifest: &super::manifest::Manifest,
+    ) -> Result<u64, CheckpointError> {
+        let mut copied = 0;
+        for key in manifest.udf_module_keys() {
+            match self.get(&key) {
+                Ok(_) => continue,
+                Err(CheckpointError::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match self.copy_from(other, &key) {
+                Ok(n) => copied += n,
+                Err(CheckpointError::Missing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(copied)
+    }
+
     /// Writes `bytes` at `key` (created or replaced; small objects only).
     pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), CheckpointError> {
         self.rt

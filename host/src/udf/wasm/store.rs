@@ -116,7 +116,7 @@ impl VersionsRecord {
 
 /// The object key of a module.
 pub fn module_key(digest: &str) -> String {
-    format!("udf-modules/{digest}.wasm")
+    crate::checkpoint::manifest::udf_module_key(digest)
 }
 
 fn record_key(udf: &str) -> String {
