@@ -20,6 +20,7 @@ mod udfs;
 mod windows;
 mod yaml;
 
+pub use decode::parse_byte_size;
 pub use udfs::{OptionsReader, RuntimeCatalog};
 
 use std::fmt;

@@ -45,7 +45,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Where compiled modules are kept: `$HEADWATER_CACHE/wasm`, else `~/.cache/headwater/wasm`.
+/// Where compiled modules are kept: `$HEADWATER_CACHE/wasm`, else `~/.cache/headwater/wasm`
+/// (bounded in size: see [`super::cache_limit`]).
 pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HEADWATER_CACHE") {
         return PathBuf::from(dir).join("wasm");
@@ -71,6 +72,7 @@ pub fn compile(engine: &Engine, bytes: &[u8], digest: &str) -> Result<Module, St
     let path = cache_path(engine, digest);
     if let Some(module) = load_cached(engine, &path) {
         tracing::debug!(path = %path.display(), "compiled Wasm module loaded from the cache");
+        super::cache_limit::touch(&path);
         return Ok(module);
     }
     let started = std::time::Instant::now();
@@ -80,8 +82,15 @@ pub fn compile(engine: &Engine, bytes: &[u8], digest: &str) -> Result<Module, St
         bytes = bytes.len(),
         "compiled the Wasm module"
     );
-    if let Err(e) = store_cached(&module, &path) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled Wasm module");
+    match store_cached(&module, &path) {
+        Ok(()) => {
+            if let Some(dir) = path.parent() {
+                super::cache_limit::trim(dir, super::cache_limit::max_bytes(), &path);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled Wasm module")
+        }
     }
     Ok(module)
 }

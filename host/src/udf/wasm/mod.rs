@@ -15,6 +15,7 @@
 //! batch runs entirely on one version, and instances of the old version are dropped as they
 //! come back to the pool.
 
+mod cache_limit;
 mod codec;
 mod engine;
 mod instance;
