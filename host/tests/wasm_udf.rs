@@ -428,8 +428,13 @@ fn keyed_wasm_state_is_exactly_once_across_host_sigkills() {
     // checkpoints; every bucket must come out once, with the oracle's sums.
     for (lang, module) in guests() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // Enough input for a run of several seconds (Rust modules are much faster here).
-        let records = if lang == "rust" { 400_000u64 } else { 60_000 };
+        // Enough input for a run of several seconds even on a quiet machine (Rust modules are
+        // much faster here; 60k Go and 400k Rust records ran out after 2 and 3 kills).
+        let records = if lang == "rust" {
+            1_000_000u64
+        } else {
+            160_000
+        };
         write_bucket_case(dir.path(), records, module);
         let pipeline = dir.path().join("pipeline.yaml");
         let mut text = std::fs::read_to_string(&pipeline).expect("read");
