@@ -25,8 +25,26 @@ pub struct Metrics {
     pub dlq_by_step: Mutex<Vec<(String, u64)>>,
     /// The first failure per step: (step, error, detail such as a Python traceback).
     pub first_failures: Mutex<Vec<FirstFailure>>,
+    /// Dead letters per cause (fingerprint), at most [`MAX_CAUSES`] of them.
+    pub dlq_by_cause: Mutex<Vec<DeadLetterCause>>,
     /// Checkpoint counters and the last completed checkpoint.
     pub checkpoints: Mutex<CheckpointStats>,
+}
+
+/// Causes tracked per run: a run failing in more distinct ways counts the rest under the
+/// last one's step with the fingerprint `other`.
+pub const MAX_CAUSES: usize = 50;
+
+/// Dead letters sharing a cause (see `dlq::fingerprint`): how many, since when, until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterCause {
+    pub fingerprint: String,
+    pub step: String,
+    pub error_type: String,
+    pub count: u64,
+    /// Wall-clock times of the first and the latest, ms since the epoch.
+    pub first_ms: i64,
+    pub last_ms: i64,
 }
 
 /// What the control API and the summary report about checkpoints.
@@ -57,6 +75,7 @@ impl Metrics {
                 .collect(),
             dlq_by_step: Mutex::new(Vec::new()),
             first_failures: Mutex::new(Vec::new()),
+            dlq_by_cause: Mutex::new(Vec::new()),
             checkpoints: Mutex::new(CheckpointStats::default()),
         }
     }
@@ -101,6 +120,45 @@ impl Metrics {
                 None => by_step.push((step.to_string(), n)),
             }
         }
+    }
+
+    /// Counts a dead letter under its cause.
+    pub fn note_cause(&self, fingerprint: &str, step: &str, error_type: &str, at_ms: i64) {
+        let Ok(mut causes) = self.dlq_by_cause.lock() else {
+            return;
+        };
+        let key =
+            if causes.len() >= MAX_CAUSES && !causes.iter().any(|c| c.fingerprint == fingerprint) {
+                "other"
+            } else {
+                fingerprint
+            };
+        match causes.iter_mut().find(|c| c.fingerprint == key) {
+            Some(c) => {
+                c.count += 1;
+                c.first_ms = c.first_ms.min(at_ms);
+                c.last_ms = c.last_ms.max(at_ms);
+            }
+            None => causes.push(DeadLetterCause {
+                fingerprint: key.to_string(),
+                step: step.to_string(),
+                error_type: if key == "other" { "other" } else { error_type }.to_string(),
+                count: 1,
+                first_ms: at_ms,
+                last_ms: at_ms,
+            }),
+        }
+    }
+
+    /// The causes, most dead letters first.
+    pub fn causes(&self) -> Vec<DeadLetterCause> {
+        let mut causes = self
+            .dlq_by_cause
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        causes.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_ms.cmp(&a.last_ms)));
+        causes
     }
 
     /// Keeps the first failure of each step for the run summary.
@@ -422,5 +480,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("File \"u.py\", line 3, in f"), "{text}");
+    }
+
+    #[test]
+    fn dead_letters_are_counted_per_cause_up_to_a_limit() {
+        let m = Metrics::new(1);
+        m.note_cause("a", "decode", "decode", 2_000);
+        m.note_cause("a", "decode", "decode", 1_000);
+        for i in 0..MAX_CAUSES + 5 {
+            m.note_cause(&format!("c{i}"), "steps[0] udf f", "ValueError", 3_000);
+        }
+        m.note_cause("a", "decode", "decode", 4_000);
+        let causes = m.causes();
+        assert_eq!(causes.len(), MAX_CAUSES + 1, "the rest under `other`");
+        let other = causes
+            .iter()
+            .find(|c| c.fingerprint == "other")
+            .expect("other");
+        assert_eq!((other.count, other.error_type.as_str()), (6, "other"));
+        assert_eq!(causes[0].fingerprint, "other", "most dead letters first");
+        let a = causes.iter().find(|c| c.fingerprint == "a").expect("a");
+        assert_eq!((a.count, a.first_ms, a.last_ms), (3, 1_000, 4_000));
     }
 }

@@ -100,6 +100,13 @@ impl DeadLetter {
     }
 
     /// The JSON envelope, with source and partition names resolved through `names`.
+    /// The error's type and the fingerprint of its cause (see [`fingerprint`]).
+    pub fn cause(&self) -> (String, String) {
+        let error_type = fingerprint::error_type(&self.step, &self.error);
+        let print = fingerprint::fingerprint(&self.step, &error_type, &self.error);
+        (error_type, print)
+    }
+
     pub fn to_envelope(&self, names: &Names) -> serde_json::Value {
         let mut o = serde_json::Map::new();
         o.insert("envelope_version".into(), ENVELOPE_VERSION.into());
@@ -124,8 +131,7 @@ impl DeadLetter {
         o.insert("step".into(), self.step.clone().into());
         o.insert("error_class".into(), self.error_class.as_str().into());
         o.insert("error".into(), self.error.clone().into());
-        let error_type = fingerprint::error_type(&self.step, &self.error);
-        let print = fingerprint::fingerprint(&self.step, &error_type, &self.error);
+        let (error_type, print) = self.cause();
         o.insert("error_type".into(), error_type.into());
         o.insert("fingerprint".into(), print.into());
         o.insert(

@@ -14,7 +14,6 @@
 //! [`ControlAuth::authorize`]: a bearer token when the run has one, loopback only when not
 //! (see [`super::control_auth`]).
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -271,7 +270,7 @@ fn handle(stream: TcpStream, server: &Server<'_>) -> std::io::Result<()> {
     );
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => {
-            let mut text = prometheus(info, metrics, started);
+            let mut text = super::control_prometheus::prometheus(&info.pipeline, metrics, started);
             if let Some(udfs) = udfs {
                 let p = info.pipeline.replace('\\', "\\\\").replace('"', "\\\"");
                 text.push_str(&udfs.prometheus(&p));
@@ -499,119 +498,21 @@ fn status(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
             "last_files": c.last_files,
             "restored_from": c.restored_from,
         },
+        "dead_letter_causes": metrics.causes().iter().map(|c| serde_json::json!({
+            "fingerprint": c.fingerprint,
+            "step": c.step,
+            "error_type": c.error_type,
+            "count": c.count,
+            "first_failed_at": rfc3339_ms(c.first_ms),
+            "last_failed_at": rfc3339_ms(c.last_ms),
+        })).collect::<Vec<_>>(),
     });
     format!("{body}\n")
 }
 
-fn prometheus(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
-    let t = metrics.snapshot();
-    let p = info.pipeline.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut s = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-        let _ = writeln!(s, "# HELP headwater_{name} {help}");
-        let _ = writeln!(s, "# TYPE headwater_{name} {kind}");
-        let _ = writeln!(s, "headwater_{name}{{pipeline=\"{p}\"}} {value}");
-    };
-    metric(
-        "uptime_seconds",
-        "gauge",
-        "Seconds since the run started.",
-        started.elapsed().as_secs_f64(),
-    );
-    metric(
-        "records_in_total",
-        "counter",
-        "Records read by the sources.",
-        t.records_in as f64,
-    );
-    metric(
-        "records_out_total",
-        "counter",
-        "Records written to the main output.",
-        t.records_out as f64,
-    );
-    metric(
-        "late_records_total",
-        "counter",
-        "Records later than their window's allowed lateness.",
-        t.late as f64,
-    );
-    metric(
-        "dead_letters_total",
-        "counter",
-        "Records sent to the dead-letter queue.",
-        t.dead_letters as f64,
-    );
-    metric(
-        "backpressure_seconds_total",
-        "counter",
-        "Time tasks spent blocked on full downstream channels.",
-        metrics.backpressure_seconds(),
-    );
-    let c = metrics.checkpoint_stats();
-    metric(
-        "checkpoints_completed_total",
-        "counter",
-        "Checkpoints completed (manifest written, output committed).",
-        c.completed as f64,
-    );
-    metric(
-        "checkpoints_failed_total",
-        "counter",
-        "Checkpoints abandoned (timed out) or declined (their storage failed).",
-        c.failed as f64,
-    );
-    if c.last_id.is_some() {
-        metric(
-            "checkpoint_last_duration_seconds",
-            "gauge",
-            "Duration of the last completed checkpoint, from trigger to manifest written.",
-            c.last_duration_ms as f64 / 1000.0,
-        );
-        metric(
-            "checkpoint_last_state_bytes",
-            "gauge",
-            "Total size of the state files the last checkpoint needs.",
-            c.last_state_bytes as f64,
-        );
-        metric(
-            "checkpoint_last_uploaded_bytes",
-            "gauge",
-            "Bytes the last checkpoint uploaded (the rest was shared with earlier ones).",
-            c.last_uploaded_bytes as f64,
-        );
-    }
-    if t.watermark != WATERMARK_START && t.watermark != WATERMARK_END {
-        metric(
-            "watermark_ms",
-            "gauge",
-            "Output watermark, ms since the epoch.",
-            t.watermark as f64,
-        );
-    }
-    if let Some(lag) = t.lag() {
-        metric(
-            "watermark_lag_seconds",
-            "gauge",
-            "Newest event time read minus the output watermark.",
-            lag.as_secs_f64(),
-        );
-    }
-    let _ = writeln!(
-        s,
-        "# HELP headwater_dead_letters_by_step_total Dead letters per step."
-    );
-    let _ = writeln!(s, "# TYPE headwater_dead_letters_by_step_total counter");
-    if let Ok(by_step) = metrics.dlq_by_step.lock() {
-        for (step, n) in by_step.iter() {
-            let step = step.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(
-                s,
-                "headwater_dead_letters_by_step_total{{pipeline=\"{p}\",step=\"{step}\"}} {n}"
-            );
-        }
-    }
-    s
+fn rfc3339_ms(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]
@@ -632,6 +533,9 @@ mod tests {
         let metrics = Arc::new(Metrics::new(1));
         metrics.records_in.store(42, Ordering::Relaxed);
         metrics.note_dead_letters("steps[0] udf \"f\"", 3);
+        metrics.note_cause("9f2c", "decode", "decode", 1_700_000_001_000);
+        metrics.note_cause("9f2c", "decode", "decode", 1_700_000_000_000);
+        metrics.note_cause("77aa", "steps[0] udf f", "ValueError", 1_700_000_002_000);
         metrics.set_task_watermark(0, 1_000);
         metrics.max_event_time.store(3_500, Ordering::Relaxed);
         metrics.update_checkpoints(|c| {
@@ -662,6 +566,12 @@ mod tests {
         assert_eq!(v["watermark_lag_ms"], 2500);
         assert_eq!(v["checkpoints"]["completed"], 4);
         assert_eq!(v["checkpoints"]["last_id"], 4);
+        let causes = &v["dead_letter_causes"];
+        assert_eq!(causes[0]["fingerprint"], "9f2c", "{v}");
+        assert_eq!(causes[0]["count"], 2);
+        assert_eq!(causes[0]["first_failed_at"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(causes[0]["last_failed_at"], "2023-11-14T22:13:21.000Z");
+        assert_eq!(causes[1]["error_type"], "ValueError");
         let metrics = get(addr, "/metrics");
         assert!(metrics.contains("# TYPE headwater_records_in_total counter\nheadwater_records_in_total{pipeline=\"p\"} 42\n"), "{metrics}");
         assert!(
@@ -671,6 +581,12 @@ mod tests {
         assert!(
             metrics.contains("step=\"steps[0] udf \\\"f\\\"\"} 3"),
             "label values are escaped: {metrics}"
+        );
+        assert!(
+            metrics.contains("headwater_dead_letters_by_cause_total{pipeline=\"p\",fingerprint=\"9f2c\",step=\"decode\",error_type=\"decode\"} 2\n")
+                && metrics.contains("headwater_dead_letter_cause_first_failure_timestamp_seconds{pipeline=\"p\",fingerprint=\"9f2c\",step=\"decode\",error_type=\"decode\"} 1700000000\n")
+                && metrics.contains("headwater_dead_letter_cause_last_failure_timestamp_seconds{pipeline=\"p\",fingerprint=\"77aa\",step=\"steps[0] udf f\",error_type=\"ValueError\"} 1700000002\n"),
+            "{metrics}"
         );
         assert!(
             metrics.contains("headwater_checkpoints_completed_total{pipeline=\"p\"} 4\n")

@@ -21,6 +21,14 @@ pub enum DlqOut {
     Epochs(crate::dlq::DlqEpochs, Barriers, usize, usize),
 }
 
+/// Counts a dead letter in the run's metrics: per step, per cause, and its step's first.
+pub fn note_dead_letter(metrics: &Metrics, dl: &DeadLetter) {
+    metrics.note_dead_letters(&dl.step, 1);
+    metrics.note_failure(&dl.step, &dl.error, dl.detail.as_deref());
+    let (error_type, fingerprint) = dl.cause();
+    metrics.note_cause(&fingerprint, &dl.step, &error_type, dl.failed_at_ms);
+}
+
 pub fn run_dlq(
     out: DlqOut,
     names: Names,
@@ -33,10 +41,7 @@ pub fn run_dlq(
         path: path.clone(),
         message: e.to_string(),
     };
-    let note = |dl: &DeadLetter| {
-        metrics.note_dead_letters(&dl.step, 1);
-        metrics.note_failure(&dl.step, &dl.error, dl.detail.as_deref());
-    };
+    let note = |dl: &DeadLetter| note_dead_letter(&metrics, dl);
     let (mut epochs, barriers, participant, senders) = match out {
         DlqOut::Plain(mut writer) => {
             for (_, item) in rx {

@@ -12,6 +12,7 @@ pub mod align;
 pub mod control;
 pub mod control_auth;
 pub mod control_client;
+mod control_prometheus;
 pub mod control_udfs;
 mod credits;
 mod dlq_task;

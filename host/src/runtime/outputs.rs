@@ -130,9 +130,7 @@ impl SinkHub {
             let lane = self.instance_for(to.sink, self.sender);
             let mut values = Vec::with_capacity(letters.len());
             for dl in &letters {
-                to.metrics.note_dead_letters(&dl.step, 1);
-                to.metrics
-                    .note_failure(&dl.step, &dl.error, dl.detail.as_deref());
+                super::dlq_task::note_dead_letter(&to.metrics, dl);
                 let envelope = match &lane.limit {
                     Some(limit) => limit.envelope(dl, &to.names),
                     None => Value::from_json(dl.to_envelope(&to.names).to_string().as_bytes()).ok(),
