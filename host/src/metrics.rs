@@ -1,8 +1,8 @@
 //! Run counters shared by all tasks, the progress line and the end-of-run summary.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::record::{EventTime, WATERMARK_START};
@@ -27,8 +27,21 @@ pub struct Metrics {
     pub first_failures: Mutex<Vec<FirstFailure>>,
     /// Dead letters per cause (fingerprint), at most [`MAX_CAUSES`] of them.
     pub dlq_by_cause: Mutex<Vec<DeadLetterCause>>,
+    /// Each UDF's circuit breaker, by UDF name.
+    pub breakers: Mutex<Vec<(String, Arc<BreakerStatus>)>>,
     /// Checkpoint counters and the last completed checkpoint.
     pub checkpoints: Mutex<CheckpointStats>,
+}
+
+/// A UDF's circuit breaker as the control API reports it (its owner updates it).
+#[derive(Debug, Default)]
+pub struct BreakerStatus {
+    /// Calls are paused: most recent records failed transiently.
+    pub open: AtomicBool,
+    /// Times it opened in this run.
+    pub openings: AtomicU64,
+    /// Records held (not dead-lettered) while it was open.
+    pub held: AtomicU64,
 }
 
 /// Causes tracked per run: a run failing in more distinct ways counts the rest under the
@@ -76,6 +89,7 @@ impl Metrics {
             dlq_by_step: Mutex::new(Vec::new()),
             first_failures: Mutex::new(Vec::new()),
             dlq_by_cause: Mutex::new(Vec::new()),
+            breakers: Mutex::new(Vec::new()),
             checkpoints: Mutex::new(CheckpointStats::default()),
         }
     }
@@ -119,6 +133,13 @@ impl Metrics {
                 Some((_, c)) => *c += n,
                 None => by_step.push((step.to_string(), n)),
             }
+        }
+    }
+
+    /// The UDFs' circuit breakers, for the control API and the summary.
+    pub fn register_breakers(&self, breakers: impl Iterator<Item = (String, Arc<BreakerStatus>)>) {
+        if let Ok(mut b) = self.breakers.lock() {
+            b.extend(breakers);
         }
     }
 

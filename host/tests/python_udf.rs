@@ -118,6 +118,12 @@ def down_on_fives(r):
     return {**r, "steps": steps + 1}
 
 @hw.map
+def call_service(r):
+    if os.path.exists(os.environ.get("DOWN_MARKER", "/nonexistent")):
+        raise hw.TransientError("connection refused")
+    return r
+
+@hw.map
 def hang_once(r):
     marker = os.environ.get("HANG_MARKER", "")
     if marker and not os.path.exists(marker):
@@ -261,6 +267,54 @@ retry: { max_attempts: 2, initial_backoff: 1ms, max_backoff: 5ms }\n",
         Some(&2),
         "one call per step for a record that never fails"
     );
+}
+
+#[test]
+fn an_outage_of_the_service_a_udf_calls_pauses_the_stream_instead_of_filling_the_dlq() {
+    // Every call fails transiently while the marker file exists: the circuit breaker opens
+    // and holds the records; once the marker goes, they all come through, none dead-lettered.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("service-down");
+    std::fs::write(&marker, "").expect("marker");
+    write_case(
+        dir.path(),
+        300,
+        "  - udf: svc\n",
+        "  svc: { runtime: python, module: my_udfs, function: call_service }\n\
+retry: { max_attempts: 2, initial_backoff: 1ms, max_backoff: 1ms, breaker: { cool_down: 100ms } }\n",
+    );
+    let mut child = headwater(dir.path())
+        .env("DOWN_MARKER", &marker)
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let lines = common::control::stderr_lines(&mut child);
+    let (_, before) = common::wait_for_line(
+        &lines,
+        "the breaker opening",
+        Duration::from_secs(60),
+        |l| l.contains("circuit breaker open").then_some(()),
+    );
+    // Held, not dead-lettered, through a few pauses.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(dlq(dir.path()).is_empty(), "{before:?}");
+    std::fs::remove_file(&marker).expect("service back");
+    let (_, _) = common::wait_for_line(
+        &lines,
+        "the breaker closing",
+        Duration::from_secs(60),
+        |l| {
+            l.contains("recovered: circuit breaker closed")
+                .then_some(())
+        },
+    );
+    let status = child.wait().expect("wait");
+    assert!(status.success());
+    let expected: BTreeMap<i64, usize> = (0..300).map(|n| (n, 1)).collect();
+    assert_eq!(output_ns(dir.path()), expected, "every record, once");
+    assert!(dlq(dir.path()).is_empty(), "nothing dead-lettered");
 }
 
 #[test]

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::decode::{duration, uint, Errors, MapReader};
-use super::spec::RetrySpec;
+use super::decode::{duration, positive_duration, uint, Errors, MapReader};
+use super::spec::{BreakerSpec, RetrySpec};
 use super::yaml::Node;
 
 /// More attempts than this are a mistake (a record would hold its task for minutes).
@@ -37,6 +37,9 @@ pub(super) fn retry(node: &Node, context: &str, base: RetrySpec, errs: &mut Erro
             out.max_backoff = d;
         }
     }
+    if let Some(n) = m.get("breaker") {
+        out.breaker = breaker(n, &format!("{context} breaker"), out.breaker, errs);
+    }
     m.finish(errs);
     if out.max_backoff < out.initial_backoff {
         errs.at(
@@ -50,6 +53,60 @@ pub(super) fn retry(node: &Node, context: &str, base: RetrySpec, errs: &mut Erro
         );
         out.max_backoff = out.initial_backoff;
     }
+    out
+}
+
+/// `breaker: off`, or a mapping of the keys to change.
+fn breaker(node: &Node, context: &str, base: BreakerSpec, errs: &mut Errors) -> BreakerSpec {
+    let mut out = base;
+    match node.scalar() {
+        Some("off") => {
+            out.enabled = false;
+            return out;
+        }
+        Some("on") => {
+            out.enabled = true;
+            return out;
+        }
+        _ => {}
+    }
+    let Some(mut m) = MapReader::new(node, context, errs) else {
+        return out;
+    };
+    out.enabled = true;
+    if let Some(n) = m.get("failure_percent") {
+        match uint(n, &format!("{context} failure_percent"), errs) {
+            Some(p) if (1..=100).contains(&p) => out.failure_percent = p as u32,
+            Some(p) => errs.at(
+                n,
+                format!("{context} failure_percent must be between 1 and 100, not {p}"),
+                None,
+            ),
+            None => {}
+        }
+    }
+    if let Some(n) = m.get("min_records") {
+        match uint(n, &format!("{context} min_records"), errs) {
+            Some(r) if (1..=100).contains(&r) => out.min_records = r as u32,
+            Some(r) => errs.at(
+                n,
+                format!("{context} min_records must be between 1 and 100 (the breaker looks at the last 100 records), not {r}"),
+                None,
+            ),
+            None => {}
+        }
+    }
+    if let Some(n) = m.get("cool_down") {
+        if let Some(d) = positive_duration(n, &format!("{context} cool_down"), errs) {
+            out.cool_down = d;
+        }
+    }
+    if let Some(n) = m.get("max_pause") {
+        if let Some(d) = duration(n, &format!("{context} max_pause"), errs) {
+            out.max_pause = d;
+        }
+    }
+    m.finish(errs);
     out
 }
 

@@ -394,6 +394,8 @@ pub struct RetrySpec {
     pub initial_backoff: Duration,
     /// No wait is longer than this (before jitter). Default 2s.
     pub max_backoff: Duration,
+    /// When most calls fail transiently (an outage), pause instead of dead-lettering.
+    pub breaker: BreakerSpec,
 }
 
 impl Default for RetrySpec {
@@ -402,6 +404,38 @@ impl Default for RetrySpec {
             max_attempts: 4,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(2),
+            breaker: BreakerSpec::default(),
+        }
+    }
+}
+
+/// A UDF's circuit breaker: when at least `failure_percent` of its last records (and at least
+/// `min_records` of them) failed transiently, records whose retries are used up are held
+/// instead of dead-lettered: calls pause for `cool_down`, then the held records are tried
+/// again, until the function recovers or the outage has lasted `max_pause` (then they go to
+/// the DLQ as before).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSpec {
+    /// Off: transient failures are dead-lettered once their retries are used up.
+    pub enabled: bool,
+    /// 1-100; default 50.
+    pub failure_percent: u32,
+    /// Default 20.
+    pub min_records: u32,
+    /// Default 5s.
+    pub cool_down: Duration,
+    /// Default 10m.
+    pub max_pause: Duration,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        BreakerSpec {
+            enabled: true,
+            failure_percent: 50,
+            min_records: 20,
+            cool_down: Duration::from_secs(5),
+            max_pause: Duration::from_secs(600),
         }
     }
 }

@@ -410,6 +410,7 @@ fn retry_is_set_for_the_pipeline_and_overridden_key_by_key_per_udf() {
         max_attempts: 6,
         initial_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_secs(2),
+        breaker: BreakerSpec::default(),
     };
     assert_eq!(spec.retry, pipeline);
     let of = |name: &str| {
@@ -471,4 +472,53 @@ fn retry_mistakes_are_explained_where_they_are() {
         r.contains("p.yaml:10:") && r.contains("`soon` is not a duration"),
         "{r}"
     );
+}
+
+#[test]
+fn the_circuit_breaker_is_on_by_default_and_set_or_turned_off_per_udf() {
+    let spec = load_str(
+        &format!("{RETRY_HEAD}retry: {{ breaker: {{ failure_percent: 80, cool_down: 250ms }} }}\nudfs:\n  a: {{ runtime: native, function: a }}\n  b: {{ runtime: native, function: b, retry: {{ breaker: off }} }}\n  c: {{ runtime: native, function: c, retry: {{ breaker: {{ max_pause: 0s, min_records: 5 }} }} }}\n"),
+        "p.yaml",
+    )
+    .expect("valid");
+    let of = |name: &str| {
+        spec.udfs
+            .iter()
+            .find(|u| u.name == name)
+            .map(|u| u.retry.breaker)
+            .expect("udf")
+    };
+    let a = of("a");
+    assert!(a.enabled);
+    assert_eq!(
+        (a.failure_percent, a.cool_down, a.min_records),
+        (80, Duration::from_millis(250), 20)
+    );
+    assert!(!of("b").enabled);
+    let c = of("c");
+    assert!(c.enabled && c.failure_percent == 80 && c.min_records == 5 && c.max_pause.is_zero());
+    // The documented defaults.
+    let d = RetrySpec::default().breaker;
+    assert_eq!(
+        (
+            d.enabled,
+            d.failure_percent,
+            d.min_records,
+            d.cool_down.as_secs(),
+            d.max_pause.as_secs()
+        ),
+        (true, 50, 20, 5, 600)
+    );
+    let e = errors(&format!("{RETRY_HEAD}retry: {{ breaker: {{ failure_percent: 0, cool_down: 0s, min_records: 500, trip: 1 }} }}\n"));
+    let r = e.to_string();
+    assert!(
+        r.contains("retry breaker failure_percent must be between 1 and 100, not 0"),
+        "{r}"
+    );
+    assert!(
+        r.contains("retry breaker cool_down: must be longer than 0"),
+        "{r}"
+    );
+    assert!(r.contains("min_records must be between 1 and 100"), "{r}");
+    assert!(r.contains("unknown key `trip`"), "{r}");
 }

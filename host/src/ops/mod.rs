@@ -2,6 +2,7 @@
 //! also act on watermarks. A [`Chain`] runs consecutive operators inside one task.
 
 pub mod aggregate;
+pub mod breaker;
 pub mod keyed;
 pub mod retry;
 pub mod stateless;

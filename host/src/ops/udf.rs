@@ -10,6 +10,7 @@ use crate::record::{Batch, EventTime, Record};
 use crate::udf::{FunctionError, FunctionKind, UdfRuntime};
 use crate::value::Value;
 
+use super::breaker::{Breaker, Verdict};
 use super::retry::{CancelSignal, RetryPolicy, WaitOutcome};
 use super::{dead_letter_for, Context, OpError, Operator};
 
@@ -37,6 +38,8 @@ pub struct UdfStep {
     function: String,
     kind: FunctionKind,
     retry: RetryPolicy,
+    /// The UDF's circuit breaker (shared with its other steps and tasks), if it has one.
+    breaker: Option<Arc<Breaker>>,
     /// Wakes a wait between attempts when the run is cancelled.
     cancel: CancelSignal,
     batching: Batching,
@@ -59,6 +62,7 @@ impl UdfStep {
             function,
             kind,
             retry,
+            breaker: None,
             cancel: CancelSignal::default(),
             batching: Batching::default(),
             waiting: Vec::new(),
@@ -69,6 +73,13 @@ impl UdfStep {
     /// Waits between attempts end early when `cancel` fires (the run is being cancelled).
     pub fn with_cancel(mut self, cancel: CancelSignal) -> Self {
         self.cancel = cancel;
+        self
+    }
+
+    /// During an outage (most calls failing transiently) `breaker` holds records instead of
+    /// dead-lettering them.
+    pub fn with_breaker(mut self, breaker: Option<Arc<Breaker>>) -> Self {
+        self.breaker = breaker;
         self
     }
 
@@ -180,6 +191,14 @@ impl UdfStep {
                 });
             }
             let mut again = Vec::new();
+            let mut exhausted = Vec::new();
+            let answered = outcomes
+                .iter()
+                .filter(|o| !matches!(o, Err(e) if e.class == ErrorClass::Transient))
+                .count();
+            if let Some(b) = &self.breaker {
+                b.record(outcomes.len() - answered, answered);
+            }
             for ((index, record), outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(values) => {
@@ -196,10 +215,38 @@ impl UdfStep {
                     Err(err) if err.class == ErrorClass::Transient && !retry.is_exhausted() => {
                         again.push((index, record))
                     }
+                    Err(err) if err.class == ErrorClass::Transient => {
+                        exhausted.push((index, record, err))
+                    }
                     Err(err) => self.dead(ctx, &record, &err, retry.attempt()),
                 }
             }
             pending = again;
+            if !exhausted.is_empty() {
+                let verdict = match &self.breaker {
+                    Some(b) => b.verdict(exhausted.len()),
+                    None => Verdict::DeadLetter,
+                };
+                match verdict {
+                    Verdict::HoldFor(pause) => {
+                        // An outage. (The batch's records share their attempts, so none is
+                        // left with attempts to spare.) Pause the calls, then try the held
+                        // records afresh.
+                        if self.cancel.wait_until(Instant::now() + pause) {
+                            tracing::debug!(step = %self.step, records = exhausted.len(), "held records abandoned: the run is cancelled");
+                            break;
+                        }
+                        pending = exhausted.into_iter().map(|(i, r, _)| (i, r)).collect();
+                        retry = self.retry.start(pending.len() as u64);
+                        continue;
+                    }
+                    Verdict::DeadLetter => {
+                        for (_, record, err) in exhausted {
+                            self.dead(ctx, &record, &err, retry.attempt());
+                        }
+                    }
+                }
+            }
             if !pending.is_empty() && retry.wait_for_next(&self.cancel) != WaitOutcome::Due {
                 // Cancelled: the run is being torn down and its in-flight records with it.
                 tracing::debug!(step = %self.step, records = pending.len(), "retry abandoned: the run is cancelled");
@@ -409,5 +456,131 @@ mod tests {
         assert_eq!(out[0].time, 5, "outputs keep the input's event time");
         assert_eq!(ctx.dead.len(), 1);
         assert_eq!(ctx.dead[0].attempts, 1);
+    }
+}
+
+/// The UDF step and its circuit breaker together: an outage of the function.
+#[cfg(test)]
+mod breaker_tests {
+    use super::*;
+    use crate::config::spec::BreakerSpec;
+    use crate::record::Origin;
+    use crate::udf::native::NativeRuntime;
+    use headwater_sdk::Function;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    /// Fails every record transiently while `down` is set; counts its calls.
+    struct Outage {
+        down: Arc<AtomicBool>,
+        calls: Arc<AtomicU32>,
+    }
+
+    impl Function for Outage {
+        fn kind(&self) -> FunctionKind {
+            FunctionKind::Map
+        }
+        fn call(&self, record: Value) -> Result<Vec<Value>, FunctionError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                Err(FunctionError::transient("connection refused"))
+            } else {
+                Ok(vec![record])
+            }
+        }
+    }
+
+    fn step(breaker: BreakerSpec) -> (UdfStep, Arc<AtomicBool>, Arc<AtomicU32>, Arc<Breaker>) {
+        let down = Arc::new(AtomicBool::new(true));
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut rt = NativeRuntime::default();
+        rt.register(
+            "call_service",
+            Outage {
+                down: down.clone(),
+                calls: calls.clone(),
+            },
+        );
+        let b = Arc::new(Breaker::new("svc", breaker));
+        let retry = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        };
+        let step = UdfStep::new(
+            "steps[0] udf svc".into(),
+            Arc::new(rt),
+            "call_service".into(),
+            FunctionKind::Map,
+            retry,
+        )
+        .with_breaker(Some(b.clone()));
+        (step, down, calls, b)
+    }
+
+    fn records(n: i64) -> Batch {
+        (0..n)
+            .map(|i| Record::new(Value::Int(i), i, Origin::default()))
+            .collect()
+    }
+
+    fn spec(enabled: bool) -> BreakerSpec {
+        BreakerSpec {
+            enabled,
+            failure_percent: 50,
+            min_records: 10,
+            cool_down: Duration::from_millis(20),
+            max_pause: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn an_outage_holds_the_batch_until_the_function_recovers_and_loses_nothing() {
+        let (mut step, down, calls, breaker) = step(spec(true));
+        // The service comes back once the records were held through a few pauses.
+        let watcher = {
+            let (calls, down) = (calls.clone(), down.clone());
+            std::thread::spawn(move || {
+                while calls.load(Ordering::SeqCst) < 50 * 6 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                down.store(false, Ordering::SeqCst);
+            })
+        };
+        let mut ctx = Context::default();
+        let out = step.process(records(50), &mut ctx).expect("process");
+        watcher.join().expect("watcher");
+        assert!(
+            ctx.dead.is_empty(),
+            "nothing dead-lettered: {:?}",
+            ctx.dead.len()
+        );
+        let got: Vec<Value> = out.into_iter().map(|r| r.value).collect();
+        assert_eq!(
+            got,
+            (0..50).map(Value::Int).collect::<Vec<_>>(),
+            "all, in order"
+        );
+        let status = breaker.status();
+        assert_eq!(status.openings.load(Ordering::SeqCst), 1);
+        assert!(
+            status.held.load(Ordering::SeqCst) >= 100,
+            "held through at least two pauses"
+        );
+        assert!(
+            !status.open.load(Ordering::SeqCst),
+            "closed once the records went through"
+        );
+    }
+
+    #[test]
+    fn without_the_breaker_an_outage_dead_letters_every_record() {
+        let (mut step, _down, calls, breaker) = step(spec(false));
+        let mut ctx = Context::default();
+        let out = step.process(records(50), &mut ctx).expect("process");
+        assert!(out.is_empty());
+        assert_eq!(ctx.dead.len(), 50);
+        assert_eq!(ctx.dead[0].attempts, 2);
+        assert_eq!(calls.load(Ordering::SeqCst), 100, "two attempts each");
+        assert_eq!(breaker.status().openings.load(Ordering::SeqCst), 0);
     }
 }

@@ -498,6 +498,11 @@ fn status(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
             "last_files": c.last_files,
             "restored_from": c.restored_from,
         },
+        "circuit_breakers": metrics.breakers.lock().map(|b| b.iter().map(|(udf, s)| (udf.clone(), serde_json::json!({
+            "open": s.open.load(Ordering::Relaxed),
+            "openings": s.openings.load(Ordering::Relaxed),
+            "held_records": s.held.load(Ordering::Relaxed),
+        }))).collect::<serde_json::Map<_, _>>()).unwrap_or_default(),
         "dead_letter_causes": metrics.causes().iter().map(|c| serde_json::json!({
             "fingerprint": c.fingerprint,
             "step": c.step,

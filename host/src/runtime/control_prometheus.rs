@@ -1,6 +1,7 @@
 //! `GET /metrics`: the run's counters in Prometheus's text format.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::metrics::{DeadLetterCause, Metrics};
@@ -123,7 +124,48 @@ pub(super) fn prometheus(pipeline: &str, metrics: &Metrics, started: Instant) ->
         }
     }
     cause_metrics(&mut s, &p, &metrics.causes());
+    breaker_metrics(&mut s, &p, metrics);
     s
+}
+
+/// Each UDF's circuit breaker: open or not, how often it opened, records it held.
+fn breaker_metrics(s: &mut String, p: &str, metrics: &Metrics) {
+    let Ok(breakers) = metrics.breakers.lock() else {
+        return;
+    };
+    type Read = fn(&crate::metrics::BreakerStatus) -> f64;
+    let series: [(&str, &str, &str, Read); 3] = [
+        (
+            "udf_circuit_open",
+            "gauge",
+            "1 while the UDF's circuit breaker is open (an outage: calls paused, records held).",
+            |b| f64::from(u8::from(b.open.load(Ordering::Relaxed))),
+        ),
+        (
+            "udf_circuit_openings_total",
+            "counter",
+            "Times the UDF's circuit breaker opened.",
+            |b| b.openings.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "udf_circuit_held_records_total",
+            "counter",
+            "Records held instead of dead-lettered while the breaker was open.",
+            |b| b.held.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        let _ = writeln!(s, "# HELP headwater_{name} {help}");
+        let _ = writeln!(s, "# TYPE headwater_{name} {kind}");
+        for (udf, b) in breakers.iter() {
+            let udf = udf.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                s,
+                "headwater_{name}{{pipeline=\"{p}\",udf=\"{udf}\"}} {}",
+                value(b)
+            );
+        }
+    }
 }
 
 /// Dead letters per cause: how many (the group's depth), and when the first and the latest

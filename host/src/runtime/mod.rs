@@ -141,6 +141,11 @@ pub fn run(
     let restored = start.as_ref().and_then(|s| s.restored.as_ref());
     let sources = start::assign_partitions(spec, &topology, restored, &opts)?;
     let metrics = Arc::new(Metrics::new(topology.parallelism));
+    metrics.register_breakers(
+        plan.breakers
+            .iter()
+            .map(|(udf, b)| (udf.clone(), b.status())),
+    );
     if let Some(r) = restored {
         metrics.update_checkpoints(|c| c.restored_from = Some(r.manifest.id));
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::spec::{LatePolicy, PipelineSpec, StepKind, UdfKind};
 use crate::expr::Expr;
+use crate::ops::breaker::Breaker;
 use crate::ops::keyed::{KeyedProcess, KeyedProcessConfig};
 use crate::ops::retry::{CancelSignal, RetryPolicy};
 use crate::ops::stateless::{Filter, KeyBy, Map};
@@ -66,6 +67,7 @@ enum OpPlan {
         kind: FunctionKind,
         batching: Batching,
         retry: RetryPolicy,
+        breaker: Option<Arc<Breaker>>,
     },
 }
 
@@ -118,8 +120,10 @@ impl StagePlan {
                             kind,
                             batching,
                             retry,
+                            breaker,
                         } => Box::new(
                             UdfStep::new(step, runtime, function, kind, retry)
+                                .with_breaker(breaker)
                                 .with_batching(batching)
                                 .with_cancel(cancel.clone()),
                         ),
@@ -156,6 +160,8 @@ pub struct Plan {
     pub outputs: Vec<usize>,
     /// The Wasm UDFs, whose modules can be replaced while the pipeline runs.
     pub wasm_udfs: Arc<crate::udf::wasm::versions::WasmUdfs>,
+    /// The circuit breakers of the UDFs that udf steps call, by UDF name.
+    pub breakers: Vec<(String, Arc<Breaker>)>,
 }
 
 impl Plan {
@@ -172,6 +178,7 @@ impl Plan {
         let mut stages = vec![StagePlan::default()];
         let mut key_names: Vec<Str> = Vec::new();
         let mut op_id: u16 = 0;
+        let mut breakers: Vec<(String, Arc<Breaker>)> = Vec::new();
         for (i, step) in spec.steps.iter().enumerate() {
             let line = step.location.line;
             let compile = |text: &str, errors: &mut Vec<PlanError>| match Expr::parse(text) {
@@ -327,6 +334,7 @@ impl Plan {
                             kind: function_kind(udf.kind),
                             batching: batching(udf),
                             retry: RetryPolicy::from(udf.retry),
+                            breaker: Some(breaker_for(&mut breakers, udf)),
                         }),
                         None => {
                             errors.push(PlanError::Step {
@@ -368,6 +376,7 @@ impl Plan {
                 stages,
                 outputs,
                 wasm_udfs: Arc::new(started.wasm_udfs),
+                breakers,
             })
         } else {
             Err(errors)
@@ -380,6 +389,20 @@ impl Plan {
 }
 
 /// How the UDF step of `udf` gathers records into calls (its runtime says).
+/// The circuit breaker of `udf`, made on its first use: every step and task calling the UDF
+/// shares it.
+fn breaker_for(
+    breakers: &mut Vec<(String, Arc<Breaker>)>,
+    udf: &crate::config::spec::UdfSpec,
+) -> Arc<Breaker> {
+    if let Some((_, b)) = breakers.iter().find(|(name, _)| name == &udf.name) {
+        return b.clone();
+    }
+    let b = Arc::new(Breaker::new(&udf.name, udf.retry.breaker));
+    breakers.push((udf.name.clone(), b.clone()));
+    b
+}
+
 fn batching(udf: &crate::config::spec::UdfSpec) -> Batching {
     let b = runtimes().batching(udf);
     Batching {
