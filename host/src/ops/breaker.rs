@@ -151,6 +151,36 @@ impl Breaker {
     }
 }
 
+/// What an operator does with records whose attempts are used up, failing transiently.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Held {
+    /// An outage: the pause is over; try them again with fresh attempts.
+    TryAgain,
+    /// Dead-letter them.
+    DeadLetter,
+    /// The run is being cancelled during the pause: give them up.
+    Cancelled,
+}
+
+/// Asks `breaker` (if the UDF has one) about `exhausted` records and, during an outage, waits
+/// out the pause (woken early by `cancel`).
+pub fn hold(
+    breaker: Option<&Breaker>,
+    exhausted: usize,
+    cancel: &super::retry::CancelSignal,
+) -> Held {
+    match breaker.map(|b| b.verdict(exhausted)) {
+        Some(Verdict::HoldFor(pause)) => {
+            if cancel.wait_until(Instant::now() + pause) {
+                Held::Cancelled
+            } else {
+                Held::TryAgain
+            }
+        }
+        _ => Held::DeadLetter,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

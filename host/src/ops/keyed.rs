@@ -18,6 +18,7 @@ use crate::state::{key_group_of, KeyGroup, StateBatch, StateError, StateStore, T
 use crate::udf::{FunctionError, KeyedInput, KeyedResult, StateUpdate, UdfRuntime};
 use crate::value::Value;
 
+use super::breaker::{hold, Breaker, Held};
 use super::retry::{CancelSignal, RetryPolicy, WaitOutcome};
 use super::{dead_letter_for, Context, OpError, Operator};
 
@@ -33,6 +34,8 @@ pub struct KeyedProcessConfig {
     pub function: String,
     pub max_parallelism: u32,
     pub retry: RetryPolicy,
+    /// The UDF's circuit breaker (see [`super::breaker`]), if it has one.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 pub struct KeyedProcess {
@@ -136,17 +139,47 @@ impl KeyedProcess {
                 }
                 let mut wb = StateBatch::new();
                 let mut again = Vec::new();
+                let mut exhausted = Vec::new();
+                if let Some(b) = &self.cfg.breaker {
+                    let failed = outcomes
+                        .iter()
+                        .filter(|o| matches!(o, Err(e) if e.class == ErrorClass::Transient))
+                        .count();
+                    b.record(failed, outcomes.len() - failed);
+                }
                 for (call, outcome) in pending.into_iter().zip(outcomes) {
                     match outcome {
                         Ok(result) => self.apply(&call, result, &mut wb, &mut out),
                         Err(err) if err.class == ErrorClass::Transient && !retry.is_exhausted() => {
                             again.push(call)
                         }
+                        Err(err) if err.class == ErrorClass::Transient => {
+                            exhausted.push((call, err))
+                        }
                         Err(err) => self.dead(ctx, &call, &err, retry.attempt()),
                     }
                 }
                 self.store.write(wb).map_err(|e| self.state_err(e))?;
                 pending = again;
+                if !exhausted.is_empty() {
+                    // The round's calls share their attempts: none is left in `pending`.
+                    match hold(self.cfg.breaker.as_deref(), exhausted.len(), &self.cancel) {
+                        Held::TryAgain => {
+                            pending = exhausted.into_iter().map(|(c, _)| c).collect();
+                            retry = self.cfg.retry.start(pending.len() as u64);
+                            continue;
+                        }
+                        Held::Cancelled => {
+                            tracing::debug!(step = %self.cfg.step, calls = exhausted.len(), "held calls abandoned: the run is cancelled");
+                            break;
+                        }
+                        Held::DeadLetter => {
+                            for (call, err) in exhausted {
+                                self.dead(ctx, &call, &err, retry.attempt());
+                            }
+                        }
+                    }
+                }
                 if !pending.is_empty() && retry.wait_for_next(&self.cancel) != WaitOutcome::Due {
                     // Cancelled: the run is being torn down and its in-flight calls with it;
                     // their keys' state is as the last successful call left it.
@@ -392,6 +425,19 @@ mod tests {
         }
     }
 
+    /// The keyed step `steps[1] udf sum` over `runtime`, with the default retry policy.
+    fn sum_config(runtime: Arc<dyn UdfRuntime>) -> KeyedProcessConfig {
+        KeyedProcessConfig {
+            step: "steps[1] udf sum".into(),
+            op_id: 1,
+            runtime,
+            function: "sum".into(),
+            max_parallelism: 128,
+            retry: RetryPolicy::default(),
+            breaker: None,
+        }
+    }
+
     #[test]
     fn state_threads_through_a_keys_records_and_timers_fire_at_the_watermark() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -399,17 +445,7 @@ mod tests {
         let runtime = Arc::new(Summer {
             calls: Mutex::new(Vec::new()),
         });
-        let mut op = KeyedProcess::new(
-            KeyedProcessConfig {
-                step: "steps[1] udf sum".into(),
-                op_id: 1,
-                runtime: runtime.clone(),
-                function: "sum".into(),
-                max_parallelism: 128,
-                retry: RetryPolicy::default(),
-            },
-            store,
-        );
+        let mut op = KeyedProcess::new(sum_config(runtime.clone()), store);
         let mut ctx = Context::default();
         // Three records of key a in one batch: each must see the previous one's state.
         let out = op
@@ -501,6 +537,7 @@ mod tests {
                 function: "rearm".into(),
                 max_parallelism: 128,
                 retry: RetryPolicy::default(),
+                breaker: None,
             },
             store,
         );
@@ -533,5 +570,98 @@ mod tests {
             .map(|round| round.iter().map(|c| c.time).collect())
             .collect();
         assert_eq!(times, vec![vec![1, 2, 5], vec![3], vec![4]]);
+    }
+
+    /// The summer behind a service that is down (every call fails transiently) until its
+    /// `calls` reach `up_after`.
+    struct DownThenUp {
+        inner: Summer,
+        calls: std::sync::atomic::AtomicU32,
+        up_after: u32,
+    }
+
+    impl UdfRuntime for DownThenUp {
+        fn name(&self) -> &str {
+            "test"
+        }
+        fn functions(&self) -> Vec<FunctionInfo> {
+            self.inner.functions()
+        }
+        fn invoke(&self, _: &str, _: Vec<Value>) -> Result<Vec<RecordOutcome>, RuntimeError> {
+            unreachable!("keyed only")
+        }
+        fn invoke_keyed(
+            &self,
+            f: &str,
+            inputs: Vec<KeyedInput>,
+        ) -> Result<Vec<KeyedOutcome>, RuntimeError> {
+            let n = inputs.len() as u32;
+            let before = self.calls.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            if before < self.up_after {
+                return Ok(inputs
+                    .iter()
+                    .map(|_| Err(FunctionError::transient("connection refused")))
+                    .collect());
+            }
+            self.inner.invoke_keyed(f, inputs)
+        }
+    }
+
+    #[test]
+    fn an_outage_holds_keyed_calls_until_the_function_recovers_and_state_is_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = StateStore::open_fresh(dir.path()).expect("store");
+        let runtime = Arc::new(DownThenUp {
+            inner: Summer {
+                calls: Mutex::new(Vec::new()),
+            },
+            calls: std::sync::atomic::AtomicU32::new(0),
+            up_after: 30 * 5,
+        });
+        let breaker = Arc::new(Breaker::new(
+            "sum",
+            crate::config::spec::BreakerSpec {
+                enabled: true,
+                failure_percent: 50,
+                min_records: 10,
+                cool_down: std::time::Duration::from_millis(5),
+                max_pause: std::time::Duration::from_secs(60),
+            },
+        ));
+        let mut op = KeyedProcess::new(
+            KeyedProcessConfig {
+                retry: RetryPolicy {
+                    max_attempts: 2,
+                    initial_backoff: std::time::Duration::from_millis(1),
+                    max_backoff: std::time::Duration::from_millis(1),
+                },
+                breaker: Some(breaker.clone()),
+                ..sum_config(runtime.clone())
+            },
+            store,
+        );
+        let mut ctx = Context::default();
+        // 30 keys, one record each: one round, held through the outage.
+        let batch: Batch = (0..30).map(|i| rec(&format!("k{i}"), 1, i)).collect();
+        op.process(batch, &mut ctx).expect("process");
+        assert!(
+            ctx.dead.is_empty(),
+            "nothing dead-lettered: {}",
+            ctx.dead.len()
+        );
+        let status = breaker.status();
+        assert_eq!(status.openings.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!status.open.load(std::sync::atomic::Ordering::SeqCst));
+        // Every key's state holds its value, and its timer fires with it.
+        let out = op
+            .on_watermark(crate::record::WATERMARK_END, &mut ctx)
+            .expect("timers");
+        let mut totals: Vec<i64> = out
+            .iter()
+            .filter_map(|r| r.value.as_object()?.get("total")?.as_f64())
+            .map(|t| t as i64)
+            .collect();
+        totals.sort();
+        assert_eq!(totals, (0..30).collect::<Vec<_>>());
     }
 }

@@ -10,7 +10,7 @@ use crate::record::{Batch, EventTime, Record};
 use crate::udf::{FunctionError, FunctionKind, UdfRuntime};
 use crate::value::Value;
 
-use super::breaker::{Breaker, Verdict};
+use super::breaker::{hold, Breaker, Held};
 use super::retry::{CancelSignal, RetryPolicy, WaitOutcome};
 use super::{dead_letter_for, Context, OpError, Operator};
 
@@ -223,24 +223,20 @@ impl UdfStep {
             }
             pending = again;
             if !exhausted.is_empty() {
-                let verdict = match &self.breaker {
-                    Some(b) => b.verdict(exhausted.len()),
-                    None => Verdict::DeadLetter,
-                };
-                match verdict {
-                    Verdict::HoldFor(pause) => {
-                        // An outage. (The batch's records share their attempts, so none is
-                        // left with attempts to spare.) Pause the calls, then try the held
-                        // records afresh.
-                        if self.cancel.wait_until(Instant::now() + pause) {
-                            tracing::debug!(step = %self.step, records = exhausted.len(), "held records abandoned: the run is cancelled");
-                            break;
-                        }
+                match hold(self.breaker.as_deref(), exhausted.len(), &self.cancel) {
+                    Held::TryAgain => {
+                        // An outage (the batch's records share their attempts, so none is
+                        // left with attempts to spare): after the pause, the held records
+                        // are tried again afresh.
                         pending = exhausted.into_iter().map(|(i, r, _)| (i, r)).collect();
                         retry = self.retry.start(pending.len() as u64);
                         continue;
                     }
-                    Verdict::DeadLetter => {
+                    Held::Cancelled => {
+                        tracing::debug!(step = %self.step, records = exhausted.len(), "held records abandoned: the run is cancelled");
+                        break;
+                    }
+                    Held::DeadLetter => {
                         for (_, record, err) in exhausted {
                             self.dead(ctx, &record, &err, retry.attempt());
                         }

@@ -324,6 +324,7 @@ impl Plan {
                                     function: udf.function.clone(),
                                     max_parallelism: spec.max_parallelism,
                                     retry: RetryPolicy::from(udf.retry),
+                                    breaker: Some(breaker_for(&mut breakers, udf)),
                                 })
                             })
                         }
