@@ -14,6 +14,7 @@
 //! with a plain Go loop (see `go_udf.rs`).
 
 mod checkpoint;
+mod dlq;
 mod go_udf;
 mod kafka;
 mod python_udf;
@@ -38,7 +39,7 @@ use headwater::runtime::{self, RunControl, RunOptions};
 #[derive(Parser)]
 #[command(about = "Run Headwater benchmarks; prints one JSON line per result")]
 struct Args {
-    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python, go, wasm,
+    /// Benchmarks to run (default: all): generator, q0, q1, q5, q11, python, go, wasm, dlq,
     /// checkpoint, recovery, checkpointed, unaligned, kafka.
     names: Vec<String>,
     /// State sizes (MB) for the `checkpoint` benchmark.
@@ -56,6 +57,9 @@ struct Args {
     /// Records for the Wasm UDF benchmark.
     #[arg(long, default_value_t = 200_000)]
     wasm_records: u64,
+    /// Records for the `dlq` benchmark (transient failures).
+    #[arg(long, default_value_t = 100_000)]
+    dlq_records: u64,
     /// Events per Nexmark benchmark.
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
@@ -81,7 +85,7 @@ struct Args {
     parallelism: Option<usize>,
 }
 
-const ALL: [&str; 13] = [
+const ALL: [&str; 14] = [
     "generator",
     "q0",
     "q1",
@@ -90,6 +94,7 @@ const ALL: [&str; 13] = [
     "python",
     "go",
     "wasm",
+    "dlq",
     "checkpoint",
     "recovery",
     "checkpointed",
@@ -151,6 +156,7 @@ fn run_one(
         "python" => return python_udf::run(work, args.python_records, cores(), emit),
         "go" => return go_udf::run(work, args.go_records, cores(), emit),
         "wasm" => return wasm_udf::run(work, args.wasm_records, emit),
+        "dlq" => return dlq::run(args.dlq_records, emit),
         "checkpoint" => return checkpoint::run(work, &args.state_mb, emit),
         "recovery" => return recovery::run(work, &args.recovery_mb, parallelism, emit),
         "kafka" => {
