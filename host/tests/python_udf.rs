@@ -123,6 +123,22 @@ def call_service(r):
         raise hw.TransientError("connection refused")
     return r
 
+@hw.window_aggregate(name="count_via_service")
+class CountViaService:
+    def create(self):
+        return 0
+
+    def add(self, acc, r):
+        if os.path.exists(os.environ.get("DOWN_MARKER", "/nonexistent")):
+            raise hw.TransientError("connection refused")
+        return acc + 1
+
+    def merge(self, a, b):
+        return a + b
+
+    def result(self, acc):
+        return acc
+
 @hw.map
 def hang_once(r):
     marker = os.environ.get("HANG_MARKER", "")
@@ -269,6 +285,38 @@ retry: { max_attempts: 2, initial_backoff: 1ms, max_backoff: 5ms }\n",
     );
 }
 
+/// Fast retries and a short breaker pause, for the outage tests.
+const OUTAGE_RETRY: &str =
+    "retry: { max_attempts: 2, initial_backoff: 1ms, max_backoff: 1ms, breaker: { cool_down: 100ms } }\n";
+
+/// Starts `pipeline.yaml` in `dir` while `marker` (the "service is down" file the UDFs read
+/// through DOWN_MARKER) exists, and waits until the circuit breaker opened; returns the run,
+/// its stderr lines, and the lines before the opening.
+fn start_in_an_outage(
+    dir: &Path,
+    marker: &Path,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    Vec<String>,
+) {
+    let mut child = headwater(dir)
+        .env("DOWN_MARKER", marker)
+        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let lines = common::control::stderr_lines(&mut child);
+    let ((), before) = common::wait_for_line(
+        &lines,
+        "the breaker opening",
+        Duration::from_secs(60),
+        |l| l.contains("circuit breaker open").then_some(()),
+    );
+    (child, lines, before)
+}
+
 #[test]
 fn an_outage_of_the_service_a_udf_calls_pauses_the_stream_instead_of_filling_the_dlq() {
     // Every call fails transiently while the marker file exists: the circuit breaker opens
@@ -280,23 +328,12 @@ fn an_outage_of_the_service_a_udf_calls_pauses_the_stream_instead_of_filling_the
         dir.path(),
         300,
         "  - udf: svc\n",
-        "  svc: { runtime: python, module: my_udfs, function: call_service }\n\
-retry: { max_attempts: 2, initial_backoff: 1ms, max_backoff: 1ms, breaker: { cool_down: 100ms } }\n",
+        &format!(
+            "{}{OUTAGE_RETRY}",
+            "  svc: { runtime: python, module: my_udfs, function: call_service }\n"
+        ),
     );
-    let mut child = headwater(dir.path())
-        .env("DOWN_MARKER", &marker)
-        .args(["run", "pipeline.yaml", "-q", "--fresh"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
-    let lines = common::control::stderr_lines(&mut child);
-    let (_, before) = common::wait_for_line(
-        &lines,
-        "the breaker opening",
-        Duration::from_secs(60),
-        |l| l.contains("circuit breaker open").then_some(()),
-    );
+    let (mut child, lines, before) = start_in_an_outage(dir.path(), &marker);
     // Held, not dead-lettered, through a few pauses.
     std::thread::sleep(Duration::from_millis(500));
     assert!(dlq(dir.path()).is_empty(), "{before:?}");
@@ -314,6 +351,43 @@ retry: { max_attempts: 2, initial_backoff: 1ms, max_backoff: 1ms, breaker: { coo
     assert!(status.success());
     let expected: BTreeMap<i64, usize> = (0..300).map(|n| (n, 1)).collect();
     assert_eq!(output_ns(dir.path()), expected, "every record, once");
+    assert!(dlq(dir.path()).is_empty(), "nothing dead-lettered");
+}
+
+#[test]
+fn an_outage_under_a_window_aggregate_holds_its_records_and_the_counts_come_out_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("service-down");
+    std::fs::write(&marker, "").expect("marker");
+    write_case(
+        dir.path(),
+        0,
+        "  - key_by: k\n  - window: { type: tumbling, size: 1s, aggregates: { n: count(), m: \"udf(counted)\" } }\n",
+        &format!(
+            "{}{OUTAGE_RETRY}",
+            "  counted: { runtime: python, module: my_udfs, function: count_via_service, kind: window_aggregate }\n"
+        ),
+    );
+    let input: String = (0..300)
+        .map(|n| format!("{{\"ts\":{},\"n\":{n},\"k\":\"k{}\"}}\n", n * 10, n % 3))
+        .collect();
+    std::fs::write(dir.path().join("input.jsonl"), input).expect("input");
+    let (mut child, _lines, _) = start_in_an_outage(dir.path(), &marker);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&marker).expect("service back");
+    assert!(child.wait().expect("wait").success());
+    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
+        .expect("output");
+    let mut windows = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(
+            v["m"], v["n"],
+            "the UDF counted every record of its window: {v}"
+        );
+        windows += 1;
+    }
+    assert_eq!(windows, 3 * 3, "3 windows of 1s for each of 3 keys");
     assert!(dlq(dir.path()).is_empty(), "nothing dead-lettered");
 }
 

@@ -261,6 +261,7 @@ impl Plan {
                                     runtime: rt.clone(),
                                     function: u.function.clone(),
                                     retry: RetryPolicy::from(u.retry),
+                                    breaker: Some(breaker_for(&mut breakers, u)),
                                 })),
                             (Some(_), _) | (None, _) => {
                                 if declared.is_some_and(|u| u.kind != UdfKind::WindowAggregate)

@@ -55,6 +55,8 @@ pub struct UdfAggregate {
     pub function: String,
     /// How a failing ADD is retried (the UDF's `retry:`).
     pub retry: RetryPolicy,
+    /// The UDF's circuit breaker (see [`super::breaker`]), if it has one.
+    pub breaker: Option<Arc<super::breaker::Breaker>>,
 }
 
 impl std::fmt::Debug for UdfAggregate {

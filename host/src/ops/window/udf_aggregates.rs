@@ -8,6 +8,7 @@ use crate::value::Value;
 
 use super::{UdfAggregate, WindowOp};
 use crate::ops::aggregate::Acc;
+use crate::ops::breaker::{hold, Held};
 use crate::ops::retry::WaitOutcome;
 use crate::ops::{dead_letter_for, Context, OpError};
 
@@ -53,6 +54,17 @@ impl WindowOp {
                 .runtime
                 .invoke_aggregate(&udf.function, AggregateOp::Add, inputs.clone())
                 .map_err(|e| self.udf_error(e))?;
+            if let Some(b) = &udf.breaker {
+                // Per record: an input that failed transiently failed for all its values.
+                let (mut failed, mut answered) = (0, 0);
+                for (input, outcome) in inputs.iter().zip(&outcomes) {
+                    match outcome {
+                        Err(e) if e.class == ErrorClass::Transient => failed += input.values.len(),
+                        _ => answered += input.values.len(),
+                    }
+                }
+                b.record(failed, answered);
+            }
             for ((j, input), outcome) in which.into_iter().zip(inputs).zip(outcomes) {
                 match outcome {
                     Ok(AggregateOutput::Accumulator(bytes)) => {
@@ -101,13 +113,29 @@ impl WindowOp {
                 .runtime
                 .invoke_aggregate(&udf.function, AggregateOp::Add, vec![input])
                 .map_err(|e| self.udf_error(e))?;
-            match outcome.into_iter().next() {
+            let outcome = outcome.into_iter().next();
+            if let Some(b) = &udf.breaker {
+                let failed = matches!(&outcome, Some(Err(e)) if e.class == ErrorClass::Transient);
+                b.record(usize::from(failed), usize::from(!failed));
+            }
+            match outcome {
                 Some(Ok(AggregateOutput::Accumulator(bytes))) => return Ok(bytes),
                 Some(Err(err)) if err.class == ErrorClass::Transient && !retry.is_exhausted() => {
                     if retry.wait_for_next(&self.cancel) != WaitOutcome::Due {
                         // Cancelled: the run is being torn down; the window keeps `acc`.
                         tracing::debug!(step = %self.cfg.step, "retry abandoned: the run is cancelled");
                         return Ok(acc);
+                    }
+                }
+                Some(Err(err)) if err.class == ErrorClass::Transient => {
+                    match hold(udf.breaker.as_deref(), 1, &self.cancel) {
+                        // An outage: after the pause, the record is tried afresh.
+                        Held::TryAgain => retry = udf.retry.start(0),
+                        Held::Cancelled => return Ok(acc),
+                        Held::DeadLetter => {
+                            self.dead_aggregate(ctx, value, &udf.function, &err);
+                            return Ok(acc);
+                        }
                     }
                 }
                 Some(Err(err)) => {
