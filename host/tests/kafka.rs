@@ -1282,21 +1282,64 @@ checkpoint: {{ interval: 50ms, mode: unaligned, retain: 1000 }}\ntuning: {{ prog
     );
 }
 
-#[test]
-fn a_record_too_large_for_the_topic_is_dead_lettered_and_the_run_goes_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let output = unique("oversized-out");
-    // The topic takes messages of at most 200 kB: less than the producer's 1 MB default.
-    let topic =
-        NewTopic::new(&output, 1, TopicReplication::Fixed(-1)).set("max.message.bytes", "200000");
+/// Creates `topic` (one partition) with the topic setting `key` = `value`.
+fn create_topic_with(topic: &str, key: &str, value: &str) {
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set(key, value);
     let created = futures::executor::block_on(admin().create_topics(
-        [&topic],
+        [&new],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
     ))
     .expect("create topic");
     for r in created {
         r.expect("topic created");
     }
+}
+
+/// Runs `lines` from a file into the Kafka topic `output` (keyed by `user`, parallelism 2,
+/// checkpoints every 200 ms) as pipeline `name` in `dir`, which must succeed. Returns the `v`
+/// of every committed message, sorted, and the dead letters by offset.
+fn file_into_topic(
+    dir: &Path,
+    name: &str,
+    output: &str,
+    lines: &[String],
+) -> (Vec<i64>, Vec<serde_json::Value>) {
+    std::fs::write(dir.join("in.jsonl"), lines.join("\n") + "\n").expect("input");
+    std::fs::write(
+        dir.join("pipeline.yaml"),
+        format!(
+            "name: {name}\nparallelism: 2\nsources:\n  in: {{ type: file, path: in.jsonl, event_time: {{ field: ts }} }}\n\
+sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{}', key: user }}\noutput: out\n\
+checkpoint: {{ interval: 200ms }}\ntuning: {{ progress_interval: 0s }}\n",
+            bootstrap()
+        ),
+    )
+    .expect("pipeline");
+    common::run_ok(headwater(dir).args(["run", "pipeline.yaml", "-q", "--fresh"]));
+    let mut seen: Vec<i64> = read_all(output, "read_committed")
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_str(m).expect("json");
+            v["v"].as_i64().expect("v")
+        })
+        .collect();
+    seen.sort_unstable();
+    let dlq = std::fs::read_to_string(dir.join(format!(".headwater/{name}/dlq.jsonl")))
+        .unwrap_or_default();
+    let mut letters: Vec<serde_json::Value> = dlq
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("envelope"))
+        .collect();
+    letters.sort_by_key(|l| l["offset"].as_u64());
+    (seen, letters)
+}
+
+#[test]
+fn a_record_too_large_for_the_topic_is_dead_lettered_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = unique("oversized-out");
+    // The topic takes messages of at most 200 kB: less than the producer's 1 MB default.
+    create_topic_with(&output, "max.message.bytes", "200000");
     // Padding that compression cannot shrink: the broker sees (almost) its full size.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut noise = |n: usize| -> String {
@@ -1325,45 +1368,12 @@ fn a_record_too_large_for_the_topic_is_dead_lettered_and_the_run_goes_on() {
             _ => line(i, 3),
         })
         .collect();
-    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n") + "\n").expect("input");
-    std::fs::write(
-        dir.path().join("pipeline.yaml"),
-        format!(
-            "name: oversized\nparallelism: 2\nsources:\n  in: {{ type: file, path: in.jsonl, event_time: {{ field: ts }} }}\n\
-sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{}', key: user }}\noutput: out\n\
-checkpoint: {{ interval: 200ms }}\ntuning: {{ progress_interval: 0s }}\n",
-            bootstrap()
-        ),
-    )
-    .expect("pipeline");
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q", "--fresh"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (seen, letters) = file_into_topic(dir.path(), "oversized", &output, &lines);
     // Every other record is in the topic once, the 150 kB one included.
-    let mut seen: Vec<i64> = read_all(&output, "read_committed")
-        .iter()
-        .map(|m| {
-            let v: serde_json::Value = serde_json::from_str(m).expect("json");
-            v["v"].as_i64().expect("v")
-        })
-        .collect();
-    seen.sort_unstable();
     let expected: Vec<i64> = (0..2000).filter(|&i| i != big as i64).collect();
     assert_eq!(seen, expected);
     // The large one is a dead letter: its size, the limit, and its first 64 KiB.
-    let dlq =
-        std::fs::read_to_string(dir.path().join(".headwater/oversized/dlq.jsonl")).expect("dlq");
-    let letters: Vec<serde_json::Value> = dlq
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("envelope"))
-        .collect();
-    assert_eq!(letters.len(), 1, "{dlq:.500}");
+    assert_eq!(letters.len(), 1, "{:.500}", format!("{letters:?}"));
     let letter = &letters[0];
     let json = &lines[big];
     let size = json.len() + format!("u{}", big % 7).len();
@@ -1387,16 +1397,7 @@ fn records_without_a_key_for_a_compacted_topic_are_dead_lettered_and_the_run_goe
     let dir = tempfile::tempdir().expect("tempdir");
     let output = unique("compacted-out");
     // A compacted topic refuses a message without a key, which would doom the transaction.
-    let topic =
-        NewTopic::new(&output, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-    let created = futures::executor::block_on(admin().create_topics(
-        [&topic],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-    ))
-    .expect("create topic");
-    for r in created {
-        r.expect("topic created");
-    }
+    create_topic_with(&output, "cleanup.policy", "compact");
     let (no_key, null_key) = (1500, 2500);
     let lines: Vec<String> = (0..3000)
         .map(|i| {
@@ -1408,46 +1409,12 @@ fn records_without_a_key_for_a_compacted_topic_are_dead_lettered_and_the_run_goe
             }
         })
         .collect();
-    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n") + "\n").expect("input");
-    std::fs::write(
-        dir.path().join("pipeline.yaml"),
-        format!(
-            "name: compacted\nparallelism: 2\nsources:\n  in: {{ type: file, path: in.jsonl, event_time: {{ field: ts }} }}\n\
-sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{}', key: user }}\noutput: out\n\
-checkpoint: {{ interval: 200ms }}\ntuning: {{ progress_interval: 0s }}\n",
-            bootstrap()
-        ),
-    )
-    .expect("pipeline");
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q", "--fresh"])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut seen: Vec<i64> = read_all(&output, "read_committed")
-        .iter()
-        .map(|m| {
-            let v: serde_json::Value = serde_json::from_str(m).expect("json");
-            v["v"].as_i64().expect("v")
-        })
-        .collect();
-    seen.sort_unstable();
+    let (seen, letters) = file_into_topic(dir.path(), "compacted", &output, &lines);
     let expected: Vec<i64> = (0..3000)
         .filter(|&i| i != no_key as i64 && i != null_key as i64)
         .collect();
     assert_eq!(seen, expected, "every keyed record once");
-    let dlq =
-        std::fs::read_to_string(dir.path().join(".headwater/compacted/dlq.jsonl")).expect("dlq");
-    let mut letters: Vec<serde_json::Value> = dlq
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("envelope"))
-        .collect();
-    letters.sort_by_key(|l| l["offset"].as_u64());
-    assert_eq!(letters.len(), 2, "{dlq:.500}");
+    assert_eq!(letters.len(), 2, "{:.500}", format!("{letters:?}"));
     for (letter, i) in letters.iter().zip([no_key, null_key]) {
         assert_eq!(letter["offset"], i as u64 + 1, "the line of the record");
         assert_eq!(letter["step"], "sink out");
