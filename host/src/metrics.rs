@@ -136,6 +136,25 @@ impl Metrics {
         }
     }
 
+    /// UDFs whose circuit breaker opened in this run: (udf, openings, records held).
+    pub fn outages(&self) -> Vec<(String, u64, u64)> {
+        self.breakers
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .map(|(udf, s)| {
+                        (
+                            udf.clone(),
+                            s.openings.load(Ordering::Relaxed),
+                            s.held.load(Ordering::Relaxed),
+                        )
+                    })
+                    .filter(|(_, openings, _)| *openings > 0)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The UDFs' circuit breakers, for the control API and the summary.
     pub fn register_breakers(&self, breakers: impl Iterator<Item = (String, Arc<BreakerStatus>)>) {
         if let Ok(mut b) = self.breakers.lock() {
@@ -313,6 +332,8 @@ pub struct RunSummary {
     pub checkpoints: Option<CheckpointStats>,
     /// The stop took a checkpoint and halted; the next run resumes there.
     pub stopped_at_checkpoint: bool,
+    /// UDFs whose circuit breaker opened: (udf, openings, records held).
+    pub outages: Vec<(String, u64, u64)>,
 }
 
 impl RunSummary {
@@ -363,6 +384,13 @@ impl RunSummary {
             }
         }
         s.push('\n');
+        for (udf, openings, held) in &self.outages {
+            let _ = writeln!(
+                s,
+                "  outages       udf `{udf}`: its circuit breaker opened {openings} time(s); {} record(s) waited instead of going to the DLQ",
+                count(*held)
+            );
+        }
         let _ = write!(s, "  watermark     {}", format_time(t.watermark));
         if let Some(c) = &self.checkpoints {
             let _ = write!(s, "\n  checkpoints   {:>12}", count(c.completed));
@@ -460,6 +488,23 @@ mod tests {
         assert_eq!(s.lag(), Some(Duration::from_millis(1_100)));
     }
 
+    /// The summary of a one-second run of pipeline `p` with these metrics.
+    fn summary(m: &Metrics) -> RunSummary {
+        RunSummary {
+            pipeline: "p".into(),
+            elapsed: Duration::from_secs(1),
+            parallelism: 1,
+            totals: m.snapshot(),
+            dlq_by_step: m.dlq_by_step.lock().expect("lock").clone(),
+            first_failures: m.first_failures.lock().expect("lock").clone(),
+            dlq_path: "dlq.jsonl".into(),
+            stopped_early: false,
+            checkpoints: None,
+            stopped_at_checkpoint: false,
+            outages: m.outages(),
+        }
+    }
+
     #[test]
     fn summary_lists_dead_letters_by_step() {
         let m = Metrics::new(1);
@@ -474,18 +519,7 @@ mod tests {
             "ValueError: bad",
             Some("Traceback (most recent call last):\n  File \"u.py\", line 3, in f\nValueError: bad\n"),
         );
-        let s = RunSummary {
-            pipeline: "p".into(),
-            elapsed: Duration::from_secs(1),
-            parallelism: 1,
-            totals: m.snapshot(),
-            dlq_by_step: m.dlq_by_step.lock().expect("lock").clone(),
-            first_failures: m.first_failures.lock().expect("lock").clone(),
-            dlq_path: "dlq.jsonl".into(),
-            stopped_early: false,
-            checkpoints: None,
-            stopped_at_checkpoint: false,
-        };
+        let s = summary(&m);
         let text = s.render();
         assert!(
             text.contains("dead letters             4  -> dlq.jsonl"),
@@ -522,5 +556,23 @@ mod tests {
         assert_eq!(causes[0].fingerprint, "other", "most dead letters first");
         let a = causes.iter().find(|c| c.fingerprint == "a").expect("a");
         assert_eq!((a.count, a.first_ms, a.last_ms), (3, 1_000, 4_000));
+    }
+
+    #[test]
+    fn the_summary_names_udfs_whose_circuit_breaker_opened() {
+        let m = Metrics::new(1);
+        let calm = Arc::new(BreakerStatus::default());
+        let hit = Arc::new(BreakerStatus::default());
+        hit.openings.store(2, Ordering::Relaxed);
+        hit.held.store(1500, Ordering::Relaxed);
+        m.register_breakers(vec![("calm".to_string(), calm), ("geo".to_string(), hit)].into_iter());
+        assert_eq!(m.outages(), vec![("geo".to_string(), 2, 1500)]);
+        let s = summary(&m);
+        let text = s.render();
+        assert!(
+            text.contains("outages       udf `geo`: its circuit breaker opened 2 time(s); 1,500 record(s) waited instead of going to the DLQ"),
+            "{text}"
+        );
+        assert!(!text.contains("calm"), "{text}");
     }
 }

@@ -291,7 +291,7 @@ const OUTAGE_RETRY: &str =
 
 /// Starts `pipeline.yaml` in `dir` while `marker` (the "service is down" file the UDFs read
 /// through DOWN_MARKER) exists, and waits until the circuit breaker opened; returns the run,
-/// its stderr lines, and the lines before the opening.
+/// its stderr lines (the summary comes at the end), and the lines before the opening.
 fn start_in_an_outage(
     dir: &Path,
     marker: &Path,
@@ -302,7 +302,7 @@ fn start_in_an_outage(
 ) {
     let mut child = headwater(dir)
         .env("DOWN_MARKER", marker)
-        .args(["run", "pipeline.yaml", "-q", "--fresh"])
+        .args(["run", "pipeline.yaml", "--fresh"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -349,6 +349,16 @@ fn an_outage_of_the_service_a_udf_calls_pauses_the_stream_instead_of_filling_the
     );
     let status = child.wait().expect("wait");
     assert!(status.success());
+    // The summary names the outage.
+    common::wait_for_line(
+        &lines,
+        "the summary's outage line",
+        Duration::from_secs(30),
+        |l| {
+            l.contains("outages       udf `svc`: its circuit breaker opened 1 time(s)")
+                .then_some(())
+        },
+    );
     let expected: BTreeMap<i64, usize> = (0..300).map(|n| (n, 1)).collect();
     assert_eq!(output_ns(dir.path()), expected, "every record, once");
     assert!(dlq(dir.path()).is_empty(), "nothing dead-lettered");

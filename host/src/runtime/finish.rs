@@ -105,5 +105,6 @@ pub(super) fn finish(
             .checkpointing
             .then(|| metrics.checkpoint_stats()),
         stopped_at_checkpoint: outcome.as_ref().is_some_and(|o| o.stopped),
+        outages: metrics.outages(),
     })
 }
