@@ -60,6 +60,14 @@ pub trait Operator: Send {
         false
     }
 
+    /// The earliest event time among records the operator took in and has not answered yet
+    /// (UDF calls in flight). The task holds its watermark below it, so that no record is late
+    /// for having been in flight; records held this way are released by `on_tick` when their
+    /// call is done, or by `on_watermark` once the watermark reaches them.
+    fn in_flight_since(&self) -> Option<EventTime> {
+        None
+    }
+
     /// A checkpoint barrier is about to pass: returns every record the operator holds back,
     /// since they arrived before the barrier and belong to the checkpoint's side of it.
     fn on_barrier(&mut self, _ctx: &mut Context) -> Result<Batch, OpError> {
@@ -156,6 +164,11 @@ impl Chain {
     /// True when some operator holds records back until a tick.
     pub fn holds_records(&self) -> bool {
         self.ops.iter().any(|op| op.holds_records())
+    }
+
+    /// The earliest event time of records some operator has in flight.
+    pub fn in_flight_since(&self) -> Option<EventTime> {
+        self.ops.iter().filter_map(|op| op.in_flight_since()).min()
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::dlq::ErrorClass;
 use crate::record::{Batch, EventTime, Record};
-use crate::udf::{FunctionError, FunctionKind, UdfRuntime};
+use crate::udf::{
+    FunctionError, FunctionKind, PendingCall, RecordOutcome, RuntimeError, UdfRuntime,
+};
 use crate::value::Value;
 
 use super::breaker::{hold, Breaker, Held};
@@ -21,6 +23,11 @@ pub struct Batching {
     pub max_records: usize,
     /// Longest a record waits for others to fill a call; zero calls once per incoming batch.
     pub linger: Duration,
+    /// With no linger and a runtime whose functions run elsewhere (worker processes): start
+    /// the call for a batch, then finish the previous batch's call, so the host prepares and
+    /// takes apart calls while the worker computes. A barrier, a watermark or the end of the
+    /// input waits for the call in flight first.
+    pub pipelined: bool,
 }
 
 impl Default for Batching {
@@ -28,6 +35,7 @@ impl Default for Batching {
         Batching {
             max_records: 512,
             linger: Duration::ZERO,
+            pipelined: false,
         }
     }
 }
@@ -46,7 +54,19 @@ pub struct UdfStep {
     /// Records lingering until a call (only with a non-zero linger).
     waiting: Batch,
     waiting_since: Option<Instant>,
+    /// Calls started and not settled yet, oldest first (pipelined steps only).
+    in_flight: std::collections::VecDeque<InFlight>,
 }
+
+/// A pipelined call: its batch, the earliest event time in it, and the call.
+struct InFlight {
+    batch: Batch,
+    since: EventTime,
+    call: Box<dyn PendingCall>,
+}
+
+/// Calls a pipelined step keeps in flight.
+const PIPELINE_DEPTH: usize = 2;
 
 impl UdfStep {
     pub fn new(
@@ -67,6 +87,7 @@ impl UdfStep {
             batching: Batching::default(),
             waiting: Vec::new(),
             waiting_since: None,
+            in_flight: Default::default(),
         }
     }
 
@@ -90,12 +111,36 @@ impl UdfStep {
     }
 
     fn flush(&mut self, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut out = self.finish_in_flight(ctx)?;
         self.waiting_since = None;
         let batch = std::mem::take(&mut self.waiting);
-        if batch.is_empty() {
-            return Ok(batch);
+        if !batch.is_empty() {
+            out.extend(self.call(batch, ctx)?);
         }
-        self.call(batch, ctx)
+        Ok(out)
+    }
+
+    /// Waits for the calls in flight, if any, and returns their batches' outputs.
+    fn finish_in_flight(&mut self, ctx: &mut Context) -> Result<Batch, OpError> {
+        self.settle_in_flight(0, ctx)
+    }
+
+    /// Settles calls in flight, oldest first, until at most `keep` remain and the oldest is
+    /// still computing.
+    fn settle_in_flight(&mut self, keep: usize, ctx: &mut Context) -> Result<Batch, OpError> {
+        let mut out = Vec::new();
+        while self.in_flight.len() > keep
+            || self.in_flight.front().is_some_and(|f| f.call.is_ready())
+        {
+            if let Some(f) = self.in_flight.pop_front() {
+                out.extend(self.settle(f.batch, f.call.wait(), ctx)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn pipelines(&self) -> bool {
+        self.batching.pipelined && self.batching.linger.is_zero() && self.runtime.runs_elsewhere()
     }
 
     fn dead(&self, ctx: &mut Context, record: &Record, err: &FunctionError, attempts: u32) {
@@ -129,6 +174,16 @@ impl UdfStep {
 
 impl Operator for UdfStep {
     fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        if self.pipelines() {
+            // This batch's call starts before the previous one is taken apart: the worker
+            // computes one while the host finishes the other.
+            let call = self
+                .runtime
+                .submit(&self.function, &mut batch.iter().map(|r| &r.value));
+            let since = batch.iter().map(|r| r.time).min().unwrap_or(EventTime::MAX);
+            self.in_flight.push_back(InFlight { batch, since, call });
+            return self.settle_in_flight(PIPELINE_DEPTH, ctx);
+        }
         if self.batching.linger.is_zero() {
             return self.call(batch, ctx);
         }
@@ -143,12 +198,30 @@ impl Operator for UdfStep {
         Ok(Vec::new())
     }
 
-    fn on_watermark(&mut self, _watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
-        // Records are never held past a watermark: it must not overtake them.
-        self.flush(ctx)
+    fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
+        // Records are never held past a watermark: it must not overtake them. The task holds
+        // its watermark below calls in flight (`in_flight_since`), so those are settled here
+        // only when a watermark reaches them anyway (the end of the input).
+        let mut out = Vec::new();
+        if let Some(last) = self.in_flight.iter().rposition(|f| f.since <= watermark) {
+            out = self.settle_in_flight(self.in_flight.len() - last - 1, ctx)?;
+        }
+        self.waiting_since = None;
+        let batch = std::mem::take(&mut self.waiting);
+        if !batch.is_empty() {
+            out.extend(self.call(batch, ctx)?);
+        }
+        Ok(out)
+    }
+
+    fn in_flight_since(&self) -> Option<EventTime> {
+        self.in_flight.iter().map(|f| f.since).min()
     }
 
     fn on_tick(&mut self, now: Instant, ctx: &mut Context) -> Result<Batch, OpError> {
+        if self.in_flight.front().is_some_and(|f| f.call.is_ready()) {
+            return self.settle_in_flight(usize::MAX, ctx);
+        }
         match self.waiting_since {
             Some(since) if now.duration_since(since) >= self.batching.linger => self.flush(ctx),
             _ => Ok(Vec::new()),
@@ -156,7 +229,7 @@ impl Operator for UdfStep {
     }
 
     fn holds_records(&self) -> bool {
-        !self.waiting.is_empty()
+        !self.waiting.is_empty() || !self.in_flight.is_empty()
     }
 
     fn on_barrier(&mut self, ctx: &mut Context) -> Result<Batch, OpError> {
@@ -168,18 +241,35 @@ impl UdfStep {
     /// Calls the function on `batch`, retrying transient failures. Outputs keep the order of
     /// their inputs, retried or not, so per-key order holds.
     fn call(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        let inputs = batch.iter().map(|r| r.value.clone()).collect();
+        let first = self.runtime.invoke(&self.function, inputs);
+        self.settle(batch, first, ctx)
+    }
+
+    /// Takes the outcomes of the first call for `batch` apart: outputs in input order,
+    /// transient failures called again (with backoff), the rest dead-lettered.
+    fn settle(
+        &mut self,
+        batch: Batch,
+        first: Result<Vec<RecordOutcome>, RuntimeError>,
+        ctx: &mut Context,
+    ) -> Result<Batch, OpError> {
         let mut outputs: Vec<Batch> = vec![Vec::new(); batch.len()];
         let mut retry = self.retry.start(batch.len() as u64);
         let mut pending: Vec<(usize, Record)> = batch.into_iter().enumerate().collect();
+        let mut first = Some(first);
         while !pending.is_empty() {
-            let inputs = pending.iter().map(|(_, r)| r.value.clone()).collect();
-            let outcomes =
-                self.runtime
-                    .invoke(&self.function, inputs)
-                    .map_err(|e| OpError::Udf {
-                        step: self.step.clone(),
-                        message: e.to_string(),
-                    })?;
+            let outcomes = match first.take() {
+                Some(outcomes) => outcomes,
+                None => {
+                    let inputs = pending.iter().map(|(_, r)| r.value.clone()).collect();
+                    self.runtime.invoke(&self.function, inputs)
+                }
+            }
+            .map_err(|e| OpError::Udf {
+                step: self.step.clone(),
+                message: e.to_string(),
+            })?;
             if outcomes.len() != pending.len() {
                 return Err(OpError::Udf {
                     step: self.step.clone(),
@@ -252,6 +342,9 @@ impl UdfStep {
         Ok(outputs.into_iter().flatten().collect())
     }
 }
+
+#[cfg(test)]
+mod pipelined_tests;
 
 #[cfg(test)]
 mod tests {
@@ -360,6 +453,7 @@ mod tests {
         .with_batching(Batching {
             max_records: 3,
             linger: Duration::from_secs(3600),
+            pipelined: false,
         });
         let mut ctx = Context::default();
         assert!(step

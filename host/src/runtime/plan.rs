@@ -334,7 +334,7 @@ impl Plan {
                             runtime: rt.clone(),
                             function: udf.function.clone(),
                             kind: function_kind(udf.kind),
-                            batching: batching(udf),
+                            batching: batching(udf, stages.len() == 1, spec),
                             retry: RetryPolicy::from(udf.retry),
                             breaker: Some(breaker_for(&mut breakers, udf)),
                         }),
@@ -405,11 +405,19 @@ fn breaker_for(
     b
 }
 
-fn batching(udf: &crate::config::spec::UdfSpec) -> Batching {
+/// How the UDF step calls `udf`. A step in a source task of an unaligned run is not
+/// pipelined: a barrier may overtake a blocked send there only while the step holds nothing.
+fn batching(
+    udf: &crate::config::spec::UdfSpec,
+    in_source_task: bool,
+    spec: &PipelineSpec,
+) -> Batching {
     let b = runtimes().batching(udf);
+    let unaligned = spec.checkpoint.mode == crate::config::spec::CheckpointMode::Unaligned;
     Batching {
         max_records: b.max_records,
         linger: b.linger,
+        pipelined: !(in_source_task && unaligned),
     }
 }
 

@@ -158,19 +158,22 @@ impl Stage {
     }
 
     fn tick(&mut self) -> Result<Flow, RunError> {
-        if self.chain.holds_records()
-            && tick(
-                &mut self.chain,
-                &mut self.ctx,
-                &mut self.downstream,
-                &self.env,
-                Instant::now(),
-            )?
-            .is_err()
+        if !self.chain.holds_records() {
+            return Ok(Flow::Go);
+        }
+        if tick(
+            &mut self.chain,
+            &mut self.ctx,
+            &mut self.downstream,
+            &self.env,
+            Instant::now(),
+        )?
+        .is_err()
         {
             return Ok(Flow::Stop);
         }
-        Ok(Flow::Go)
+        // A watermark held back by calls in flight goes on once they are answered.
+        self.forward_watermark()
     }
 
     /// Releases what operators hold: it arrived before the barrier about to pass.

@@ -48,7 +48,8 @@ pub(super) fn tick(
 }
 
 /// If the combined watermark changed, lets the chain act on it (firing windows), sends what
-/// it released, then the watermark itself.
+/// it released, then the watermark itself; held below records the chain still has in flight
+/// (see [`InputWatermarks::changed_below`]).
 pub(super) fn forward_watermark(
     watermarks: &mut InputWatermarks,
     chain: &mut Chain,
@@ -56,7 +57,7 @@ pub(super) fn forward_watermark(
     downstream: &mut Downstream,
     env: &TaskEnv,
 ) -> Result<Result<(), Disconnected>, RunError> {
-    let Some(status) = watermarks.changed() else {
+    let Some(status) = watermarks.changed_below(chain.in_flight_since()) else {
         return Ok(Ok(()));
     };
     if let WatermarkStatus::Active(wm) = status {

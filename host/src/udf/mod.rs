@@ -153,6 +153,27 @@ pub enum AggregateOutput {
 /// The outcome for one window's part of an aggregate call.
 pub type AggregateOutcome = Result<AggregateOutput, FunctionError>;
 
+/// A call started with [`UdfRuntime::submit`]: its outcomes, once the runtime has them.
+pub trait PendingCall: Send {
+    /// True once [`PendingCall::wait`] would return without waiting.
+    fn is_ready(&self) -> bool;
+    /// The call's outcomes, one per input in order (waits for them).
+    fn wait(self: Box<Self>) -> Result<Vec<RecordOutcome>, RuntimeError>;
+}
+
+/// A call that was made at once: [`UdfRuntime::submit`] of runtimes that run in the caller's
+/// thread.
+pub struct Completed(pub Result<Vec<RecordOutcome>, RuntimeError>);
+
+impl PendingCall for Completed {
+    fn is_ready(&self) -> bool {
+        true
+    }
+    fn wait(self: Box<Self>) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        self.0
+    }
+}
+
 /// One UDF runtime. Implementations are shared by all tasks of a run.
 pub trait UdfRuntime: Send + Sync {
     /// The runtime's name as written in pipeline files (`native`, `python`, ...).
@@ -165,6 +186,23 @@ pub trait UdfRuntime: Send + Sync {
         function: &str,
         inputs: Vec<Value>,
     ) -> Result<Vec<RecordOutcome>, RuntimeError>;
+
+    /// True when functions run outside the caller's thread (worker processes), so that
+    /// [`UdfRuntime::submit`] returns before the call is done and a caller gains by preparing
+    /// its next call meanwhile.
+    fn runs_elsewhere(&self) -> bool {
+        false
+    }
+
+    /// Starts [`UdfRuntime::invoke`] and returns at once if the runtime
+    /// [runs functions elsewhere](UdfRuntime::runs_elsewhere); otherwise makes the call.
+    fn submit(
+        &self,
+        function: &str,
+        inputs: &mut dyn Iterator<Item = &Value>,
+    ) -> Box<dyn PendingCall> {
+        Box::new(Completed(self.invoke(function, inputs.cloned().collect())))
+    }
 
     /// Calls a keyed process function once per input, in order. Inputs never hold two calls
     /// for the same key (the caller sends a key's next call after storing the state the

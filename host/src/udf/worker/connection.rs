@@ -47,7 +47,7 @@ pub(super) async fn handshake(
         Address::Endpoint(e) => match e.strip_prefix("unix:") {
             Some(path) => connect_unix(PathBuf::from(path)).await,
             None => match Endpoint::try_from(e.clone()) {
-                Ok(ep) => ep.connect_timeout(ATTEMPT_TIMEOUT).connect().await,
+                Ok(ep) => tuned(ep).connect_timeout(ATTEMPT_TIMEOUT).connect().await,
                 Err(err) => return Err(format!("bad endpoint `{e}`: {err}")),
             },
         },
@@ -67,9 +67,20 @@ pub(super) async fn handshake(
     Ok((client, hello.into_inner()))
 }
 
+/// HTTP/2 flow-control windows that hold several answers of a few thousand records: with
+/// the protocol's default of 64 KiB, a worker's answer waits for the host to read the one
+/// before it (a window update) and the worker idles meanwhile.
+const WINDOW: u32 = 8 << 20;
+
+fn tuned(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(2 * WINDOW)
+}
+
 async fn connect_unix(path: PathBuf) -> Result<Channel, tonic::transport::Error> {
     // The URI is required by the API but unused: the connector dials the socket.
-    Endpoint::from_static("http://[::]:50051")
+    tuned(Endpoint::from_static("http://[::]:50051"))
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
             async move {

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use super::proto;
 use super::{
-    start_error, AggregateInput, AggregateOp, AggregateOutcome, FunctionInfo, KeyedInput,
-    KeyedOutcome, RecordOutcome, RuntimeError, UdfRuntime,
+    start_error, AggregateInput, AggregateOp, AggregateOutcome, Completed, FunctionInfo,
+    KeyedInput, KeyedOutcome, PendingCall, RecordOutcome, RuntimeError, UdfRuntime,
 };
 use crate::value::Value;
 use codec::{
@@ -248,6 +248,9 @@ impl Shared {
                 request.batch_id = self.next_batch.fetch_add(1, Ordering::Relaxed);
                 match connection.call(request.clone(), self.spec.timeout).await {
                     Ok(resp) if resp.results.len() == n => {
+                        // The worker is done with it: the next request may go while this
+                        // answer is decoded.
+                        drop(slot);
                         self.poisoned_in_a_row.store(0, Ordering::Relaxed);
                         return Ok(resp.results.into_iter().map(decode).collect());
                     }
@@ -519,6 +522,32 @@ impl UdfRuntime for WorkerRuntime {
         self.send(function, 0, &inputs, encode_value, outcome)
     }
 
+    fn runs_elsewhere(&self) -> bool {
+        true
+    }
+
+    fn submit(
+        &self,
+        function: &str,
+        inputs: &mut dyn Iterator<Item = &Value>,
+    ) -> Box<dyn PendingCall> {
+        let Some(rt) = &self.rt else {
+            return Box::new(Completed(Err(self.shut_down())));
+        };
+        // Encoded here, in the caller's thread: no copy of the values is needed.
+        let records = inputs.map(encode_value).collect();
+        let shared = self.shared.clone();
+        let name = function.to_string();
+        let task =
+            rt.spawn(async move { send_requests(&shared, &name, 0, records, outcome).await });
+        Box::new(InFlight {
+            task,
+            rt: rt.handle().clone(),
+            noun: self.shared.launcher.noun(),
+            udf: self.shared.udf.clone(),
+        })
+    }
+
     fn invoke_keyed(
         &self,
         function: &str,
@@ -547,9 +576,7 @@ impl UdfRuntime for WorkerRuntime {
 }
 
 impl WorkerRuntime {
-    /// Sends `inputs` in requests of at most `batch_size` records and [`MAX_REQUEST_BYTES`],
-    /// concurrently over the workers, and returns the results in input order. A record too
-    /// big for a request on its own fails by itself.
+    /// Sends `inputs` in requests (see [`send_requests`]) and waits for their outcomes.
     fn send<I, X: Send>(
         &self,
         function: &str,
@@ -559,68 +586,113 @@ impl WorkerRuntime {
         decode: fn(proto::RecordResult) -> Outcome<X>,
     ) -> Result<Vec<Outcome<X>>, RuntimeError> {
         let Some(rt) = &self.rt else {
-            return Err(start_error(
-                self.shared.launcher.noun(),
-                &self.shared.udf,
-                "the runtime is shut down".into(),
-            ));
+            return Err(self.shut_down());
         };
-        let shared = &self.shared;
-        let mut records: Vec<Option<proto::Record>> =
-            inputs.iter().map(|i| Some(encode(i))).collect();
-        let sizes: Vec<usize> = records
-            .iter()
-            .map(|r| r.as_ref().map_or(0, prost::Message::encoded_len))
-            .collect();
-        let plan = plan_requests(
-            &sizes,
-            shared.spec.batch_size.max(1),
-            MAX_REQUEST_BYTES,
-            MAX_RECORD_BYTES,
-        );
-        let requests: Vec<(std::ops::Range<usize>, Vec<proto::Record>)> = plan
-            .requests
-            .iter()
-            .map(|r| {
-                (
-                    r.clone(),
-                    records[r.clone()]
-                        .iter_mut()
-                        .filter_map(Option::take)
-                        .collect(),
+        let records = inputs.iter().map(encode).collect();
+        rt.block_on(send_requests(&self.shared, function, op, records, decode))
+    }
+
+    fn shut_down(&self) -> RuntimeError {
+        start_error(
+            self.shared.launcher.noun(),
+            &self.shared.udf,
+            "the runtime is shut down".into(),
+        )
+    }
+}
+
+/// A call of [`WorkerRuntime::submit`] in flight on the runtime's threads.
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<Vec<RecordOutcome>, RuntimeError>>,
+    rt: tokio::runtime::Handle,
+    noun: &'static str,
+    udf: String,
+}
+
+impl PendingCall for InFlight {
+    fn is_ready(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    fn wait(self: Box<Self>) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        let InFlight {
+            task,
+            rt,
+            noun,
+            udf,
+        } = *self;
+        rt.block_on(task).unwrap_or_else(|e| {
+            Err(start_error(
+                noun,
+                &udf,
+                format!("internal error: a call in flight ended abnormally: {e}"),
+            ))
+        })
+    }
+}
+
+/// Sends `records` in requests of at most `batch_size` records and [`MAX_REQUEST_BYTES`],
+/// concurrently over the workers, and returns the results in input order. A record too big
+/// for a request on its own fails by itself.
+async fn send_requests<X: Send>(
+    shared: &Shared,
+    function: &str,
+    op: i32,
+    records: Vec<proto::Record>,
+    decode: fn(proto::RecordResult) -> Outcome<X>,
+) -> Result<Vec<Outcome<X>>, RuntimeError> {
+    let count = records.len();
+    let mut records: Vec<Option<proto::Record>> = records.into_iter().map(Some).collect();
+    let sizes: Vec<usize> = records
+        .iter()
+        .map(|r| r.as_ref().map_or(0, prost::Message::encoded_len))
+        .collect();
+    let plan = plan_requests(
+        &sizes,
+        shared.spec.batch_size.max(1),
+        MAX_REQUEST_BYTES,
+        MAX_RECORD_BYTES,
+    );
+    let requests: Vec<Vec<proto::Record>> = plan
+        .requests
+        .iter()
+        .map(|r| {
+            records[r.clone()]
+                .iter_mut()
+                .filter_map(Option::take)
+                .collect()
+        })
+        .collect();
+    let results = futures_util::future::join_all(
+        requests
+            .into_iter()
+            .map(|batch| shared.call(function, op, batch, decode)),
+    )
+    .await;
+    let mut out: Vec<Option<Outcome<X>>> = (0..count).map(|_| None).collect();
+    for &i in &plan.too_large {
+        out[i] = Some(Err(FunctionError::permanent(format!(
+            "the record is {} bytes encoded, more than the {} MiB a worker request may hold; it was not sent",
+            sizes[i],
+            MAX_RECORD_BYTES >> 20
+        ))));
+    }
+    for (range, result) in plan.requests.iter().zip(results) {
+        for (slot, outcome) in out[range.clone()].iter_mut().zip(result?) {
+            *slot = Some(outcome);
+        }
+    }
+    out.into_iter()
+        .map(|o| {
+            o.ok_or_else(|| {
+                start_error(
+                    shared.launcher.noun(),
+                    &shared.udf,
+                    "internal error: a record got no result".into(),
                 )
             })
-            .collect();
-        let results = rt.block_on(futures_util::future::join_all(
-            requests
-                .into_iter()
-                .map(|(_, batch)| shared.call(function, op, batch, decode)),
-        ));
-        let mut out: Vec<Option<Outcome<X>>> = (0..inputs.len()).map(|_| None).collect();
-        for &i in &plan.too_large {
-            out[i] = Some(Err(FunctionError::permanent(format!(
-                "the record is {} bytes encoded, more than the {} MiB a worker request may hold; it was not sent",
-                sizes[i],
-                MAX_RECORD_BYTES >> 20
-            ))));
-        }
-        for (range, result) in plan.requests.iter().zip(results) {
-            for (slot, outcome) in out[range.clone()].iter_mut().zip(result?) {
-                *slot = Some(outcome);
-            }
-        }
-        out.into_iter()
-            .map(|o| {
-                o.ok_or_else(|| {
-                    start_error(
-                        self.shared.launcher.noun(),
-                        &self.shared.udf,
-                        "internal error: a record got no result".into(),
-                    )
-                })
-            })
-            .collect()
-    }
+        })
+        .collect()
 }
 
 /// How a task's batch is cut into requests.
