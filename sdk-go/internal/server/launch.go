@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -75,6 +76,7 @@ func Main(args []string, handler func() (*worker.Handler, error), stdout, stderr
 	if (*socket == "") == (*address == "") {
 		return fail(ExitUsage, "give exactly one of --socket PATH or --address HOST:PORT")
 	}
+	TuneGC()
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -145,4 +147,17 @@ func listen(socket, address string) (net.Listener, string, error) {
 		return nil, "", fmt.Errorf("cannot listen on %s: %w", address, err)
 	}
 	return lis, lis.Addr().String(), nil
+}
+
+// WorkerGCPercent is the garbage collector's target a worker runs with unless $GOGC says
+// otherwise: a worker's live heap is small (the batches in flight), and a collection every
+// 100 % of it spends more time collecting than computing; 400 % cut the worker's CPU time by
+// about a tenth in `./dev bench go`.
+const WorkerGCPercent = 400
+
+// TuneGC sets the garbage collector's target to WorkerGCPercent when $GOGC is not set.
+func TuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(WorkerGCPercent)
+	}
 }

@@ -21,6 +21,10 @@ import (
 // MaxMessage is the largest gRPC message the worker sends or receives.
 const MaxMessage = 64 << 20
 
+// Window is the HTTP/2 flow-control window of each stream: several requests of a few hundred
+// records fit in it, so the host never waits for a window update between them.
+const Window = 4 << 20
+
 // StopGrace is how long a stopping server waits for calls in progress before closing them
 // (the host keeps its Process stream open, so a graceful stop alone would never end).
 const StopGrace = time.Second
@@ -31,7 +35,9 @@ func InFlight() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
 // New returns a gRPC server with the Worker service of h registered.
 func New(h *worker.Handler) *grpc.Server {
-	s := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessage), grpc.MaxSendMsgSize(MaxMessage))
+	s := grpc.NewServer(grpc.MaxRecvMsgSize(MaxMessage), grpc.MaxSendMsgSize(MaxMessage),
+		grpc.InitialWindowSize(Window), grpc.InitialConnWindowSize(4*Window),
+		grpc.ReadBufferSize(256<<10), grpc.WriteBufferSize(256<<10))
 	pb.RegisterWorkerServer(s, &service{handler: h, inFlight: InFlight()})
 	return s
 }

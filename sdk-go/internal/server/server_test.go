@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -136,5 +137,21 @@ func TestAStreamTheHostDropsMidBatchDoesNotStopTheServer(t *testing.T) {
 	defer hcancel()
 	if resp, err := client.Health(hctx, &pb.HealthRequest{}); err != nil || !resp.Serving {
 		t.Fatalf("health after a dropped stream: %v %v", resp, err)
+	}
+}
+
+func TestTuneGCRaisesTheTargetUnlessGOGCIsSet(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "")
+	os.Unsetenv("GOGC")
+	TuneGC()
+	if got := debug.SetGCPercent(100); got != WorkerGCPercent {
+		t.Fatalf("GC percent %d, want %d", got, WorkerGCPercent)
+	}
+	t.Setenv("GOGC", "50")
+	debug.SetGCPercent(50)
+	TuneGC()
+	if got := debug.SetGCPercent(100); got != 50 {
+		t.Fatalf("GOGC=50 was overridden: %d", got)
 	}
 }

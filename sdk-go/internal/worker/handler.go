@@ -162,22 +162,27 @@ func runFrom(f *Function, op pb.AggregateOp, records []*pb.Record, results []*pb
 				next <- i + 1
 			}
 		}()
+		// The batch's results and their first outputs are allocated together: one map
+		// output per record costs no allocation of its own.
+		fresh := make([]pb.RecordResult, len(records)-start)
+		firsts := make([][]byte, len(records)-start)
 		for ; i < len(records); i++ {
-			results[i] = one(f, op, records[i])
+			res := &fresh[i-start]
+			res.Outputs = firsts[i-start : i-start : i-start+1]
+			results[i] = one(f, op, records[i], res)
 		}
 		next <- i
 	}()
 	return <-next
 }
 
-// one computes one record's result, turning errors and panics into an error result.
-func one(f *Function, op pb.AggregateOp, rec *pb.Record) (res *pb.RecordResult) {
+// one computes one record's result into res, turning errors and panics into an error result.
+func one(f *Function, op pb.AggregateOp, rec *pb.Record, res *pb.RecordResult) (out *pb.RecordResult) {
 	defer func() {
 		if v := recover(); v != nil {
-			res = failed(panicked(v, debug.Stack()))
+			out = failed(panicked(v, debug.Stack()))
 		}
 	}()
-	res = &pb.RecordResult{}
 	if err := f.Fill(op, rec, res); err != nil {
 		return failed(classify(err))
 	}
