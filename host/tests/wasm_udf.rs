@@ -581,3 +581,96 @@ fn the_sandbox_gives_no_files_no_environment_and_a_deterministic_clock_and_rando
         assert!(now > 1_700_000_000_000, "{lang}: the real clock: {now}");
     }
 }
+
+/// A shadow run of a keyed process function: the Go build of `bucket_totals` runs beside the
+/// active Rust one on the same calls, each given the key's state as the Rust version left it.
+/// Every call matches (their states differ only in the order of JSON fields), and only the
+/// active version's buckets come out.
+#[test]
+fn a_keyed_function_runs_in_the_shadow_of_another_version_on_the_same_states() {
+    use common::control::{bearer, http, ControlRun};
+    let m = modules();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "keyed-shadow";
+    std::fs::write(dir.path().join("token"), format!("{token}\n")).expect("token");
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        format!(
+            "name: wasm\nparallelism: 2\nsources:\n  in: {{ type: stdin, event_time: {{ field: ts }} }}\n\
+udfs:\n  buckets: {{ runtime: wasm, module: '{}', function: bucket_totals, kind: keyed_process }}\n\
+steps:\n  - map: {{ compute: {{ user: \"n % 7\" }} }}\n  - key_by: user\n  - udf: buckets\n\
+sinks:\n  out: {{ type: file, path: out.jsonl }}\noutput: out\ntuning: {{ progress_interval: 0s }}\n",
+            m.rust.display()
+        ),
+    )
+    .expect("pipeline");
+    let mut cmd = headwater(dir.path());
+    cmd.args([
+        "run",
+        "pipeline.yaml",
+        "--fresh",
+        "--control",
+        "127.0.0.1:0",
+    ])
+    .args(["--control-token-file", "token"])
+    .stdin(Stdio::piped());
+    let mut run = ControlRun::start(&mut cmd);
+    let mut stdin = run.child.stdin.take().expect("stdin");
+    let mut sent = 0u64;
+    let mut send = |stdin: &mut std::process::ChildStdin, n: u64| {
+        use std::io::Write;
+        let lines: String = (sent..sent + n)
+            .map(|i| format!("{{\"ts\":{i},\"n\":{i}}}\n"))
+            .collect();
+        stdin.write_all(lines.as_bytes()).expect("write stdin");
+        stdin.flush().expect("flush stdin");
+        sent += n;
+    };
+    send(&mut stdin, 500);
+    let go = std::fs::read(&m.go).expect("the Go guest");
+    let digest = headwater::udf::wasm::sha256_hex(&go);
+    let user = "X-Headwater-User: tester".to_string();
+    let (code, body) = http(
+        &run.address,
+        "POST",
+        "/udfs/buckets/versions",
+        &[user.clone(), bearer(token)],
+        &go,
+    );
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = http(
+        &run.address,
+        "POST",
+        &format!("/udfs/buckets/activate?version={digest}&shadow=true"),
+        &[user, bearer(token)],
+        b"",
+    );
+    assert_eq!(code, 200, "{body}");
+    // Feed records until the candidate has answered a few hundred keyed calls.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shadow = loop {
+        send(&mut stdin, 200);
+        std::thread::sleep(Duration::from_millis(50));
+        let (code, body) = http(&run.address, "GET", "/status", &[], b"");
+        assert_eq!(code, 200, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).expect("status json");
+        let shadow = status["wasm_udfs"]["buckets"]["shadow"].clone();
+        if shadow["matched"].as_u64().unwrap_or(0) >= 500 {
+            break shadow;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shadow run answered too little: {status}"
+        );
+    };
+    assert_eq!(shadow["digest"], digest.as_str(), "{shadow}");
+    assert_eq!(
+        (shadow["differed"].as_u64(), shadow["failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{shadow}"
+    );
+    drop(stdin);
+    let exit = run.child.wait().expect("wait");
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(committed_buckets(dir.path()), bucket_oracle(sent));
+}

@@ -235,19 +235,25 @@ impl WasmRuntime {
             .and_then(|s| s.as_ref().map(|s| s.report()))
     }
 
+    /// True while a shadow run is on.
+    fn shadowing(&self) -> bool {
+        self.shadow.read().ok().is_some_and(|s| s.is_some())
+    }
+
     /// Runs the shadow version, if any, on a copy of `inputs`, after the active one.
-    fn shadow_call(
+    fn shadow_call<I: Clone + shadow::Shown, T: shadow::Shown + shadow::Same>(
         &self,
         function: &str,
-        inputs: Vec<Value>,
-        active: &[RecordOutcome],
-        codec: &Codec<Value, Vec<Value>>,
+        inputs: Vec<I>,
+        active: &[Result<T, FunctionError>],
+        codec: &Codec<I, T>,
+        keyed: bool,
     ) {
         let Some(shadow) = self.shadow.read().ok().and_then(|s| s.clone()) else {
             return;
         };
         let candidate = self
-            .index(&shadow.version, function, false)
+            .index(&shadow.version, function, keyed)
             .ok()
             .and_then(|(index, _)| {
                 let mut run = Run {
@@ -687,12 +693,7 @@ impl UdfRuntime for WasmRuntime {
                 _ => |b: &[u8], i: &mut [Value]| codec::decode_records(b, FunctionKind::Map, i),
             },
         };
-        let shadowed = self
-            .shadow
-            .read()
-            .ok()
-            .is_some_and(|s| s.is_some())
-            .then(|| inputs.clone());
+        let shadowed = self.shadowing().then(|| inputs.clone());
         let outcomes = self.run(
             &version,
             index,
@@ -705,7 +706,7 @@ impl UdfRuntime for WasmRuntime {
             false,
         )?;
         if let Some(copy) = shadowed {
-            self.shadow_call(function, copy, &outcomes, &codec);
+            self.shadow_call(function, copy, &outcomes, &codec, false);
         }
         Ok(outcomes)
     }
@@ -721,7 +722,10 @@ impl UdfRuntime for WasmRuntime {
             encode: codec::encode_keyed,
             decode: codec::decode_keyed,
         };
-        self.run(
+        // The candidate gets each key's state as the active version left it: its own updates
+        // are compared and thrown away with its outputs.
+        let shadowed = self.shadowing().then(|| inputs.clone());
+        let outcomes = self.run(
             &version,
             index,
             inputs,
@@ -731,7 +735,11 @@ impl UdfRuntime for WasmRuntime {
                 last_failure: None,
             },
             false,
-        )
+        )?;
+        if let Some(copy) = shadowed {
+            self.shadow_call(function, copy, &outcomes, &codec, true);
+        }
+        Ok(outcomes)
     }
 }
 

@@ -1,13 +1,14 @@
-//! Shadow runs: a candidate version of a module runs beside the active one on the same records
-//! (map, filter and flat_map calls), its results compared and thrown away. Counted as matched,
-//! differed (with a few samples) or failed (the candidate failed a record the active version
-//! did not, or a whole call).
+//! Shadow runs: a candidate version of a module runs beside the active one on the same calls
+//! (map, filter and flat_map records; keyed process calls with the key's state as the active
+//! version left it), its results compared and thrown away. Counted as matched, differed (with
+//! a few samples) or failed (the candidate failed a call the active version did not, or a
+//! whole batch).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Version;
-use crate::udf::RecordOutcome;
+use crate::udf::{FunctionError, KeyedInput, KeyedResult, StateUpdate};
 use crate::value::Value;
 
 /// Differences kept as samples.
@@ -50,13 +51,91 @@ fn cut(s: String) -> String {
     s.chars().take(SAMPLE_CHARS).collect::<String>() + "..."
 }
 
-fn show(outcome: &RecordOutcome) -> String {
-    match outcome {
-        Ok(values) => cut(values
-            .iter()
+/// How a call's input or result reads in a sample.
+pub(super) trait Shown {
+    fn shown(&self) -> String;
+}
+
+impl Shown for Value {
+    fn shown(&self) -> String {
+        self.to_json_string()
+    }
+}
+
+impl Shown for Vec<Value> {
+    fn shown(&self) -> String {
+        self.iter()
             .map(Value::to_json_string)
             .collect::<Vec<_>>()
-            .join(" ")),
+            .join(" ")
+    }
+}
+
+impl Shown for KeyedInput {
+    fn shown(&self) -> String {
+        let what = match (&self.value, self.timer) {
+            (_, Some(at)) => format!("timer {at}"),
+            (Some(v), None) => v.to_json_string(),
+            (None, None) => "nothing".into(),
+        };
+        let state = self
+            .state
+            .as_deref()
+            .map_or("none".into(), |s| String::from_utf8_lossy(s).into_owned());
+        format!("key {}: {what}; state {state}", self.key.to_json_string())
+    }
+}
+
+impl Shown for KeyedResult {
+    fn shown(&self) -> String {
+        let state = match &self.state {
+            StateUpdate::Keep => "kept".into(),
+            StateUpdate::Clear => "cleared".into(),
+            StateUpdate::Set(s) => String::from_utf8_lossy(s).into_owned(),
+        };
+        let outputs = if self.outputs.is_empty() {
+            "no output".to_string()
+        } else {
+            self.outputs.shown()
+        };
+        format!("{outputs}; state {state}; timers {:?}", self.timers)
+    }
+}
+
+/// Whether the candidate's result is the active one's.
+pub(super) trait Same {
+    fn same(&self, other: &Self) -> bool;
+}
+
+impl Same for Vec<Value> {
+    fn same(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+impl Same for KeyedResult {
+    /// States are compared as JSON documents when both are (field order aside), else as bytes.
+    fn same(&self, other: &Self) -> bool {
+        let state = match (&self.state, &other.state) {
+            (StateUpdate::Set(a), StateUpdate::Set(b)) => {
+                a == b
+                    || matches!(
+                        (
+                            serde_json::from_slice::<serde_json::Value>(a),
+                            serde_json::from_slice::<serde_json::Value>(b),
+                        ),
+                        (Ok(x), Ok(y)) if x == y
+                    )
+            }
+            (a, b) => a == b,
+        };
+        state && self.outputs == other.outputs && self.timers == other.timers
+    }
+}
+
+fn show<T: Shown>(outcome: &Result<T, FunctionError>) -> String {
+    match outcome {
+        Ok(result) => cut(result.shown()),
         Err(e) => cut(format!("error: {}", e.message)),
     }
 }
@@ -73,12 +152,12 @@ impl Shadow {
     }
 
     /// Compares the candidate's outcomes (`None`: the whole call failed) with the active ones.
-    pub(super) fn compare(
+    pub(super) fn compare<I: Shown, T: Shown + Same>(
         &self,
         function: &str,
-        inputs: &[Value],
-        active: &[RecordOutcome],
-        candidate: Option<Vec<RecordOutcome>>,
+        inputs: &[I],
+        active: &[Result<T, FunctionError>],
+        candidate: Option<Vec<Result<T, FunctionError>>>,
     ) {
         let Some(candidate) = candidate.filter(|c| c.len() == active.len()) else {
             self.failed
@@ -87,7 +166,7 @@ impl Shadow {
         };
         for ((input, a), c) in inputs.iter().zip(active).zip(&candidate) {
             let counter = match (a, c) {
-                (Ok(a), Ok(c)) if a == c => &self.matched,
+                (Ok(a), Ok(c)) if a.same(c) => &self.matched,
                 (Err(_), Err(_)) => &self.matched,
                 (Ok(_), Err(_)) => &self.failed,
                 _ => {
@@ -95,7 +174,7 @@ impl Shadow {
                         if samples.len() < SAMPLES {
                             samples.push(Difference {
                                 function: function.to_string(),
-                                input: cut(input.to_json_string()),
+                                input: cut(input.shown()),
                                 active: show(a),
                                 candidate: show(c),
                             });

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::udf::{KeyedResult, StateUpdate};
 use headwater_sdk::ErrorClass;
+use shadow::Same;
 
 const HOSTILE: &str = include_str!("../../../tests/wasm/hostile.wat");
 
@@ -317,4 +319,85 @@ fn concurrent_tasks_each_get_an_instance_of_their_own() {
     let idle = rt.idle_instances();
     assert!((1..=4).contains(&idle), "{idle} idle instances for 4 tasks");
     assert_eq!(rt.instances_replaced(), 0);
+}
+
+fn keyed_result(state: StateUpdate, timers: Vec<i64>) -> KeyedResult {
+    KeyedResult {
+        outputs: vec![Value::from_json(br#"{"user":1,"total":3}"#).expect("json")],
+        state,
+        timers,
+    }
+}
+
+fn set(s: &str) -> StateUpdate {
+    StateUpdate::Set(s.as_bytes().to_vec())
+}
+
+#[test]
+fn a_keyed_difference_is_counted_with_the_key_the_call_and_both_results() {
+    let rt = hostile();
+    let staged = rt.stage(&wasm(HOSTILE), &[]).expect("staged");
+    let shadow = shadow::Shadow::new(staged.version.clone());
+    let input = KeyedInput {
+        key: Value::Int(3),
+        value: Some(Value::from_json(br#"{"n":5}"#).expect("json")),
+        time: 5,
+        state: Some(br#"{"99":{"total":1,"count":1}}"#.to_vec()),
+        timer: None,
+    };
+    let active = vec![Ok(keyed_result(
+        set(r#"{"99":{"total":6,"count":2}}"#),
+        vec![99],
+    ))];
+    let candidate = vec![Ok(keyed_result(
+        set(r#"{"99":{"total":5,"count":2}}"#),
+        vec![99],
+    ))];
+    shadow.compare(
+        "buckets",
+        std::slice::from_ref(&input),
+        &active,
+        Some(candidate),
+    );
+    shadow.compare(
+        "buckets",
+        std::slice::from_ref(&input),
+        &active,
+        Some(active.clone()),
+    );
+    let report = shadow.report();
+    assert_eq!((report.matched, report.differed, report.failed), (1, 1, 0));
+    let sample = &report.samples[0];
+    assert!(
+        sample.input.contains("key 3:") && sample.input.contains(r#"{"n":5}"#),
+        "{sample:?}"
+    );
+    assert!(
+        sample.active.contains(r#""total":6"#) && sample.candidate.contains(r#""total":5"#),
+        "{sample:?}"
+    );
+}
+
+#[test]
+fn keyed_results_agree_on_outputs_timers_and_the_state_as_json() {
+    let a = keyed_result(
+        set(r#"{"99":{"total":1,"count":1},"199":{"total":2,"count":1}}"#),
+        vec![99],
+    );
+    let reordered = keyed_result(
+        set(r#"{"199":{"count":1,"total":2},"99":{"total":1,"count":1}}"#),
+        vec![99],
+    );
+    assert!(a.same(&reordered), "field order does not count");
+    assert!(!a.same(&keyed_result(
+        set(r#"{"99":{"total":1,"count":2}}"#),
+        vec![99]
+    )));
+    assert!(!a.same(&keyed_result(
+        set(r#"{"99":{"total":1,"count":1},"199":{"total":2,"count":1}}"#),
+        vec![199]
+    )));
+    assert!(!a.same(&keyed_result(StateUpdate::Keep, vec![99])));
+    assert!(keyed_result(set("\u{1}raw"), vec![]).same(&keyed_result(set("\u{1}raw"), vec![])));
+    assert!(!keyed_result(set("\u{1}raw"), vec![]).same(&keyed_result(set("\u{1}rav"), vec![])));
 }
