@@ -15,6 +15,10 @@ pub struct Metrics {
     pub records_out: AtomicU64,
     pub late: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Failed records a step's remediation repaired (sent through the step again).
+    pub remediated: AtomicU64,
+    /// Failed records a step's remediation dropped.
+    pub remediation_dropped: AtomicU64,
     /// Nanoseconds tasks spent blocked on full downstream channels (backpressure).
     pub backpressure_ns: AtomicU64,
     /// Largest event time read by any source.
@@ -81,6 +85,8 @@ impl Metrics {
             records_out: AtomicU64::new(0),
             late: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
+            remediated: AtomicU64::new(0),
+            remediation_dropped: AtomicU64::new(0),
             backpressure_ns: AtomicU64::new(0),
             max_event_time: AtomicI64::new(WATERMARK_START),
             task_watermarks: (0..final_tasks)
@@ -220,6 +226,8 @@ impl Metrics {
             records_out: self.records_out.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            remediated: self.remediated.load(Ordering::Relaxed),
+            remediation_dropped: self.remediation_dropped.load(Ordering::Relaxed),
             watermark: self.watermark(),
             max_event_time: self.max_event_time.load(Ordering::Relaxed),
         }
@@ -233,6 +241,8 @@ pub struct Snapshot {
     pub records_out: u64,
     pub late: u64,
     pub dead_letters: u64,
+    pub remediated: u64,
+    pub remediation_dropped: u64,
     pub watermark: EventTime,
     pub max_event_time: EventTime,
 }
@@ -359,6 +369,14 @@ impl RunSummary {
         );
         let _ = writeln!(s, "  records out   {:>12}", count(t.records_out));
         let _ = writeln!(s, "  late          {:>12}", count(t.late));
+        if t.remediated + t.remediation_dropped > 0 {
+            let _ = writeln!(
+                s,
+                "  remediated    {:>12}  repaired, {} dropped",
+                count(t.remediated),
+                count(t.remediation_dropped)
+            );
+        }
         let _ = write!(s, "  dead letters  {:>12}", count(t.dead_letters));
         if t.dead_letters > 0 {
             let _ = write!(s, "  -> {}", self.dlq_path);

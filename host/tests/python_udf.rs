@@ -45,6 +45,24 @@ def twice(r):
     yield {"n": r["n"], "copy": 2}
 
 @hw.map
+def enrich_fixable(r):
+    if r["n"] % 97 == 13 and not r.get("fixed"):
+        raise ValueError(f"bad record {r['n']}")
+    return r
+
+@hw.flat_map
+def fix(req):
+    record, error = req["record"], req["error"]
+    if error["error_type"] != "ValueError" or error["step"] != "steps[0] udf enrich_fixable":
+        raise RuntimeError(f"unexpected envelope {error}")
+    if record["n"] % 2 == 0:
+        yield {**record, "fixed": True}
+    elif record["n"] % 3 == 0:
+        return
+    else:
+        raise ValueError(f"cannot fix {record['n']}")
+
+@hw.map
 def tag(r):
     return {"n": r["n"], "k": "k" + str(r["n"] % 3)}
 
@@ -167,6 +185,14 @@ steps:\n{steps}sinks:\n  out: {{ type: file, path: out.jsonl }}\noutput: out\ntu
     std::fs::write(dir.join("pipeline.yaml"), pipeline).expect("pipeline");
 }
 
+/// Runs `headwater` with `args` in `dir`; fails the test unless it succeeds; its stderr.
+fn run_for_stderr(dir: &Path, args: &[&str]) -> String {
+    let out = headwater(dir).args(args).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 /// Runs `pipeline.yaml` in `dir` quietly from scratch (each case writes new input) and
 /// fails the test with the host's stderr if the run fails.
 fn run_ok(dir: &Path) {
@@ -182,12 +208,7 @@ fn map_filter_flat_map_and_failures_go_where_they_should() {
         "  - udf: enrich\n  - udf: even\n  - udf: twice\n",
         "",
     );
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml"])
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = run_for_stderr(dir.path(), &["run", "pipeline.yaml"]);
     // The summary names the failing step and shows the first failure's Python traceback.
     assert!(
         stderr.contains("steps[0] udf enrich\n                  first: ValueError: bad record 13"),
@@ -227,6 +248,74 @@ fn map_filter_flat_map_and_failures_go_where_they_should() {
     }
 }
 
+/// Tier 2: the step's remediation gets each record the step gives up on, with its error; a
+/// repaired record goes through the step again and takes its place, a dropped one is
+/// counted, and what the remediation gives up on goes to the DLQ with the reason.
+#[test]
+fn a_remediation_repairs_drops_or_gives_up_on_failed_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(
+        dir.path(),
+        1000,
+        "  - { udf: enrich_fixable, remediate: fix }\n",
+        "  enrich_fixable: { runtime: python, module: my_udfs, function: enrich_fixable }\n  fix: { runtime: python, module: my_udfs, function: fix, kind: flat_map }\n",
+    );
+    let stderr = run_for_stderr(dir.path(), &["run", "pipeline.yaml", "--fresh"]);
+    let failing: Vec<i64> = (0..1000).filter(|n| n % 97 == 13).collect();
+    let repaired: Vec<i64> = failing.iter().copied().filter(|n| n % 2 == 0).collect();
+    let dropped: Vec<i64> = failing
+        .iter()
+        .copied()
+        .filter(|n| n % 2 == 1 && n % 3 == 0)
+        .collect();
+    let gave_up: Vec<i64> = failing
+        .iter()
+        .copied()
+        .filter(|n| !repaired.contains(n) && !dropped.contains(n))
+        .collect();
+    assert!(!repaired.is_empty() && !dropped.is_empty() && !gave_up.is_empty());
+    assert!(
+        stderr.contains(&format!(
+            "remediated               {}  repaired, {} dropped",
+            repaired.len(),
+            dropped.len()
+        )),
+        "{stderr}"
+    );
+    let text = headwater::connectors::files::read_committed(&dir.path().join("out.jsonl"))
+        .expect("output");
+    let mut ns = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let n = v["n"].as_i64().expect("n");
+        assert_eq!(v["fixed"] == true, repaired.contains(&n), "{v}");
+        ns.push(n);
+    }
+    ns.sort();
+    let expected: Vec<i64> = (0..1000)
+        .filter(|n| !dropped.contains(n) && !gave_up.contains(n))
+        .collect();
+    assert_eq!(ns, expected);
+    let dead = dlq(dir.path());
+    let mut dead_ns: Vec<i64> = dead
+        .iter()
+        .map(|d| {
+            let detail = d["detail"].as_str().unwrap_or("");
+            assert!(
+                detail.contains("the remediation udf `fix` gave up: ValueError: cannot fix"),
+                "{d}"
+            );
+            d["error"]
+                .as_str()
+                .and_then(|e| e.strip_prefix("ValueError: bad record "))
+                .and_then(|n| n.parse().ok())
+                .expect("the step's own error")
+        })
+        .collect();
+    dead_ns.sort();
+    assert_eq!(dead_ns, gave_up, "only what the remediation gave up on");
+}
+
 /// A UDF step keeps calls to its worker in flight while the host reads and takes apart the
 /// next batches; the watermark waits for the calls in flight, so a window after the UDF gets
 /// every record on time: nothing late, every window's count whole.
@@ -240,12 +329,7 @@ fn windows_after_a_pipelined_udf_get_every_record_on_time() {
         "  - udf: tag\n  - key_by: k\n  - window: { type: tumbling, size: 100ms, aggregates: { count: count() } }\n",
         "  tag: { runtime: python, module: my_udfs, function: tag }\n",
     );
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "--fresh"])
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = run_for_stderr(dir.path(), &["run", "pipeline.yaml", "--fresh"]);
     assert!(
         stderr
             .lines()
@@ -907,12 +991,7 @@ fn a_record_that_crashes_its_worker_goes_alone_to_the_dlq_and_the_rest_go_throug
         "  - udf: crash\n",
         "  crash: { runtime: python, module: my_udfs, function: crash_on_13 }\n",
     );
-    let out = headwater(dir.path())
-        .args(["run", "pipeline.yaml", "-q"])
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    run_for_stderr(dir.path(), &["run", "pipeline.yaml", "-q"]);
     let expected: BTreeMap<i64, usize> = (0..300).filter(|n| *n != 13).map(|n| (n, 1)).collect();
     assert_eq!(output_ns(dir.path()), expected);
     let dead = dlq(dir.path());

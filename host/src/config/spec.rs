@@ -154,6 +154,10 @@ pub enum StepKind {
     /// Call a function declared in `udfs`.
     Udf {
         function: String,
+        /// A `map` or `flat_map` UDF that gets each record the step would dead-letter, with
+        /// its error, and repairs it (sent through the function once more), drops it (no
+        /// output) or gives up (an error: the record goes to the DLQ).
+        remediate: Option<String>,
     },
 }
 

@@ -9,6 +9,54 @@ use crate::value::split_path;
 
 const STEP_KINDS: [&str; 5] = ["filter", "map", "key_by", "window", "udf"];
 
+/// The `remediate:` key of a `udf` step, checked: it names a declared `map` or `flat_map`
+/// UDF. `None` when the step has no such key (or one that is wrong, reported).
+fn remediation(
+    kv: &[(Node, Node)],
+    ctx: &str,
+    udfs: &[UdfSpec],
+    errs: &mut Errors,
+) -> Option<String> {
+    let (_, v) = kv.iter().find(|(k, _)| k.scalar() == Some("remediate"))?;
+    if !kv.iter().any(|(k, _)| k.scalar() == Some("udf")) {
+        errs.at(
+            v,
+            format!("{ctx}: `remediate` belongs to a `udf` step"),
+            Some("e.g. `- { udf: enrich, remediate: fix_enrich }`".into()),
+        );
+        return None;
+    }
+    let name = string(v, &format!("{ctx} remediate"), errs)?;
+    match udfs.iter().find(|u| u.name == name) {
+        None => {
+            let names: Vec<&str> = udfs.iter().map(|u| u.name.as_str()).collect();
+            let hint = match suggest(&name, &names) {
+                Some(s) => format!("did you mean `{s}`? declare it under `udfs:`"),
+                None => "declare it under `udfs:` as a `map` or `flat_map` UDF".into(),
+            };
+            errs.at(
+                v,
+                format!("{ctx}: remediation udf `{name}` is not declared in `udfs`"),
+                Some(hint),
+            );
+            None
+        }
+        Some(u) if !matches!(u.kind, UdfKind::Map | UdfKind::FlatMap) => {
+            errs.at(
+                v,
+                format!("{ctx}: remediation udf `{name}` is a {} function; it must be a `map` (repair or give up) or a `flat_map` (repair, drop with no output, or give up)", match u.kind {
+                    UdfKind::Filter => "filter",
+                    UdfKind::KeyedProcess => "keyed_process",
+                    _ => "window_aggregate",
+                }),
+                None,
+            );
+            None
+        }
+        Some(_) => Some(name),
+    }
+}
+
 pub(super) fn steps(
     node: &Node,
     sinks: &[&str],
@@ -31,6 +79,12 @@ pub(super) fn steps(
             errs.expected(item, "a one-key mapping like `- filter: \"x > 1\"`", &ctx);
             continue;
         };
+        // A udf step may name its remediation beside it: `- { udf: enrich, remediate: fix }`.
+        let remediate = remediation(kv, &ctx, udfs, errs);
+        let kv: Vec<_> = kv
+            .iter()
+            .filter(|(k, _)| k.scalar() != Some("remediate"))
+            .collect();
         if kv.len() != 1 {
             errs.at(
                 item,
@@ -42,7 +96,7 @@ pub(super) fn steps(
             );
             continue;
         }
-        let (k, v) = &kv[0];
+        let (k, v) = kv[0];
         let which = k.scalar().unwrap_or("");
         let kind = match which {
             "filter" => string(v, &format!("{ctx} filter"), errs).map(|e| {
@@ -75,7 +129,10 @@ pub(super) fn steps(
                     };
                     errs.at(v, format!("{ctx}: udf `{f}` is not declared in `udfs`"), Some(hint));
                 }
-                StepKind::Udf { function: f }
+                if remediate.as_ref() == Some(&f) {
+                    errs.at(v, format!("{ctx}: udf `{f}` cannot remediate its own failures"), Some("name another UDF under `remediate`".into()));
+                }
+                StepKind::Udf { function: f, remediate: remediate.clone() }
             }),
             other => {
                 let hint = match suggest(other, &STEP_KINDS) {

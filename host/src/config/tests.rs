@@ -522,3 +522,45 @@ fn the_circuit_breaker_is_on_by_default_and_set_or_turned_off_per_udf() {
     assert!(r.contains("min_records must be between 1 and 100"), "{r}");
     assert!(r.contains("unknown key `trip`"), "{r}");
 }
+
+#[test]
+fn a_udf_step_names_its_remediation_beside_it() {
+    let text = format!(
+        "{RETRY_HEAD}udfs:\n  enrich: {{ runtime: native, function: a }}\n  fix: {{ runtime: native, function: b, kind: flat_map }}\nsteps:\n  - {{ udf: enrich, remediate: fix }}\n  - udf: enrich\n"
+    );
+    let spec = load_str(&text, "p.yaml").expect("valid");
+    let remediations: Vec<Option<&str>> = spec
+        .steps
+        .iter()
+        .map(|s| match &s.kind {
+            StepKind::Udf { remediate, .. } => remediate.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(remediations, vec![Some("fix"), None]);
+}
+
+#[test]
+fn remediation_mistakes_are_explained_where_they_are() {
+    let e = errors(&format!(
+        "{RETRY_HEAD}udfs:\n  enrich: {{ runtime: native, function: a }}\n  keep: {{ runtime: native, function: b, kind: filter }}\nsteps:\n  - {{ udf: enrich, remediate: fixx }}\n  - {{ udf: enrich, remediate: keep }}\n  - {{ udf: enrich, remediate: enrich }}\n  - {{ filter: \"a > 1\", remediate: enrich }}\n"
+    ));
+    let r = e.to_string();
+    assert!(
+        r.contains("p.yaml:11:") && r.contains("remediation udf `fixx` is not declared in `udfs`"),
+        "{r}"
+    );
+    assert!(
+        r.contains("p.yaml:12:")
+            && r.contains("remediation udf `keep` is a filter function; it must be a `map`"),
+        "{r}"
+    );
+    assert!(
+        r.contains("p.yaml:13:") && r.contains("udf `enrich` cannot remediate its own failures"),
+        "{r}"
+    );
+    assert!(
+        r.contains("p.yaml:14:") && r.contains("`remediate` belongs to a `udf` step"),
+        "{r}"
+    );
+}

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod breaker;
 pub mod keyed;
+pub mod remedy;
 pub mod retry;
 pub mod stateless;
 pub mod udf;
@@ -23,6 +24,10 @@ pub struct Context {
     pub side: Vec<(usize, Value)>,
     /// Records later than the allowed lateness (whatever their policy).
     pub late: u64,
+    /// Failed records a remediation repaired (sent through their step again).
+    pub remediated: u64,
+    /// Failed records a remediation dropped.
+    pub remediation_dropped: u64,
 }
 
 /// A failure that stops the run (never a bad record: those go to the DLQ).

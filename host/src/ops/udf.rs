@@ -13,6 +13,7 @@ use crate::udf::{
 use crate::value::Value;
 
 use super::breaker::{hold, Breaker, Held};
+use super::remedy::{Failed, Remedy, Verdict};
 use super::retry::{CancelSignal, RetryPolicy, WaitOutcome};
 use super::{dead_letter_for, Context, OpError, Operator};
 
@@ -54,6 +55,8 @@ pub struct UdfStep {
     /// Records lingering until a call (only with a non-zero linger).
     waiting: Batch,
     waiting_since: Option<Instant>,
+    /// What gets the records the step would dead-letter (`remediate:`), if anything.
+    remedy: Option<Remedy>,
     /// Calls started and not settled yet, oldest first (pipelined steps only).
     in_flight: std::collections::VecDeque<InFlight>,
 }
@@ -88,6 +91,7 @@ impl UdfStep {
             waiting: Vec::new(),
             waiting_since: None,
             in_flight: Default::default(),
+            remedy: None,
         }
     }
 
@@ -101,6 +105,12 @@ impl UdfStep {
     /// dead-lettering them.
     pub fn with_breaker(mut self, breaker: Option<Arc<Breaker>>) -> Self {
         self.breaker = breaker;
+        self
+    }
+
+    /// Records the step would dead-letter go to `remedy` first.
+    pub fn with_remedy(mut self, remedy: Option<Remedy>) -> Self {
+        self.remedy = remedy;
         self
     }
 
@@ -143,9 +153,21 @@ impl UdfStep {
         self.batching.pipelined && self.batching.linger.is_zero() && self.runtime.runs_elsewhere()
     }
 
-    fn dead(&self, ctx: &mut Context, record: &Record, err: &FunctionError, attempts: u32) {
+    /// Dead-letters `record`; `note` (why a remediation did not save it) goes after the
+    /// error's detail.
+    fn dead(
+        &self,
+        ctx: &mut Context,
+        record: &Record,
+        err: &FunctionError,
+        attempts: u32,
+        note: Option<&str>,
+    ) {
         let mut dl = dead_letter_for(record, &self.step, err.class, err.message.clone());
-        dl.detail = err.detail.clone();
+        dl.detail = match (&err.detail, note) {
+            (Some(d), Some(n)) => Some(format!("{d}\n\n{n}")),
+            (d, n) => d.clone().or(n.map(str::to_string)),
+        };
         dl.attempts = attempts;
         ctx.dead.push(dl);
     }
@@ -247,13 +269,79 @@ impl UdfStep {
     }
 
     /// Takes the outcomes of the first call for `batch` apart: outputs in input order,
-    /// transient failures called again (with backoff), the rest dead-lettered.
+    /// transient failures called again (with backoff), the rest remediated (if the step has
+    /// a remediation) or dead-lettered.
     fn settle(
         &mut self,
         batch: Batch,
         first: Result<Vec<RecordOutcome>, RuntimeError>,
         ctx: &mut Context,
     ) -> Result<Batch, OpError> {
+        let mut failed = Vec::new();
+        let mut outputs = self.settle_slots(batch, first, &mut failed)?;
+        self.remediate(failed, &mut outputs, ctx)?;
+        Ok(outputs.into_iter().flatten().collect())
+    }
+
+    /// Sends what failed to the remediation, if any, and puts the repaired records' outputs
+    /// in their places; what it gives up on, or what fails again once repaired, is
+    /// dead-lettered.
+    fn remediate(
+        &mut self,
+        failed: Vec<Failed>,
+        outputs: &mut [Batch],
+        ctx: &mut Context,
+    ) -> Result<(), OpError> {
+        let Some(remedy) = self.remedy.clone().filter(|_| !failed.is_empty()) else {
+            for f in failed {
+                self.dead(ctx, &f.record, &f.error, f.attempts, None);
+            }
+            return Ok(());
+        };
+        let verdicts = remedy.judge(&self.step, &failed);
+        let mut repaired: Batch = Vec::new();
+        let mut places = Vec::new();
+        for (f, verdict) in failed.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Repaired(value) => {
+                    places.push(f.index);
+                    repaired.push(Record { value, ..f.record });
+                }
+                Verdict::Dropped => ctx.remediation_dropped += 1,
+                Verdict::GaveUp(why) => self.dead(ctx, &f.record, &f.error, f.attempts, Some(&why)),
+            }
+        }
+        if repaired.is_empty() {
+            return Ok(());
+        }
+        ctx.remediated += repaired.len() as u64;
+        let inputs = repaired.iter().map(|r| r.value.clone()).collect();
+        let first = self.runtime.invoke(&self.function, inputs);
+        let mut again = Vec::new();
+        let slots = self.settle_slots(repaired, first, &mut again)?;
+        for (place, slot) in places.into_iter().zip(slots) {
+            if let Some(out) = outputs.get_mut(place) {
+                *out = slot;
+            }
+        }
+        let note = format!(
+            "the remediation udf `{}` repaired this record (what is shown) and it failed again",
+            remedy.udf
+        );
+        for f in again {
+            self.dead(ctx, &f.record, &f.error, f.attempts, Some(&note));
+        }
+        Ok(())
+    }
+
+    /// The outputs of each record of `batch`, from the first call's outcomes and retries of
+    /// transient failures; the records that failed for good are put in `failed`.
+    fn settle_slots(
+        &mut self,
+        batch: Batch,
+        first: Result<Vec<RecordOutcome>, RuntimeError>,
+        failed: &mut Vec<Failed>,
+    ) -> Result<Vec<Batch>, OpError> {
         let mut outputs: Vec<Batch> = vec![Vec::new(); batch.len()];
         let mut retry = self.retry.start(batch.len() as u64);
         let mut pending: Vec<(usize, Record)> = batch.into_iter().enumerate().collect();
@@ -297,7 +385,7 @@ impl UdfStep {
                                 "a map function must return exactly one record, got {}",
                                 values.len()
                             ));
-                            self.dead(ctx, &record, &err, retry.attempt());
+                            failed.push(Failed::new(index, record, err, retry.attempt()));
                         } else if let Some(slot) = outputs.get_mut(index) {
                             self.emit(&record, values, slot);
                         }
@@ -308,7 +396,7 @@ impl UdfStep {
                     Err(err) if err.class == ErrorClass::Transient => {
                         exhausted.push((index, record, err))
                     }
-                    Err(err) => self.dead(ctx, &record, &err, retry.attempt()),
+                    Err(err) => failed.push(Failed::new(index, record, err, retry.attempt())),
                 }
             }
             pending = again;
@@ -327,8 +415,8 @@ impl UdfStep {
                         break;
                     }
                     Held::DeadLetter => {
-                        for (_, record, err) in exhausted {
-                            self.dead(ctx, &record, &err, retry.attempt());
+                        for (index, record, err) in exhausted {
+                            failed.push(Failed::new(index, record, err, retry.attempt()));
                         }
                     }
                 }
@@ -339,12 +427,15 @@ impl UdfStep {
                 break;
             }
         }
-        Ok(outputs.into_iter().flatten().collect())
+        Ok(outputs)
     }
 }
 
 #[cfg(test)]
 mod pipelined_tests;
+
+#[cfg(test)]
+mod remedy_tests;
 
 #[cfg(test)]
 mod tests {

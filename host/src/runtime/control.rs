@@ -485,6 +485,8 @@ fn status(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
         "records_out": t.records_out,
         "late": t.late,
         "dead_letters": t.dead_letters,
+        "remediated": t.remediated,
+        "remediation_dropped": t.remediation_dropped,
         "watermark_ms": watermark_json(t.watermark),
         "watermark_lag_ms": t.lag().map(|l| l.as_millis() as u64),
         "backpressure_seconds": metrics.backpressure_seconds(),

@@ -55,6 +55,18 @@ pub(super) fn prometheus(pipeline: &str, metrics: &Metrics, started: Instant) ->
         t.dead_letters as f64,
     );
     metric(
+        "remediated_records_total",
+        "counter",
+        "Failed records a step's remediation repaired and sent through the step again.",
+        t.remediated as f64,
+    );
+    metric(
+        "remediation_dropped_records_total",
+        "counter",
+        "Failed records a step's remediation dropped.",
+        t.remediation_dropped as f64,
+    );
+    metric(
         "backpressure_seconds_total",
         "counter",
         "Time tasks spent blocked on full downstream channels.",

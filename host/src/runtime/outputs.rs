@@ -150,6 +150,15 @@ impl SinkHub {
             metrics.late.fetch_add(ctx.late, Ordering::Relaxed);
             ctx.late = 0;
         }
+        if ctx.remediated + ctx.remediation_dropped > 0 {
+            metrics
+                .remediated
+                .fetch_add(std::mem::take(&mut ctx.remediated), Ordering::Relaxed);
+            metrics.remediation_dropped.fetch_add(
+                std::mem::take(&mut ctx.remediation_dropped),
+                Ordering::Relaxed,
+            );
+        }
         if !ctx.dead.is_empty() {
             self.dead_letters(std::mem::take(&mut ctx.dead))?;
         }

@@ -8,6 +8,7 @@ use crate::config::spec::{LatePolicy, PipelineSpec, StepKind, UdfKind};
 use crate::expr::Expr;
 use crate::ops::breaker::Breaker;
 use crate::ops::keyed::{KeyedProcess, KeyedProcessConfig};
+use crate::ops::remedy::Remedy;
 use crate::ops::retry::{CancelSignal, RetryPolicy};
 use crate::ops::stateless::{Filter, KeyBy, Map};
 use crate::ops::udf::{Batching, UdfStep};
@@ -68,6 +69,7 @@ enum OpPlan {
         batching: Batching,
         retry: RetryPolicy,
         breaker: Option<Arc<Breaker>>,
+        remedy: Option<Remedy>,
     },
 }
 
@@ -121,9 +123,11 @@ impl StagePlan {
                             batching,
                             retry,
                             breaker,
+                            remedy,
                         } => Box::new(
                             UdfStep::new(step, runtime, function, kind, retry)
                                 .with_breaker(breaker)
+                                .with_remedy(remedy)
                                 .with_batching(batching)
                                 .with_cancel(cancel.clone()),
                         ),
@@ -293,10 +297,12 @@ impl Plan {
                         max_parallelism: spec.max_parallelism,
                     }))
                 }
-                StepKind::Udf { function } => {
-                    match spec.udfs.iter().find(|u| &u.name == function) {
-                        Some(udf) if udf.kind == UdfKind::WindowAggregate => {
-                            errors.push(PlanError::Step {
+                StepKind::Udf {
+                    function,
+                    remediate,
+                } => match spec.udfs.iter().find(|u| &u.name == function) {
+                    Some(udf) if udf.kind == UdfKind::WindowAggregate => {
+                        errors.push(PlanError::Step {
                                 step: i,
                                 line,
                                 message: format!(
@@ -304,50 +310,52 @@ impl Plan {
                                      e.g. `aggregates: {{ result: \"udf({function})\" }}`"
                                 ),
                             });
-                            None
-                        }
-                        Some(udf) if udf.kind == UdfKind::KeyedProcess => {
-                            if key_names.is_empty() {
-                                errors.push(PlanError::Step {
-                                    step: i,
-                                    line,
-                                    message: format!(
-                                    "keyed process udf `{function}` needs a `key_by` step before it"
-                                ),
-                                });
-                            }
-                            op_id += 1;
-                            runtimes.get(&udf.name).map(|rt| {
-                                OpPlan::Keyed(KeyedProcessConfig {
-                                    step: step_name(i, &format!("udf {function}")),
-                                    op_id,
-                                    runtime: rt.clone(),
-                                    function: udf.function.clone(),
-                                    max_parallelism: spec.max_parallelism,
-                                    retry: RetryPolicy::from(udf.retry),
-                                    breaker: Some(breaker_for(&mut breakers, udf)),
-                                })
-                            })
-                        }
-                        Some(udf) => runtimes.get(&udf.name).map(|rt| OpPlan::Udf {
-                            step: step_name(i, &format!("udf {function}")),
-                            runtime: rt.clone(),
-                            function: udf.function.clone(),
-                            kind: function_kind(udf.kind),
-                            batching: batching(udf, stages.len() == 1, spec),
-                            retry: RetryPolicy::from(udf.retry),
-                            breaker: Some(breaker_for(&mut breakers, udf)),
-                        }),
-                        None => {
+                        None
+                    }
+                    Some(udf) if udf.kind == UdfKind::KeyedProcess => {
+                        if key_names.is_empty() {
                             errors.push(PlanError::Step {
                                 step: i,
                                 line,
-                                message: format!("udf `{function}` is not declared in `udfs`"),
+                                message: format!(
+                                    "keyed process udf `{function}` needs a `key_by` step before it"
+                                ),
                             });
-                            None
                         }
+                        op_id += 1;
+                        runtimes.get(&udf.name).map(|rt| {
+                            OpPlan::Keyed(KeyedProcessConfig {
+                                step: step_name(i, &format!("udf {function}")),
+                                op_id,
+                                runtime: rt.clone(),
+                                function: udf.function.clone(),
+                                max_parallelism: spec.max_parallelism,
+                                retry: RetryPolicy::from(udf.retry),
+                                breaker: Some(breaker_for(&mut breakers, udf)),
+                            })
+                        })
                     }
-                }
+                    Some(udf) => runtimes.get(&udf.name).map(|rt| OpPlan::Udf {
+                        step: step_name(i, &format!("udf {function}")),
+                        runtime: rt.clone(),
+                        function: udf.function.clone(),
+                        kind: function_kind(udf.kind),
+                        batching: batching(udf, stages.len() == 1, spec),
+                        remedy: remediate
+                            .as_ref()
+                            .and_then(|name| remedy(spec, &runtimes, name)),
+                        retry: RetryPolicy::from(udf.retry),
+                        breaker: Some(breaker_for(&mut breakers, udf)),
+                    }),
+                    None => {
+                        errors.push(PlanError::Step {
+                            step: i,
+                            line,
+                            message: format!("udf `{function}` is not declared in `udfs`"),
+                        });
+                        None
+                    }
+                },
             };
             if let Some(op) = op {
                 let is_key_by = matches!(op, OpPlan::KeyBy { .. });
@@ -403,6 +411,21 @@ fn breaker_for(
     let b = Arc::new(Breaker::new(&udf.name, udf.retry.breaker));
     breakers.push((udf.name.clone(), b.clone()));
     b
+}
+
+/// The remediation UDF `name` (checked by the configuration: a declared map or flat_map).
+fn remedy(
+    spec: &PipelineSpec,
+    runtimes: &HashMap<String, Arc<dyn UdfRuntime>>,
+    name: &str,
+) -> Option<Remedy> {
+    let udf = spec.udfs.iter().find(|u| u.name == name)?;
+    Some(Remedy {
+        udf: udf.name.clone(),
+        runtime: runtimes.get(&udf.name)?.clone(),
+        function: udf.function.clone(),
+        kind: function_kind(udf.kind),
+    })
 }
 
 /// How the UDF step calls `udf`. A step in a source task of an unaligned run is not
