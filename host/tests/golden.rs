@@ -97,6 +97,7 @@ fn normalized_dlq(text: &str) -> Vec<String> {
             let mut v: serde_json::Value = serde_json::from_str(l).expect("dlq line is JSON");
             if let Some(o) = v.as_object_mut() {
                 o.remove("failed_at");
+                o.remove("first_failed_at");
             }
             v.to_string()
         })

@@ -305,6 +305,19 @@ fn a_remediation_repairs_drops_or_gives_up_on_failed_records() {
                 detail.contains("the remediation udf `fix` gave up: ValueError: cannot fix"),
                 "{d}"
             );
+            assert_eq!(
+                (&d["tier"], &d["udf_version"]),
+                (
+                    &serde_json::json!("remediation"),
+                    &serde_json::json!("python")
+                ),
+                "{d}"
+            );
+            assert_eq!(
+                d["correlation_id"],
+                format!("s0-p0-o{}", d["offset"]),
+                "the record's position: {d}"
+            );
             d["error"]
                 .as_str()
                 .and_then(|e| e.strip_prefix("ValueError: bad record "))
@@ -386,6 +399,12 @@ retry: { max_attempts: 2, initial_backoff: 1ms, max_backoff: 5ms }\n",
     let mut attempts: BTreeMap<(String, i64), i64> = BTreeMap::new();
     for d in dlq(dir.path()) {
         assert_eq!(d["error_class"], "transient", "{d}");
+        assert_eq!(d["tier"], "retry", "the retries gave up: {d}");
+        let (first, last) = (d["first_failed_at"].as_str(), d["failed_at"].as_str());
+        assert!(
+            first.is_some() && first <= last,
+            "the first failure comes before the last: {d}"
+        );
         let step = d["step"].as_str().expect("step").to_string();
         attempts.insert(
             (step, dead_n(&d)),

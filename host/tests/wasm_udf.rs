@@ -129,6 +129,12 @@ fn map_filter_and_flat_map_from_rust_and_go_give_the_same_results() {
             assert_eq!(d["step"], "steps[0] udf enrich", "{lang}");
             assert_eq!(d["error_class"], "permanent", "{lang}");
             assert_eq!(d["attempts"], 1, "{lang}");
+            assert_eq!(d["tier"], "retry", "{lang}");
+            let version = d["udf_version"].as_str().unwrap_or("");
+            assert!(
+                version.starts_with("wasm:sha256:") && version.len() == 12 + 64,
+                "{lang}: {d}"
+            );
             assert_eq!(d["error"], format!("bad record {}", dead_n(d)), "{lang}");
         }
     }

@@ -58,6 +58,14 @@ pub struct DeadLetter {
     pub failed_at_ms: i64,
     /// The size of the original bytes when `raw` holds only their beginning.
     pub raw_size: Option<u64>,
+    /// When the first attempt failed (ms since the epoch), when it was retried.
+    pub first_failed_at_ms: Option<i64>,
+    /// Which tier of a UDF step gave up: `retry` (its calls, retries and circuit breaker)
+    /// or `remediation` (its remediation gave up, or the repaired record failed again).
+    pub tier: Option<&'static str>,
+    /// The code that failed: a UDF's runtime, with the module digest of a Wasm UDF
+    /// (`wasm:sha256:...`).
+    pub udf_version: Option<String>,
 }
 
 impl DeadLetter {
@@ -79,6 +87,9 @@ impl DeadLetter {
             event_time: None,
             failed_at_ms: now_ms(),
             raw_size: None,
+            first_failed_at_ms: None,
+            tier: None,
+            udf_version: None,
         }
     }
 
@@ -143,18 +154,39 @@ impl DeadLetter {
         );
         o.insert("attempts".into(), self.attempts.into());
         o.insert(
+            "tier".into(),
+            self.tier.map(Into::into).unwrap_or(serde_json::Value::Null),
+        );
+        o.insert(
+            "udf_version".into(),
+            self.udf_version
+                .clone()
+                .map(Into::into)
+                .unwrap_or(serde_json::Value::Null),
+        );
+        o.insert(
+            "correlation_id".into(),
+            format!(
+                "s{}-p{}-o{}",
+                self.origin.source, self.origin.partition, self.origin.offset
+            )
+            .into(),
+        );
+        o.insert(
             "event_time".into(),
             self.event_time
                 .map(Into::into)
                 .unwrap_or(serde_json::Value::Null),
         );
-        let failed_at = UNIX_EPOCH + Duration::from_millis(self.failed_at_ms.max(0) as u64);
+        let time = |ms: i64| {
+            let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+            serde_json::Value::from(humantime::format_rfc3339_millis(at).to_string())
+        };
         o.insert(
-            "failed_at".into(),
-            humantime::format_rfc3339_millis(failed_at)
-                .to_string()
-                .into(),
+            "first_failed_at".into(),
+            time(self.first_failed_at_ms.unwrap_or(self.failed_at_ms)),
         );
+        o.insert("failed_at".into(), time(self.failed_at_ms));
         match std::str::from_utf8(&self.raw) {
             Ok(text) => o.insert("raw".into(), text.into()),
             Err(_) => o.insert("raw_base64".into(), base64(&self.raw).into()),
@@ -357,7 +389,8 @@ impl DlqEpochs {
     }
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock time in ms since the epoch (failure times in envelopes).
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -430,8 +463,35 @@ mod tests {
         let env = dl.to_envelope(&names());
         assert_eq!(
             env.to_string(),
-            r#"{"envelope_version":1,"source":"orders","partition":0,"partition_name":"in/a.jsonl","offset":12,"step":"decode","error_class":"permanent","error":"bad json","error_type":"decode","fingerprint":"c98ef05d02fb5f94","detail":null,"attempts":1,"event_time":null,"failed_at":"1970-01-01T00:00:00.000Z","raw":"{oops"}"#
+            r#"{"envelope_version":1,"source":"orders","partition":0,"partition_name":"in/a.jsonl","offset":12,"step":"decode","error_class":"permanent","error":"bad json","error_type":"decode","fingerprint":"c98ef05d02fb5f94","detail":null,"attempts":1,"tier":null,"udf_version":null,"correlation_id":"s0-p0-o12","event_time":null,"first_failed_at":"1970-01-01T00:00:00.000Z","failed_at":"1970-01-01T00:00:00.000Z","raw":"{oops"}"#
         );
+    }
+
+    #[test]
+    fn a_udf_step_s_envelope_says_which_tier_and_code_gave_up_and_when_it_first_failed() {
+        let origin = Origin {
+            source: 1,
+            partition: 2,
+            offset: 7,
+        };
+        let mut dl = DeadLetter::new(
+            b"{}".to_vec(),
+            origin,
+            "steps[0] udf f".into(),
+            ErrorClass::Transient,
+            "down".into(),
+        );
+        dl.failed_at_ms = 2_000;
+        dl.first_failed_at_ms = Some(1_000);
+        dl.attempts = 4;
+        dl.tier = Some("retry");
+        dl.udf_version = Some("wasm:sha256:ab".into());
+        let env = dl.to_envelope(&names());
+        assert_eq!(env["tier"], "retry");
+        assert_eq!(env["udf_version"], "wasm:sha256:ab");
+        assert_eq!(env["correlation_id"], "s1-p2-o7");
+        assert_eq!(env["first_failed_at"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(env["failed_at"], "1970-01-01T00:00:02.000Z");
     }
 
     #[test]

@@ -65,12 +65,17 @@ pub trait Operator: Send {
         false
     }
 
-    /// The earliest event time among records the operator took in and has not answered yet
-    /// (UDF calls in flight). The task holds its watermark below it, so that no record is late
-    /// for having been in flight; records held this way are released by `on_tick` when their
-    /// call is done, or by `on_watermark` once the watermark reaches them.
-    fn in_flight_since(&self) -> Option<EventTime> {
-        None
+    /// Batches the operator took in and has not released yet (UDF calls in flight). It
+    /// releases them in order, at most one per call of `process` or `on_tick`, so the task
+    /// can send each batch's watermark right after the batch, as if nothing were in flight:
+    /// no record is late, or on time, because of a call's timing.
+    fn in_flight_batches(&self) -> usize {
+        0
+    }
+
+    /// Releases the oldest batch in flight, waiting for it (`None` when there is none).
+    fn release_oldest(&mut self, _ctx: &mut Context) -> Result<Option<Batch>, OpError> {
+        Ok(None)
     }
 
     /// A checkpoint barrier is about to pass: returns every record the operator holds back,
@@ -140,8 +145,10 @@ impl Chain {
         for op in &mut self.ops {
             if !carry.is_empty() {
                 carry = op.process(carry, ctx)?;
+            } else {
+                // One release per operator and call: each batch's watermark can follow it.
+                carry = op.on_tick(now, ctx)?;
             }
-            carry.extend(op.on_tick(now, ctx)?);
         }
         Ok(carry)
     }
@@ -171,9 +178,26 @@ impl Chain {
         self.ops.iter().any(|op| op.holds_records())
     }
 
-    /// The earliest event time of records some operator has in flight.
-    pub fn in_flight_since(&self) -> Option<EventTime> {
-        self.ops.iter().filter_map(|op| op.in_flight_since()).min()
+    /// Input batches not out of the chain yet: the sum over its operators (a batch is in
+    /// flight in one operator at a time).
+    pub fn in_flight_batches(&self) -> usize {
+        self.ops.iter().map(|op| op.in_flight_batches()).sum()
+    }
+
+    /// Releases the oldest batch in flight in the first operator that has one, through the
+    /// operators after it; `None` when nothing is in flight.
+    pub fn release_oldest(&mut self, ctx: &mut Context) -> Result<Option<Batch>, OpError> {
+        let Some(first) = self.ops.iter().position(|op| op.in_flight_batches() > 0) else {
+            return Ok(None);
+        };
+        let mut carry = self.ops[first].release_oldest(ctx)?.unwrap_or_default();
+        for op in &mut self.ops[first + 1..] {
+            if carry.is_empty() {
+                break;
+            }
+            carry = op.process(carry, ctx)?;
+        }
+        Ok(Some(carry))
     }
 }
 

@@ -29,15 +29,24 @@ pub(super) struct Failed {
     pub record: Record,
     pub error: FunctionError,
     pub attempts: u32,
+    /// When its first attempt's failure was seen (ms since the epoch).
+    pub first_failed_ms: i64,
 }
 
 impl Failed {
-    pub(super) fn new(index: usize, record: Record, error: FunctionError, attempts: u32) -> Self {
+    pub(super) fn new(
+        index: usize,
+        record: Record,
+        error: FunctionError,
+        attempts: u32,
+        first_failed_ms: i64,
+    ) -> Self {
         Failed {
             index,
             record,
             error,
             attempts,
+            first_failed_ms,
         }
     }
 }

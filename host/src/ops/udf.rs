@@ -61,10 +61,9 @@ pub struct UdfStep {
     in_flight: std::collections::VecDeque<InFlight>,
 }
 
-/// A pipelined call: its batch, the earliest event time in it, and the call.
+/// A pipelined call: its batch and the call.
 struct InFlight {
     batch: Batch,
-    since: EventTime,
     call: Box<dyn PendingCall>,
 }
 
@@ -132,43 +131,45 @@ impl UdfStep {
 
     /// Waits for the calls in flight, if any, and returns their batches' outputs.
     fn finish_in_flight(&mut self, ctx: &mut Context) -> Result<Batch, OpError> {
-        self.settle_in_flight(0, ctx)
-    }
-
-    /// Settles calls in flight, oldest first, until at most `keep` remain and the oldest is
-    /// still computing.
-    fn settle_in_flight(&mut self, keep: usize, ctx: &mut Context) -> Result<Batch, OpError> {
         let mut out = Vec::new();
-        while self.in_flight.len() > keep
-            || self.in_flight.front().is_some_and(|f| f.call.is_ready())
-        {
-            if let Some(f) = self.in_flight.pop_front() {
-                out.extend(self.settle(f.batch, f.call.wait(), ctx)?);
-            }
+        while let Some(batch) = self.settle_oldest(ctx)? {
+            out.extend(batch);
         }
         Ok(out)
+    }
+
+    /// Settles the oldest call in flight (waiting for it), if any.
+    fn settle_oldest(&mut self, ctx: &mut Context) -> Result<Option<Batch>, OpError> {
+        match self.in_flight.pop_front() {
+            Some(f) => self.settle(f.batch, f.call.wait(), ctx).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn pipelines(&self) -> bool {
         self.batching.pipelined && self.batching.linger.is_zero() && self.runtime.runs_elsewhere()
     }
 
-    /// Dead-letters `record`; `note` (why a remediation did not save it) goes after the
-    /// error's detail.
-    fn dead(
-        &self,
-        ctx: &mut Context,
-        record: &Record,
-        err: &FunctionError,
-        attempts: u32,
-        note: Option<&str>,
-    ) {
-        let mut dl = dead_letter_for(record, &self.step, err.class, err.message.clone());
+    /// Dead-letters a failed record; `note` (why a remediation did not save it) goes after
+    /// the error's detail.
+    fn dead(&self, ctx: &mut Context, f: &Failed, note: Option<&str>) {
+        let err = &f.error;
+        let mut dl = dead_letter_for(&f.record, &self.step, err.class, err.message.clone());
         dl.detail = match (&err.detail, note) {
             (Some(d), Some(n)) => Some(format!("{d}\n\n{n}")),
             (d, n) => d.clone().or(n.map(str::to_string)),
         };
-        dl.attempts = attempts;
+        dl.attempts = f.attempts;
+        dl.first_failed_at_ms = Some(f.first_failed_ms);
+        dl.tier = Some(if note.is_some() {
+            "remediation"
+        } else {
+            "retry"
+        });
+        dl.udf_version = Some(match self.runtime.code_version() {
+            Some(v) => format!("{}:{v}", self.runtime.name()),
+            None => self.runtime.name().to_string(),
+        });
         ctx.dead.push(dl);
     }
 
@@ -202,9 +203,12 @@ impl Operator for UdfStep {
             let call = self
                 .runtime
                 .submit(&self.function, &mut batch.iter().map(|r| &r.value));
-            let since = batch.iter().map(|r| r.time).min().unwrap_or(EventTime::MAX);
-            self.in_flight.push_back(InFlight { batch, since, call });
-            return self.settle_in_flight(PIPELINE_DEPTH, ctx);
+            self.in_flight.push_back(InFlight { batch, call });
+            // At most one batch out per call, the oldest: the task sends its watermark next.
+            if self.in_flight.len() > PIPELINE_DEPTH {
+                return Ok(self.settle_oldest(ctx)?.unwrap_or_default());
+            }
+            return Ok(Vec::new());
         }
         if self.batching.linger.is_zero() {
             return self.call(batch, ctx);
@@ -221,12 +225,12 @@ impl Operator for UdfStep {
     }
 
     fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
-        // Records are never held past a watermark: it must not overtake them. The task holds
-        // its watermark below calls in flight (`in_flight_since`), so those are settled here
-        // only when a watermark reaches them anyway (the end of the input).
+        // Records are never held past a watermark: it must not overtake them. A task sends a
+        // batch's watermark only once the batch is out (`in_flight_batches`), so calls in flight
+        // are always behind it; the end of the input takes them all, to be safe.
         let mut out = Vec::new();
-        if let Some(last) = self.in_flight.iter().rposition(|f| f.since <= watermark) {
-            out = self.settle_in_flight(self.in_flight.len() - last - 1, ctx)?;
+        if watermark == crate::record::WATERMARK_END {
+            out = self.finish_in_flight(ctx)?;
         }
         self.waiting_since = None;
         let batch = std::mem::take(&mut self.waiting);
@@ -236,13 +240,17 @@ impl Operator for UdfStep {
         Ok(out)
     }
 
-    fn in_flight_since(&self) -> Option<EventTime> {
-        self.in_flight.iter().map(|f| f.since).min()
+    fn in_flight_batches(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn release_oldest(&mut self, ctx: &mut Context) -> Result<Option<Batch>, OpError> {
+        self.settle_oldest(ctx)
     }
 
     fn on_tick(&mut self, now: Instant, ctx: &mut Context) -> Result<Batch, OpError> {
         if self.in_flight.front().is_some_and(|f| f.call.is_ready()) {
-            return self.settle_in_flight(usize::MAX, ctx);
+            return Ok(self.settle_oldest(ctx)?.unwrap_or_default());
         }
         match self.waiting_since {
             Some(since) if now.duration_since(since) >= self.batching.linger => self.flush(ctx),
@@ -294,7 +302,7 @@ impl UdfStep {
     ) -> Result<(), OpError> {
         let Some(remedy) = self.remedy.clone().filter(|_| !failed.is_empty()) else {
             for f in failed {
-                self.dead(ctx, &f.record, &f.error, f.attempts, None);
+                self.dead(ctx, &f, None);
             }
             return Ok(());
         };
@@ -308,7 +316,7 @@ impl UdfStep {
                     repaired.push(Record { value, ..f.record });
                 }
                 Verdict::Dropped => ctx.remediation_dropped += 1,
-                Verdict::GaveUp(why) => self.dead(ctx, &f.record, &f.error, f.attempts, Some(&why)),
+                Verdict::GaveUp(why) => self.dead(ctx, &f, Some(&why)),
             }
         }
         if repaired.is_empty() {
@@ -329,7 +337,7 @@ impl UdfStep {
             remedy.udf
         );
         for f in again {
-            self.dead(ctx, &f.record, &f.error, f.attempts, Some(&note));
+            self.dead(ctx, &f, Some(&note));
         }
         Ok(())
     }
@@ -342,6 +350,8 @@ impl UdfStep {
         first: Result<Vec<RecordOutcome>, RuntimeError>,
         failed: &mut Vec<Failed>,
     ) -> Result<Vec<Batch>, OpError> {
+        // The first attempt's answers are in hand: failures were seen from now on.
+        let started = crate::dlq::now_ms();
         let mut outputs: Vec<Batch> = vec![Vec::new(); batch.len()];
         let mut retry = self.retry.start(batch.len() as u64);
         let mut pending: Vec<(usize, Record)> = batch.into_iter().enumerate().collect();
@@ -385,7 +395,7 @@ impl UdfStep {
                                 "a map function must return exactly one record, got {}",
                                 values.len()
                             ));
-                            failed.push(Failed::new(index, record, err, retry.attempt()));
+                            failed.push(Failed::new(index, record, err, retry.attempt(), started));
                         } else if let Some(slot) = outputs.get_mut(index) {
                             self.emit(&record, values, slot);
                         }
@@ -396,7 +406,9 @@ impl UdfStep {
                     Err(err) if err.class == ErrorClass::Transient => {
                         exhausted.push((index, record, err))
                     }
-                    Err(err) => failed.push(Failed::new(index, record, err, retry.attempt())),
+                    Err(err) => {
+                        failed.push(Failed::new(index, record, err, retry.attempt(), started))
+                    }
                 }
             }
             pending = again;
@@ -416,7 +428,7 @@ impl UdfStep {
                     }
                     Held::DeadLetter => {
                         for (index, record, err) in exhausted {
-                            failed.push(Failed::new(index, record, err, retry.attempt()));
+                            failed.push(Failed::new(index, record, err, retry.attempt(), started));
                         }
                     }
                 }

@@ -14,7 +14,9 @@ use crate::sources::{Poll, SourcePartition};
 use crate::time::{InputWatermarks, PartitionClock};
 
 use super::outputs::{Disconnected, Downstream};
-use super::tasks::{forward_watermark, tick, TaskEnv};
+use super::tasks::{
+    forward_watermark, release_in_flight, send_ready, tick, TaskEnv, WatermarkGate,
+};
 use super::RunError;
 
 /// One partition assigned to a source task.
@@ -70,6 +72,7 @@ pub fn run_source_task(
     // stops at a checkpoint and the next run resumes there.
     let drain_on_stop = env.barriers.is_none();
     let mut watermarks = InputWatermarks::new(parts.len());
+    let mut gate = WatermarkGate::default();
     let mut ctx = Context::default();
     let mut buf: Vec<Record> = Vec::with_capacity(env.batch_size);
     let mut dead: Vec<DeadLetter> = Vec::new();
@@ -92,6 +95,13 @@ pub fn run_source_task(
                     o.last = id;
                 }
                 let partitions = partition_states(&parts);
+                // Batches in flight go first, each with its watermark: they were read before
+                // the barrier.
+                if release_in_flight(&mut gate, &mut chain, &mut ctx, &mut downstream, &env)?
+                    .is_err()
+                {
+                    return Ok(());
+                }
                 if inject_barrier(
                     id,
                     partitions,
@@ -155,12 +165,14 @@ pub fn run_source_task(
                     .max_event_time
                     .fetch_max(max_time, Ordering::Relaxed);
                 let batch = std::mem::replace(&mut buf, Vec::with_capacity(env.batch_size));
+                gate.note_batch();
                 let out = chain.process(batch, &mut ctx)?;
                 if let Some(o) = downstream.overtake() {
                     o.allowed = !chain.holds_records();
                 }
                 if env.hub.drain_context(&mut ctx, &env.metrics).is_err()
                     || downstream.send_batch(out).is_err()
+                    || send_ready(&mut gate, &mut chain, &mut ctx, &mut downstream, &env)?.is_err()
                 {
                     return Ok(());
                 }
@@ -178,7 +190,15 @@ pub fn run_source_task(
         for (idx, p) in parts.iter().enumerate() {
             watermarks.update(idx, p.clock.status(now));
         }
-        if forward_watermark(&mut watermarks, &mut chain, &mut ctx, &mut downstream, &env)?.is_err()
+        if forward_watermark(
+            &mut watermarks,
+            &mut gate,
+            &mut chain,
+            &mut ctx,
+            &mut downstream,
+            &env,
+        )?
+        .is_err()
         {
             return Ok(());
         }

@@ -15,7 +15,9 @@ use crate::time::InputWatermarks;
 
 use super::align::{Aligner, Recv, Step};
 use super::outputs::{Downstream, Inbound};
-use super::tasks::{forward_watermark, tick, TaskEnv, TICK};
+use super::tasks::{
+    forward_watermark, release_in_flight, send_ready, tick, TaskEnv, WatermarkGate, TICK,
+};
 use super::unaligned::{self, Ended, Flow, LaneItem, UnalignedInput};
 use super::RunError;
 
@@ -106,6 +108,8 @@ struct Stage {
     env: TaskEnv,
     slot: StageSlot,
     watermarks: InputWatermarks,
+    /// Holds each watermark until the batches received before it are out of the chain.
+    gate: WatermarkGate,
     ended: Vec<bool>,
     ctx: Context,
 }
@@ -136,6 +140,7 @@ impl Stage {
                 env,
                 slot,
                 watermarks,
+                gate: WatermarkGate::default(),
                 ended: vec![false; upstream_tasks],
                 ctx: Context::default(),
             },
@@ -144,6 +149,7 @@ impl Stage {
     }
 
     fn process(&mut self, batch: Vec<Record>) -> Result<Flow, RunError> {
+        self.gate.note_batch();
         let out = self.chain.process(batch, &mut self.ctx)?;
         if self
             .env
@@ -154,7 +160,19 @@ impl Stage {
         {
             return Ok(Flow::Stop);
         }
-        Ok(Flow::Go)
+        // The batch it released, if any, is followed by its watermark.
+        Ok(
+            match send_ready(
+                &mut self.gate,
+                &mut self.chain,
+                &mut self.ctx,
+                &mut self.downstream,
+                &self.env,
+            )? {
+                Ok(()) => Flow::Go,
+                Err(_) => Flow::Stop,
+            },
+        )
     }
 
     fn tick(&mut self) -> Result<Flow, RunError> {
@@ -178,6 +196,17 @@ impl Stage {
 
     /// Releases what operators hold: it arrived before the barrier about to pass.
     fn flush_for_barrier(&mut self) -> Result<Flow, RunError> {
+        // Batches in flight go first, each with its watermark.
+        let Ok(()) = release_in_flight(
+            &mut self.gate,
+            &mut self.chain,
+            &mut self.ctx,
+            &mut self.downstream,
+            &self.env,
+        )?
+        else {
+            return Ok(Flow::Stop);
+        };
         let released = self.chain.on_barrier(&mut self.ctx)?;
         if self
             .env
@@ -230,6 +259,7 @@ impl Stage {
         Ok(
             match forward_watermark(
                 &mut self.watermarks,
+                &mut self.gate,
                 &mut self.chain,
                 &mut self.ctx,
                 &mut self.downstream,

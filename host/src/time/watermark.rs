@@ -146,25 +146,7 @@ impl InputWatermarks {
 
     /// The combined status if it changed since the last call that returned `Some`.
     pub fn changed(&mut self) -> Option<WatermarkStatus> {
-        self.changed_below(None)
-    }
-
-    /// Like [`InputWatermarks::changed`], but held below `held_since`, the earliest event
-    /// time of records the task still has in flight (UDF calls not answered yet): they must
-    /// not be late for having been in flight. The end of the input is never held (the task
-    /// releases everything it holds on it), and nothing below what was emitted before is
-    /// emitted. The full watermark follows on a later call, once nothing holds it.
-    pub fn changed_below(&mut self, held_since: Option<EventTime>) -> Option<WatermarkStatus> {
-        let now = match (self.combined(), held_since) {
-            (WatermarkStatus::Active(wm), Some(t)) if wm != WATERMARK_END && t <= wm => {
-                let cap = t.saturating_sub(1);
-                if matches!(self.last_emitted, Some(WatermarkStatus::Active(prev)) if prev >= cap) {
-                    return None;
-                }
-                WatermarkStatus::Active(cap)
-            }
-            (now, _) => now,
-        };
+        let now = self.combined();
         if self.last_emitted == Some(now) {
             return None;
         }
@@ -204,26 +186,6 @@ mod tests {
         assert_eq!(c.status(start + Duration::from_secs(5)), Idle);
         c.observe(20, start + Duration::from_secs(6));
         assert_eq!(c.status(start + Duration::from_secs(6)), Active(19));
-    }
-
-    #[test]
-    fn a_watermark_is_held_below_records_in_flight_then_follows() {
-        let mut w = InputWatermarks::new(1);
-        w.update(0, Active(100));
-        // Records from 40 on are still in flight: the watermark stops at 39.
-        assert_eq!(w.changed_below(Some(40)), Some(Active(39)));
-        assert_eq!(w.changed_below(Some(40)), None, "nothing new");
-        // Held lower than what went out already: nothing goes back.
-        assert_eq!(w.changed_below(Some(20)), None);
-        // In flight records later than the watermark do not hold it.
-        assert_eq!(w.changed_below(Some(500)), Some(Active(100)));
-        // Answered: the full watermark follows.
-        w.update(0, Active(200));
-        assert_eq!(w.changed_below(Some(150)), Some(Active(149)));
-        assert_eq!(w.changed_below(None), Some(Active(200)));
-        // The end of the input is never held.
-        w.update(0, Active(WATERMARK_END));
-        assert_eq!(w.changed_below(Some(300)), Some(Active(WATERMARK_END)));
     }
 
     #[test]

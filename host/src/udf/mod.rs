@@ -187,6 +187,12 @@ pub trait UdfRuntime: Send + Sync {
         inputs: Vec<Value>,
     ) -> Result<Vec<RecordOutcome>, RuntimeError>;
 
+    /// What identifies the code the calling task runs now, beyond the runtime's name (a Wasm
+    /// UDF's module digest); dead letters carry it as their `udf_version`.
+    fn code_version(&self) -> Option<String> {
+        None
+    }
+
     /// True when functions run outside the caller's thread (worker processes), so that
     /// [`UdfRuntime::submit`] returns before the call is done and a caller gains by preparing
     /// its next call meanwhile.

@@ -1,5 +1,7 @@
 //! A pipelined UDF step: calls stay in flight while the next batches arrive, and come out in
-//! order, on a tick when answered, before a barrier, and before a watermark that reaches them.
+//! order, one batch per call (so the task can send each batch's watermark after it): when a
+//! third is started, on a tick once answered, when the task asks, before a barrier and at the
+//! end of the input.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -116,21 +118,23 @@ fn batches_come_out_in_order_after_the_calls_behind_them_started() {
     let mut ctx = Context::default();
     assert!(step.process(batch(0..3), &mut ctx).expect("1").is_empty());
     assert!(step.process(batch(3..6), &mut ctx).expect("2").is_empty());
-    assert_eq!(step.in_flight_since(), Some(0));
-    // A third call in flight is one too many: the oldest is settled.
+    assert_eq!(step.in_flight_batches(), 2);
+    // A third call in flight is one too many: the oldest is settled, and only it, even
+    // when the next is answered too.
+    rt.answered.store(true, Ordering::SeqCst);
     let out = step.process(batch(6..9), &mut ctx).expect("3");
     assert_eq!(ns(&out), vec![0, 1, 2]);
     assert!(step.holds_records());
-    assert_eq!(
-        step.in_flight_since(),
-        Some(3),
-        "the watermark is held below 3"
-    );
-    // A barrier takes everything in flight, in order.
+    assert_eq!(step.in_flight_batches(), 2);
+    // The task takes the rest a batch at a time (before a barrier, at the end).
+    let out = step.release_oldest(&mut ctx).expect("release");
+    assert_eq!(ns(&out.expect("a batch")), vec![3, 4, 5]);
+    // A barrier takes everything still in flight, in order.
     let out = step.on_barrier(&mut ctx).expect("barrier");
-    assert_eq!(ns(&out), (3..9).collect::<Vec<_>>());
+    assert_eq!(ns(&out), vec![6, 7, 8]);
     assert!(!step.holds_records());
-    assert_eq!(step.in_flight_since(), None);
+    assert_eq!(step.in_flight_batches(), 0);
+    assert!(step.release_oldest(&mut ctx).expect("none").is_none());
     assert!(ctx.dead.is_empty());
 }
 
@@ -140,34 +144,36 @@ fn answered_calls_come_out_on_a_tick_and_unanswered_ones_wait() {
     let mut step = step(rt.clone(), true);
     let mut ctx = Context::default();
     assert!(step.process(batch(0..2), &mut ctx).expect("p").is_empty());
+    assert!(step.process(batch(2..4), &mut ctx).expect("p").is_empty());
     assert!(step
         .on_tick(Instant::now(), &mut ctx)
         .expect("tick")
         .is_empty());
     rt.answered.store(true, Ordering::SeqCst);
+    // Both are answered; a tick releases one batch, the next tick the other.
     let out = step.on_tick(Instant::now(), &mut ctx).expect("tick");
     assert_eq!(ns(&out), vec![0, 1]);
+    let out = step.on_tick(Instant::now(), &mut ctx).expect("tick");
+    assert_eq!(ns(&out), vec![2, 3]);
     assert!(!step.holds_records());
 }
 
 #[test]
-fn a_watermark_settles_the_calls_it_reaches_and_only_those() {
+fn a_watermark_leaves_calls_in_flight_and_the_end_of_the_input_takes_them() {
     let rt = Arc::new(Remote::default());
     let mut step = step(rt.clone(), true);
     let mut ctx = Context::default();
     step.process(batch(0..3), &mut ctx).expect("1");
     step.process(batch(10..13), &mut ctx).expect("2");
-    // Below both calls: nothing to release (the task holds its watermark below them).
-    assert!(step.on_watermark(-1, &mut ctx).expect("wm").is_empty());
-    // Reaching the first call's records: that call comes out, the second stays.
-    let out = step.on_watermark(5, &mut ctx).expect("wm");
-    assert_eq!(ns(&out), vec![0, 1, 2]);
-    assert_eq!(step.in_flight_since(), Some(10));
+    // The task sends a batch's watermark only once the batch is out: a watermark never
+    // releases calls in flight.
+    assert!(step.on_watermark(50, &mut ctx).expect("wm").is_empty());
+    assert_eq!(step.in_flight_batches(), 2);
     // The end of the input releases everything.
     let out = step
         .on_watermark(crate::record::WATERMARK_END, &mut ctx)
         .expect("end");
-    assert_eq!(ns(&out), vec![10, 11, 12]);
+    assert_eq!(ns(&out), vec![0, 1, 2, 10, 11, 12]);
 }
 
 #[test]

@@ -123,6 +123,14 @@ fn repaired_records_take_their_place_dropped_ones_are_counted_and_the_rest_dead_
         5,
         "one question per failure, never twice"
     );
+    for d in &ctx.dead {
+        assert_eq!(d.tier, Some("remediation"), "{d:?}");
+        assert_eq!(d.udf_version.as_deref(), Some("native"), "{d:?}");
+        assert!(
+            d.first_failed_at_ms.is_some_and(|t| t <= d.failed_at_ms),
+            "{d:?}"
+        );
+    }
     let dead: Vec<(String, String)> = ctx
         .dead
         .iter()

@@ -711,6 +711,12 @@ impl UdfRuntime for WasmRuntime {
         Ok(outcomes)
     }
 
+    fn code_version(&self) -> Option<String> {
+        self.version()
+            .ok()
+            .map(|v| format!("sha256:{}", v.loaded.digest))
+    }
+
     fn invoke_keyed(
         &self,
         function: &str,
