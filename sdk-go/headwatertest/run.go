@@ -89,10 +89,18 @@ type DeadLetter struct {
 	ErrorType   string `json:"error_type"`
 	Fingerprint string `json:"fingerprint"`
 	// Detail is the traceback (for a Go UDF: the panic's stack, or the error chain).
-	Detail    string `json:"detail"`
-	Attempts  int    `json:"attempts"`
-	EventTime *int64 `json:"event_time"`
-	FailedAt  string `json:"failed_at"`
+	Detail   string `json:"detail"`
+	Attempts int    `json:"attempts"`
+	// Tier is which tier of a udf step gave up ("retry" or "remediation"); UDFVersion names
+	// the code that failed (the runtime, and a Wasm module's digest); both are empty for
+	// other steps. CorrelationID is the record's position, the same in every attempt and run.
+	Tier          string `json:"tier"`
+	UDFVersion    string `json:"udf_version"`
+	CorrelationID string `json:"correlation_id"`
+	EventTime     *int64 `json:"event_time"`
+	// FirstFailedAt is when the first attempt failed; FailedAt when the last did.
+	FirstFailedAt string `json:"first_failed_at"`
+	FailedAt      string `json:"failed_at"`
 	// Raw is the record as it was read; RawBase64 when it is not UTF-8.
 	Raw       string `json:"raw"`
 	RawBase64 string `json:"raw_base64"`

@@ -651,7 +651,8 @@ def test_e2e_the_quickstart_matches_its_golden_output(headwater_bin: Path) -> No
     assert result.outputs["late"] == read_jsonl(expected / "late.jsonl")
 
     def envelope(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in d.items() if k not in ("failed_at", "partition_name")}
+        ignored = ("failed_at", "first_failed_at", "partition_name")
+        return {k: v for k, v in d.items() if k not in ignored}
 
     assert [envelope(d) for d in result.dead_letters] == [
         envelope(d) for d in read_jsonl(expected / "dlq.jsonl")
