@@ -39,7 +39,20 @@ pub struct Group {
     pub first_failed_at: String,
     pub last_failed_at: String,
     pub max_attempts: u64,
+    /// Dead letters per `udf_version` (the code that failed), in order of appearance;
+    /// envelopes without one are not counted here.
+    pub udf_versions: Vec<(String, u64)>,
+    /// Dead letters per `tier` that gave up (`retry`, `remediation`), likewise.
+    pub tiers: Vec<(String, u64)>,
     pub samples: Vec<Sample>,
+}
+
+/// Adds one to `key`'s count in `counts` (kept in order of appearance).
+fn count_in(counts: &mut Vec<(String, u64)>, key: &str) {
+    match counts.iter_mut().find(|(k, _)| k == key) {
+        Some((_, n)) => *n += 1,
+        None => counts.push((key.to_string(), 1)),
+    }
 }
 
 /// A dead-letter file, grouped.
@@ -96,6 +109,10 @@ pub fn group(text: &str, samples: usize) -> Report {
             .map(str::to_string)
             .unwrap_or_else(|| fingerprint::fingerprint(&step, &error_type, &error));
         let failed_at = text_of("failed_at");
+        // The first attempt's failure, when the envelope has it, starts the group's span.
+        let first_failed_at = env["first_failed_at"]
+            .as_str()
+            .map_or_else(|| failed_at.clone(), str::to_string);
         report.total += 1;
         let at = *index.entry(print.clone()).or_insert_with(|| {
             report.groups.push(Group {
@@ -105,9 +122,11 @@ pub fn group(text: &str, samples: usize) -> Report {
                 error_class: text_of("error_class"),
                 error,
                 count: 0,
-                first_failed_at: failed_at.clone(),
+                first_failed_at: first_failed_at.clone(),
                 last_failed_at: failed_at.clone(),
                 max_attempts: 0,
+                udf_versions: Vec::new(),
+                tiers: Vec::new(),
                 samples: Vec::new(),
             });
             report.groups.len() - 1
@@ -115,8 +134,14 @@ pub fn group(text: &str, samples: usize) -> Report {
         let g = &mut report.groups[at];
         g.count += 1;
         // RFC 3339 times with the same precision and zone order as text.
-        if failed_at < g.first_failed_at {
-            g.first_failed_at = failed_at.clone();
+        if first_failed_at < g.first_failed_at {
+            g.first_failed_at = first_failed_at;
+        }
+        if let Some(v) = env["udf_version"].as_str() {
+            count_in(&mut g.udf_versions, v);
+        }
+        if let Some(t) = env["tier"].as_str() {
+            count_in(&mut g.tiers, t);
         }
         if failed_at > g.last_failed_at {
             g.last_failed_at = failed_at;
@@ -169,6 +194,8 @@ impl Report {
                 "first_failed_at": g.first_failed_at,
                 "last_failed_at": g.last_failed_at,
                 "max_attempts": g.max_attempts,
+                "udf_versions": g.udf_versions.iter().map(|(v, n)| json!({"udf_version": v, "count": n})).collect::<Vec<_>>(),
+                "tiers": g.tiers.iter().map(|(t, n)| json!({"tier": t, "count": n})).collect::<Vec<_>>(),
                 "samples": g.samples.iter().map(|s| json!({"origin": s.origin, "raw": s.raw})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "unreadable_lines": self.unreadable.iter().map(|(n, why)| json!({"line": n, "error": why})).collect::<Vec<_>>(),
@@ -203,6 +230,19 @@ impl Report {
                 g.max_attempts,
                 if g.max_attempts == 1 { "" } else { "s" }
             ));
+            let counts = |counts: &[(String, u64)]| {
+                counts
+                    .iter()
+                    .map(|(k, n)| format!("{k} ×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !g.udf_versions.is_empty() {
+                out.push_str(&format!("    code:    {}\n", counts(&g.udf_versions)));
+            }
+            if !g.tiers.is_empty() {
+                out.push_str(&format!("    gave up: {}\n", counts(&g.tiers)));
+            }
             for s in &g.samples {
                 out.push_str(&format!("    sample:  {}  {}\n", s.origin, s.raw));
             }
@@ -310,6 +350,70 @@ mod tests {
         let j = r.to_json(Path::new("dlq.jsonl"));
         assert_eq!(j["groups"][0]["count"], 3);
         assert_eq!(j["groups"][0]["fingerprint"], g.fingerprint.as_str());
+    }
+
+    #[test]
+    fn groups_count_the_code_versions_and_tiers_that_gave_up() {
+        let with = |version: &str, tier: &str, first: &str, at: &str| {
+            let mut v: Json =
+                serde_json::from_str(&envelope("steps[0] udf f", "ValueError: bad 1", 1, at, 3))
+                    .expect("json");
+            v["udf_version"] = json!(version);
+            v["tier"] = json!(tier);
+            v["first_failed_at"] = json!(first);
+            v.to_string()
+        };
+        let text = [
+            with(
+                "wasm:sha256:aa",
+                "retry",
+                "2026-01-01T00:00:01.000Z",
+                "2026-01-01T00:00:02.000Z",
+            ),
+            with(
+                "wasm:sha256:bb",
+                "remediation",
+                "2026-01-01T00:00:00.500Z",
+                "2026-01-01T00:00:03.000Z",
+            ),
+            with(
+                "wasm:sha256:aa",
+                "retry",
+                "2026-01-01T00:00:04.000Z",
+                "2026-01-01T00:00:05.000Z",
+            ),
+        ]
+        .join("\n");
+        let report = group(&text, 0);
+        let g = &report.groups[0];
+        assert_eq!(
+            g.udf_versions,
+            vec![
+                ("wasm:sha256:aa".to_string(), 2),
+                ("wasm:sha256:bb".to_string(), 1)
+            ]
+        );
+        assert_eq!(
+            g.tiers,
+            vec![("retry".to_string(), 2), ("remediation".to_string(), 1)]
+        );
+        assert_eq!(
+            g.first_failed_at, "2026-01-01T00:00:00.500Z",
+            "the first attempt's failure"
+        );
+        assert_eq!(g.last_failed_at, "2026-01-01T00:00:05.000Z");
+        let shown = report.render(Path::new("dlq.jsonl"));
+        assert!(
+            shown.contains("    code:    wasm:sha256:aa ×2, wasm:sha256:bb ×1\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("    gave up: retry ×2, remediation ×1\n"),
+            "{shown}"
+        );
+        let json = report.to_json(Path::new("dlq.jsonl"));
+        assert_eq!(json["groups"][0]["udf_versions"][0]["count"], 2);
+        assert_eq!(json["groups"][0]["tiers"][1]["tier"], "remediation");
     }
 
     #[test]
