@@ -24,10 +24,11 @@ pub struct Batching {
     pub max_records: usize,
     /// Longest a record waits for others to fill a call; zero calls once per incoming batch.
     pub linger: Duration,
-    /// With no linger and a runtime whose functions run elsewhere (worker processes): start
-    /// the call for a batch, then finish the previous batch's call, so the host prepares and
-    /// takes apart calls while the worker computes. A barrier, a watermark or the end of the
-    /// input waits for the call in flight first.
+    /// With no linger and a runtime whose functions run elsewhere (worker processes): keep up
+    /// to two calls in flight and release their batches in order, one per call
+    /// of the step, so the host prepares and takes apart calls while the worker computes. The
+    /// task sends each batch's watermark after it, and releases what is in flight before a
+    /// barrier and at the end of the input.
     pub pipelined: bool,
 }
 
