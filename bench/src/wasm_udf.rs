@@ -1,13 +1,18 @@
-//! Wasm UDF benchmarks: the same maps over the same order records (~120 bytes of JSON), run
-//! through the `UdfRuntime` trait the operators call, one task, batches of 1024 records:
+//! Wasm UDF benchmarks: the same maps over the same order records (~105 bytes of JSON), run
+//! through `UdfRuntime::invoke_records`, the call the udf step makes, one task, batches of
+//! 1024 records. Records are made as the file source makes them when a udf step comes first:
+//! values with the lines they were decoded from.
 //!
 //! - `native`: a function compiled into the host, on the host's record values (what a
-//!   built-in costs: no encoding at all);
+//!   built-in costs: a copy of each value for the function, no encoding);
 //! - `native_sdk`: the Rust guest's own code compiled natively, called through the module
-//!   encoding (records written as JSON, decoded by the guest, results parsed back), without
+//!   encoding (records sent as JSON, decoded by the guest, results parsed back), without
 //!   Wasm: what the encoding costs, so `wasm_rust` against it is what Wasm itself costs;
 //! - `wasm_rust`, `wasm_go`: the guests of `host/tests/wasm/guest-{rust,go}` in the Wasm
-//!   runtime (Wasmtime, one instance, one guest call per batch).
+//!   runtime (Wasmtime, one instance, one guest call per batch);
+//! - `wasm_rust_encoded`: the Rust guest on records an earlier step changed (no source
+//!   text: the host encodes each value as JSON);
+//! - `encode_only` (trivial only): the host encoding changed records and nothing else.
 //!
 //! Two maps: `trivial` (the record unchanged, not decoded: the runtime's fixed cost per
 //! record) and `realistic` (parse an order, convert its currency, bucket its time, serialize
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
+use headwater::record::{Origin, Record};
 use headwater::udf::native::NativeRuntime;
 use headwater::udf::wasm::{WasmRuntime, WasmSpec};
 use headwater::udf::{
@@ -53,22 +59,33 @@ fn build_guests(work: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((out.join("guest-rust.wasm"), out.join("guest-go.wasm")))
 }
 
-/// `n` orders, as the host's values.
-fn orders(n: usize) -> Vec<Value> {
+/// `n` orders, as the file source makes them when the first step is a udf step: values with
+/// the lines they were decoded from.
+fn orders(n: usize) -> Vec<Record> {
     const CURRENCIES: [&str; 3] = ["USD", "EUR", "GBP"];
     (0..n)
         .map(|i| {
+            let ts = 1_767_225_600_000i64 + i as i64 * 13;
             let text = format!(
-                r#"{{"order_id":{i},"customer":"c{:04}","price":{}.{:02},"quantity":{},"currency":"{}","ts":{}}}"#,
+                r#"{{"order_id":{i},"customer":"c{:04}","price":{}.{:02},"quantity":{},"currency":"{}","ts":{ts}}}"#,
                 i * 7919 % 5000,
                 i % 97 + 1,
                 i % 100,
                 i % 5 + 1,
                 CURRENCIES[i % 3],
-                1_767_225_600_000i64 + i as i64 * 13
             );
-            Value::from_json(text.as_bytes()).expect("valid json")
+            let value = Value::from_json(text.as_bytes()).expect("valid json");
+            Record::new(value, ts, Origin::default()).with_source_text(text.as_bytes().into())
         })
+        .collect()
+}
+
+/// The same records after a step that changed them: no source text, so runtimes encode
+/// their values.
+fn without_text(records: &[Record]) -> Vec<Record> {
+    records
+        .iter()
+        .map(|r| Record::new(r.value().clone(), r.time, r.origin))
         .collect()
 }
 
@@ -152,6 +169,28 @@ impl UdfRuntime for NativeSdk {
         function: &str,
         inputs: Vec<Value>,
     ) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        Ok(self.call(function, inputs, None))
+    }
+
+    fn invoke_records(
+        &self,
+        function: &str,
+        records: &[Record],
+    ) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        let inputs = records.iter().map(|r| r.value().clone()).collect();
+        Ok(self.call(function, inputs, Some(records)))
+    }
+}
+
+impl NativeSdk {
+    /// Writes `inputs` (or `records`, whose source text is sent as it is, like the Wasm
+    /// runtime does) as a batch, runs the guest code on it and decodes the results.
+    fn call(
+        &self,
+        function: &str,
+        inputs: Vec<Value>,
+        records: Option<&[Record]>,
+    ) -> Vec<RecordOutcome> {
         let fns = headwater_wasm_test_guest::headwater_functions();
         let index = fns
             .iter()
@@ -159,10 +198,13 @@ impl UdfRuntime for NativeSdk {
             .unwrap_or(usize::MAX);
         let mut batch = Vec::with_capacity(64 * inputs.len());
         batch.extend_from_slice(&(inputs.len() as u32).to_le_bytes());
-        for v in &inputs {
+        for (i, v) in inputs.iter().enumerate() {
             let at = batch.len();
             batch.extend_from_slice(&[0; 4]);
-            v.write_json(&mut batch);
+            match records {
+                Some(records) => records[i].write_json(&mut batch),
+                None => v.write_json(&mut batch),
+            }
             let len = (batch.len() - at - 4) as u32;
             batch[at..at + 4].copy_from_slice(&len.to_le_bytes());
         }
@@ -174,7 +216,7 @@ impl UdfRuntime for NativeSdk {
             b.get(at..at + 4)
                 .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
         };
-        for input in inputs {
+        for mut input in inputs {
             let status = results.get(at).copied().unwrap_or(2);
             if status != 0 {
                 out.push(Err(FunctionError::permanent("the function failed")));
@@ -183,11 +225,15 @@ impl UdfRuntime for NativeSdk {
             let n = u32_at(&results, at + 1);
             at += 5;
             let mut values = Vec::with_capacity(n as usize);
-            for _ in 0..n {
+            for i in 0..n {
                 let len = u32_at(&results, at);
                 at += 4;
                 if len == u32::MAX {
-                    values.push(Ok(input.clone()));
+                    // As the Wasm runtime: the last use of the input takes it.
+                    values.push(Ok(match i + 1 == n {
+                        true => std::mem::take(&mut input),
+                        false => input.clone(),
+                    }));
                     continue;
                 }
                 let end = at + len as usize;
@@ -199,7 +245,7 @@ impl UdfRuntime for NativeSdk {
             }
             out.push(values.into_iter().collect());
         }
-        Ok(out)
+        out
     }
 }
 
@@ -232,14 +278,18 @@ impl UdfRuntime for EncodeOnly {
     }
 }
 
-/// Seconds to run every batch through `function` (inputs cloned before the clock starts).
-fn time(rt: &dyn UdfRuntime, function: &str, batches: &[Vec<Value>]) -> Result<f64> {
-    let copies: Vec<Vec<Value>> = batches.to_vec();
+/// Seconds to run every batch through `function`, as the udf step calls it
+/// (`invoke_records`: runtimes that need values of their own copy them, inside the time).
+fn time(rt: &dyn UdfRuntime, function: &str, batches: &[Vec<Record>]) -> Result<f64> {
     let started = Instant::now();
-    for batch in copies {
-        let n = batch.len();
-        let out = rt.invoke(function, batch)?;
-        ensure!(out.len() == n, "{} results for {n} records", out.len());
+    for batch in batches {
+        let out = rt.invoke_records(function, batch)?;
+        ensure!(
+            out.len() == batch.len(),
+            "{} results for {} records",
+            out.len(),
+            batch.len()
+        );
         if let Some(Err(e)) = out.first() {
             bail!("{function} failed: {}", e.message);
         }
@@ -249,8 +299,12 @@ fn time(rt: &dyn UdfRuntime, function: &str, batches: &[Vec<Value>]) -> Result<f
 
 /// The outputs of the first batch, as JSON with numbers as floats (Go writes `108` where Rust
 /// writes `108.0`).
-fn outputs(rt: &dyn UdfRuntime, function: &str, batch: &[Value]) -> Result<Vec<serde_json::Value>> {
-    let out = rt.invoke(function, batch.to_vec())?;
+fn outputs(
+    rt: &dyn UdfRuntime,
+    function: &str,
+    batch: &[Record],
+) -> Result<Vec<serde_json::Value>> {
+    let out = rt.invoke_records(function, batch)?;
     let mut texts = Vec::new();
     for o in out {
         for v in o.map_err(|e| anyhow::anyhow!("{function}: {}", e.message))? {
@@ -291,32 +345,43 @@ pub fn run(work: &Path, records: u64, emit: &dyn Fn(serde_json::Value)) -> Resul
     let mut native = NativeRuntime::default();
     native.register("trivial", Trivial);
     native.register("realistic", Realistic);
-    let variants: Vec<(&str, Arc<dyn UdfRuntime>)> = vec![
-        ("native", Arc::new(native)),
-        ("native_sdk", Arc::new(NativeSdk)),
-        ("wasm_rust", load(&rust_module)?),
-        ("wasm_go", load(&go_module)?),
+    let wasm_rust = load(&rust_module)?;
+    // (name, runtime, whether records have their source text)
+    let variants: Vec<(&str, Arc<dyn UdfRuntime>, bool)> = vec![
+        ("native", Arc::new(native), true),
+        ("native_sdk", Arc::new(NativeSdk), true),
+        ("wasm_rust", wasm_rust.clone(), true),
+        ("wasm_go", load(&go_module)?, true),
+        ("wasm_rust_encoded", wasm_rust, false),
     ];
     let encode_only = EncodeOnly(std::sync::Mutex::new(Vec::new()));
     let all = orders(records as usize);
-    let batches: Vec<Vec<Value>> = all.chunks(BATCH).map(<[Value]>::to_vec).collect();
+    let batches: Vec<Vec<Record>> = all.chunks(BATCH).map(<[Record]>::to_vec).collect();
+    let changed: Vec<Vec<Record>> = batches.iter().map(|b| without_text(b)).collect();
+    let inputs = |text: bool| if text { &batches } else { &changed };
     let n = all.len() as f64;
     for function in ["trivial", "realistic"] {
         let want = outputs(variants[0].1.as_ref(), function, &batches[0])?;
-        for (name, rt) in &variants[1..] {
+        for (name, rt, text) in &variants[1..] {
             ensure!(
-                outputs(rt.as_ref(), function, &batches[0])? == want,
+                outputs(rt.as_ref(), function, &inputs(*text)[0])? == want,
                 "{name} {function}: the outputs differ from the native function's"
             );
-            time(rt.as_ref(), function, &batches[..1])?; // warm up (instances, caches)
+            time(rt.as_ref(), function, &inputs(*text)[..1])?; // warm up (instances, caches)
         }
-        let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); variants.len() + 1];
         for _ in 0..ROUNDS {
-            for (i, (_, rt)) in variants.iter().enumerate() {
-                seconds[i].push(time(rt.as_ref(), function, &batches)?);
+            for (i, (_, rt, text)) in variants.iter().enumerate() {
+                seconds[i].push(time(rt.as_ref(), function, inputs(*text))?);
+            }
+            if function == "trivial" {
+                seconds[variants.len()].push(time(&encode_only, function, &changed)?);
             }
         }
-        let medians: Vec<f64> = seconds.into_iter().map(median).collect();
+        let medians: Vec<f64> = seconds
+            .into_iter()
+            .map(|s| if s.is_empty() { f64::NAN } else { median(s) })
+            .collect();
         let ns = |s: f64| s * 1e9 / n;
         let mut line = json!({
             "name": format!("wasm_udf_{function}"),
@@ -325,7 +390,7 @@ pub fn run(work: &Path, records: u64, emit: &dyn Fn(serde_json::Value)) -> Resul
             "parallelism": 1,
             "rounds": ROUNDS,
         });
-        for (i, (name, _)) in variants.iter().enumerate() {
+        for (i, (name, _, _)) in variants.iter().enumerate() {
             line[name] = json!({
                 "records_per_sec": (n / medians[i]).round(),
                 "ns_per_record": (ns(medians[i]) * 10.0).round() / 10.0,
@@ -335,11 +400,7 @@ pub fn run(work: &Path, records: u64, emit: &dyn Fn(serde_json::Value)) -> Resul
         }
         line["ratio_wasm_rust_to_native_sdk"] = json!(super::round3(medians[2] / medians[1]));
         if function == "trivial" {
-            let s = median(
-                (0..ROUNDS)
-                    .map(|_| time(&encode_only, function, &batches))
-                    .collect::<Result<Vec<_>>>()?,
-            );
+            let s = medians[variants.len()];
             line["encode_only"] = json!({
                 "ns_per_record": (ns(s) * 10.0).round() / 10.0,
                 "overhead_ns_over_native": ((ns(s) - ns(medians[0])) * 10.0).round() / 10.0,
@@ -348,9 +409,9 @@ pub fn run(work: &Path, records: u64, emit: &dyn Fn(serde_json::Value)) -> Resul
         emit(line);
     }
     // The fixed cost of a guest call: 20k calls of one record each.
-    let single: Vec<Vec<Value>> = all.iter().take(20_000).map(|v| vec![v.clone()]).collect();
+    let single: Vec<Vec<Record>> = all.iter().take(20_000).map(|r| vec![r.clone()]).collect();
     let mut line = json!({ "name": "wasm_udf_call", "calls": single.len() });
-    for (name, rt) in &variants[2..] {
+    for (name, rt, _) in &variants[2..4] {
         let s = median(
             (0..3)
                 .map(|_| time(rt.as_ref(), "trivial", &single))

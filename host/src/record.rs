@@ -1,5 +1,7 @@
 //! Records and the messages that flow between operators.
 
+use std::sync::Arc;
+
 use crate::value::Value;
 
 /// Checkpoint ids grow by one per triggered checkpoint, across restarts. Barriers carry
@@ -25,15 +27,24 @@ pub struct Origin {
     pub offset: u64,
 }
 
+/// The JSON text a source decoded a record's value from, shared by the record's copies.
+pub type SourceText = Arc<[u8]>;
+
 /// One record in flight.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// The value is private so that every change goes through [`Record::value_mut`] or
+/// [`Record::set_value`], which drop the source text: a record carries the bytes it was read
+/// from only while its value is still exactly what they decode to. UDF runtimes that send
+/// records out as JSON send those bytes instead of encoding the value again.
+#[derive(Clone, Debug)]
 pub struct Record {
-    pub value: Value,
+    value: Value,
     /// Event time (ms since epoch), taken from the record, never from the wall clock.
     pub time: EventTime,
     /// The key set by the last `key_by` step (None before any).
     pub key: Option<Value>,
     pub origin: Origin,
+    text: Option<SourceText>,
 }
 
 impl Record {
@@ -43,7 +54,75 @@ impl Record {
             time,
             key: None,
             origin,
+            text: None,
         }
+    }
+
+    /// The record with `text`, the JSON its value was decoded from (sources only).
+    pub fn with_source_text(mut self, text: SourceText) -> Self {
+        self.text = Some(text);
+        self
+    }
+
+    /// The record with `key`.
+    pub fn with_key(mut self, key: Option<Value>) -> Self {
+        self.key = key;
+        self
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The value, to change: the record forgets its source text.
+    pub fn value_mut(&mut self) -> &mut Value {
+        self.text = None;
+        &mut self.value
+    }
+
+    pub fn set_value(&mut self, value: Value) {
+        self.text = None;
+        self.value = value;
+    }
+
+    pub fn into_value(self) -> Value {
+        self.value
+    }
+
+    /// A record with the same time, key and origin holding `value` (an operator's output for
+    /// this input).
+    pub fn derive(&self, value: Value) -> Record {
+        Record {
+            value,
+            time: self.time,
+            key: self.key.clone(),
+            origin: self.origin,
+            text: None,
+        }
+    }
+
+    /// The JSON text the value was decoded from, while the value is unchanged.
+    pub fn source_text(&self) -> Option<&SourceText> {
+        self.text.as_ref()
+    }
+
+    /// Appends the value's JSON: the source text when the record still has it.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match &self.text {
+            Some(text) => out.extend_from_slice(text),
+            None => self.value.write_json(out),
+        }
+    }
+}
+
+/// Records are equal when their values, times, keys and origins are: whether one still holds
+/// its source text does not matter.
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+            && self.time == other.time
+            && self.key == other.key
+            && self.origin == other.origin
     }
 }
 

@@ -172,7 +172,15 @@ fn map_filter_flat_map_and_failures_go_where_they_should() {
         dead_ns, failing,
         "exactly the failing records are dead-lettered"
     );
+    // The code version the worker reported: a digest of its executable, one for the run.
+    let version = dead[0]["udf_version"].as_str().unwrap_or("");
+    let digest = version.strip_prefix("go:sha256:").unwrap_or("");
+    assert!(
+        digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "udf_version {version:?}"
+    );
     for d in &dead {
+        assert_eq!(d["udf_version"], version);
         assert_eq!(d["step"], "steps[0] udf enrich");
         assert_eq!(d["error_class"], "permanent");
         let error = d["error"].as_str().unwrap_or("");

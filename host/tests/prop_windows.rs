@@ -250,7 +250,7 @@ fn run_operator(events: &[Event], assigner: WindowAssigner, lateness: i64) -> Ou
     let mut outputs = Vec::new();
     let check_time = |rec: &Record| {
         let end = rec
-            .value
+            .value()
             .as_object()
             .and_then(|o| o.get("window_end"))
             .and_then(Value::as_f64)
@@ -269,11 +269,9 @@ fn run_operator(events: &[Event], assigner: WindowAssigner, lateness: i64) -> Ou
             Event::Batch(recs) => {
                 let batch = recs
                     .iter()
-                    .map(|r| Record {
-                        value: Value::from(r.json()),
-                        time: r.t,
-                        key: Some(Value::from(r.key.as_str())),
-                        origin: Origin::default(),
+                    .map(|r| {
+                        Record::new(Value::from(r.json()), r.t, Origin::default())
+                            .with_key(Some(Value::from(r.key.as_str())))
                     })
                     .collect();
                 op.process(batch, &mut ctx).expect("process")
@@ -282,7 +280,7 @@ fn run_operator(events: &[Event], assigner: WindowAssigner, lateness: i64) -> Ou
         };
         for rec in out {
             check_time(&rec);
-            outputs.push(to_string(rec.value));
+            outputs.push(to_string(rec.into_value()));
         }
     }
     let late: Vec<String> = ctx

@@ -162,6 +162,12 @@ class CountViaService:
         return acc
 
 @hw.map
+def exact(r):
+    if r.get("fail"):
+        raise ValueError("asked to fail")
+    return {"n": r["m"], "exact": r["big"] == 18446744073709551615 and type(r["big"]) is int}
+
+@hw.map
 def hang_once(r):
     marker = os.environ.get("HANG_MARKER", "")
     if marker and not os.path.exists(marker):
@@ -169,6 +175,16 @@ def hang_once(r):
         time.sleep(3600)
     return r
 "#;
+
+/// The `udf_version` of the functions in `my_udfs.py`: the runtime and the first 16 hex digits
+/// of the SHA-256 of the module's name and source, as the Python worker computes it.
+fn python_code_version() -> String {
+    let mut bytes = b"my_udfs\0".to_vec();
+    bytes.extend_from_slice(UDFS.as_bytes());
+    bytes.push(0);
+    let digest = headwater::udf::wasm::sha256_hex(&bytes);
+    format!("python:sha256:{}", &digest[..16])
+}
 
 fn write_case(dir: &Path, records: u64, steps: &str, extra_udf: &str) {
     std::fs::write(dir.join("my_udfs.py"), UDFS).expect("udfs");
@@ -305,11 +321,12 @@ fn a_remediation_repairs_drops_or_gives_up_on_failed_records() {
                 detail.contains("the remediation udf `fix` gave up: ValueError: cannot fix"),
                 "{d}"
             );
+            // The code version the worker reported: a digest of the functions' module.
             assert_eq!(
                 (&d["tier"], &d["udf_version"]),
                 (
                     &serde_json::json!("remediation"),
-                    &serde_json::json!("python")
+                    &serde_json::json!(python_code_version())
                 ),
                 "{d}"
             );
@@ -828,6 +845,41 @@ fn an_endpoint_worker_started_by_someone_else_is_used() {
     assert_eq!(output_ns(dir.path()), expected);
 }
 
+/// A udf step that comes before any step changing values gets each record as the bytes the
+/// source read (not the host's value encoded again): a number beyond 64 bits arrives exact,
+/// and a failed record's envelope holds the original line.
+#[test]
+fn a_first_udf_gets_records_as_the_source_read_them() {
+    for runtime in ["python", "python-inproc"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_case(
+            dir.path(),
+            0,
+            "  - filter: \"m >= 0\"\n  - udf: exact\n",
+            &format!("  exact: {{ runtime: {runtime}, module: my_udfs, function: exact }}\n"),
+        );
+        let lines = [
+            r#"{"ts": 1, "m": 1, "big": 18446744073709551615}"#,
+            r#"{ "ts": 2,  "m": 2, "big": 18446744073709551615, "fail": true }"#,
+            r#"{"ts":3,"m":3,"big":18446744073709551615}"#,
+        ];
+        std::fs::write(dir.path().join("input.jsonl"), lines.join("\n")).expect("input");
+        run_ok(dir.path());
+        let out = output_lines(dir.path());
+        assert_eq!(out.len(), 2, "{runtime}: {out:?}");
+        assert!(
+            out.iter().all(|v| v["exact"] == true),
+            "{runtime}: the UDF saw the number exactly: {out:?}"
+        );
+        let dead = dlq(dir.path());
+        assert_eq!(dead.len(), 1, "{runtime}");
+        assert_eq!(
+            dead[0]["raw"], lines[1],
+            "{runtime}: the line as it was read"
+        );
+    }
+}
+
 #[test]
 fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -853,6 +905,11 @@ fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
     assert_eq!(dead.len(), (0..1000).filter(|n| n % 97 == 13).count());
     for d in &dead {
         assert_eq!(d["step"], "steps[0] udf enrich_inproc");
+        assert_eq!(
+            d["udf_version"],
+            python_code_version().replace("python:", "python-inproc:"),
+            "{d}"
+        );
         assert!(
             d["error"]
                 .as_str()

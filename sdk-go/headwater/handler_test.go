@@ -110,6 +110,11 @@ func TestHandshakeListsFunctionsWithKindsAndFormatsInOrder(t *testing.T) {
 	equal(t, resp.ProtocolVersion, uint32(1))
 	want := "headwater-go 0.1.0 (" + runtime.Version() + ")"
 	equal(t, resp.Worker, want)
+	// The code version is the test executable's digest: the same on every call.
+	if !strings.HasPrefix(resp.CodeVersion, "sha256:") || len(resp.CodeVersion) != len("sha256:")+16 {
+		t.Fatalf("code version %q: want sha256: and 16 hex digits", resp.CodeVersion)
+	}
+	equal(t, h.Handshake(&pb.HandshakeRequest{}).CodeVersion, resp.CodeVersion)
 	type spec struct {
 		name    string
 		kind    pb.FunctionKind

@@ -92,7 +92,7 @@ type DeadLetter struct {
 	Detail   string `json:"detail"`
 	Attempts int    `json:"attempts"`
 	// Tier is which tier of a udf step gave up ("retry" or "remediation"); UDFVersion names
-	// the code that failed (the runtime, and a Wasm module's digest); both are empty for
+	// the code that failed (the runtime, and the code's digest where known); both are empty for
 	// other steps. CorrelationID is the record's position, the same in every attempt and run.
 	Tier          string `json:"tier"`
 	UDFVersion    string `json:"udf_version"`

@@ -54,6 +54,31 @@ def test_handshake_lists_functions_with_kinds_and_formats(reg: Registry) -> None
     }
 
 
+def test_the_code_version_follows_the_source_of_the_functions_modules(
+    reg: Registry, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "cv_udfs.py"
+
+    def version_of(source: str) -> str:
+        reg.clear()
+        sys.modules.pop("cv_udfs", None)
+        path.write_text(source)
+        importlib.invalidate_caches()
+        importlib.import_module("cv_udfs")
+        return Handler(reg).handshake(pb.HandshakeRequest(protocol_version=1)).code_version
+
+    body = "import headwater as hw\n\n@hw.map\ndef f(r):\n    return r\n"
+    first = version_of(body)
+    assert first.startswith("sha256:") and len(first) == len("sha256:") + 16
+    assert version_of(body) == first, "the same source, the same version"
+    assert version_of(body.replace("return r", "return {**r, 'x': 1}")) != first
+    monkeypatch.delitem(sys.modules, "cv_udfs")
+
+
 def test_map_filter_and_flat_map_outputs(reg: Registry) -> None:
     @hw.map
     def double(r: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ pub fn write_records(path: &Path, records: &[Record]) -> std::io::Result<()> {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"v\":");
-        r.value.write_json(&mut out);
+        r.value().write_json(&mut out);
         out.extend_from_slice(b"}\n");
     }
     std::fs::write(path, out)
@@ -61,12 +61,7 @@ pub fn read_records(bytes: &[u8]) -> Result<Vec<Record>, String> {
             Some(k) => Some(k),
         };
         let value = o.remove("v").ok_or_else(|| bad("no value"))?;
-        records.push(Record {
-            value,
-            time,
-            key,
-            origin,
-        });
+        records.push(Record::new(value, time, origin).with_key(key));
     }
     Ok(records)
 }

@@ -256,7 +256,7 @@ mod tests {
         let kinds: std::collections::HashSet<_> = all
             .iter()
             .filter_map(|r| {
-                r.value
+                r.value()
                     .as_object()?
                     .get("event_type")?
                     .as_str()
@@ -272,7 +272,7 @@ mod tests {
         let out = drain(&mut p);
         assert_eq!(out.len(), 50);
         for r in &out {
-            let o = r.value.as_object().expect("object");
+            let o = r.value().as_object().expect("object");
             assert_eq!(o.get("event_type"), Some(&Value::from("bid")));
             assert_eq!(o.get("date_time"), Some(&Value::Int(r.time)));
             assert!(o.get("price").and_then(Value::as_f64).is_some());

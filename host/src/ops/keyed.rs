@@ -109,7 +109,7 @@ impl KeyedProcess {
                     .map(|c| -> Result<KeyedInput, OpError> {
                         Ok(KeyedInput {
                             key: c.key.clone(),
-                            value: c.record.as_ref().map(|r| r.value.clone()),
+                            value: c.record.as_ref().map(|r| r.value().clone()),
                             time: c.time,
                             state: self
                                 .store
@@ -205,21 +205,13 @@ impl KeyedProcess {
         }
         let origin = call.record.as_ref().map(|r| r.origin).unwrap_or_default();
         for value in result.outputs {
-            out.push(Record {
-                value,
-                time: call.time,
-                key: Some(call.key.clone()),
-                origin,
-            });
+            out.push(Record::new(value, call.time, origin).with_key(Some(call.key.clone())));
         }
     }
 
     fn dead(&self, ctx: &mut Context, call: &Call, err: &FunctionError, attempts: u32) {
-        let record = call.record.clone().unwrap_or_else(|| Record {
-            value: Value::Null,
-            time: call.time,
-            key: Some(call.key.clone()),
-            origin: Origin::default(),
+        let record = call.record.clone().unwrap_or_else(|| {
+            Record::new(Value::Null, call.time, Origin::default()).with_key(Some(call.key.clone()))
         });
         let message = match call.timer {
             Some(t) => format!(
@@ -417,12 +409,9 @@ mod tests {
     fn rec(key: &str, t: i64, v: i64) -> Record {
         let value =
             Value::from_json(format!(r#"{{"k":"{key}","v":{v}}}"#).as_bytes()).expect("json");
-        Record {
-            value,
-            time: t,
-            key: Some(Value::from_json(format!("\"{key}\"").as_bytes()).expect("json")),
-            origin: Origin::default(),
-        }
+        Record::new(value, t, Origin::default()).with_key(Some(
+            Value::from_json(format!("\"{key}\"").as_bytes()).expect("json"),
+        ))
     }
 
     /// The keyed step `steps[1] udf sum` over `runtime`, with the default retry policy.
@@ -469,13 +458,13 @@ mod tests {
         );
         // Watermark 12 fires a@11 (total 7), a@13 no, b@12 (5): a's state is cleared at 11.
         let fired = op.on_watermark(12, &mut ctx).expect("fire");
-        let texts: Vec<String> = fired.iter().map(|r| r.value.to_json_string()).collect();
+        let texts: Vec<String> = fired.iter().map(|r| r.value().to_json_string()).collect();
         assert_eq!(
             texts,
             vec![r#"{"total":7,"at":11}"#, r#"{"total":5,"at":12}"#]
         );
         let fired = op.on_watermark(i64::MAX, &mut ctx).expect("fire");
-        let texts: Vec<String> = fired.iter().map(|r| r.value.to_json_string()).collect();
+        let texts: Vec<String> = fired.iter().map(|r| r.value().to_json_string()).collect();
         assert_eq!(
             texts,
             vec![r#"{"total":0,"at":13}"#, r#"{"total":0,"at":15}"#]
@@ -658,7 +647,7 @@ mod tests {
             .expect("timers");
         let mut totals: Vec<i64> = out
             .iter()
-            .filter_map(|r| r.value.as_object()?.get("total")?.as_f64())
+            .filter_map(|r| r.value().as_object()?.get("total")?.as_f64())
             .map(|t| t as i64)
             .collect();
         totals.sort();

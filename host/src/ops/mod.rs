@@ -206,7 +206,8 @@ pub fn step_name(index: usize, what: &str) -> String {
     format!("steps[{index}] {what}")
 }
 
-/// Builds a dead letter for a record that already was decoded: its JSON is the raw payload.
+/// Builds a dead letter for a record that already was decoded: its JSON is the raw payload
+/// (the bytes the source read, while the record still has them).
 pub fn dead_letter_for(
     record: &crate::record::Record,
     step: &str,
@@ -214,7 +215,7 @@ pub fn dead_letter_for(
     error: String,
 ) -> DeadLetter {
     let mut raw = Vec::new();
-    record.value.write_json(&mut raw);
+    record.write_json(&mut raw);
     let mut dl = DeadLetter::new(raw, record.origin, step.to_string(), class, error);
     dl.event_time = Some(record.time);
     dl

@@ -129,7 +129,7 @@ pub(super) fn request(step: &str, f: &Failed) -> Value {
     error.insert("error", Value::Str(f.error.message.as_str().into()));
     error.insert("attempts", Value::Int(i64::from(f.attempts)));
     let mut req = Object::with_capacity(2);
-    req.insert("record", f.record.value.clone());
+    req.insert("record", f.record.value().clone());
     req.insert("error", Value::Object(error));
     Value::Object(req)
 }

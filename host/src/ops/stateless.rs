@@ -23,7 +23,7 @@ impl Filter {
 
 impl Operator for Filter {
     fn process(&mut self, mut batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
-        batch.retain(|r| match self.expr.matches(&r.value) {
+        batch.retain(|r| match self.expr.matches(r.value()) {
             Ok(keep) => keep,
             Err(e) => {
                 ctx.dead.push(dead_letter_for(
@@ -89,7 +89,7 @@ impl Map {
 
 impl Operator for Map {
     fn process(&mut self, mut batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
-        batch.retain_mut(|r| match self.apply(&mut r.value) {
+        batch.retain_mut(|r| match self.apply(r.value_mut()) {
             Ok(()) => true,
             Err(e) => {
                 ctx.dead
@@ -127,7 +127,7 @@ impl KeyBy {
 impl Operator for KeyBy {
     fn process(&mut self, mut batch: Batch, _ctx: &mut Context) -> Result<Batch, OpError> {
         for r in &mut batch {
-            r.key = Some(self.key_of(&r.value));
+            r.key = Some(self.key_of(r.value()));
         }
         Ok(batch)
     }
@@ -179,16 +179,16 @@ mod tests {
         let out = m
             .process(vec![rec(r#"{"a":2,"b":1,"c":3}"#)], &mut ctx)
             .expect("process");
-        assert_eq!(out[0].value.to_json_string(), r#"{"total":4,"alpha":2}"#);
+        assert_eq!(out[0].value().to_json_string(), r#"{"total":4,"alpha":2}"#);
     }
 
     #[test]
     fn key_by_sets_single_and_composite_keys() {
         let one = KeyBy::new(vec![split_path("u.id")]);
-        assert_eq!(one.key_of(&rec(r#"{"u":{"id":7}}"#).value), Value::Int(7));
+        assert_eq!(one.key_of(rec(r#"{"u":{"id":7}}"#).value()), Value::Int(7));
         let two = KeyBy::new(vec![split_path("a"), split_path("b")]);
         assert_eq!(
-            two.key_of(&rec(r#"{"a":1}"#).value).to_json_string(),
+            two.key_of(rec(r#"{"a":1}"#).value()).to_json_string(),
             "[1,null]"
         );
     }

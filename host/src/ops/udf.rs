@@ -186,10 +186,7 @@ impl UdfStep {
             | FunctionKind::KeyedProcess
             | FunctionKind::WindowAggregate => {
                 for value in outputs {
-                    out.push(Record {
-                        value,
-                        ..record.clone()
-                    });
+                    out.push(record.derive(value));
                 }
             }
         }
@@ -201,9 +198,7 @@ impl Operator for UdfStep {
         if self.pipelines() {
             // This batch's call starts before the previous one is taken apart: the worker
             // computes one while the host finishes the other.
-            let call = self
-                .runtime
-                .submit(&self.function, &mut batch.iter().map(|r| &r.value));
+            let call = self.runtime.submit(&self.function, &batch);
             self.in_flight.push_back(InFlight { batch, call });
             // At most one batch out per call, the oldest: the task sends its watermark next.
             if self.in_flight.len() > PIPELINE_DEPTH {
@@ -272,8 +267,7 @@ impl UdfStep {
     /// Calls the function on `batch`, retrying transient failures. Outputs keep the order of
     /// their inputs, retried or not, so per-key order holds.
     fn call(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
-        let inputs = batch.iter().map(|r| r.value.clone()).collect();
-        let first = self.runtime.invoke(&self.function, inputs);
+        let first = self.runtime.invoke_records(&self.function, &batch);
         self.settle(batch, first, ctx)
     }
 
@@ -314,7 +308,7 @@ impl UdfStep {
             match verdict {
                 Verdict::Repaired(value) => {
                     places.push(f.index);
-                    repaired.push(Record { value, ..f.record });
+                    repaired.push(f.record.derive(value));
                 }
                 Verdict::Dropped => ctx.remediation_dropped += 1,
                 Verdict::GaveUp(why) => self.dead(ctx, &f, Some(&why)),
@@ -324,8 +318,7 @@ impl UdfStep {
             return Ok(());
         }
         ctx.remediated += repaired.len() as u64;
-        let inputs = repaired.iter().map(|r| r.value.clone()).collect();
-        let first = self.runtime.invoke(&self.function, inputs);
+        let first = self.runtime.invoke_records(&self.function, &repaired);
         let mut again = Vec::new();
         let slots = self.settle_slots(repaired, first, &mut again)?;
         for (place, slot) in places.into_iter().zip(slots) {
@@ -361,7 +354,7 @@ impl UdfStep {
             let outcomes = match first.take() {
                 Some(outcomes) => outcomes,
                 None => {
-                    let inputs = pending.iter().map(|(_, r)| r.value.clone()).collect();
+                    let inputs = pending.iter().map(|(_, r)| r.value().clone()).collect();
                     self.runtime.invoke(&self.function, inputs)
                 }
             }
@@ -539,7 +532,7 @@ mod tests {
                 &mut ctx,
             )
             .expect("process");
-        let texts: Vec<String> = out.iter().map(|r| r.value.to_json_string()).collect();
+        let texts: Vec<String> = out.iter().map(|r| r.value().to_json_string()).collect();
         assert_eq!(texts, vec![r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
         assert!(ctx.dead.is_empty());
     }
@@ -748,7 +741,7 @@ mod breaker_tests {
             "nothing dead-lettered: {:?}",
             ctx.dead.len()
         );
-        let got: Vec<Value> = out.into_iter().map(|r| r.value).collect();
+        let got: Vec<Value> = out.into_iter().map(|r| r.into_value()).collect();
         assert_eq!(
             got,
             (0..50).map(Value::Int).collect::<Vec<_>>(),

@@ -377,7 +377,7 @@ impl Downstream {
                 if outputs.iter().any(|o| o.limit.is_some()) {
                     return send_limited(outputs, hub, batch, metrics);
                 }
-                let values: Vec<Value> = batch.into_iter().map(|r| r.value).collect();
+                let values: Vec<Value> = batch.into_iter().map(|r| r.into_value()).collect();
                 send_to_all(outputs, *sender, values, metrics)
             }
         }
@@ -478,7 +478,7 @@ fn send_limited(
     metrics: &Metrics,
 ) -> Result<(), Disconnected> {
     let meta: Vec<_> = batch.iter().map(|r| (r.origin, r.time)).collect();
-    let mut values: Vec<Value> = batch.into_iter().map(|r| r.value).collect();
+    let mut values: Vec<Value> = batch.into_iter().map(|r| r.into_value()).collect();
     for (i, lane) in outputs.iter().enumerate() {
         let mut mine = if i + 1 == outputs.len() {
             std::mem::take(&mut values)

@@ -157,6 +157,25 @@ impl StagePlan {
     }
 }
 
+/// What the first value-changing step of a pipeline does with records' source text.
+enum TextUse {
+    /// A udf step that sends records out as JSON: it sends the source's bytes.
+    Sent,
+    /// A step that makes new values: the text would be dropped unread.
+    Dropped,
+}
+
+impl OpPlan {
+    /// What this step means for source text, or None when it passes records on unchanged.
+    fn text_use(&self) -> Option<TextUse> {
+        match self {
+            OpPlan::Filter { .. } | OpPlan::KeyBy { .. } => None,
+            OpPlan::Udf { runtime, .. } if runtime.reads_source_text() => Some(TextUse::Sent),
+            _ => Some(TextUse::Dropped),
+        }
+    }
+}
+
 /// The whole plan.
 pub struct Plan {
     pub stages: Vec<StagePlan>,
@@ -169,6 +188,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// True when sources should keep each record's bytes: the first step that changes or
+    /// consumes values is a udf step that sends JSON out (a worker or Wasm runtime), which
+    /// then sends those bytes instead of encoding the values again. Other pipelines would
+    /// pay for a copy per record that nothing reads.
+    pub fn sources_keep_text(&self) -> bool {
+        let first = self
+            .stages
+            .iter()
+            .flat_map(|s| s.ops.iter())
+            .find_map(OpPlan::text_use);
+        matches!(first, Some(TextUse::Sent))
+    }
+
     pub fn build(spec: &PipelineSpec) -> Result<Plan, Vec<PlanError>> {
         let mut errors = Vec::new();
         let sink_index: HashMap<&str, usize> = spec
@@ -469,4 +501,83 @@ fn runtimes_for(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::udf::native::NativeRuntime;
+    use crate::udf::{FunctionInfo, RecordOutcome, RuntimeError};
+    use crate::value::Value;
+
+    /// A runtime that sends JSON out, like the worker and Wasm runtimes.
+    struct SendsJson;
+
+    impl UdfRuntime for SendsJson {
+        fn name(&self) -> &str {
+            "sends-json"
+        }
+        fn functions(&self) -> Vec<FunctionInfo> {
+            Vec::new()
+        }
+        fn invoke(&self, _: &str, v: Vec<Value>) -> Result<Vec<RecordOutcome>, RuntimeError> {
+            Ok(v.into_iter().map(|v| Ok(vec![v])).collect())
+        }
+        fn reads_source_text(&self) -> bool {
+            true
+        }
+    }
+
+    fn udf(runtime: Arc<dyn UdfRuntime>) -> OpPlan {
+        OpPlan::Udf {
+            step: "steps[0] udf f".into(),
+            runtime,
+            function: "f".into(),
+            kind: FunctionKind::Map,
+            batching: Batching::default(),
+            retry: RetryPolicy::default(),
+            breaker: None,
+            remedy: None,
+        }
+    }
+
+    fn plan(stages: Vec<Vec<OpPlan>>) -> Plan {
+        Plan {
+            stages: stages
+                .into_iter()
+                .map(|ops| StagePlan {
+                    ops,
+                    shuffles: false,
+                })
+                .collect(),
+            outputs: Vec::new(),
+            wasm_udfs: Default::default(),
+            breakers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sources_keep_text_only_for_a_first_udf_that_sends_json() {
+        let sends = || udf(Arc::new(SendsJson));
+        let native = || udf(Arc::new(NativeRuntime::with_builtins()));
+        let filter = || OpPlan::Filter {
+            step: "steps[0] filter".into(),
+            expr: Expr::parse("true").expect("expr"),
+        };
+        let key_by = || OpPlan::KeyBy {
+            fields: vec![vec!["k".into()]],
+        };
+        let map = || OpPlan::Map {
+            step: "steps[0] map".into(),
+            spec: Default::default(),
+            compute: Vec::new(),
+        };
+        // Filters and key_by pass records on unchanged, across stages.
+        assert!(plan(vec![vec![sends()]]).sources_keep_text());
+        assert!(plan(vec![vec![filter(), key_by()], vec![sends()]]).sources_keep_text());
+        // A step that makes new values first, or a runtime that reads values: no copy.
+        assert!(!plan(vec![vec![map(), sends()]]).sources_keep_text());
+        assert!(!plan(vec![vec![native(), sends()]]).sources_keep_text());
+        assert!(!plan(vec![vec![filter()]]).sources_keep_text());
+    }
 }

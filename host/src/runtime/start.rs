@@ -124,6 +124,9 @@ pub(super) fn assign_partitions(
             .partitions
             .push(partitions.iter().map(|p| p.name().to_string()).collect());
         for mut partition in partitions {
+            if topology.sources_keep_text {
+                partition.keep_source_text();
+            }
             if checkpointing && !partition.replayable() {
                 tracing::warn!(
                     source = %source.name,

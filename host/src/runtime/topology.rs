@@ -32,6 +32,8 @@ pub struct Topology {
     pub stateful_stages: Vec<usize>,
     /// The stateful operators' ids (checkpoints refuse to restore into other ones).
     pub operators: Vec<String>,
+    /// Sources keep each record's bytes for the first udf step ([`Plan::sources_keep_text`]).
+    pub sources_keep_text: bool,
 }
 
 impl Topology {
@@ -52,6 +54,7 @@ impl Topology {
             operators: (0..stage_count)
                 .flat_map(|s| plan.stages[s].stateful_operators(s))
                 .collect(),
+            sources_keep_text: plan.sources_keep_text(),
         }
     }
 

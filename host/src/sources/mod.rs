@@ -24,6 +24,11 @@ pub trait SourcePartition: Send {
         max: usize,
     ) -> Result<Poll, SourceError>;
 
+    /// From now on, records carry the bytes they were decoded from
+    /// ([`Record::source_text`](crate::record::Record::source_text)). Sources that generate
+    /// values rather than decode them ignore it.
+    fn keep_source_text(&mut self) {}
+
     /// Where the next poll reads from, for checkpoints.
     fn position(&self) -> Position;
 

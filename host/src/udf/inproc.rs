@@ -23,6 +23,7 @@ use super::{
 };
 use crate::config::spec::{UdfRuntimeSpec, UdfSpec};
 use crate::config::OptionsReader;
+use crate::record::Record;
 use crate::value::Value;
 use headwater_sdk::{ErrorClass, FunctionError};
 
@@ -63,6 +64,8 @@ pub struct InprocRuntime {
     udf: String,
     functions: Vec<FunctionInfo>,
     call_batch: Py<PyAny>,
+    /// What identifies the loaded functions' code (empty with an SDK that cannot say).
+    code_version: String,
 }
 
 /// The `sys.path` of `interpreter`, if it is the same `major.minor` as the embedded one.
@@ -174,10 +177,16 @@ impl InprocRuntime {
                 })
                 .collect();
             let call_batch = inproc.getattr("call_batch").map_err(py_err)?.unbind();
+            // SDKs older than code versions do not have the function: no version then.
+            let code_version = inproc
+                .call_method0("code_version")
+                .and_then(|v| v.extract::<String>())
+                .unwrap_or_default();
             Ok(InprocRuntime {
                 udf: udf.to_string(),
                 functions,
                 call_batch,
+                code_version,
             })
         })
     }
@@ -197,12 +206,48 @@ impl UdfRuntime for InprocRuntime {
         function: &str,
         inputs: Vec<Value>,
     ) -> Result<Vec<RecordOutcome>, RuntimeError> {
-        let mut encoded: Vec<Vec<u8>> = Vec::with_capacity(inputs.len());
-        for v in &inputs {
-            let mut b = Vec::with_capacity(128);
-            v.write_json(&mut b);
-            encoded.push(b);
-        }
+        let encoded = inputs.iter().map(json_of).collect();
+        self.call(function, encoded)
+    }
+
+    fn reads_source_text(&self) -> bool {
+        true
+    }
+
+    fn code_version(&self) -> Option<String> {
+        (!self.code_version.is_empty()).then(|| self.code_version.clone())
+    }
+
+    fn invoke_records(
+        &self,
+        function: &str,
+        records: &[Record],
+    ) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        // Records a source read are passed as its bytes: no copy of the value, no encoding.
+        let encoded = records
+            .iter()
+            .map(|r| match r.source_text() {
+                Some(text) => text.to_vec(),
+                None => json_of(r.value()),
+            })
+            .collect();
+        self.call(function, encoded)
+    }
+}
+
+fn json_of(v: &Value) -> Vec<u8> {
+    let mut b = Vec::with_capacity(128);
+    v.write_json(&mut b);
+    b
+}
+
+impl InprocRuntime {
+    /// Calls `function` on records encoded as JSON, one outcome per record.
+    fn call(
+        &self,
+        function: &str,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<Vec<RecordOutcome>, RuntimeError> {
         Python::attach(|py| {
             let fail = |e: PyErr| RuntimeError::WorkerFailed {
                 worker: "in-process Python runtime".into(),

@@ -14,7 +14,7 @@ pub mod registry;
 pub mod wasm;
 pub mod worker;
 
-use crate::record::EventTime;
+use crate::record::{EventTime, Record};
 use crate::value::Value;
 pub use headwater_sdk::{ErrorClass, FunctionError, FunctionKind};
 pub use registry::{runtimes, RuntimePlugin};
@@ -200,14 +200,30 @@ pub trait UdfRuntime: Send + Sync {
         false
     }
 
-    /// Starts [`UdfRuntime::invoke`] and returns at once if the runtime
-    /// [runs functions elsewhere](UdfRuntime::runs_elsewhere); otherwise makes the call.
-    fn submit(
+    /// True when the runtime sends records' source text where they have it
+    /// ([`UdfRuntime::invoke_records`]), so sources should keep it for the records they read.
+    fn reads_source_text(&self) -> bool {
+        false
+    }
+
+    /// [`UdfRuntime::invoke`] on the values of `records`. Runtimes that send records out as
+    /// JSON override it to send the records' source text where they still have it, instead of
+    /// encoding their values again.
+    fn invoke_records(
         &self,
         function: &str,
-        inputs: &mut dyn Iterator<Item = &Value>,
-    ) -> Box<dyn PendingCall> {
-        Box::new(Completed(self.invoke(function, inputs.cloned().collect())))
+        records: &[Record],
+    ) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        self.invoke(
+            function,
+            records.iter().map(|r| r.value().clone()).collect(),
+        )
+    }
+
+    /// Starts [`UdfRuntime::invoke_records`] and returns at once if the runtime
+    /// [runs functions elsewhere](UdfRuntime::runs_elsewhere); otherwise makes the call.
+    fn submit(&self, function: &str, records: &[Record]) -> Box<dyn PendingCall> {
+        Box::new(Completed(self.invoke_records(function, records)))
     }
 
     /// Calls a keyed process function once per input, in order. Inputs never hold two calls

@@ -5,11 +5,16 @@
 package worker
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	pb "github.com/headwater-streaming/headwater/sdk-go/internal/pb/udfv1"
 )
@@ -115,9 +120,31 @@ func WorkerName() string {
 	return fmt.Sprintf("headwater-go %s (%s)", Version, runtime.Version())
 }
 
+// CodeVersion identifies the code of the worker's functions: "sha256:" and the first 16 hex
+// digits of the running executable's digest ("" when it cannot be read). Dead letters carry
+// it, so a fix deployed since they failed shows.
+var CodeVersion = sync.OnceValue(func() string {
+	path, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	digest := sha256.New()
+	if _, err := io.Copy(digest, f); err != nil {
+		return ""
+	}
+	return "sha256:" + hex.EncodeToString(digest.Sum(nil))[:16]
+})
+
 // Handshake lists the functions with their kinds and formats.
 func (h *Handler) Handshake(*pb.HandshakeRequest) *pb.HandshakeResponse {
-	resp := &pb.HandshakeResponse{ProtocolVersion: ProtocolVersion, Worker: WorkerName()}
+	resp := &pb.HandshakeResponse{
+		ProtocolVersion: ProtocolVersion, Worker: WorkerName(), CodeVersion: CodeVersion(),
+	}
 	for _, f := range h.functions {
 		resp.Functions = append(resp.Functions, &pb.FunctionSpec{
 			Name: f.Name, Kind: f.Kind, Input: f.Input, Output: f.Output,

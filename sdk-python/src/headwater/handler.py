@@ -6,11 +6,14 @@ checking the response (the Flink StateFun SDK way), and reused by any transport.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
+import sys
 import traceback
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from headwater.functions import Format, Function, KeyedContext, Kind, Registry, TransientError
@@ -138,6 +141,25 @@ def _fail(result: pb.RecordResult, cls: Any, message: str, e: BaseException) -> 
     result.error.CopyFrom(_error(cls, message, tb))
 
 
+def code_version(registry: Registry) -> str:
+    """What identifies the code of the registered functions: ``sha256:`` and the first 16 hex
+    digits of a digest of the source files of the modules that define them ("" when none can
+    be read). Dead letters carry it, so a fix deployed since they failed shows."""
+    digest = hashlib.sha256()
+    found = False
+    for name in sorted({getattr(f.func, "__module__", "") or "" for f in registry.all()}):
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if not path:
+            continue
+        try:
+            source = Path(path).read_bytes()
+        except OSError:
+            continue
+        digest.update(name.encode() + b"\0" + source + b"\0")
+        found = True
+    return f"sha256:{digest.hexdigest()[:16]}" if found else ""
+
+
 class Handler:
     """Answers Handshake and Process requests from the functions in a registry."""
 
@@ -160,6 +182,7 @@ class Handler:
                 )
                 for f in self.registry.all()
             ],
+            code_version=code_version(self.registry),
         )
 
     def process(self, request: pb.BatchRequest) -> pb.BatchResponse:

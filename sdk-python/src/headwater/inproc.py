@@ -12,6 +12,7 @@ from typing import Any
 
 from headwater.functions import Format, Function, Kind, TransientError, registry
 from headwater.handler import _decode, _encode, _many, _one_record, _Permanent
+from headwater.handler import code_version as _code_version
 
 #: Result codes, per record.
 OK = 0
@@ -33,6 +34,11 @@ def load(modules: list[str], search_path: list[str]) -> list[tuple[str, str]]:
 
     load_modules(modules, search_path)
     return [(f.name, _KIND_NAMES[f.kind]) for f in registry.all()]
+
+
+def code_version() -> str:
+    """What identifies the loaded functions' code (see ``handler.code_version``)."""
+    return _code_version(registry)
 
 
 def call_batch(name: str, values: list[bytes]) -> list[tuple[int, Any, str]]:

@@ -70,6 +70,8 @@ pub struct LinesPartition {
     consumed: u64,
     /// The file, for seeking on restore (None for stdin and in-memory readers).
     file: Option<PathBuf>,
+    /// Records carry their line ([`SourcePartition::keep_source_text`]).
+    keep_text: bool,
 }
 
 impl LinesPartition {
@@ -148,19 +150,28 @@ impl LinesPartition {
             line: Vec::with_capacity(1024),
             consumed: 0,
             file: None,
+            keep_text: false,
         }
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Record, (String, &'static str)> {
         let value = decode_object(bytes).map_err(|e| (e, "decode"))?;
         let time = extract_event_time(&value, &self.time_field).map_err(|e| (e, "event_time"))?;
-        Ok(Record::new(value, time, self.origin))
+        let record = Record::new(value, time, self.origin);
+        Ok(match self.keep_text {
+            true => record.with_source_text(bytes.into()),
+            false => record,
+        })
     }
 }
 
 impl SourcePartition for LinesPartition {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn keep_source_text(&mut self) {
+        self.keep_text = true;
     }
 
     fn poll(

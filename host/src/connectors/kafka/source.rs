@@ -161,6 +161,7 @@ pub fn partitions(
             max_record_bytes: spec.max_record_bytes,
             time_field: time_field.clone(),
             committer: committer.clone(),
+            keep_text: false,
         });
     }
     Ok(out)
@@ -232,6 +233,8 @@ pub struct KafkaPartition {
     /// None: the message timestamp is the event time.
     time_field: Option<Vec<Str>>,
     committer: Arc<GroupOffsets>,
+    /// JSON records carry their message's payload ([`SourcePartition::keep_source_text`]).
+    keep_text: bool,
 }
 
 impl KafkaPartition {
@@ -307,7 +310,11 @@ impl KafkaPartition {
             offset: m.offset() as u64,
             ..self.origin
         };
-        Ok(Record::new(value, time, origin))
+        let record = Record::new(value, time, origin);
+        Ok(match (self.keep_text, self.format) {
+            (true, KafkaFormat::Json) => record.with_source_text(payload.into()),
+            _ => record,
+        })
     }
 
     fn reached_end(&self) -> bool {
@@ -322,6 +329,10 @@ impl KafkaPartition {
 impl SourcePartition for KafkaPartition {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn keep_source_text(&mut self) {
+        self.keep_text = true;
     }
 
     fn poll(

@@ -59,10 +59,10 @@ impl UdfRuntime for Remote {
     fn runs_elsewhere(&self) -> bool {
         true
     }
-    fn submit(&self, _: &str, inputs: &mut dyn Iterator<Item = &Value>) -> Box<dyn PendingCall> {
+    fn submit(&self, _: &str, inputs: &[Record]) -> Box<dyn PendingCall> {
         self.waits.fetch_add(1, Ordering::SeqCst);
         Box::new(Call {
-            outcomes: inputs.map(|v| self.answer(v)).collect(),
+            outcomes: inputs.iter().map(|r| self.answer(r.value())).collect(),
             answered: self.answered.clone(),
         })
     }
@@ -99,11 +99,11 @@ fn ns(out: &Batch) -> Vec<i64> {
     out.iter()
         .map(|r| {
             assert_eq!(
-                r.value.as_object().and_then(|o| o.get("seen")),
+                r.value().as_object().and_then(|o| o.get("seen")),
                 Some(&Value::Bool(true)),
                 "every output went through the function"
             );
-            match r.value.as_object().and_then(|o| o.get("n")) {
+            match r.value().as_object().and_then(|o| o.get("n")) {
                 Some(Value::Int(n)) => *n,
                 other => panic!("no n: {other:?}"),
             }
@@ -182,7 +182,7 @@ fn a_transient_failure_in_a_pipelined_call_is_retried_in_place() {
     let mut step = step(rt.clone(), true);
     let mut ctx = Context::default();
     let mut first = batch(0..3);
-    first[1].value = Value::from_json(br#"{"n":1,"flaky":true}"#).expect("json");
+    first[1].set_value(Value::from_json(br#"{"n":1,"flaky":true}"#).expect("json"));
     step.process(first, &mut ctx).expect("1");
     let out = step.on_barrier(&mut ctx).expect("barrier");
     assert_eq!(ns(&out), vec![0, 1, 2], "retried, and still in its place");

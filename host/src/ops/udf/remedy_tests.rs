@@ -102,7 +102,7 @@ fn repaired_records_take_their_place_dropped_ones_are_counted_and_the_rest_dead_
     let seen: Vec<(i64, bool)> = out
         .iter()
         .map(|r| {
-            let o = r.value.as_object().expect("object");
+            let o = r.value().as_object().expect("object");
             let n = match o.get("n") {
                 Some(Value::Int(n)) => *n,
                 _ => -1,

@@ -24,7 +24,7 @@ impl WindowOp {
     pub(super) fn handle_late(&self, record: &Record, ctx: &mut Context) {
         ctx.late += 1;
         match &self.cfg.late {
-            LateTarget::Sink(idx) => ctx.side.push((*idx, record.value.clone())),
+            LateTarget::Sink(idx) => ctx.side.push((*idx, record.value().clone())),
             LateTarget::Dlq => ctx.dead.push(dead_letter_for(
                 record,
                 &self.cfg.step,

@@ -47,7 +47,7 @@ impl WindowOp {
                         values: Vec::new(),
                     },
                     Some(Err(err)) => {
-                        self.dead_aggregate(ctx, record.value.clone(), &udf.function, &err);
+                        self.dead_aggregate(ctx, record.value().clone(), &udf.function, &err);
                         continue;
                     }
                     _ => continue,
@@ -62,12 +62,12 @@ impl WindowOp {
             let value = match outcome.into_iter().next() {
                 Some(Ok(AggregateOutput::Result(v))) => v,
                 Some(Err(err)) => {
-                    self.dead_aggregate(ctx, record.value.clone(), &udf.function, &err);
+                    self.dead_aggregate(ctx, record.value().clone(), &udf.function, &err);
                     Value::Null
                 }
                 _ => Value::Null,
             };
-            if let Value::Object(obj) = &mut record.value {
+            if let Value::Object(obj) = record.value_mut() {
                 obj.insert(spec.name.as_str(), value);
             }
         }
@@ -90,11 +90,7 @@ impl WindowOp {
         for (spec, acc) in self.cfg.aggregates.iter().zip(accs) {
             obj.insert(spec.name.as_str(), acc.result());
         }
-        Record {
-            value: Value::Object(obj),
-            time: w.max_timestamp(),
-            key: Some(key.clone()),
-            origin: Origin::default(),
-        }
+        Record::new(Value::Object(obj), w.max_timestamp(), Origin::default())
+            .with_key(Some(key.clone()))
     }
 }

@@ -56,7 +56,7 @@ impl WindowOp {
     ) -> Result<(), OpError> {
         let mut member = Vec::new();
         for (i, (spec, acc)) in self.cfg.aggregates.iter().zip(accs.iter_mut()).enumerate() {
-            let v = spec.field.as_ref().and_then(|p| record.value.get_path(p));
+            let v = spec.field.as_ref().and_then(|p| record.value().get_path(p));
             if spec.func == AggregateFn::CountDistinct {
                 let Some(v) = v.filter(|v| !matches!(v, Value::Null)) else {
                     continue;
@@ -80,7 +80,7 @@ impl WindowOp {
                 }
                 members.insert(mkey);
             } else if let Acc::Udf { pending, .. } = acc {
-                pending.push(record.value.clone());
+                pending.push(record.value().clone());
             } else {
                 acc.add(v);
             }

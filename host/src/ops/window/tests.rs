@@ -51,16 +51,11 @@ fn op(store: StateStore, assigner: WindowAssigner, lateness: i64, late: LateTarg
 fn rec(key: &str, t: i64, v: i64, u: &str) -> Record {
     let value =
         Value::from_json(format!(r#"{{"k":"{key}","v":{v},"u":"{u}"}}"#).as_bytes()).expect("json");
-    Record {
-        value,
-        time: t,
-        key: Some(Value::from(key)),
-        origin: Origin::default(),
-    }
+    Record::new(value, t, Origin::default()).with_key(Some(Value::from(key)))
 }
 
 fn lines(batch: &Batch) -> Vec<String> {
-    let mut v: Vec<String> = batch.iter().map(|r| r.value.to_json_string()).collect();
+    let mut v: Vec<String> = batch.iter().map(|r| r.value().to_json_string()).collect();
     v.sort();
     v
 }

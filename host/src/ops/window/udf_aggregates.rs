@@ -194,7 +194,7 @@ impl WindowOp {
                         // bridged the sessions goes to the DLQ with the error.
                         Some(Err(mut err)) => {
                             err.message = format!("failed to merge sessions: {}", err.message);
-                            self.dead_aggregate(ctx, record.value.clone(), &udf.function, &err);
+                            self.dead_aggregate(ctx, record.value().clone(), &udf.function, &err);
                         }
                         _ => {}
                     }

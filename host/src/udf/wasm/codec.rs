@@ -4,6 +4,7 @@
 //! guest call; results come back the same way, one per record, with an error class and message
 //! in place of outputs when the record failed. All integers are little-endian.
 
+use crate::record::{Record, SourceText};
 use crate::udf::{
     FunctionError, FunctionKind, KeyedInput, KeyedOutcome, KeyedResult, RecordOutcome, StateUpdate,
 };
@@ -45,11 +46,37 @@ fn put_json(out: &mut Vec<u8>, v: &Value) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+/// A record for a call: its value, and the JSON text a source read it from while the value is
+/// unchanged (sent as it is: encoding the value again is most of a small function's cost).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordInput {
+    pub value: Value,
+    pub text: Option<SourceText>,
+}
+
+impl From<Value> for RecordInput {
+    fn from(value: Value) -> Self {
+        RecordInput { value, text: None }
+    }
+}
+
+impl From<&Record> for RecordInput {
+    fn from(r: &Record) -> Self {
+        RecordInput {
+            value: r.value().clone(),
+            text: r.source_text().cloned(),
+        }
+    }
+}
+
 /// Encodes records for one call: `u32 count`, then per record `u32 len, JSON`.
-pub fn encode_records(inputs: &[Value], out: &mut Vec<u8>) {
+pub fn encode_records(inputs: &[RecordInput], out: &mut Vec<u8>) {
     put_u32(out, inputs.len() as u32);
-    for v in inputs {
-        put_json(out, v);
+    for i in inputs {
+        match &i.text {
+            Some(text) => put_bytes(out, text),
+            None => put_json(out, &i.value),
+        }
     }
 }
 
@@ -183,7 +210,7 @@ fn parse_output(bytes: &[u8]) -> Result<Value, FunctionError> {
 pub fn decode_records(
     bytes: &[u8],
     kind: FunctionKind,
-    inputs: &mut [Value],
+    inputs: &mut [RecordInput],
 ) -> Result<Vec<RecordOutcome>, Malformed> {
     let mut r = Reader { bytes, at: 0 };
     r.count(inputs.len())?;
@@ -200,7 +227,7 @@ pub fn decode_records(
             }
             out.push(match n {
                 0 => Ok(Vec::new()),
-                1 => Ok(vec![std::mem::take(input)]),
+                1 => Ok(vec![std::mem::take(&mut input.value)]),
                 n => Err(FunctionError::permanent(format!(
                     "a filter returns the record or nothing, got {n} outputs"
                 ))),
@@ -212,8 +239,8 @@ pub fn decode_records(
         for i in 0..n {
             let value = match r.output()? {
                 // The last use of the input may take it; earlier ones copy it.
-                None if i + 1 == n => Ok(std::mem::take(input)),
-                None => Ok(input.clone()),
+                None if i + 1 == n => Ok(std::mem::take(&mut input.value)),
+                None => Ok(input.value.clone()),
                 Some(b) => parse_output(b),
             };
             match value {
@@ -293,15 +320,38 @@ mod tests {
         Value::from_json(s.as_bytes()).expect("json")
     }
 
+    fn records(texts: &[&str]) -> Vec<RecordInput> {
+        texts.iter().map(|t| json(t).into()).collect()
+    }
+
     #[test]
     fn records_are_length_prefixed_json() {
         let mut out = Vec::new();
-        encode_records(&[json(r#"{"a":1}"#), json("[]")], &mut out);
+        encode_records(&[json(r#"{"a":1}"#).into(), json("[]").into()], &mut out);
         let mut want = vec![2, 0, 0, 0, 7, 0, 0, 0];
         want.extend_from_slice(br#"{"a":1}"#);
         want.extend_from_slice(&[2, 0, 0, 0]);
         want.extend_from_slice(b"[]");
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_record_read_by_a_source_is_sent_as_its_text_until_it_changes() {
+        let text = br#"{ "a": 1.50 }"#;
+        let mut record = Record::new(json(r#"{"a":1.5}"#), 0, Default::default())
+            .with_source_text(text.as_slice().into());
+        let mut out = Vec::new();
+        encode_records(&[RecordInput::from(&record)], &mut out);
+        assert_eq!(
+            &out[8..],
+            text,
+            "the source's bytes, not the value encoded again"
+        );
+
+        record.set_value(json(r#"{"a":2}"#));
+        out.clear();
+        encode_records(&[RecordInput::from(&record)], &mut out);
+        assert_eq!(&out[8..], br#"{"a":2}"#, "a changed value is encoded");
     }
 
     /// A result buffer: `(status, outputs or message)` per record.
@@ -329,7 +379,7 @@ mod tests {
 
     #[test]
     fn outputs_errors_and_unchanged_inputs_decode_per_record() {
-        let mut inputs = vec![json(r#"{"n":1}"#), json(r#"{"n":2}"#), json(r#"{"n":3}"#)];
+        let mut inputs = records(&[r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
         let bytes = results(&[
             (STATUS_OK, &[br#"{"n":10}"#, b"="]),
             (STATUS_TRANSIENT, &[b"try later", b""]),
@@ -356,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_filter_keeps_its_input_and_bad_json_fails_only_its_record() {
-        let mut inputs = vec![json(r#"{"n":1}"#), json(r#"{"n":2}"#)];
+        let mut inputs = records(&[r#"{"n":1}"#, r#"{"n":2}"#]);
         let bytes = results(&[(STATUS_OK, &[b""]), (STATUS_OK, &[])]);
         let out = decode_records(&bytes, FunctionKind::Filter, &mut inputs).expect("decode");
         assert_eq!(
@@ -365,7 +415,7 @@ mod tests {
         );
         assert!(out[1].as_ref().expect("dropped").is_empty());
 
-        let mut inputs = vec![json("1"), json("2")];
+        let mut inputs = records(&["1", "2"]);
         let bytes = results(&[(STATUS_OK, &[b"{nope"]), (STATUS_OK, &[b"3"])]);
         let out = decode_records(&bytes, FunctionKind::Map, &mut inputs).expect("decode");
         assert!(out[0]
@@ -378,7 +428,7 @@ mod tests {
 
     #[test]
     fn malformed_results_are_refused_whole() {
-        let mut inputs = vec![json("1")];
+        let mut inputs = records(&["1"]);
         for bytes in [
             vec![],
             results(&[]),

@@ -33,8 +33,9 @@ use super::{
     start_error, FunctionError, FunctionInfo, FunctionKind, KeyedInput, KeyedOutcome,
     RecordOutcome, RuntimeError, UdfRuntime,
 };
+use crate::record::Record;
 use crate::value::Value;
-use codec::Malformed;
+use codec::{Malformed, RecordInput};
 use instance::{Failure, Instance, Limits, Loaded};
 
 /// How start-up errors name this runtime.
@@ -663,34 +664,27 @@ fn read_module(udf: &str, spec: &WasmSpec) -> Result<Vec<u8>, RuntimeError> {
         .map_err(|e| start_error(WORKER, udf, format!("cannot read {}: {e}", path.display())))
 }
 
-impl UdfRuntime for WasmRuntime {
-    fn name(&self) -> &str {
-        "wasm"
-    }
-
-    fn functions(&self) -> Vec<FunctionInfo> {
-        self.version()
-            .map(|v| v.loaded.functions.clone())
-            .unwrap_or_default()
-    }
-
-    fn invoke(
+impl WasmRuntime {
+    /// A map, filter or flat-map call: records in, their outcomes out.
+    fn call_records(
         &self,
         function: &str,
-        inputs: Vec<Value>,
+        inputs: Vec<RecordInput>,
     ) -> Result<Vec<RecordOutcome>, RuntimeError> {
         let version = self.version()?;
         let (index, kind) = self.index(&version, function, false)?;
         let codec = Codec {
             encode: codec::encode_records,
             decode: match kind {
-                FunctionKind::Filter => {
-                    |b: &[u8], i: &mut [Value]| codec::decode_records(b, FunctionKind::Filter, i)
+                FunctionKind::Filter => |b: &[u8], i: &mut [RecordInput]| {
+                    codec::decode_records(b, FunctionKind::Filter, i)
+                },
+                FunctionKind::FlatMap => |b: &[u8], i: &mut [RecordInput]| {
+                    codec::decode_records(b, FunctionKind::FlatMap, i)
+                },
+                _ => {
+                    |b: &[u8], i: &mut [RecordInput]| codec::decode_records(b, FunctionKind::Map, i)
                 }
-                FunctionKind::FlatMap => {
-                    |b: &[u8], i: &mut [Value]| codec::decode_records(b, FunctionKind::FlatMap, i)
-                }
-                _ => |b: &[u8], i: &mut [Value]| codec::decode_records(b, FunctionKind::Map, i),
             },
         };
         let shadowed = self.shadowing().then(|| inputs.clone());
@@ -709,6 +703,41 @@ impl UdfRuntime for WasmRuntime {
             self.shadow_call(function, copy, &outcomes, &codec, false);
         }
         Ok(outcomes)
+    }
+}
+
+impl UdfRuntime for WasmRuntime {
+    fn name(&self) -> &str {
+        "wasm"
+    }
+
+    fn functions(&self) -> Vec<FunctionInfo> {
+        self.version()
+            .map(|v| v.loaded.functions.clone())
+            .unwrap_or_default()
+    }
+
+    fn invoke(
+        &self,
+        function: &str,
+        inputs: Vec<Value>,
+    ) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        self.call_records(
+            function,
+            inputs.into_iter().map(RecordInput::from).collect(),
+        )
+    }
+
+    fn reads_source_text(&self) -> bool {
+        true
+    }
+
+    fn invoke_records(
+        &self,
+        function: &str,
+        records: &[Record],
+    ) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        self.call_records(function, records.iter().map(RecordInput::from).collect())
     }
 
     fn code_version(&self) -> Option<String> {

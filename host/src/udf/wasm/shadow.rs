@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::codec::RecordInput;
 use super::Version;
 use crate::udf::{FunctionError, KeyedInput, KeyedResult, StateUpdate};
 use crate::value::Value;
@@ -59,6 +60,12 @@ pub(super) trait Shown {
 impl Shown for Value {
     fn shown(&self) -> String {
         self.to_json_string()
+    }
+}
+
+impl Shown for RecordInput {
+    fn shown(&self) -> String {
+        self.value.to_json_string()
     }
 }
 

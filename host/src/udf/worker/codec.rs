@@ -1,6 +1,7 @@
 //! Host records to protocol messages and back: plain records, keyed calls (state, timers),
 //! window-aggregate calls, and per-record results with their error class.
 
+use crate::record::Record;
 use crate::udf::proto;
 use crate::udf::{
     outputs_from_json, AggregateInput, AggregateOutcome, AggregateOutput, KeyedInput, KeyedOutcome,
@@ -52,6 +53,17 @@ pub(super) fn result_outcome(result: proto::RecordResult) -> AggregateOutcome {
 pub(super) fn encode_value(v: &Value) -> proto::Record {
     proto::Record {
         value: json_bytes(v),
+        ..Default::default()
+    }
+}
+
+/// A record's value for a call: its source text when it has one, else its value encoded.
+pub(super) fn encode_record(r: &Record) -> proto::Record {
+    proto::Record {
+        value: match r.source_text() {
+            Some(text) => text.to_vec(),
+            None => json_bytes(r.value()),
+        },
         ..Default::default()
     }
 }

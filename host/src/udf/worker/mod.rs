@@ -27,10 +27,11 @@ use super::{
     start_error, AggregateInput, AggregateOp, AggregateOutcome, Completed, FunctionInfo,
     KeyedInput, KeyedOutcome, PendingCall, RecordOutcome, RuntimeError, UdfRuntime,
 };
+use crate::record::Record;
 use crate::value::Value;
 use codec::{
-    accumulator_outcome, encode_aggregate, encode_keyed, encode_value, keyed_outcome, outcome,
-    result_outcome,
+    accumulator_outcome, encode_aggregate, encode_keyed, encode_record, encode_value,
+    keyed_outcome, outcome, result_outcome,
 };
 use connection::{handshake, open_stream, Address, Connection};
 use headwater_sdk::{FunctionError, FunctionKind};
@@ -67,6 +68,8 @@ struct Worker {
     /// Bumped on every restart, so concurrent callers restart a broken worker only once.
     generation: u64,
     address: Address,
+    /// What the worker said identifies its functions' code (empty if it did not say).
+    code_version: String,
 }
 
 impl Worker {
@@ -100,6 +103,9 @@ struct Shared {
     restarts: AtomicU64,
     /// Records dead-lettered for failing their worker alone, since the last success.
     poisoned_in_a_row: std::sync::atomic::AtomicU32,
+    /// The code version the last started worker reported: a restart after a deploy runs the
+    /// new code, and dead letters from then on name it.
+    code_version: Mutex<String>,
 }
 
 /// A UDF runtime backed by worker processes (Python, Go, ...) speaking the worker protocol.
@@ -132,6 +138,7 @@ impl WorkerRuntime {
             })?;
         let mut workers = Vec::with_capacity(spec.workers);
         let mut functions = Vec::new();
+        let mut code_version = String::new();
         for i in 0..spec.workers.max(1) {
             let address = match &spec.endpoint {
                 Some(endpoint) => Address::Endpoint(endpoint.clone()),
@@ -140,6 +147,7 @@ impl WorkerRuntime {
             match rt.block_on(spawn_worker(udf, launcher.as_ref(), address, 0)) {
                 Ok((worker, fns)) => {
                     functions = fns;
+                    code_version.clone_from(&worker.code_version);
                     workers.push(tokio::sync::Mutex::new(worker));
                 }
                 Err(e) => {
@@ -164,6 +172,7 @@ impl WorkerRuntime {
             next_batch: AtomicU64::new(1),
             restarts: AtomicU64::new(0),
             poisoned_in_a_row: std::sync::atomic::AtomicU32::new(0),
+            code_version: Mutex::new(code_version),
         });
         rt.spawn(supervise(Arc::downgrade(&shared)));
         Ok(WorkerRuntime {
@@ -325,6 +334,9 @@ impl Shared {
             worker.generation + 1,
         )
         .await?;
+        if let Ok(mut version) = self.code_version.lock() {
+            version.clone_from(&fresh.code_version);
+        }
         *worker = fresh;
         self.restarts.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -500,6 +512,7 @@ async fn spawn_worker(
             connection,
             generation,
             address,
+            code_version: hello.code_version.clone(),
         },
         functions,
     ))
@@ -526,16 +539,30 @@ impl UdfRuntime for WorkerRuntime {
         true
     }
 
-    fn submit(
+    fn reads_source_text(&self) -> bool {
+        true
+    }
+
+    fn code_version(&self) -> Option<String> {
+        let version = self.shared.code_version.lock().ok()?;
+        (!version.is_empty()).then(|| version.clone())
+    }
+
+    fn invoke_records(
         &self,
         function: &str,
-        inputs: &mut dyn Iterator<Item = &Value>,
-    ) -> Box<dyn PendingCall> {
+        records: &[Record],
+    ) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        self.send(function, 0, records, encode_record, outcome)
+    }
+
+    fn submit(&self, function: &str, inputs: &[Record]) -> Box<dyn PendingCall> {
         let Some(rt) = &self.rt else {
             return Box::new(Completed(Err(self.shut_down())));
         };
-        // Encoded here, in the caller's thread: no copy of the values is needed.
-        let records = inputs.map(encode_value).collect();
+        // Encoded here, in the caller's thread: no copy of the values is needed, and records
+        // that still have their source text send it as it is.
+        let records = inputs.iter().map(encode_record).collect();
         let shared = self.shared.clone();
         let name = function.to_string();
         let task =

@@ -354,8 +354,13 @@ type HandshakeResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ProtocolVersion uint32                 `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// e.g. "headwater-python 0.1.0 (CPython 3.11.7)".
-	Worker        string          `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
-	Functions     []*FunctionSpec `protobuf:"bytes,3,rep,name=functions,proto3" json:"functions,omitempty"`
+	Worker    string          `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
+	Functions []*FunctionSpec `protobuf:"bytes,3,rep,name=functions,proto3" json:"functions,omitempty"`
+	// What identifies the code behind the functions, e.g. "sha256:" and the first 16 hex digits
+	// of a digest of the Python modules' source or of the Go executable. Dead letters carry it
+	// (`udf_version`) so the engineer on call sees which code failed a record, and a replay can
+	// tell whether the code changed since. Empty when the worker cannot tell.
+	CodeVersion   string `protobuf:"bytes,4,opt,name=code_version,json=codeVersion,proto3" json:"code_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -409,6 +414,13 @@ func (x *HandshakeResponse) GetFunctions() []*FunctionSpec {
 		return x.Functions
 	}
 	return nil
+}
+
+func (x *HandshakeResponse) GetCodeVersion() string {
+	if x != nil {
+		return x.CodeVersion
+	}
+	return ""
 }
 
 type FunctionSpec struct {
@@ -942,11 +954,12 @@ const file_headwater_udf_v1_worker_proto_rawDesc = "" +
 	"\x1dheadwater/udf/v1/worker.proto\x12\x10headwater.udf.v1\"`\n" +
 	"\x10HandshakeRequest\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12!\n" +
-	"\fhost_version\x18\x02 \x01(\tR\vhostVersion\"\x94\x01\n" +
+	"\fhost_version\x18\x02 \x01(\tR\vhostVersion\"\xb7\x01\n" +
 	"\x11HandshakeResponse\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x16\n" +
 	"\x06worker\x18\x02 \x01(\tR\x06worker\x12<\n" +
-	"\tfunctions\x18\x03 \x03(\v2\x1e.headwater.udf.v1.FunctionSpecR\tfunctions\"\xb8\x01\n" +
+	"\tfunctions\x18\x03 \x03(\v2\x1e.headwater.udf.v1.FunctionSpecR\tfunctions\x12!\n" +
+	"\fcode_version\x18\x04 \x01(\tR\vcodeVersion\"\xb8\x01\n" +
 	"\fFunctionSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1e.headwater.udf.v1.FunctionKindR\x04kind\x12.\n" +

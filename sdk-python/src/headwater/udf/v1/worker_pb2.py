@@ -24,43 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dheadwater/udf/v1/worker.proto\x12\x10headwater.udf.v1\"B\n\x10HandshakeRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x14\n\x0chost_version\x18\x02 \x01(\t\"p\n\x11HandshakeResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x31\n\tfunctions\x18\x03 \x03(\x0b\x32\x1e.headwater.udf.v1.FunctionSpec\"\x9d\x01\n\x0c\x46unctionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.headwater.udf.v1.FunctionKind\x12\'\n\x05input\x18\x03 \x01(\x0e\x32\x18.headwater.udf.v1.Format\x12(\n\x06output\x18\x04 \x01(\x0e\x32\x18.headwater.udf.v1.Format\"\x92\x01\n\x0c\x42\x61tchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12)\n\x07records\x18\x03 \x03(\x0b\x32\x18.headwater.udf.v1.Record\x12\x33\n\x0c\x61ggregate_op\x18\x04 \x01(\x0e\x32\x1d.headwater.udf.v1.AggregateOp\"\x9a\x01\n\x06Record\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x12\n\nevent_time\x18\x03 \x01(\x03\x12\x12\n\x05state\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05timer\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x14\n\x0c\x61\x63\x63umulators\x18\x06 \x03(\x0c\x12\x0e\n\x06values\x18\x07 \x03(\x0c\x42\x08\n\x06_stateB\x08\n\x06_timer\"R\n\rBatchResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12/\n\x07results\x18\x02 \x03(\x0b\x32\x1e.headwater.udf.v1.RecordResult\"\xa7\x01\n\x0cRecordResult\x12\x0f\n\x07outputs\x18\x01 \x03(\x0c\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.headwater.udf.v1.Error\x12\x16\n\tnew_state\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x13\n\x0b\x63lear_state\x18\x04 \x01(\x08\x12\x0e\n\x06timers\x18\x05 \x03(\x03\x12\x13\n\x0b\x61\x63\x63umulator\x18\x06 \x01(\x0c\x42\x0c\n\n_new_state\"X\n\x05\x45rror\x12+\n\x05\x63lass\x18\x01 \x01(\x0e\x32\x1c.headwater.udf.v1.ErrorClass\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x0f\n\rHealthRequest\"!\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08*K\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01*\xbf\x01\n\x0c\x46unctionKind\x12\x1d\n\x19\x46UNCTION_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46UNCTION_KIND_MAP\x10\x01\x12\x18\n\x14\x46UNCTION_KIND_FILTER\x10\x02\x12\x1a\n\x16\x46UNCTION_KIND_FLAT_MAP\x10\x03\x12\x1f\n\x1b\x46UNCTION_KIND_KEYED_PROCESS\x10\x04\x12\"\n\x1e\x46UNCTION_KIND_WINDOW_AGGREGATE\x10\x05*C\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46ORMAT_JSON\x10\x01\x12\x10\n\x0c\x46ORMAT_BYTES\x10\x02*\x8b\x01\n\x0b\x41ggregateOp\x12\x1c\n\x18\x41GGREGATE_OP_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41GGREGATE_OP_CREATE\x10\x01\x12\x14\n\x10\x41GGREGATE_OP_ADD\x10\x02\x12\x16\n\x12\x41GGREGATE_OP_MERGE\x10\x03\x12\x17\n\x13\x41GGREGATE_OP_RESULT\x10\x04*_\n\nErrorClass\x12\x1b\n\x17\x45RROR_CLASS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45RROR_CLASS_TRANSIENT\x10\x01\x12\x19\n\x15\x45RROR_CLASS_PERMANENT\x10\x02\x32\xfb\x01\n\x06Worker\x12T\n\tHandshake\x12\".headwater.udf.v1.HandshakeRequest\x1a#.headwater.udf.v1.HandshakeResponse\x12N\n\x07Process\x12\x1e.headwater.udf.v1.BatchRequest\x1a\x1f.headwater.udf.v1.BatchResponse(\x01\x30\x01\x12K\n\x06Health\x12\x1f.headwater.udf.v1.HealthRequest\x1a .headwater.udf.v1.HealthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dheadwater/udf/v1/worker.proto\x12\x10headwater.udf.v1\"B\n\x10HandshakeRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x14\n\x0chost_version\x18\x02 \x01(\t\"\x86\x01\n\x11HandshakeResponse\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x31\n\tfunctions\x18\x03 \x03(\x0b\x32\x1e.headwater.udf.v1.FunctionSpec\x12\x14\n\x0c\x63ode_version\x18\x04 \x01(\t\"\x9d\x01\n\x0c\x46unctionSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.headwater.udf.v1.FunctionKind\x12\'\n\x05input\x18\x03 \x01(\x0e\x32\x18.headwater.udf.v1.Format\x12(\n\x06output\x18\x04 \x01(\x0e\x32\x18.headwater.udf.v1.Format\"\x92\x01\n\x0c\x42\x61tchRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x66unction\x18\x02 \x01(\t\x12)\n\x07records\x18\x03 \x03(\x0b\x32\x18.headwater.udf.v1.Record\x12\x33\n\x0c\x61ggregate_op\x18\x04 \x01(\x0e\x32\x1d.headwater.udf.v1.AggregateOp\"\x9a\x01\n\x06Record\x12\r\n\x05value\x18\x01 \x01(\x0c\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x12\n\nevent_time\x18\x03 \x01(\x03\x12\x12\n\x05state\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\x12\n\x05timer\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x14\n\x0c\x61\x63\x63umulators\x18\x06 \x03(\x0c\x12\x0e\n\x06values\x18\x07 \x03(\x0c\x42\x08\n\x06_stateB\x08\n\x06_timer\"R\n\rBatchResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12/\n\x07results\x18\x02 \x03(\x0b\x32\x1e.headwater.udf.v1.RecordResult\"\xa7\x01\n\x0cRecordResult\x12\x0f\n\x07outputs\x18\x01 \x03(\x0c\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x17.headwater.udf.v1.Error\x12\x16\n\tnew_state\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x13\n\x0b\x63lear_state\x18\x04 \x01(\x08\x12\x0e\n\x06timers\x18\x05 \x03(\x03\x12\x13\n\x0b\x61\x63\x63umulator\x18\x06 \x01(\x0c\x42\x0c\n\n_new_state\"X\n\x05\x45rror\x12+\n\x05\x63lass\x18\x01 \x01(\x0e\x32\x1c.headwater.udf.v1.ErrorClass\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\ttraceback\x18\x03 \x01(\t\"\x0f\n\rHealthRequest\"!\n\x0eHealthResponse\x12\x0f\n\x07serving\x18\x01 \x01(\x08*K\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01*\xbf\x01\n\x0c\x46unctionKind\x12\x1d\n\x19\x46UNCTION_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46UNCTION_KIND_MAP\x10\x01\x12\x18\n\x14\x46UNCTION_KIND_FILTER\x10\x02\x12\x1a\n\x16\x46UNCTION_KIND_FLAT_MAP\x10\x03\x12\x1f\n\x1b\x46UNCTION_KIND_KEYED_PROCESS\x10\x04\x12\"\n\x1e\x46UNCTION_KIND_WINDOW_AGGREGATE\x10\x05*C\n\x06\x46ormat\x12\x16\n\x12\x46ORMAT_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46ORMAT_JSON\x10\x01\x12\x10\n\x0c\x46ORMAT_BYTES\x10\x02*\x8b\x01\n\x0b\x41ggregateOp\x12\x1c\n\x18\x41GGREGATE_OP_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41GGREGATE_OP_CREATE\x10\x01\x12\x14\n\x10\x41GGREGATE_OP_ADD\x10\x02\x12\x16\n\x12\x41GGREGATE_OP_MERGE\x10\x03\x12\x17\n\x13\x41GGREGATE_OP_RESULT\x10\x04*_\n\nErrorClass\x12\x1b\n\x17\x45RROR_CLASS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45RROR_CLASS_TRANSIENT\x10\x01\x12\x19\n\x15\x45RROR_CLASS_PERMANENT\x10\x02\x32\xfb\x01\n\x06Worker\x12T\n\tHandshake\x12\".headwater.udf.v1.HandshakeRequest\x1a#.headwater.udf.v1.HandshakeResponse\x12N\n\x07Process\x12\x1e.headwater.udf.v1.BatchRequest\x1a\x1f.headwater.udf.v1.BatchResponse(\x01\x30\x01\x12K\n\x06Health\x12\x1f.headwater.udf.v1.HealthRequest\x1a .headwater.udf.v1.HealthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'headwater.udf.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROTOCOLVERSION']._serialized_start=1095
-  _globals['_PROTOCOLVERSION']._serialized_end=1170
-  _globals['_FUNCTIONKIND']._serialized_start=1173
-  _globals['_FUNCTIONKIND']._serialized_end=1364
-  _globals['_FORMAT']._serialized_start=1366
-  _globals['_FORMAT']._serialized_end=1433
-  _globals['_AGGREGATEOP']._serialized_start=1436
-  _globals['_AGGREGATEOP']._serialized_end=1575
-  _globals['_ERRORCLASS']._serialized_start=1577
-  _globals['_ERRORCLASS']._serialized_end=1672
+  _globals['_PROTOCOLVERSION']._serialized_start=1118
+  _globals['_PROTOCOLVERSION']._serialized_end=1193
+  _globals['_FUNCTIONKIND']._serialized_start=1196
+  _globals['_FUNCTIONKIND']._serialized_end=1387
+  _globals['_FORMAT']._serialized_start=1389
+  _globals['_FORMAT']._serialized_end=1456
+  _globals['_AGGREGATEOP']._serialized_start=1459
+  _globals['_AGGREGATEOP']._serialized_end=1598
+  _globals['_ERRORCLASS']._serialized_start=1600
+  _globals['_ERRORCLASS']._serialized_end=1695
   _globals['_HANDSHAKEREQUEST']._serialized_start=51
   _globals['_HANDSHAKEREQUEST']._serialized_end=117
-  _globals['_HANDSHAKERESPONSE']._serialized_start=119
-  _globals['_HANDSHAKERESPONSE']._serialized_end=231
-  _globals['_FUNCTIONSPEC']._serialized_start=234
-  _globals['_FUNCTIONSPEC']._serialized_end=391
-  _globals['_BATCHREQUEST']._serialized_start=394
-  _globals['_BATCHREQUEST']._serialized_end=540
-  _globals['_RECORD']._serialized_start=543
-  _globals['_RECORD']._serialized_end=697
-  _globals['_BATCHRESPONSE']._serialized_start=699
-  _globals['_BATCHRESPONSE']._serialized_end=781
-  _globals['_RECORDRESULT']._serialized_start=784
-  _globals['_RECORDRESULT']._serialized_end=951
-  _globals['_ERROR']._serialized_start=953
-  _globals['_ERROR']._serialized_end=1041
-  _globals['_HEALTHREQUEST']._serialized_start=1043
-  _globals['_HEALTHREQUEST']._serialized_end=1058
-  _globals['_HEALTHRESPONSE']._serialized_start=1060
-  _globals['_HEALTHRESPONSE']._serialized_end=1093
-  _globals['_WORKER']._serialized_start=1675
-  _globals['_WORKER']._serialized_end=1926
+  _globals['_HANDSHAKERESPONSE']._serialized_start=120
+  _globals['_HANDSHAKERESPONSE']._serialized_end=254
+  _globals['_FUNCTIONSPEC']._serialized_start=257
+  _globals['_FUNCTIONSPEC']._serialized_end=414
+  _globals['_BATCHREQUEST']._serialized_start=417
+  _globals['_BATCHREQUEST']._serialized_end=563
+  _globals['_RECORD']._serialized_start=566
+  _globals['_RECORD']._serialized_end=720
+  _globals['_BATCHRESPONSE']._serialized_start=722
+  _globals['_BATCHRESPONSE']._serialized_end=804
+  _globals['_RECORDRESULT']._serialized_start=807
+  _globals['_RECORDRESULT']._serialized_end=974
+  _globals['_ERROR']._serialized_start=976
+  _globals['_ERROR']._serialized_end=1064
+  _globals['_HEALTHREQUEST']._serialized_start=1066
+  _globals['_HEALTHREQUEST']._serialized_end=1081
+  _globals['_HEALTHRESPONSE']._serialized_start=1083
+  _globals['_HEALTHRESPONSE']._serialized_end=1116
+  _globals['_WORKER']._serialized_start=1698
+  _globals['_WORKER']._serialized_end=1949
 # @@protoc_insertion_point(module_scope)

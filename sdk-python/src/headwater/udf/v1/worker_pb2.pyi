@@ -69,14 +69,16 @@ class HandshakeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., host_version: _Optional[str] = ...) -> None: ...
 
 class HandshakeResponse(_message.Message):
-    __slots__ = ("protocol_version", "worker", "functions")
+    __slots__ = ("protocol_version", "worker", "functions", "code_version")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    CODE_VERSION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     worker: str
     functions: _containers.RepeatedCompositeFieldContainer[FunctionSpec]
-    def __init__(self, protocol_version: _Optional[int] = ..., worker: _Optional[str] = ..., functions: _Optional[_Iterable[_Union[FunctionSpec, _Mapping]]] = ...) -> None: ...
+    code_version: str
+    def __init__(self, protocol_version: _Optional[int] = ..., worker: _Optional[str] = ..., functions: _Optional[_Iterable[_Union[FunctionSpec, _Mapping]]] = ..., code_version: _Optional[str] = ...) -> None: ...
 
 class FunctionSpec(_message.Message):
     __slots__ = ("name", "kind", "input", "output")
