@@ -1,13 +1,15 @@
 //! `headwater dlq ...`: look into a pipeline's dead-letter queue.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use headwater::dlq::inspect;
+use headwater::config::spec::PipelineSpec;
+use headwater::dlq::{inspect, replay};
+use headwater::runtime::dry_run::{self, DryRun};
 
-use super::{load, EXIT_FAILED};
+use super::{load, EXIT_FAILED, EXIT_INVALID};
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -32,10 +34,41 @@ way.")]
         #[arg(long)]
         json: bool,
     },
+    /// Runs one group's dead letters through the current code of the udf step that gave up
+    /// on them and tells how many would now succeed, writing nothing (`--dry-run`).
+    #[command(after_help = "Examples:\n  \
+headwater dlq inspect pipeline.yaml                     # find the group's fingerprint\n  \
+headwater dlq replay pipeline.yaml --group 3f0c9d2a71b6e4c8 --dry-run\n  \
+headwater dlq replay pipeline.yaml --group 3f0c9d2a71b6e4c8 --dry-run --json\n\n\
+Starts the pipeline's UDFs as `headwater run` would (the code as it is now), rebuilds each \
+record of the group from its envelope (`raw`, `event_time`) and calls the step on them with \
+the pipeline's retries and remediation. The report names the code the records failed with \
+and the code now (`udf_version`), so a replay of unchanged code shows before it happens. \
+Sending the records on to the pipeline's sinks exactly once is not available yet: \
+docs/dlq.md shows how to send them through by hand.")]
+    Replay {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// The group's fingerprint (`headwater dlq inspect` lists them).
+        #[arg(long, value_name = "FINGERPRINT")]
+        group: String,
+        /// Run the records through the current code and report; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: DlqCommand) -> ExitCode {
     match command {
+        DlqCommand::Replay {
+            pipeline,
+            group,
+            dry_run,
+            json,
+        } => replay(&pipeline, &group, dry_run, json),
         DlqCommand::Inspect {
             pipeline,
             samples,
@@ -45,12 +78,8 @@ pub fn run(command: DlqCommand) -> ExitCode {
                 Ok(spec) => spec,
                 Err(code) => return code,
             };
-            if let Some(sink) = &spec.dlq.sink {
-                eprintln!(
-                    "error: pipeline `{}` sends its dead letters to the sink `{sink}` (`dlq: {{ sink: {sink} }}`), not to a file; `dlq inspect` reads the dead-letter file: read the sink's output (each record is one envelope) instead",
-                    spec.name
-                );
-                return ExitCode::from(EXIT_FAILED);
+            if let Some(code) = refuse_dlq_sink(&spec, "inspect") {
+                return code;
             }
             let path = &spec.dlq.path;
             if !path.exists() {
@@ -80,4 +109,116 @@ pub fn run(command: DlqCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// `dlq inspect` and `dlq replay` read the dead-letter file: a DLQ sent to a sink is refused.
+fn refuse_dlq_sink(spec: &PipelineSpec, command: &str) -> Option<ExitCode> {
+    let sink = spec.dlq.sink.as_ref()?;
+    eprintln!(
+        "error: pipeline `{}` sends its dead letters to the sink `{sink}` (`dlq: {{ sink: {sink} }}`), not to a file; `dlq {command}` reads the dead-letter file: read the sink's output (each record is one envelope) instead",
+        spec.name
+    );
+    Some(ExitCode::from(EXIT_FAILED))
+}
+
+fn replay(pipeline: &Path, fingerprint: &str, dry_run: bool, json: bool) -> ExitCode {
+    let spec = match load(pipeline) {
+        Ok(spec) => spec,
+        Err(code) => return code,
+    };
+    if let Some(code) = refuse_dlq_sink(&spec, "replay") {
+        return code;
+    }
+    if !dry_run {
+        eprintln!(
+            "error: sending dead letters back into the pipeline's sinks is not available yet; \
+             `--dry-run` runs them through the current code and reports how many would now \
+             succeed, writing nothing (docs/dlq.md shows how to send them through by hand)"
+        );
+        return ExitCode::from(EXIT_INVALID);
+    }
+    let sources: Vec<String> = spec.sources.iter().map(|s| s.name.clone()).collect();
+    let selected = match replay::select(&spec.dlq.path, fingerprint, &sources) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let records = selected.members.iter().map(|m| m.record.clone()).collect();
+    let run = match dry_run::dry_run(&spec, &selected.step, records) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let versions = selected.versions();
+    let unchanged = versions.len() == 1 && versions[0].0 == run.code;
+    if json {
+        println!("{}", report_json(&selected, &run, unchanged));
+    } else {
+        print!("{}", render(&selected, &run, unchanged));
+    }
+    ExitCode::SUCCESS
+}
+
+fn render(s: &replay::Selected, run: &DryRun, unchanged: bool) -> String {
+    let mut out = format!(
+        "group {}: {} dead letter(s) at `{}` ({})\n",
+        s.fingerprint,
+        s.members.len() + s.unusable.len(),
+        s.step,
+        s.error
+    );
+    for (version, n) in s.versions() {
+        out += &format!("  failed with  {version} ({n})\n");
+    }
+    out += &format!(
+        "  code now     {}{}\n",
+        run.code,
+        if unchanged {
+            "  (unchanged since they failed: fix the code first)"
+        } else {
+            ""
+        }
+    );
+    out += &format!(
+        "dry run: {} of {} would now succeed ({} output record(s))",
+        run.succeeded, run.records, run.outputs
+    );
+    if run.dropped > 0 {
+        out += &format!(", {} dropped by the remediation", run.dropped);
+    }
+    let again: usize = run.failed.iter().map(|f| f.count).sum();
+    if again > 0 {
+        out += &format!(", {again} would fail again:");
+        for f in &run.failed {
+            out += &format!("\n  {:>10}  {}  ({})", f.count, f.fingerprint, f.error);
+        }
+    }
+    out.push('\n');
+    for (line, why) in &s.unusable {
+        out += &format!("  line {line} of the DLQ cannot be run again: {why}\n");
+    }
+    out += "nothing was written\n";
+    out
+}
+
+fn report_json(s: &replay::Selected, run: &DryRun, unchanged: bool) -> serde_json::Value {
+    serde_json::json!({
+        "fingerprint": s.fingerprint,
+        "step": s.step,
+        "error_type": s.error_type,
+        "dead_letters": s.members.len() + s.unusable.len(),
+        "failed_with": s.versions().iter().map(|(v, n)| serde_json::json!({"udf_version": v, "count": n})).collect::<Vec<_>>(),
+        "code_now": run.code,
+        "code_unchanged": unchanged,
+        "records": run.records,
+        "would_succeed": run.succeeded,
+        "outputs": run.outputs,
+        "dropped": run.dropped,
+        "would_fail": run.failed.iter().map(|f| serde_json::json!({"fingerprint": f.fingerprint, "error": f.error, "count": f.count})).collect::<Vec<_>>(),
+        "unusable": s.unusable.iter().map(|(l, w)| serde_json::json!({"line": l, "why": w})).collect::<Vec<_>>(),
+    })
 }

@@ -880,6 +880,108 @@ fn a_first_udf_gets_records_as_the_source_read_them() {
     }
 }
 
+/// `dlq replay --dry-run` runs a group's dead letters through the step's current code and
+/// reports, writing nothing: with the code unchanged they all fail again (and it says the code
+/// is unchanged); once the module is fixed, they would all succeed under the new version.
+#[test]
+fn a_dry_run_replay_tells_whether_the_fixed_code_takes_a_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_case(dir.path(), 1000, "  - udf: enrich\n", "");
+    run_ok(dir.path());
+    let dead = dlq(dir.path());
+    let failing = (0..1000).filter(|n| n % 97 == 13).count();
+    assert_eq!(dead.len(), failing);
+    let group = dead[0]["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+    let dlq_before = std::fs::read(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
+    let replay = |extra: &[&str]| {
+        let mut args = vec!["dlq", "replay", "pipeline.yaml", "--group", group.as_str()];
+        args.extend_from_slice(extra);
+        headwater(dir.path()).args(&args).output().expect("replay")
+    };
+    let report = |extra: &[&str]| -> serde_json::Value {
+        let out = replay(extra);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json report")
+    };
+
+    let old = python_code_version();
+    let r = report(&["--dry-run", "--json"]);
+    assert_eq!(r["step"], "steps[0] udf enrich");
+    assert_eq!(r["failed_with"][0]["udf_version"], old.as_str());
+    assert_eq!(
+        (&r["code_now"], &r["code_unchanged"]),
+        (&serde_json::json!(old), &serde_json::json!(true))
+    );
+    assert_eq!(
+        (r["records"].as_u64(), r["would_succeed"].as_u64()),
+        (Some(failing as u64), Some(0))
+    );
+    assert_eq!(
+        (
+            &r["would_fail"][0]["fingerprint"],
+            r["would_fail"][0]["count"].as_u64()
+        ),
+        (&serde_json::json!(group), Some(failing as u64)),
+        "they fail again for the same cause"
+    );
+
+    // The fix: the module no longer raises.
+    let fixed = UDFS.replace(
+        "raise ValueError(f\"bad record {r['n']}\")",
+        "return {\"n\": r[\"n\"], \"square\": 0}",
+    );
+    assert_ne!(fixed, UDFS);
+    std::fs::write(dir.path().join("my_udfs.py"), &fixed).expect("fix");
+    let r = report(&["--dry-run", "--json"]);
+    assert_eq!(r["code_unchanged"], false);
+    assert_ne!(r["code_now"], old.as_str());
+    assert_eq!(
+        (r["would_succeed"].as_u64(), r["outputs"].as_u64()),
+        (Some(failing as u64), Some(failing as u64))
+    );
+    let text = String::from_utf8_lossy(&replay(&["--dry-run"]).stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "dry run: {failing} of {failing} would now succeed"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("nothing was written"), "{text}");
+
+    // Nothing written; a replay that would write says it is not available yet.
+    let dlq_after = std::fs::read(dir.path().join(".headwater/py/dlq.jsonl")).expect("dlq");
+    assert_eq!(dlq_before, dlq_after);
+    let out = replay(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--dry-run"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An unknown group names the ones there are.
+    let out = headwater(dir.path())
+        .args([
+            "dlq",
+            "replay",
+            "pipeline.yaml",
+            "--group",
+            "nope",
+            "--dry-run",
+        ])
+        .output()
+        .expect("replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&group), "{stderr}");
+}
+
 #[test]
 fn the_in_process_runtime_gives_the_same_results_and_dead_letters() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -77,6 +77,36 @@ pub fn inspect(path: &Path, samples: usize) -> Result<Report, InspectError> {
     Ok(group(&text, samples))
 }
 
+/// What an envelope failed on: its step, error, error type and fingerprint.
+pub struct Cause {
+    pub step: String,
+    pub error: String,
+    pub error_type: String,
+    pub fingerprint: String,
+}
+
+/// An envelope's cause; envelopes written before fingerprints existed are fingerprinted from
+/// their step and error, like new ones.
+pub fn cause(env: &Json) -> Cause {
+    let text_of = |key: &str| env[key].as_str().unwrap_or("").to_string();
+    let step = text_of("step");
+    let error = text_of("error");
+    let error_type = env["error_type"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| fingerprint::error_type(&step, &error));
+    let fingerprint = env["fingerprint"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| fingerprint::fingerprint(&step, &error_type, &error));
+    Cause {
+        step,
+        error,
+        error_type,
+        fingerprint,
+    }
+}
+
 /// Groups the envelopes of a dead-letter file's text. Envelopes written before fingerprints
 /// existed are fingerprinted from their step and error, like new ones.
 pub fn group(text: &str, samples: usize) -> Report {
@@ -98,16 +128,12 @@ pub fn group(text: &str, samples: usize) -> Report {
             }
         };
         let text_of = |key: &str| env[key].as_str().unwrap_or("").to_string();
-        let step = text_of("step");
-        let error = text_of("error");
-        let error_type = env["error_type"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| fingerprint::error_type(&step, &error));
-        let print = env["fingerprint"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| fingerprint::fingerprint(&step, &error_type, &error));
+        let Cause {
+            step,
+            error,
+            error_type,
+            fingerprint: print,
+        } = cause(&env);
         let failed_at = text_of("failed_at");
         // The first attempt's failure, when the envelope has it, starts the group's span.
         let first_failed_at = env["first_failed_at"]

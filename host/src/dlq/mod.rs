@@ -21,6 +21,7 @@
 mod commit;
 pub mod fingerprint;
 pub mod inspect;
+pub mod replay;
 pub use commit::{DlqFileCommitter, DLQ_PARTICIPANT};
 
 use std::fs::File;
@@ -63,8 +64,8 @@ pub struct DeadLetter {
     /// Which tier of a UDF step gave up: `retry` (its calls, retries and circuit breaker)
     /// or `remediation` (its remediation gave up, or the repaired record failed again).
     pub tier: Option<&'static str>,
-    /// The code that failed: a UDF's runtime, with the module digest of a Wasm UDF
-    /// (`wasm:sha256:...`).
+    /// The code that failed: a UDF's runtime, with the digest of its code where the runtime
+    /// knows it (`wasm:sha256:...`, `python:sha256:...`).
     pub udf_version: Option<String>,
 }
 
@@ -110,7 +111,6 @@ impl DeadLetter {
         self.raw_size = Some(size);
     }
 
-    /// The JSON envelope, with source and partition names resolved through `names`.
     /// The error's type and the fingerprint of its cause (see [`fingerprint`]).
     pub fn cause(&self) -> (String, String) {
         let error_type = fingerprint::error_type(&self.step, &self.error);
@@ -118,6 +118,7 @@ impl DeadLetter {
         (error_type, print)
     }
 
+    /// The JSON envelope, with source and partition names resolved through `names`.
     pub fn to_envelope(&self, names: &Names) -> serde_json::Value {
         let mut o = serde_json::Map::new();
         o.insert("envelope_version".into(), ENVELOPE_VERSION.into());

@@ -167,10 +167,7 @@ impl UdfStep {
         } else {
             "retry"
         });
-        dl.udf_version = Some(match self.runtime.code_version() {
-            Some(v) => format!("{}:{v}", self.runtime.name()),
-            None => self.runtime.name().to_string(),
-        });
+        dl.udf_version = Some(self.runtime.udf_version());
         ctx.dead.push(dl);
     }
 

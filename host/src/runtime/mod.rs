@@ -16,6 +16,7 @@ mod control_prometheus;
 pub mod control_udfs;
 mod credits;
 mod dlq_task;
+pub mod dry_run;
 mod exchange;
 mod finish;
 mod open;

@@ -73,6 +73,54 @@ enum OpPlan {
     },
 }
 
+impl OpPlan {
+    /// The operator for one task; stateful steps need the task's store.
+    fn instantiate(
+        &self,
+        store: Option<&StateStore>,
+        cancel: &CancelSignal,
+    ) -> Result<Box<dyn Operator>, crate::state::StateError> {
+        let needs_store = || {
+            crate::state::StateError::Corrupt(
+                "internal: a stateful step was planned without a state store".into(),
+            )
+        };
+        Ok(match self.clone() {
+            OpPlan::Filter { step, expr } => Box::new(Filter::new(step, expr)),
+            OpPlan::Map {
+                step,
+                spec,
+                compute,
+            } => Box::new(Map::new(step, spec, compute)),
+            OpPlan::KeyBy { fields } => Box::new(KeyBy::new(fields)),
+            OpPlan::Window(cfg) => Box::new(
+                WindowOp::new(cfg, store.ok_or_else(needs_store)?.clone())
+                    .with_cancel(cancel.clone()),
+            ),
+            OpPlan::Keyed(cfg) => Box::new(
+                KeyedProcess::new(cfg, store.ok_or_else(needs_store)?.clone())
+                    .with_cancel(cancel.clone()),
+            ),
+            OpPlan::Udf {
+                step,
+                runtime,
+                function,
+                kind,
+                batching,
+                retry,
+                breaker,
+                remedy,
+            } => Box::new(
+                UdfStep::new(step, runtime, function, kind, retry)
+                    .with_breaker(breaker)
+                    .with_remedy(remedy)
+                    .with_batching(batching)
+                    .with_cancel(cancel.clone()),
+            ),
+        })
+    }
+}
+
 /// The steps of one stage.
 #[derive(Clone, Default)]
 pub struct StagePlan {
@@ -89,51 +137,10 @@ impl StagePlan {
         store: Option<&StateStore>,
         cancel: &CancelSignal,
     ) -> Result<Chain, crate::state::StateError> {
-        let needs_store = || {
-            crate::state::StateError::Corrupt(
-                "internal: a stateful step was planned without a state store".into(),
-            )
-        };
         let ops = self
             .ops
             .iter()
-            .map(
-                |op| -> Result<Box<dyn Operator>, crate::state::StateError> {
-                    Ok(match op.clone() {
-                        OpPlan::Filter { step, expr } => Box::new(Filter::new(step, expr)),
-                        OpPlan::Map {
-                            step,
-                            spec,
-                            compute,
-                        } => Box::new(Map::new(step, spec, compute)),
-                        OpPlan::KeyBy { fields } => Box::new(KeyBy::new(fields)),
-                        OpPlan::Window(cfg) => Box::new(
-                            WindowOp::new(cfg, store.ok_or_else(needs_store)?.clone())
-                                .with_cancel(cancel.clone()),
-                        ),
-                        OpPlan::Keyed(cfg) => Box::new(
-                            KeyedProcess::new(cfg, store.ok_or_else(needs_store)?.clone())
-                                .with_cancel(cancel.clone()),
-                        ),
-                        OpPlan::Udf {
-                            step,
-                            runtime,
-                            function,
-                            kind,
-                            batching,
-                            retry,
-                            breaker,
-                            remedy,
-                        } => Box::new(
-                            UdfStep::new(step, runtime, function, kind, retry)
-                                .with_breaker(breaker)
-                                .with_remedy(remedy)
-                                .with_batching(batching)
-                                .with_cancel(cancel.clone()),
-                        ),
-                    })
-                },
-            )
+            .map(|op| op.instantiate(store, cancel))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Chain::new(ops))
     }
@@ -187,7 +194,41 @@ pub struct Plan {
     pub breakers: Vec<(String, Arc<Breaker>)>,
 }
 
+/// A udf step on its own, to run records through outside a run (`headwater dlq replay`).
+pub struct LoneUdfStep {
+    pub operator: Box<dyn Operator>,
+    /// The code it runs, as dead letters name it (`udf_version`: `python:sha256:...`).
+    pub code: String,
+}
+
 impl Plan {
+    /// The udf step named `step` (`steps[2] udf enrich`, as dead letters name it), or None.
+    pub fn udf_step(&self, step: &str, cancel: &CancelSignal) -> Option<LoneUdfStep> {
+        let op = self
+            .stages
+            .iter()
+            .flat_map(|s| s.ops.iter())
+            .find(|op| matches!(op, OpPlan::Udf { step: name, .. } if name == step))?;
+        let OpPlan::Udf { runtime, .. } = op else {
+            return None;
+        };
+        let code = runtime.udf_version();
+        let operator = op.instantiate(None, cancel).ok()?;
+        Some(LoneUdfStep { operator, code })
+    }
+
+    /// The names of the udf steps, in order.
+    pub fn udf_steps(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .flat_map(|s| s.ops.iter())
+            .filter_map(|op| match op {
+                OpPlan::Udf { step, .. } => Some(step.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// True when sources should keep each record's bytes: the first step that changes or
     /// consumes values is a udf step that sends JSON out (a worker or Wasm runtime), which
     /// then sends those bytes instead of encoding the values again. Other pipelines would

@@ -193,6 +193,15 @@ pub trait UdfRuntime: Send + Sync {
         None
     }
 
+    /// The runtime's name and code version as dead letters name the code that failed them
+    /// (`udf_version`: `python:sha256:...`, or the name alone).
+    fn udf_version(&self) -> String {
+        match self.code_version() {
+            Some(v) => format!("{}:{v}", self.name()),
+            None => self.name().to_string(),
+        }
+    }
+
     /// True when functions run outside the caller's thread (worker processes), so that
     /// [`UdfRuntime::submit`] returns before the call is done and a caller gains by preparing
     /// its next call meanwhile.
