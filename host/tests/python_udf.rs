@@ -88,6 +88,20 @@ def bucket_totals(r, ctx):
     else:
         ctx.clear()
 
+@hw.keyed_process
+def strict_buckets(r, ctx):
+    if r is not None and r["n"] % 50 == 7 and not r.get("fixed"):
+        raise ValueError(f"unchecked record {r['n']}")
+    yield from bucket_totals(r, ctx)
+
+@hw.flat_map
+def fix_keyed(req):
+    record = req["record"]
+    if record["n"] % 100 == 7:
+        yield {**record, "fixed": True}
+    else:
+        raise ValueError("cannot fix")
+
 @hw.window_aggregate(name="spread")
 class Spread:
     def create(self):
@@ -714,6 +728,50 @@ fn keyed_process_state_and_timers_match_an_oracle() {
     let expected = bucket_oracle(records);
     let got = committed_buckets(dir.path());
     assert_eq!(got, expected);
+}
+
+/// A keyed process step's remediation: a repaired record goes through the function with its
+/// key's state in its place; what the remediation gives up on is dead-lettered, and the
+/// buckets hold exactly the other records.
+#[test]
+fn a_keyed_step_s_remediation_repairs_records_in_key_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let records = 3000u64;
+    write_case(
+        dir.path(),
+        records,
+        "  - map: { compute: { user: \"n % 7\" } }\n  - key_by: user\n  - { udf: strict, remediate: fix_keyed }\n",
+        "  strict: { runtime: python, module: my_udfs, function: strict_buckets, kind: keyed_process }\n  fix_keyed: { runtime: python, module: my_udfs, function: fix_keyed, kind: flat_map }\n",
+    );
+    let stderr = run_for_stderr(dir.path(), &["run", "pipeline.yaml", "--fresh"]);
+    let repaired = (0..records).filter(|n| n % 100 == 7).count();
+    let gave_up: Vec<i64> = (0..records as i64).filter(|n| n % 100 == 57).collect();
+    assert!(
+        stderr.contains(&format!(
+            "remediated    {repaired:>12}  repaired, 0 dropped"
+        )),
+        "{stderr}"
+    );
+    let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+    for n in (0..records as i64).filter(|n| !gave_up.contains(n)) {
+        let e = expected.entry((n % 7, n / 100 * 100 + 99)).or_default();
+        e.0 += n;
+        e.1 += 1;
+    }
+    assert_eq!(committed_buckets(dir.path()), expected);
+    let dead = dlq(dir.path());
+    let mut dead_ns: Vec<i64> = dead
+        .iter()
+        .map(|d| {
+            assert_eq!(d["tier"], "remediation", "{d}");
+            assert_eq!(d["step"], "steps[2] udf strict", "{d}");
+            let raw: serde_json::Value =
+                serde_json::from_str(d["raw"].as_str().expect("raw")).expect("raw json");
+            raw["n"].as_i64().expect("n")
+        })
+        .collect();
+    dead_ns.sort_unstable();
+    assert_eq!(dead_ns, gave_up);
 }
 
 #[test]

@@ -405,6 +405,9 @@ impl Plan {
                                 max_parallelism: spec.max_parallelism,
                                 retry: RetryPolicy::from(udf.retry),
                                 breaker: Some(breaker_for(&mut breakers, udf)),
+                                remedy: remediate
+                                    .as_ref()
+                                    .and_then(|name| remedy(spec, &runtimes, name)),
                             })
                         })
                     }
