@@ -19,6 +19,15 @@ pub struct Metrics {
     pub remediated: AtomicU64,
     /// Failed records a step's remediation dropped.
     pub remediation_dropped: AtomicU64,
+    /// The record accounting (see [`Accounting`]): records filtered out, taken into state,
+    /// made by steps, and dead-lettered as their end.
+    pub filtered: AtomicU64,
+    pub absorbed: AtomicU64,
+    pub created: AtomicU64,
+    pub dead_ends: AtomicU64,
+    /// Records an unaligned checkpoint held in flight, sent through their steps again after
+    /// the restore.
+    pub restored: AtomicU64,
     /// Nanoseconds tasks spent blocked on full downstream channels (backpressure).
     pub backpressure_ns: AtomicU64,
     /// Largest event time read by any source.
@@ -87,6 +96,11 @@ impl Metrics {
             dead_letters: AtomicU64::new(0),
             remediated: AtomicU64::new(0),
             remediation_dropped: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+            absorbed: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            dead_ends: AtomicU64::new(0),
+            restored: AtomicU64::new(0),
             backpressure_ns: AtomicU64::new(0),
             max_event_time: AtomicI64::new(WATERMARK_START),
             task_watermarks: (0..final_tasks)
@@ -228,6 +242,11 @@ impl Metrics {
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             remediated: self.remediated.load(Ordering::Relaxed),
             remediation_dropped: self.remediation_dropped.load(Ordering::Relaxed),
+            filtered: self.filtered.load(Ordering::Relaxed),
+            absorbed: self.absorbed.load(Ordering::Relaxed),
+            created: self.created.load(Ordering::Relaxed),
+            dead_ends: self.dead_ends.load(Ordering::Relaxed),
+            restored: self.restored.load(Ordering::Relaxed),
             watermark: self.watermark(),
             max_event_time: self.max_event_time.load(Ordering::Relaxed),
         }
@@ -243,11 +262,62 @@ pub struct Snapshot {
     pub dead_letters: u64,
     pub remediated: u64,
     pub remediation_dropped: u64,
+    pub filtered: u64,
+    pub absorbed: u64,
+    pub created: u64,
+    pub dead_ends: u64,
+    pub restored: u64,
     pub watermark: EventTime,
     pub max_event_time: EventTime,
 }
 
+/// Where every record went: each record read (from a source, or from an unaligned
+/// checkpoint's in-flight data after a restore), and each record a step made (a flat map's
+/// extra outputs, a fired window, a keyed function's output), ends exactly once as output,
+/// filtered, taken into state (a window or a keyed function's state), dead-lettered, late or
+/// dropped by a remediation. So `read + made = out + filtered + into_state + dead + late +
+/// dropped` once the run is over; while it runs, the difference is what is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accounting {
+    pub read: u64,
+    /// In-flight records of the checkpoint the run restored (unaligned), sent again.
+    pub restored: u64,
+    pub made: u64,
+    pub out: u64,
+    pub filtered: u64,
+    pub into_state: u64,
+    /// Dead letters that are a record's end (not a late record's copy, not a window
+    /// aggregate's failure; not bad input, which never became a record).
+    pub dead: u64,
+    pub late: u64,
+    pub dropped: u64,
+}
+
+impl Accounting {
+    /// Records not accounted for yet: in flight while the run goes on; zero at its end.
+    pub fn in_flight(&self) -> i64 {
+        let sources = self.read + self.restored + self.made;
+        let ends =
+            self.out + self.filtered + self.into_state + self.dead + self.late + self.dropped;
+        sources as i64 - ends as i64
+    }
+}
+
 impl Snapshot {
+    pub fn accounting(&self) -> Accounting {
+        Accounting {
+            read: self.records_in,
+            restored: self.restored,
+            made: self.created,
+            out: self.records_out,
+            filtered: self.filtered,
+            into_state: self.absorbed,
+            dead: self.dead_ends,
+            late: self.late,
+            dropped: self.remediation_dropped,
+        }
+    }
+
     /// How far the output watermark trails the newest event time read (event-time lag).
     pub fn lag(&self) -> Option<Duration> {
         if self.watermark == WATERMARK_START || self.max_event_time == WATERMARK_START {
@@ -402,6 +472,28 @@ impl RunSummary {
             }
         }
         s.push('\n');
+        let a = t.accounting();
+        let _ = writeln!(
+            s,
+            "  accounting    {} read{} + {} made = {} out + {} filtered + {} into state + {} dead + {} late + {} dropped{}",
+            count(a.read),
+            match a.restored {
+                0 => String::new(),
+                n => format!(" + {} restored in flight", count(n)),
+            },
+            count(a.made),
+            count(a.out),
+            count(a.filtered),
+            count(a.into_state),
+            count(a.dead),
+            count(a.late),
+            count(a.dropped),
+            match a.in_flight() {
+                0 => String::new(),
+                n if self.stopped_early => format!("; {n} in flight at the stop"),
+                n => format!("; UNBALANCED by {n}: please report this as a bug"),
+            }
+        );
         for (udf, openings, held) in &self.outages {
             let _ = writeln!(
                 s,
@@ -521,6 +613,38 @@ mod tests {
             stopped_at_checkpoint: false,
             outages: m.outages(),
         }
+    }
+
+    #[test]
+    fn the_summary_shows_the_accounting_and_says_when_it_does_not_balance() {
+        let m = Metrics::new(1);
+        for (counter, n) in [
+            (&m.records_in, 10),
+            (&m.created, 3),
+            (&m.records_out, 4),
+            (&m.filtered, 2),
+            (&m.absorbed, 5),
+            (&m.dead_ends, 1),
+            (&m.late, 1),
+        ] {
+            counter.store(n, Ordering::Relaxed);
+        }
+        let text = summary(&m).render();
+        assert!(
+            text.contains("  accounting    10 read + 3 made = 4 out + 2 filtered + 5 into state + 1 dead + 1 late + 0 dropped\n"),
+            "{text}"
+        );
+        assert_eq!(m.snapshot().accounting().in_flight(), 0);
+        m.restored.store(2, Ordering::Relaxed);
+        let text = summary(&m).render();
+        assert!(
+            text.contains("10 read + 2 restored in flight + 3 made"),
+            "{text}"
+        );
+        assert!(
+            text.contains("; UNBALANCED by 2: please report this as a bug"),
+            "{text}"
+        );
     }
 
     #[test]

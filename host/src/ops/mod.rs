@@ -28,6 +28,16 @@ pub struct Context {
     pub remediated: u64,
     /// Failed records a remediation dropped.
     pub remediation_dropped: u64,
+    /// Records a step removed on purpose: a filter, or a function that returned nothing.
+    pub filtered: u64,
+    /// Records taken into state: a window's accumulators, a keyed function's call.
+    pub absorbed: u64,
+    /// Records a step made beyond one per input: a flat map's extra outputs, fired windows,
+    /// a keyed function's outputs and timer calls.
+    pub created: u64,
+    /// Dead letters in `dead` that are not a record's end: a late record's copy (its end is
+    /// `late`) and a window aggregate's failure (the record or window went on).
+    pub dead_not_an_end: u64,
 }
 
 /// A failure that stops the run (never a bad record: those go to the DLQ).

@@ -24,7 +24,11 @@ impl Filter {
 impl Operator for Filter {
     fn process(&mut self, mut batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
         batch.retain(|r| match self.expr.matches(r.value()) {
-            Ok(keep) => keep,
+            Ok(true) => true,
+            Ok(false) => {
+                ctx.filtered += 1;
+                false
+            }
             Err(e) => {
                 ctx.dead.push(dead_letter_for(
                     r,

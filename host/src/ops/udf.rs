@@ -277,9 +277,20 @@ impl UdfStep {
         first: Result<Vec<RecordOutcome>, RuntimeError>,
         ctx: &mut Context,
     ) -> Result<Batch, OpError> {
+        let (dead_before, dropped_before) = (ctx.dead.len(), ctx.remediation_dropped);
         let mut failed = Vec::new();
         let mut outputs = self.settle_slots(batch, first, &mut failed)?;
         self.remediate(failed, &mut outputs, ctx)?;
+        // A record without outputs was filtered, unless it failed (dead or dropped); outputs
+        // beyond one per record are new records.
+        let failed =
+            (ctx.dead.len() - dead_before) as u64 + ctx.remediation_dropped - dropped_before;
+        let empty = outputs.iter().filter(|o| o.is_empty()).count() as u64;
+        ctx.filtered += empty.saturating_sub(failed);
+        ctx.created += outputs
+            .iter()
+            .map(|o| o.len().saturating_sub(1) as u64)
+            .sum::<u64>();
         Ok(outputs.into_iter().flatten().collect())
     }
 

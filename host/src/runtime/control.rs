@@ -473,6 +473,22 @@ fn watermark_json(wm: i64) -> serde_json::Value {
     }
 }
 
+/// Where the records went (`Accounting`): the terms of the equation and what is in flight.
+fn accounting_json(a: &crate::metrics::Accounting) -> serde_json::Value {
+    serde_json::json!({
+        "read": a.read,
+        "restored": a.restored,
+        "made": a.made,
+        "out": a.out,
+        "filtered": a.filtered,
+        "into_state": a.into_state,
+        "dead": a.dead,
+        "late": a.late,
+        "dropped": a.dropped,
+        "in_flight": a.in_flight(),
+    })
+}
+
 fn status(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
     let t = metrics.snapshot();
     let c = metrics.checkpoint_stats();
@@ -487,6 +503,7 @@ fn status(info: &RunInfo, metrics: &Metrics, started: Instant) -> String {
         "dead_letters": t.dead_letters,
         "remediated": t.remediated,
         "remediation_dropped": t.remediation_dropped,
+        "accounting": accounting_json(&t.accounting()),
         "watermark_ms": watermark_json(t.watermark),
         "watermark_lag_ms": t.lag().map(|l| l.as_millis() as u64),
         "backpressure_seconds": metrics.backpressure_seconds(),
@@ -569,6 +586,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(body).expect("json");
         assert_eq!(v["records_in"], 42);
         assert_eq!(v["dead_letters"], 3);
+        // Nothing counted as ended yet: the 42 records read are all in flight.
+        assert_eq!(v["accounting"]["read"], 42);
+        assert_eq!(v["accounting"]["in_flight"], 42, "{v}");
         assert_eq!(v["watermark_ms"], 1000);
         assert_eq!(v["watermark_lag_ms"], 2500);
         assert_eq!(v["checkpoints"]["completed"], 4);
@@ -581,6 +601,10 @@ mod tests {
         assert_eq!(causes[1]["error_type"], "ValueError");
         let metrics = get(addr, "/metrics");
         assert!(metrics.contains("# TYPE headwater_records_in_total counter\nheadwater_records_in_total{pipeline=\"p\"} 42\n"), "{metrics}");
+        assert!(
+            metrics.contains("headwater_records_in_flight{pipeline=\"p\"} 42\n"),
+            "{metrics}"
+        );
         assert!(
             metrics.contains("headwater_watermark_lag_seconds{pipeline=\"p\"} 2.5\n"),
             "{metrics}"

@@ -66,6 +66,31 @@ pub(super) fn prometheus(pipeline: &str, metrics: &Metrics, started: Instant) ->
         "Failed records a step's remediation dropped.",
         t.remediation_dropped as f64,
     );
+    let a = t.accounting();
+    metric(
+        "filtered_records_total",
+        "counter",
+        "Records a step removed on purpose (a filter, or a function that returned nothing).",
+        a.filtered as f64,
+    );
+    metric(
+        "records_into_state_total",
+        "counter",
+        "Records taken into state: added to windows or to a keyed function's state.",
+        a.into_state as f64,
+    );
+    metric(
+        "records_made_total",
+        "counter",
+        "Records steps made: a flat map's extra outputs, fired windows, keyed functions' outputs.",
+        a.made as f64,
+    );
+    metric(
+        "records_in_flight",
+        "gauge",
+        "Records read or made and not yet output, filtered, taken into state, dead, late or dropped.",
+        a.in_flight() as f64,
+    );
     metric(
         "backpressure_seconds_total",
         "counter",

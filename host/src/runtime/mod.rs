@@ -58,6 +58,10 @@ use topology::Topology;
 pub enum RunError {
     #[error("{}", render_plan_errors(.0))]
     Plan(Vec<PlanError>),
+    /// The run's records do not balance at its end (checked when HEADWATER_CHECK_ACCOUNTING
+    /// is set, as the project's tests do): a bug in the host's counting or a lost record.
+    #[error("the record accounting does not balance at the end of the run: {0}")]
+    Accounting(String),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]

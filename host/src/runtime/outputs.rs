@@ -159,6 +159,19 @@ impl SinkHub {
                 Ordering::Relaxed,
             );
         }
+        for (counter, n) in [
+            (&metrics.filtered, std::mem::take(&mut ctx.filtered)),
+            (&metrics.absorbed, std::mem::take(&mut ctx.absorbed)),
+            (&metrics.created, std::mem::take(&mut ctx.created)),
+            (
+                &metrics.dead_ends,
+                (ctx.dead.len() as u64).saturating_sub(std::mem::take(&mut ctx.dead_not_an_end)),
+            ),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         if !ctx.dead.is_empty() {
             self.dead_letters(std::mem::take(&mut ctx.dead))?;
         }

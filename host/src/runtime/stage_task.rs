@@ -133,6 +133,10 @@ impl Stage {
             chain.restore(slot.key_groups, wm)?;
         }
         let restored = std::mem::take(&mut slot.restored_channel);
+        // Records an unaligned checkpoint held in flight come in again here (see `Accounting`).
+        env.metrics
+            .restored
+            .fetch_add(restored.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Ok((
             Stage {
                 chain,

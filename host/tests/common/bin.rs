@@ -11,11 +11,13 @@ pub fn bin_path() -> &'static str {
 }
 
 /// The `headwater` command every test starts. Variables that would change a run from outside
-/// (a crash point, a control token) are removed; a test that wants them sets them.
+/// (a crash point, a control token) are removed; a test that wants them sets them. Every run
+/// checks that each record ended exactly once (the summary's accounting balances).
 pub fn headwater() -> Command {
     let mut c = Command::new(bin_path());
     c.env_remove("HEADWATER_CRASH_AT")
-        .env_remove("HEADWATER_CONTROL_TOKEN");
+        .env_remove("HEADWATER_CONTROL_TOKEN")
+        .env("HEADWATER_CHECK_ACCOUNTING", "1");
     c
 }
 

@@ -105,7 +105,7 @@ impl KeyedProcess {
     fn run(&mut self, calls: Vec<Call>, ctx: &mut Context) -> Result<Batch, OpError> {
         let mut out = Vec::with_capacity(calls.len());
         for round in rounds(calls) {
-            let gave_up = self.run_round(round, &mut out)?;
+            let gave_up = self.run_round(round, ctx, &mut out)?;
             // A repaired record is the key's next call, before the key's next record.
             self.remediate(gave_up, ctx, &mut out)?;
         }
@@ -114,7 +114,12 @@ impl KeyedProcess {
 
     /// Makes a round's calls (one per key), retrying transient failures; returns the calls
     /// it gave up on.
-    fn run_round(&mut self, round: Vec<Call>, out: &mut Batch) -> Result<Vec<GaveUp>, OpError> {
+    fn run_round(
+        &mut self,
+        round: Vec<Call>,
+        ctx: &mut Context,
+        out: &mut Batch,
+    ) -> Result<Vec<GaveUp>, OpError> {
         let started = crate::dlq::now_ms();
         let mut gave_up = Vec::new();
         let mut retry = self.cfg.retry.start(round.len() as u64);
@@ -165,7 +170,12 @@ impl KeyedProcess {
             }
             for (call, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
-                    Ok(result) => self.apply(&call, result, &mut wb, out),
+                    Ok(result) => {
+                        // A record ends in the key's state; what the function emits is new.
+                        ctx.absorbed += u64::from(call.record.is_some());
+                        ctx.created += result.outputs.len() as u64;
+                        self.apply(&call, result, &mut wb, out)
+                    }
                     Err(err) if err.class == ErrorClass::Transient && !retry.is_exhausted() => {
                         again.push(call)
                     }
@@ -282,7 +292,7 @@ impl KeyedProcess {
             "the remediation udf `{}` repaired this record (what is shown) and it failed again",
             remedy.udf
         );
-        for g in self.run_round(repaired, out)? {
+        for g in self.run_round(repaired, ctx, out)? {
             self.dead(ctx, &g, Some(&note));
         }
         Ok(())
@@ -292,6 +302,8 @@ impl KeyedProcess {
     /// the error's detail.
     fn dead(&self, ctx: &mut Context, g: &GaveUp, note: Option<&str>) {
         let (call, err) = (&g.call, &g.error);
+        // A timer call has no record: its dead letter is a new one.
+        ctx.created += u64::from(call.record.is_none());
         let record = call.record.clone().unwrap_or_else(|| {
             Record::new(Value::Null, call.time, Origin::default()).with_key(Some(call.key.clone()))
         });

@@ -25,7 +25,9 @@ impl WindowOp {
         ctx.late += 1;
         match &self.cfg.late {
             LateTarget::Sink(idx) => ctx.side.push((*idx, record.value().clone())),
-            LateTarget::Dlq => ctx.dead.push(dead_letter_for(
+            LateTarget::Dlq => {
+                ctx.dead_not_an_end += 1;
+                ctx.dead.push(dead_letter_for(
                 record,
                 &self.cfg.step,
                 ErrorClass::Permanent,
@@ -35,7 +37,8 @@ impl WindowOp {
                     self.cfg.allowed_lateness_ms,
                     format_time(self.watermark)
                 ),
-            )),
+            ));
+            }
             LateTarget::Drop => {}
         }
     }

@@ -150,11 +150,16 @@ impl WindowOp {
 
 impl Operator for WindowOp {
     fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
-        if self.cfg.assigner.is_session() {
-            self.process_session(batch, ctx)
+        // Every record is either taken into a window or late (see `handle_late`).
+        let (records, late_before) = (batch.len() as u64, ctx.late);
+        let out = if self.cfg.assigner.is_session() {
+            self.process_session(batch, ctx)?
         } else {
-            self.process_fixed(batch, ctx)
-        }
+            self.process_fixed(batch, ctx)?
+        };
+        ctx.absorbed += records - (ctx.late - late_before);
+        ctx.created += out.len() as u64;
+        Ok(out)
     }
 
     fn on_watermark(&mut self, watermark: EventTime, ctx: &mut Context) -> Result<Batch, OpError> {
@@ -171,6 +176,7 @@ impl Operator for WindowOp {
             }
         }
         self.store.write(wb).map_err(|e| self.state_err(e))?;
+        ctx.created += out.len() as u64;
         Ok(out)
     }
 

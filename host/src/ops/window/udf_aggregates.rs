@@ -163,6 +163,7 @@ impl WindowOp {
         );
         dl.event_time = None;
         dl.detail = err.detail.clone();
+        ctx.dead_not_an_end += 1;
         ctx.dead.push(dl);
     }
 
