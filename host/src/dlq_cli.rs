@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use headwater::config::spec::PipelineSpec;
+use headwater::config::spec::{PipelineSpec, SinkKind};
+use headwater::connectors::files::read_committed;
+use headwater::connectors::kafka::read_topic;
 use headwater::dlq::{inspect, replay};
 use headwater::runtime::dry_run::{self, DryRun};
 
@@ -20,8 +22,9 @@ pub enum DlqCommand {
 headwater dlq inspect examples/quickstart/pipeline.yaml\n  \
 headwater dlq inspect pipeline.yaml --samples 10\n  \
 headwater dlq inspect pipeline.yaml --json | jq '.groups[0]'\n\n\
-Reads the pipeline's dead-letter file (`dlq.path`, default `.headwater/<name>/dlq.jsonl`): \
-what completed checkpoints committed, so it can run beside a live pipeline. Each envelope \
+Reads the pipeline's dead-letter file (`dlq.path`, default `.headwater/<name>/dlq.jsonl`), or \
+the sink `dlq: { sink: NAME }` names: a file sink's committed parts, or a Kafka topic read to \
+its end (committed messages only): what completed checkpoints committed, so it can run beside a live pipeline. Each envelope \
 carries its `fingerprint`; envelopes written before fingerprints existed are grouped the same \
 way.")]
     Inspect {
@@ -78,47 +81,82 @@ pub fn run(command: DlqCommand) -> ExitCode {
                 Ok(spec) => spec,
                 Err(code) => return code,
             };
-            if let Some(code) = refuse_dlq_sink(&spec, "inspect") {
-                return code;
+            let (place, text) = match read_dlq(&spec) {
+                Ok(Some(found)) => found,
+                Ok(None) => {
+                    let path = &spec.dlq.path;
+                    if json {
+                        println!("{}", inspect::Report::default().to_json(path));
+                    } else {
+                        println!(
+                            "no dead letters: {} does not exist (nothing was dead-lettered yet, or the last run started with --fresh)",
+                            path.display()
+                        );
+                    }
+                    return ExitCode::SUCCESS;
+                }
+                Err(code) => return code,
+            };
+            let report = inspect::group(&text, samples);
+            if json {
+                println!("{}", report.to_json(&place));
+            } else {
+                print!("{}", report.render(&place));
             }
-            let path = &spec.dlq.path;
-            if !path.exists() {
-                if json {
-                    println!("{}", inspect::Report::default().to_json(path));
-                } else {
-                    println!(
-                        "no dead letters: {} does not exist (nothing was dead-lettered yet, or the last run started with --fresh)",
-                        path.display()
-                    );
-                }
-                return ExitCode::SUCCESS;
-            }
-            match inspect::inspect(path, samples) {
-                Ok(report) if json => {
-                    println!("{}", report.to_json(path));
-                    ExitCode::SUCCESS
-                }
-                Ok(report) => {
-                    print!("{}", report.render(path));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            ExitCode::SUCCESS
         }
     }
 }
 
-/// `dlq inspect` and `dlq replay` read the dead-letter file: a DLQ sent to a sink is refused.
-fn refuse_dlq_sink(spec: &PipelineSpec, command: &str) -> Option<ExitCode> {
-    let sink = spec.dlq.sink.as_ref()?;
-    eprintln!(
-        "error: pipeline `{}` sends its dead letters to the sink `{sink}` (`dlq: {{ sink: {sink} }}`), not to a file; `dlq {command}` reads the dead-letter file: read the sink's output (each record is one envelope) instead",
-        spec.name
-    );
-    Some(ExitCode::from(EXIT_FAILED))
+/// The pipeline's committed dead letters as text, one envelope per line, and where they are
+/// (the file, or `kafka:TOPIC` for a DLQ sent to a Kafka sink); None when the file does not
+/// exist yet.
+fn read_dlq(spec: &PipelineSpec) -> Result<Option<(PathBuf, String)>, ExitCode> {
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_FAILED)
+    };
+    let Some(name) = &spec.dlq.sink else {
+        let path = &spec.dlq.path;
+        return match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Some((path.clone(), text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(fail(format!(
+                "cannot read the dead-letter file `{}`: {e}",
+                path.display()
+            ))),
+        };
+    };
+    let kafka = match spec.sinks.iter().find(|s| &s.name == name).map(|s| &s.kind) {
+        Some(SinkKind::Kafka(kafka)) => kafka,
+        // A file sink's committed parts (or its plain file, without checkpoints).
+        Some(SinkKind::File { path }) => {
+            return match read_committed(path) {
+                Ok(text) => Ok(Some((path.clone(), text))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(fail(format!(
+                    "cannot read the dead-letter sink `{name}` ({}): {e}",
+                    path.display()
+                ))),
+            };
+        }
+        _ => {
+            return Err(fail(format!(
+                "pipeline `{}` sends its dead letters to the sink `{name}`, which is neither a file nor a Kafka topic: read its output (each record is one envelope) instead",
+                spec.name
+            )))
+        }
+    };
+    match read_topic::read_texts(kafka, &spec.name) {
+        Ok(texts) => Ok(Some((
+            PathBuf::from(format!("kafka:{}", kafka.topic)),
+            texts.join("\n"),
+        ))),
+        Err(e) => Err(fail(format!(
+            "cannot read the dead-letter topic `{}`: {e}",
+            kafka.topic
+        ))),
+    }
 }
 
 fn replay(pipeline: &Path, fingerprint: &str, dry_run: bool, json: bool) -> ExitCode {
@@ -126,9 +164,6 @@ fn replay(pipeline: &Path, fingerprint: &str, dry_run: bool, json: bool) -> Exit
         Ok(spec) => spec,
         Err(code) => return code,
     };
-    if let Some(code) = refuse_dlq_sink(&spec, "replay") {
-        return code;
-    }
     if !dry_run {
         eprintln!(
             "error: sending dead letters back into the pipeline's sinks is not available yet; \
@@ -138,7 +173,12 @@ fn replay(pipeline: &Path, fingerprint: &str, dry_run: bool, json: bool) -> Exit
         return ExitCode::from(EXIT_INVALID);
     }
     let sources: Vec<String> = spec.sources.iter().map(|s| s.name.clone()).collect();
-    let selected = match replay::select(&spec.dlq.path, fingerprint, &sources) {
+    let (place, text) = match read_dlq(&spec) {
+        Ok(Some(found)) => found,
+        Ok(None) => (spec.dlq.path.clone(), String::new()),
+        Err(code) => return code,
+    };
+    let selected = match replay::select_in(&text, &place, fingerprint, &sources) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

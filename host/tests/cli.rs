@@ -474,20 +474,48 @@ sinks:\n  out: { type: file, path: out.jsonl }\noutput: out\n",
 }
 
 #[test]
-fn dlq_inspect_explains_a_dlq_that_is_a_sink() {
+fn dlq_inspect_reads_a_file_sink_dlq_and_explains_one_it_cannot_read() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = |dead: &str| {
+        format!(
+            "name: p\nsources:\n  in: {{ type: stdin, event_time: {{ field: ts }} }}\n\
+sinks:\n  out: {{ type: stdout }}\n  dead: {dead}\noutput: out\ndlq: {{ sink: dead }}\n"
+        )
+    };
     std::fs::write(
         dir.path().join("p.yaml"),
-        "name: p\nsources:\n  in: { type: stdin, event_time: { field: ts } }\n\
-sinks:\n  out: { type: stdout }\n  dead: { type: file, path: dead.jsonl }\noutput: out\ndlq: { sink: dead }\n",
+        pipeline("{ type: file, path: dead.jsonl }"),
     )
     .expect("pipeline");
+    let mut run = headwater();
+    run.current_dir(dir.path())
+        .args(["run", "p.yaml", "-q"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = run.spawn().expect("run");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"{\"ts\":1}\n{oops\n{\"nots\":2}\n")
+            .expect("write");
+    }
+    assert!(child.wait().expect("wait").success());
+    let out = headwater_in(dir.path(), &["dlq", "inspect", "p.yaml", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["dead_letters"], 2, "{report}");
+
+    std::fs::write(dir.path().join("p.yaml"), pipeline("{ type: stdout }")).expect("pipeline");
     let out = headwater_in(dir.path(), &["dlq", "inspect", "p.yaml"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("sends its dead letters to the sink `dead`")
-            && err.contains("read the sink's output"),
+            && err.contains("read its output"),
         "{err}"
     );
 }

@@ -596,6 +596,42 @@ fn poison_messages_go_to_the_dlq_topic_and_the_run_goes_on() {
         );
         assert!(l["offset"].as_u64().is_some(), "{l}");
     }
+    // The on-call tools read the dead-letter topic: the same four, grouped by cause.
+    let out = headwater(dir.path())
+        .args(["dlq", "inspect", "pipeline.yaml", "--json"])
+        .output()
+        .expect("inspect");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["dead_letters"], 4, "{report}");
+    assert_eq!(report["file"], format!("kafka:{dlq}"));
+    let groups = report["groups"].as_array().expect("groups");
+    let counted: u64 = groups.iter().filter_map(|g| g["count"].as_u64()).sum();
+    assert_eq!(counted, 4);
+    // A replay finds a group there, and says why a decode failure cannot run again.
+    let decode = groups
+        .iter()
+        .find(|g| g["step"] == "decode")
+        .and_then(|g| g["fingerprint"].as_str())
+        .expect("a decode group");
+    let out = headwater(dir.path())
+        .args([
+            "dlq",
+            "replay",
+            "pipeline.yaml",
+            "--group",
+            decode,
+            "--dry-run",
+        ])
+        .output()
+        .expect("replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not a udf step"), "{stderr}");
 }
 
 #[test]

@@ -64,13 +64,23 @@ impl Selected {
     }
 }
 
-/// The dead letters of `path` with `fingerprint`, as records. `sources` are the pipeline's
-/// source names, in order (envelopes name their source; records number it).
+/// The dead letters of the file `path` with `fingerprint`, as records. `sources` are the
+/// pipeline's source names, in order (envelopes name their source; records number it).
 pub fn select(path: &Path, fingerprint: &str, sources: &[String]) -> Result<Selected, ReplayError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    select_in(&text, path, fingerprint, sources)
+}
+
+/// [`select`] on a DLQ's envelopes as text, one per line; `path` names where they are from.
+pub fn select_in(
+    text: &str,
+    path: &Path,
+    fingerprint: &str,
+    sources: &[String],
+) -> Result<Selected, ReplayError> {
     let mut selected: Option<Selected> = None;
     for (n, line) in text.lines().enumerate() {
         let Ok(env @ Json::Object(_)) = serde_json::from_str::<Json>(line) else {
@@ -94,7 +104,7 @@ pub fn select(path: &Path, fingerprint: &str, sources: &[String]) -> Result<Sele
         }
     }
     let Some(selected) = selected else {
-        let report = inspect::group(&text, 0);
+        let report = inspect::group(text, 0);
         let known = match report.groups.is_empty() {
             true => "the file has no groups".to_string(),
             false => format!(

@@ -6,6 +6,7 @@
 mod exactly_once;
 pub mod limits;
 mod producer;
+pub mod read_topic;
 mod records;
 pub mod sink;
 pub mod source;
