@@ -7,6 +7,7 @@
 pub mod bin;
 pub mod control;
 pub mod ports;
+pub mod python_case;
 pub mod s3;
 pub mod udf;
 pub mod wait;
