@@ -75,10 +75,15 @@ pub trait Operator: Send {
         false
     }
 
-    /// Batches the operator took in and has not released yet (UDF calls in flight). It
-    /// releases them in order, at most one per call of `process` or `on_tick`, so the task
-    /// can send each batch's watermark right after the batch, as if nothing were in flight:
-    /// no record is late, or on time, because of a call's timing.
+    /// The chain is giving its operators a new input batch (this one may not reach this
+    /// operator: an earlier one may have filtered it all out).
+    fn note_input_batch(&mut self) {}
+
+    /// Batches the operator took in and has not released yet (UDF calls in flight, batches
+    /// parked for a retry), counted from the oldest one's input batch on. It releases them in
+    /// order, one per call of `process` or `on_tick` (after a parked batch, the done ones
+    /// behind it with it), so the task can send each batch's watermark after the batch: no
+    /// record is late because of a call's timing or a retry.
     fn in_flight_batches(&self) -> usize {
         0
     }
@@ -118,10 +123,10 @@ impl Chain {
 
     pub fn process(&mut self, mut batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
         for op in &mut self.ops {
-            if batch.is_empty() {
-                break;
+            op.note_input_batch();
+            if !batch.is_empty() {
+                batch = op.process(batch, ctx)?;
             }
-            batch = op.process(batch, ctx)?;
         }
         Ok(batch)
     }

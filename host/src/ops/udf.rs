@@ -1,20 +1,19 @@
 //! The UDF step: calls a function through its runtime, a batch at a time. A failing record
 //! never fails its batch: transient errors are retried with exponential backoff and jitter,
-//! then sent to the DLQ; permanent errors go to the DLQ at once.
+//! then remediated or sent to the DLQ; permanent errors at once. A batch whose records wait
+//! for a retry is parked (`udf/in_flight.rs`): the batches after it are called meanwhile and
+//! leave behind it, in order; taking outcomes apart is `udf/settle.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dlq::ErrorClass;
 use crate::record::{Batch, EventTime, Record};
-use crate::udf::{
-    FunctionError, FunctionKind, PendingCall, RecordOutcome, RuntimeError, UdfRuntime,
-};
+use crate::udf::{FunctionKind, UdfRuntime};
 use crate::value::Value;
 
-use super::breaker::{hold, Breaker, Held};
-use super::remedy::{Failed, Remedy, Verdict};
-use super::retry::{CancelSignal, RetryPolicy, WaitOutcome};
+use super::breaker::Breaker;
+use super::remedy::{Failed, Remedy};
+use super::retry::{CancelSignal, RetryPolicy};
 use super::{dead_letter_for, Context, OpError, Operator};
 
 /// How a UDF step groups records into calls.
@@ -58,14 +57,13 @@ pub struct UdfStep {
     waiting_since: Option<Instant>,
     /// What gets the records the step would dead-letter (`remediate:`), if anything.
     remedy: Option<Remedy>,
-    /// Calls started and not settled yet, oldest first (pipelined steps only).
+    /// Batches taken in and not released yet, oldest first: calls in flight (pipelined
+    /// steps), batches parked until a retry, and done batches behind them.
     in_flight: std::collections::VecDeque<InFlight>,
-}
-
-/// A pipelined call: its batch and the call.
-struct InFlight {
-    batch: Batch,
-    call: Box<dyn PendingCall>,
+    /// Input batches the chain gave the step (`Operator::note_input_batch`).
+    seen: u64,
+    /// A parked batch just left: the done batches behind it leave too.
+    draining: bool,
 }
 
 /// Calls a pipelined step keeps in flight.
@@ -91,6 +89,8 @@ impl UdfStep {
             waiting: Vec::new(),
             waiting_since: None,
             in_flight: Default::default(),
+            seen: 0,
+            draining: false,
             remedy: None,
         }
     }
@@ -139,12 +139,22 @@ impl UdfStep {
         Ok(out)
     }
 
-    /// Settles the oldest call in flight (waiting for it), if any.
-    fn settle_oldest(&mut self, ctx: &mut Context) -> Result<Option<Batch>, OpError> {
-        match self.in_flight.pop_front() {
-            Some(f) => self.settle(f.batch, f.call.wait(), ctx).map(Some),
-            None => Ok(None),
+    /// After a batch came in: moves the batches in flight on, releases the done ones at the
+    /// front (keeping a pipelined step's calls in flight), and waits for the oldest while
+    /// too many are in flight (two calls; more behind a parked batch).
+    fn release(&mut self, ctx: &mut Context) -> Result<Batch, OpError> {
+        self.advance_all(ctx)?;
+        let keep = if self.pipelines() { PIPELINE_DEPTH } else { 0 };
+        let mut out = self.release_done(keep);
+        let most = if self.has_parked() {
+            PARKED_DEPTH
+        } else {
+            keep
+        };
+        while self.in_flight.len() > most {
+            out.extend(self.settle_oldest(ctx)?.unwrap_or_default());
         }
+        Ok(out)
     }
 
     fn pipelines(&self) -> bool {
@@ -191,20 +201,34 @@ impl UdfStep {
 }
 
 impl Operator for UdfStep {
+    fn note_input_batch(&mut self) {
+        self.seen += 1;
+    }
+
     fn process(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
         if self.pipelines() {
             // This batch's call starts before the previous one is taken apart: the worker
-            // computes one while the host finishes the other.
+            // computes one while the host finishes the other. At most one batch out per call,
+            // the oldest, unless parked ones are catching up: the task sends its watermark
+            // next.
             let call = self.runtime.submit(&self.function, &batch);
-            self.in_flight.push_back(InFlight { batch, call });
-            // At most one batch out per call, the oldest: the task sends its watermark next.
-            if self.in_flight.len() > PIPELINE_DEPTH {
-                return Ok(self.settle_oldest(ctx)?.unwrap_or_default());
-            }
-            return Ok(Vec::new());
+            self.in_flight.push_back(InFlight {
+                seq: self.seen,
+                parked: false,
+                stage: Stage::Called { batch, call },
+            });
+            return self.release(ctx);
         }
         if self.batching.linger.is_zero() {
-            return self.call(batch, ctx);
+            // A batch whose records all answered goes on at once; one with records waiting
+            // for a retry is parked (the next batches go on behind it, in order).
+            let first = self.runtime.invoke_records(&self.function, &batch);
+            let s = self.begin(batch, first)?;
+            if self.in_flight.is_empty() && s.is_settled() {
+                return self.complete(s, ctx);
+            }
+            self.queue(s, ctx)?;
+            return self.release(ctx);
         }
         let now = Instant::now();
         let since = *self.waiting_since.get_or_insert(now);
@@ -234,7 +258,15 @@ impl Operator for UdfStep {
     }
 
     fn in_flight_batches(&self) -> usize {
-        self.in_flight.len()
+        // Counted from the oldest batch still here: the chain's batches after it that never
+        // reached the step (filtered out before it) wait for it too.
+        match self.in_flight.front() {
+            Some(oldest) => self
+                .in_flight
+                .len()
+                .max((self.seen.saturating_sub(oldest.seq) + 1) as usize),
+            None => 0,
+        }
     }
 
     fn release_oldest(&mut self, ctx: &mut Context) -> Result<Option<Batch>, OpError> {
@@ -242,8 +274,9 @@ impl Operator for UdfStep {
     }
 
     fn on_tick(&mut self, now: Instant, ctx: &mut Context) -> Result<Batch, OpError> {
-        if self.in_flight.front().is_some_and(|f| f.call.is_ready()) {
-            return Ok(self.settle_oldest(ctx)?.unwrap_or_default());
+        if !self.in_flight.is_empty() {
+            self.advance_all(ctx)?;
+            return Ok(self.release_done(0));
         }
         match self.waiting_since {
             Some(since) if now.duration_since(since) >= self.batching.linger => self.flush(ctx),
@@ -260,190 +293,13 @@ impl Operator for UdfStep {
     }
 }
 
-impl UdfStep {
-    /// Calls the function on `batch`, retrying transient failures. Outputs keep the order of
-    /// their inputs, retried or not, so per-key order holds.
-    fn call(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
-        let first = self.runtime.invoke_records(&self.function, &batch);
-        self.settle(batch, first, ctx)
-    }
+mod in_flight;
+mod settle;
 
-    /// Takes the outcomes of the first call for `batch` apart: outputs in input order,
-    /// transient failures called again (with backoff), the rest remediated (if the step has
-    /// a remediation) or dead-lettered.
-    fn settle(
-        &mut self,
-        batch: Batch,
-        first: Result<Vec<RecordOutcome>, RuntimeError>,
-        ctx: &mut Context,
-    ) -> Result<Batch, OpError> {
-        let (dead_before, dropped_before) = (ctx.dead.len(), ctx.remediation_dropped);
-        let mut failed = Vec::new();
-        let mut outputs = self.settle_slots(batch, first, &mut failed)?;
-        self.remediate(failed, &mut outputs, ctx)?;
-        // A record without outputs was filtered, unless it failed (dead or dropped); outputs
-        // beyond one per record are new records.
-        let failed =
-            (ctx.dead.len() - dead_before) as u64 + ctx.remediation_dropped - dropped_before;
-        let empty = outputs.iter().filter(|o| o.is_empty()).count() as u64;
-        ctx.filtered += empty.saturating_sub(failed);
-        ctx.created += outputs
-            .iter()
-            .map(|o| o.len().saturating_sub(1) as u64)
-            .sum::<u64>();
-        Ok(outputs.into_iter().flatten().collect())
-    }
+use in_flight::{InFlight, Stage, PARKED_DEPTH};
 
-    /// Sends what failed to the remediation, if any, and puts the repaired records' outputs
-    /// in their places; what it gives up on, or what fails again once repaired, is
-    /// dead-lettered.
-    fn remediate(
-        &mut self,
-        failed: Vec<Failed>,
-        outputs: &mut [Batch],
-        ctx: &mut Context,
-    ) -> Result<(), OpError> {
-        let Some(remedy) = self.remedy.clone().filter(|_| !failed.is_empty()) else {
-            for f in failed {
-                self.dead(ctx, &f, None);
-            }
-            return Ok(());
-        };
-        let verdicts = remedy.judge(&self.step, &failed);
-        let mut repaired: Batch = Vec::new();
-        let mut places = Vec::new();
-        for (f, verdict) in failed.into_iter().zip(verdicts) {
-            match verdict {
-                Verdict::Repaired(value) => {
-                    places.push(f.index);
-                    repaired.push(f.record.derive(value));
-                }
-                Verdict::Dropped => ctx.remediation_dropped += 1,
-                Verdict::GaveUp(why) => self.dead(ctx, &f, Some(&why)),
-            }
-        }
-        if repaired.is_empty() {
-            return Ok(());
-        }
-        ctx.remediated += repaired.len() as u64;
-        let first = self.runtime.invoke_records(&self.function, &repaired);
-        let mut again = Vec::new();
-        let slots = self.settle_slots(repaired, first, &mut again)?;
-        for (place, slot) in places.into_iter().zip(slots) {
-            if let Some(out) = outputs.get_mut(place) {
-                *out = slot;
-            }
-        }
-        let note = format!(
-            "the remediation udf `{}` repaired this record (what is shown) and it failed again",
-            remedy.udf
-        );
-        for f in again {
-            self.dead(ctx, &f, Some(&note));
-        }
-        Ok(())
-    }
-
-    /// The outputs of each record of `batch`, from the first call's outcomes and retries of
-    /// transient failures; the records that failed for good are put in `failed`.
-    fn settle_slots(
-        &mut self,
-        batch: Batch,
-        first: Result<Vec<RecordOutcome>, RuntimeError>,
-        failed: &mut Vec<Failed>,
-    ) -> Result<Vec<Batch>, OpError> {
-        // The first attempt's answers are in hand: failures were seen from now on.
-        let started = crate::dlq::now_ms();
-        let mut outputs: Vec<Batch> = vec![Vec::new(); batch.len()];
-        let mut retry = self.retry.start(batch.len() as u64);
-        let mut pending: Vec<(usize, Record)> = batch.into_iter().enumerate().collect();
-        let mut first = Some(first);
-        while !pending.is_empty() {
-            let outcomes = match first.take() {
-                Some(outcomes) => outcomes,
-                None => {
-                    let inputs = pending.iter().map(|(_, r)| r.value().clone()).collect();
-                    self.runtime.invoke(&self.function, inputs)
-                }
-            }
-            .map_err(|e| OpError::Udf {
-                step: self.step.clone(),
-                message: e.to_string(),
-            })?;
-            if outcomes.len() != pending.len() {
-                return Err(OpError::Udf {
-                    step: self.step.clone(),
-                    message: format!(
-                        "runtime returned {} results for {} records",
-                        outcomes.len(),
-                        pending.len()
-                    ),
-                });
-            }
-            let mut again = Vec::new();
-            let mut exhausted = Vec::new();
-            let answered = outcomes
-                .iter()
-                .filter(|o| !matches!(o, Err(e) if e.class == ErrorClass::Transient))
-                .count();
-            if let Some(b) = &self.breaker {
-                b.record(outcomes.len() - answered, answered);
-            }
-            for ((index, record), outcome) in pending.into_iter().zip(outcomes) {
-                match outcome {
-                    Ok(values) => {
-                        if self.kind == FunctionKind::Map && values.len() != 1 {
-                            let err = FunctionError::permanent(format!(
-                                "a map function must return exactly one record, got {}",
-                                values.len()
-                            ));
-                            failed.push(Failed::new(index, record, err, retry.attempt(), started));
-                        } else if let Some(slot) = outputs.get_mut(index) {
-                            self.emit(&record, values, slot);
-                        }
-                    }
-                    Err(err) if err.class == ErrorClass::Transient && !retry.is_exhausted() => {
-                        again.push((index, record))
-                    }
-                    Err(err) if err.class == ErrorClass::Transient => {
-                        exhausted.push((index, record, err))
-                    }
-                    Err(err) => {
-                        failed.push(Failed::new(index, record, err, retry.attempt(), started))
-                    }
-                }
-            }
-            pending = again;
-            if !exhausted.is_empty() {
-                match hold(self.breaker.as_deref(), exhausted.len(), &self.cancel) {
-                    Held::TryAgain => {
-                        // An outage (the batch's records share their attempts, so none is
-                        // left with attempts to spare): after the pause, the held records
-                        // are tried again afresh.
-                        pending = exhausted.into_iter().map(|(i, r, _)| (i, r)).collect();
-                        retry = self.retry.start(pending.len() as u64);
-                        continue;
-                    }
-                    Held::Cancelled => {
-                        tracing::debug!(step = %self.step, records = exhausted.len(), "held records abandoned: the run is cancelled");
-                        break;
-                    }
-                    Held::DeadLetter => {
-                        for (index, record, err) in exhausted {
-                            failed.push(Failed::new(index, record, err, retry.attempt(), started));
-                        }
-                    }
-                }
-            }
-            if !pending.is_empty() && retry.wait_for_next(&self.cancel) != WaitOutcome::Due {
-                // Cancelled: the run is being torn down and its in-flight records with it.
-                tracing::debug!(step = %self.step, records = pending.len(), "retry abandoned: the run is cancelled");
-                break;
-            }
-        }
-        Ok(outputs)
-    }
-}
+#[cfg(test)]
+mod parked_tests;
 
 #[cfg(test)]
 mod pipelined_tests;
@@ -454,8 +310,10 @@ mod remedy_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dlq::ErrorClass;
     use crate::record::Origin;
     use crate::udf::native::NativeRuntime;
+    use crate::udf::FunctionError;
     use headwater_sdk::Function;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -488,6 +346,17 @@ mod tests {
         )
     }
 
+    /// `batch` through the step, then the end of the input (which waits for parked batches),
+    /// as a task does.
+    pub(super) fn through(step: &mut UdfStep, batch: Batch, ctx: &mut Context) -> Batch {
+        let mut out = step.process(batch, ctx).expect("process");
+        out.extend(
+            step.on_watermark(crate::record::WATERMARK_END, ctx)
+                .expect("end"),
+        );
+        out
+    }
+
     fn fast_retry() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 4,
@@ -508,12 +377,11 @@ mod tests {
             fast_retry(),
         );
         let mut ctx = Context::default();
-        let out = step
-            .process(
-                vec![rec(r#"{"a":1}"#), rec(r#"{"always_fail":true}"#)],
-                &mut ctx,
-            )
-            .expect("process");
+        let out = through(
+            &mut step,
+            vec![rec(r#"{"a":1}"#), rec(r#"{"always_fail":true}"#)],
+            &mut ctx,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(ctx.dead.len(), 1);
         assert_eq!(ctx.dead[0].attempts, 4);
@@ -534,12 +402,11 @@ mod tests {
         // Flaky fails its first two calls: record 1 and 2 fail once and are retried, record 3
         // succeeds at once; the output must still read 1, 2, 3.
         let mut ctx = Context::default();
-        let out = step
-            .process(
-                vec![rec(r#"{"n":1}"#), rec(r#"{"n":2}"#), rec(r#"{"n":3}"#)],
-                &mut ctx,
-            )
-            .expect("process");
+        let out = through(
+            &mut step,
+            vec![rec(r#"{"n":1}"#), rec(r#"{"n":2}"#), rec(r#"{"n":3}"#)],
+            &mut ctx,
+        );
         let texts: Vec<String> = out.iter().map(|r| r.value().to_json_string()).collect();
         assert_eq!(texts, vec![r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
         assert!(ctx.dead.is_empty());
@@ -661,6 +528,7 @@ mod breaker_tests {
     use crate::config::spec::BreakerSpec;
     use crate::record::Origin;
     use crate::udf::native::NativeRuntime;
+    use crate::udf::FunctionError;
     use headwater_sdk::Function;
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -742,7 +610,7 @@ mod breaker_tests {
             })
         };
         let mut ctx = Context::default();
-        let out = step.process(records(50), &mut ctx).expect("process");
+        let out = super::tests::through(&mut step, records(50), &mut ctx);
         watcher.join().expect("watcher");
         assert!(
             ctx.dead.is_empty(),
@@ -771,7 +639,7 @@ mod breaker_tests {
     fn without_the_breaker_an_outage_dead_letters_every_record() {
         let (mut step, _down, calls, breaker) = step(spec(false));
         let mut ctx = Context::default();
-        let out = step.process(records(50), &mut ctx).expect("process");
+        let out = super::tests::through(&mut step, records(50), &mut ctx);
         assert!(out.is_empty());
         assert_eq!(ctx.dead.len(), 50);
         assert_eq!(ctx.dead[0].attempts, 2);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::record::Origin;
-use crate::udf::FunctionInfo;
+use crate::udf::{FunctionError, FunctionInfo, PendingCall, RecordOutcome, RuntimeError};
 
 /// A runtime whose functions "run elsewhere": a call's answer is ready once `answered` is
 /// set (or when waited for). `invoke` (retries) answers at once. The function adds `seen`;

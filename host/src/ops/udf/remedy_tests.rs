@@ -9,6 +9,7 @@ use super::*;
 use crate::ops::remedy::Remedy;
 use crate::record::Origin;
 use crate::udf::native::NativeRuntime;
+use crate::udf::FunctionError;
 use headwater_sdk::Function;
 
 /// Fails records without `fixed` whose `n` is a multiple of 3 (`bad n`); passes the rest.
