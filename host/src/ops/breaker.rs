@@ -36,6 +36,8 @@ struct State {
     opened_at: Option<Instant>,
     /// The current outage outlasted `max_pause`: held records go to the DLQ until it closes.
     gave_up: bool,
+    /// Outages that ended so far (see [`Breaker::recoveries`]).
+    recoveries: u64,
 }
 
 /// What to do with records whose retries are used up, still failing transiently.
@@ -89,6 +91,7 @@ impl Breaker {
             }
             let outage = s.opened_at.map(|t| t.elapsed()).unwrap_or_default();
             s.opened_at = None;
+            s.recoveries += 1;
             s.gave_up = false;
             self.status.open.store(false, Ordering::Relaxed);
             tracing::warn!(
@@ -103,6 +106,13 @@ impl Breaker {
     fn tripped(&self, s: &State) -> bool {
         s.recent.len() >= self.spec.min_records as usize
             && s.failures * 100 >= s.recent.len() * self.spec.failure_percent as usize
+    }
+
+    /// How many outages ended so far. Records whose attempts failed during an outage that
+    /// has ended since (their batch waited while other calls went through) get fresh
+    /// attempts instead of the DLQ: the failures were the outage's, not theirs.
+    pub fn recoveries(&self) -> u64 {
+        self.state().recoveries
     }
 
     /// `held` records used up their retries failing transiently: hold them or dead-letter them.

@@ -137,3 +137,63 @@ fn batches_filtered_out_before_the_step_count_as_in_flight_behind_a_parked_one()
     assert_eq!(values(&out.unwrap_or_default()), [1]);
     assert_eq!(chain.in_flight_batches(), 0);
 }
+
+/// Fails its first two calls (transiently), then answers.
+struct FailsTwice(std::sync::atomic::AtomicU32);
+
+impl Function for FailsTwice {
+    fn kind(&self) -> FunctionKind {
+        FunctionKind::Map
+    }
+    fn call(&self, record: Value) -> Result<Vec<Value>, FunctionError> {
+        if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            return Err(FunctionError::transient("connection refused"));
+        }
+        Ok(vec![record])
+    }
+}
+
+#[test]
+fn records_parked_through_an_outage_that_ended_start_over_instead_of_the_dlq() {
+    use crate::config::spec::BreakerSpec;
+    use crate::ops::breaker::Breaker;
+    let mut rt = NativeRuntime::default();
+    rt.register("svc", FailsTwice(Default::default()));
+    let breaker = Arc::new(Breaker::new(
+        "svc",
+        BreakerSpec {
+            enabled: true,
+            failure_percent: 50,
+            min_records: 10,
+            cool_down: Duration::from_millis(5),
+            max_pause: Duration::from_secs(60),
+        },
+    ));
+    let mut step = UdfStep::new(
+        "steps[0] udf svc".into(),
+        Arc::new(rt),
+        "svc".into(),
+        FunctionKind::Map,
+        RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+        },
+    )
+    .with_breaker(Some(breaker.clone()));
+    let mut ctx = Context::default();
+    assert!(step.process(batch(&[1]), &mut ctx).expect("a").is_empty());
+    // Meanwhile the service had an outage and other calls saw it end (a probe went through):
+    // the breaker is closed and its window forgotten when the parked record's last attempt
+    // fails.
+    breaker.record(20, 0);
+    assert_eq!(
+        breaker.verdict(20),
+        crate::ops::breaker::Verdict::HoldFor(Duration::from_millis(5))
+    );
+    breaker.record(0, 5);
+    assert_eq!(breaker.recoveries(), 1);
+    let out = step.on_watermark(WATERMARK_END, &mut ctx).expect("end");
+    assert_eq!(values(&out), [1], "tried afresh, not dead-lettered");
+    assert!(ctx.dead.is_empty());
+}

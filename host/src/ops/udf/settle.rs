@@ -29,6 +29,8 @@ pub(super) struct Settling {
     started: i64,
     /// When the pending records' next attempt is due (None: at once).
     due: Option<Instant>,
+    /// The UDF breaker's recoveries when these attempts began (see `Breaker::recoveries`).
+    recoveries: u64,
 }
 
 impl Settling {
@@ -78,6 +80,7 @@ impl UdfStep {
             // The first attempt's answers are in hand: failures were seen from now on.
             started: crate::dlq::now_ms(),
             due: None,
+            recoveries: self.breaker.as_ref().map_or(0, |b| b.recoveries()),
         };
         self.absorb(&mut s, first)?;
         Ok(s)
@@ -164,8 +167,18 @@ impl UdfStep {
         }
         s.due = None;
         if !exhausted.is_empty() {
-            // The batch's records share their attempts: none is pending now.
-            match hold(self.breaker.as_deref(), exhausted.len(), &self.cancel) {
+            // The batch's records share their attempts: none is pending now. An outage that
+            // ended while they were parked (other batches went through) failed them, not
+            // their data: they start over.
+            let recovered = self.breaker.as_ref().map(|b| b.recoveries());
+            let held = match recovered {
+                Some(now) if now > s.recoveries => {
+                    s.recoveries = now;
+                    Held::TryAgain
+                }
+                _ => hold(self.breaker.as_deref(), exhausted.len(), &self.cancel),
+            };
+            match held {
                 Held::TryAgain => {
                     // An outage: after the pause, the held records are tried again afresh.
                     s.pending = exhausted.into_iter().map(|(i, r, _)| (i, r)).collect();
