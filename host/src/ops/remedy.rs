@@ -114,6 +114,32 @@ impl Remedy {
     }
 }
 
+/// Fills in what a step that calls a function knows about a record it gave up on: the
+/// error's detail (with `note`, why a remediation did not save it, after it), the attempts,
+/// when the first failed, the tier that gave up (`remediation` when there is a note, else
+/// `retry`) and the code that failed.
+pub(super) fn gave_up(
+    dl: &mut crate::dlq::DeadLetter,
+    err: &FunctionError,
+    note: Option<&str>,
+    attempts: u32,
+    first_failed_ms: i64,
+    runtime: &dyn UdfRuntime,
+) {
+    dl.detail = match (&err.detail, note) {
+        (Some(d), Some(n)) => Some(format!("{d}\n\n{n}")),
+        (d, n) => d.clone().or(n.map(str::to_string)),
+    };
+    dl.attempts = attempts;
+    dl.first_failed_at_ms = Some(first_failed_ms);
+    dl.tier = Some(if note.is_some() {
+        "remediation"
+    } else {
+        "retry"
+    });
+    dl.udf_version = Some(runtime.udf_version());
+}
+
 /// What the remediation function gets: `{"record": ..., "error": {step, error_class,
 /// error_type, error, fingerprint, attempts}}` (the fields of a dead-letter envelope).
 pub(super) fn request(step: &str, f: &Failed) -> Value {

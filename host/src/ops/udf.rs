@@ -12,7 +12,7 @@ use crate::udf::{FunctionKind, UdfRuntime};
 use crate::value::Value;
 
 use super::breaker::Breaker;
-use super::remedy::{Failed, Remedy};
+use super::remedy::{gave_up, Failed, Remedy};
 use super::retry::{CancelSignal, RetryPolicy};
 use super::{dead_letter_for, Context, OpError, Operator};
 
@@ -166,18 +166,14 @@ impl UdfStep {
     fn dead(&self, ctx: &mut Context, f: &Failed, note: Option<&str>) {
         let err = &f.error;
         let mut dl = dead_letter_for(&f.record, &self.step, err.class, err.message.clone());
-        dl.detail = match (&err.detail, note) {
-            (Some(d), Some(n)) => Some(format!("{d}\n\n{n}")),
-            (d, n) => d.clone().or(n.map(str::to_string)),
-        };
-        dl.attempts = f.attempts;
-        dl.first_failed_at_ms = Some(f.first_failed_ms);
-        dl.tier = Some(if note.is_some() {
-            "remediation"
-        } else {
-            "retry"
-        });
-        dl.udf_version = Some(self.runtime.udf_version());
+        gave_up(
+            &mut dl,
+            err,
+            note,
+            f.attempts,
+            f.first_failed_ms,
+            self.runtime.as_ref(),
+        );
         ctx.dead.push(dl);
     }
 

@@ -20,7 +20,7 @@ use crate::udf::{FunctionError, KeyedInput, KeyedResult, StateUpdate, UdfRuntime
 use crate::value::Value;
 
 use super::breaker::{hold, Breaker, Held};
-use super::remedy::{Failed, Remedy, Verdict};
+use super::remedy::{gave_up, Failed, Remedy, Verdict};
 use super::retry::{CancelSignal, RetryPolicy, WaitOutcome};
 use super::{dead_letter_for, Context, OpError, Operator};
 
@@ -316,18 +316,14 @@ impl KeyedProcess {
             None => err.message.clone(),
         };
         let mut dl = dead_letter_for(&record, &self.cfg.step, err.class, message);
-        dl.detail = match (&err.detail, note) {
-            (Some(d), Some(n)) => Some(format!("{d}\n\n{n}")),
-            (d, n) => d.clone().or(n.map(str::to_string)),
-        };
-        dl.attempts = g.attempts;
-        dl.first_failed_at_ms = Some(g.first_failed_ms);
-        dl.tier = Some(if note.is_some() {
-            "remediation"
-        } else {
-            "retry"
-        });
-        dl.udf_version = Some(self.cfg.runtime.udf_version());
+        gave_up(
+            &mut dl,
+            err,
+            note,
+            g.attempts,
+            g.first_failed_ms,
+            self.cfg.runtime.as_ref(),
+        );
         ctx.dead.push(dl);
     }
 }
