@@ -28,6 +28,9 @@ pub struct Metrics {
     /// Records an unaligned checkpoint held in flight, sent through their steps again after
     /// the restore.
     pub restored: AtomicU64,
+    /// Records read that were dead letters sent back in (`headwater dlq replay`); counted in
+    /// `records_in` too.
+    pub replayed: AtomicU64,
     /// Nanoseconds tasks spent blocked on full downstream channels (backpressure).
     pub backpressure_ns: AtomicU64,
     /// Largest event time read by any source.
@@ -101,6 +104,7 @@ impl Metrics {
             created: AtomicU64::new(0),
             dead_ends: AtomicU64::new(0),
             restored: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
             backpressure_ns: AtomicU64::new(0),
             max_event_time: AtomicI64::new(WATERMARK_START),
             task_watermarks: (0..final_tasks)
@@ -247,6 +251,7 @@ impl Metrics {
             created: self.created.load(Ordering::Relaxed),
             dead_ends: self.dead_ends.load(Ordering::Relaxed),
             restored: self.restored.load(Ordering::Relaxed),
+            replayed: self.replayed.load(Ordering::Relaxed),
             watermark: self.watermark(),
             max_event_time: self.max_event_time.load(Ordering::Relaxed),
         }
@@ -267,6 +272,7 @@ pub struct Snapshot {
     pub created: u64,
     pub dead_ends: u64,
     pub restored: u64,
+    pub replayed: u64,
     pub watermark: EventTime,
     pub max_event_time: EventTime,
 }
@@ -280,6 +286,8 @@ pub struct Snapshot {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Accounting {
     pub read: u64,
+    /// Of `read`: dead letters sent back in by a replay (not a term of its own).
+    pub replayed: u64,
     /// In-flight records of the checkpoint the run restored (unaligned), sent again.
     pub restored: u64,
     pub made: u64,
@@ -307,6 +315,7 @@ impl Snapshot {
     pub fn accounting(&self) -> Accounting {
         Accounting {
             read: self.records_in,
+            replayed: self.replayed,
             restored: self.restored,
             made: self.created,
             out: self.records_out,
@@ -475,8 +484,12 @@ impl RunSummary {
         let a = t.accounting();
         let _ = writeln!(
             s,
-            "  accounting    {} read{} + {} made = {} out + {} filtered + {} into state + {} dead + {} late + {} dropped{}",
+            "  accounting    {} read{}{} + {} made = {} out + {} filtered + {} into state + {} dead + {} late + {} dropped{}",
             count(a.read),
+            match a.replayed {
+                0 => String::new(),
+                n => format!(" ({} of them dead letters replayed)", count(n)),
+            },
             match a.restored {
                 0 => String::new(),
                 n => format!(" + {} restored in flight", count(n)),

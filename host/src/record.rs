@@ -25,6 +25,18 @@ pub struct Origin {
     pub partition: u32,
     /// Position within the partition (line number for files, event number for generators).
     pub offset: u64,
+    /// For a dead letter sent back in by `headwater dlq replay`: 1 + the index of the step it
+    /// enters the pipeline at (the step that gave up on it); the steps before it let it
+    /// pass untouched (`Chain::process` in the operators), and the step sets it back to 0.
+    /// 0 for every record a source read.
+    pub entry: u16,
+}
+
+impl Origin {
+    /// The index of the step a replayed dead letter has yet to enter at, if it is one.
+    pub fn entry_step(&self) -> Option<usize> {
+        self.entry.checked_sub(1).map(usize::from)
+    }
 }
 
 /// The JSON text a source decoded a record's value from, shared by the record's copies.

@@ -634,6 +634,116 @@ fn poison_messages_go_to_the_dlq_topic_and_the_run_goes_on() {
     assert!(stderr.contains("not a udf step"), "{stderr}");
 }
 
+/// The DLQ as a Kafka topic: a group read from it is sent back after the fix, each record
+/// reaches the Kafka output exactly once (read_committed), and asking again is refused.
+#[test]
+fn a_group_in_a_dlq_topic_is_replayed_into_the_output_topic_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, output, dlq) = (unique("rp-in"), unique("rp-out"), unique("rp-dlq"));
+    create_topic(&input, 2);
+    let n = 2000i64;
+    let messages: Vec<(i32, String, Vec<u8>)> = (0..n)
+        .map(|v| {
+            let body = format!(
+                r#"{{"ts":{},"user":"u{}","v":{v}}}"#,
+                1_767_225_600_000 + v,
+                v % 5
+            );
+            ((v % 2) as i32, format!("u{}", v % 5), body.into_bytes())
+        })
+        .collect();
+    produce(&input, &messages);
+    let failing = (0..n).filter(|v| v % 97 == 13).count();
+    let udfs = |fixed: bool| {
+        format!(
+            "import headwater as hw\n\n@hw.map\ndef checked(r):\n    if r['v'] % 97 == 13 and not {}:\n        raise ValueError(f\"bad v {{r['v']}}\")\n    return {{**r, 'ok': True}}\n",
+            if fixed { "True" } else { "False" }
+        )
+    };
+    std::fs::write(dir.path().join("my_udfs.py"), udfs(false)).expect("udfs");
+    let b = bootstrap();
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        format!(
+            "name: rp\nparallelism: 2\n\
+sources:\n  events:\n    type: kafka\n    topic: {input}\n    brokers: {b}\n    until: end\n    event_time: {{ field: ts }}\n\
+udfs:\n  checked: {{ runtime: python, module: my_udfs, function: checked }}\n\
+steps:\n  - udf: checked\n\
+sinks:\n  out: {{ type: kafka, topic: {output}, brokers: '{b}' }}\n  dead: {{ type: kafka, topic: {dlq}, brokers: '{b}' }}\n\
+output: out\ndlq: {{ sink: dead }}\ncheckpoint: {{ interval: 300ms }}\ntuning: {{ progress_interval: 0s }}\n"
+        ),
+    )
+    .expect("pipeline");
+    let run = |fresh: bool| {
+        let mut args = vec!["run", "pipeline.yaml", "-q"];
+        if fresh {
+            args.push("--fresh");
+        }
+        let out = headwater(dir.path()).args(&args).output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let outputs = || {
+        let mut counts = std::collections::BTreeMap::<i64, usize>::new();
+        for text in read_all(&output, "read_committed") {
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+            *counts.entry(v["v"].as_i64().expect("v")).or_default() += 1;
+        }
+        counts
+    };
+    run(true);
+    assert_eq!(outputs().len(), n as usize - failing);
+    let letters = read_all(&dlq, "read_committed");
+    assert_eq!(letters.len(), failing);
+    let envelope: serde_json::Value = serde_json::from_str(&letters[0]).expect("envelope");
+    let group = envelope["fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string();
+
+    std::fs::write(dir.path().join("my_udfs.py"), udfs(true)).expect("fix");
+    let replay = || {
+        headwater(dir.path())
+            .args(["dlq", "replay", "pipeline.yaml", "--group", &group])
+            .output()
+            .expect("replay")
+    };
+    let out = replay();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("queued replay 1: {failing} record(s)")),
+        "{stdout}"
+    );
+    run(false);
+    let counts = outputs();
+    assert_eq!(
+        counts.len(),
+        n as usize,
+        "every record is in the output now"
+    );
+    assert!(counts.values().all(|&c| c == 1), "each once: {counts:?}");
+    let out = replay();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sent back already"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run(false);
+    assert!(
+        outputs().values().all(|&c| c == 1),
+        "a further run adds nothing"
+    );
+}
+
 #[test]
 fn at_least_once_delivers_everything_without_transactions() {
     let Case {

@@ -14,11 +14,17 @@ use crate::value::Value;
 pub fn write_records(path: &Path, records: &[Record]) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(records.len() * 96);
     for r in records {
+        let o = &r.origin;
         let _ = write!(
             out,
-            "{{\"t\":{},\"o\":[{},{},{}],\"k\":",
-            r.time, r.origin.source, r.origin.partition, r.origin.offset
+            "{{\"t\":{},\"o\":[{},{},{}",
+            r.time, o.source, o.partition, o.offset
         );
+        if o.entry != 0 {
+            // A replayed dead letter on its way to the step it enters at.
+            let _ = write!(out, ",{}", o.entry);
+        }
+        out.extend_from_slice(b"],\"k\":");
         match &r.key {
             Some(k) => k.write_json(&mut out),
             None => out.extend_from_slice(b"null"),
@@ -47,10 +53,15 @@ pub fn read_records(bytes: &[u8]) -> Result<Vec<Record>, String> {
         };
         let origin = match o.get("o") {
             Some(Value::Array(a)) => match a.as_slice() {
-                [Value::Int(s), Value::Int(p), Value::Int(off)] => Origin {
+                [Value::Int(s), Value::Int(p), Value::Int(off), entry @ ..] => Origin {
                     source: u16::try_from(*s).map_err(|_| bad("bad origin"))?,
                     partition: u32::try_from(*p).map_err(|_| bad("bad origin"))?,
                     offset: u64::try_from(*off).map_err(|_| bad("bad origin"))?,
+                    entry: match entry {
+                        [] => 0,
+                        [Value::Int(e)] => u16::try_from(*e).map_err(|_| bad("bad origin"))?,
+                        _ => return Err(bad("bad origin")),
+                    },
                 },
                 _ => return Err(bad("bad origin")),
             },
@@ -102,13 +113,18 @@ mod tests {
                 source: 1,
                 partition: 3,
                 offset: 7,
+                entry: 0,
             },
         );
         a.key = Some(Value::from("u1"));
         let b = Record::new(Value::Int(5), -3, Origin::default());
-        write_records(&path, &[a.clone(), b.clone()]).expect("write");
+        // A replayed dead letter still on its way to its step keeps where it enters.
+        let mut c = b.clone();
+        c.origin.entry = 3;
+        write_records(&path, &[a.clone(), b.clone(), c.clone()]).expect("write");
         let back = read_records(&std::fs::read(&path).expect("read")).expect("parse");
-        assert_eq!(back, vec![a, b]);
+        assert_eq!(back[2].origin.entry_step(), Some(2));
+        assert_eq!(back, vec![a, b, c]);
         assert!(read_records(b"{\"t\":1}\n")
             .expect_err("bad")
             .contains("line 1"));

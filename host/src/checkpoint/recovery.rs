@@ -111,6 +111,10 @@ pub fn prepare(
             for key in storage.list_shared()?.into_keys() {
                 storage.delete(&key)?;
             }
+            // Dead-letter replays asked of the old run are forgotten with it.
+            for key in storage.list_keys(super::storage::REPLAYS)? {
+                storage.delete(&key)?;
+            }
             start_empty(layout)?;
             let uploader = Uploader::new(&storage)?;
             Ok(StartPoint {

@@ -3,6 +3,8 @@
 //!
 //! - `shared/<xxh3-128>-<size>`: state files, named by content, shared between checkpoints;
 //! - `manifests/<id>.json`: one manifest per complete checkpoint, written last, create-only;
+//! - `replays/<number>.jsonl`: dead-letter replays asked of the pipeline (`dlq::requests`),
+//!   read by the run through its replay partition; `--fresh` deletes them with the rest;
 //! - a savepoint is a root of its own: `manifest.json` next to its own `shared/` files.
 //!
 //! The calls are blocking: the coordinator and the CLI run them on a small private runtime.
@@ -18,6 +20,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 
 use super::manifest::{id_of_manifest_key, manifest_key, Manifest};
 use super::{CheckpointError, CheckpointId};
+
+/// The folder of dead-letter replay requests.
+pub const REPLAYS: &str = "replays";
 
 /// The manifest of a savepoint, at the root of its folder.
 pub const SAVEPOINT_MANIFEST: &str = "manifest.json";
@@ -154,6 +159,20 @@ impl CheckpointStorage {
         format!("{}/{}", self.url.trim_end_matches('/'), key)
     }
 
+    /// An object's key relative to the root (what [`CheckpointStorage::path`] took).
+    fn key_of(&self, location: &Path) -> String {
+        let full = location.as_ref();
+        let root = self.prefix.as_ref();
+        match root.is_empty() {
+            true => full.to_string(),
+            false => full
+                .strip_prefix(root)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .unwrap_or(full)
+                .to_string(),
+        }
+    }
+
     fn path(&self, key: &str) -> Path {
         let mut p = self.prefix.clone();
         for part in key.split('/').filter(|s| !s.is_empty()) {
@@ -196,20 +215,9 @@ impl CheckpointStorage {
             .rt
             .block_on(self.store.list(Some(&prefix)).try_collect())
             .map_err(|e| self.fail("shared", e))?;
-        let strip = if self.prefix.as_ref().is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.prefix.as_ref())
-        };
         Ok(metas
             .into_iter()
-            .map(|m| {
-                let full = m.location.as_ref();
-                (
-                    full.strip_prefix(&strip).unwrap_or(full).to_string(),
-                    m.size,
-                )
-            })
+            .map(|m| (self.key_of(&m.location), m.size))
             .collect())
     }
 
@@ -391,6 +399,34 @@ impl CheckpointStorage {
         Ok(())
     }
 
+    /// Writes `bytes` at `key` unless an object is there already: true when it was written.
+    pub fn create(&self, key: &str, bytes: Vec<u8>) -> Result<bool, CheckpointError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self.rt.block_on(
+            self.store
+                .put_opts(&self.path(key), PutPayload::from(bytes), opts),
+        ) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.fail(key, e)),
+        }
+    }
+
+    /// The keys of the objects under the folder `folder` (relative to the root), sorted.
+    pub fn list_keys(&self, folder: &str) -> Result<Vec<String>, CheckpointError> {
+        let prefix = self.path(folder);
+        let metas: Vec<_> = self
+            .rt
+            .block_on(self.store.list(Some(&prefix)).try_collect())
+            .map_err(|e| self.fail(folder, e))?;
+        let mut keys: Vec<String> = metas.iter().map(|m| self.key_of(&m.location)).collect();
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
     pub fn delete(&self, key: &str) -> Result<(), CheckpointError> {
         match self.rt.block_on(self.store.delete(&self.path(key))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -475,6 +511,27 @@ mod tests {
         assert_eq!(s.read_manifest(9).expect("read").id, 9);
         let again = s.write_manifest(&manifest(9)).expect_err("create-only");
         assert!(again.to_string().contains("already exists"), "{again}");
+    }
+
+    #[test]
+    fn create_writes_once_and_keys_list_sorted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = CheckpointStorage::open(dir.path().to_str().expect("utf-8")).expect("open");
+        assert!(storage
+            .create("replays/2.jsonl", b"b".to_vec())
+            .expect("create"));
+        assert!(storage
+            .create("replays/1.jsonl", b"a".to_vec())
+            .expect("create"));
+        assert!(!storage
+            .create("replays/1.jsonl", b"x".to_vec())
+            .expect("create"));
+        assert_eq!(&storage.get("replays/1.jsonl").expect("get")[..], b"a");
+        assert_eq!(
+            storage.list_keys("replays").expect("list"),
+            vec!["replays/1.jsonl", "replays/2.jsonl"]
+        );
+        assert!(storage.list_keys("nothing").expect("list").is_empty());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod files;
 pub mod kafka;
 pub mod nexmark;
+pub mod replay;
 
 use crate::config::spec::{SinkKind, SinkSpec, SourceKind, SourceSpec};
 use crate::sinks::{CheckpointedSinks, OpenedSink, Sink, SinkError};

@@ -58,6 +58,7 @@ pub fn partitions(spec: &NexmarkSpec, source: u16) -> Vec<NexmarkPartition> {
                     source,
                     partition: i as u32,
                     offset: 0,
+                    entry: 0,
                 },
                 remaining,
                 rate: spec.rate.map(|r| r as f64 / n as f64),

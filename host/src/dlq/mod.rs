@@ -22,6 +22,7 @@ mod commit;
 pub mod fingerprint;
 pub mod inspect;
 pub mod replay;
+pub mod requests;
 pub use commit::{DlqFileCommitter, DLQ_PARTICIPANT};
 
 use std::fs::File;
@@ -67,6 +68,8 @@ pub struct DeadLetter {
     /// The code that failed: a UDF's runtime, with the digest of its code where the runtime
     /// knows it (`wasm:sha256:...`, `python:sha256:...`).
     pub udf_version: Option<String>,
+    /// The record's key, when a `key_by` came before the step (a replay routes it by it).
+    pub key: Option<crate::value::Value>,
 }
 
 impl DeadLetter {
@@ -91,6 +94,7 @@ impl DeadLetter {
             first_failed_at_ms: None,
             tier: None,
             udf_version: None,
+            key: None,
         }
     }
 
@@ -173,6 +177,13 @@ impl DeadLetter {
             )
             .into(),
         );
+        if let Some(key) = &self.key {
+            let mut json = Vec::new();
+            key.write_json(&mut json);
+            if let Ok(key) = serde_json::from_slice::<serde_json::Value>(&json) {
+                o.insert("key".into(), key);
+            }
+        }
         o.insert(
             "event_time".into(),
             self.event_time
@@ -452,6 +463,7 @@ mod tests {
             source: 0,
             partition: 0,
             offset: 12,
+            entry: 0,
         };
         let mut dl = DeadLetter::new(
             b"{oops".to_vec(),
@@ -474,6 +486,7 @@ mod tests {
             source: 1,
             partition: 2,
             offset: 7,
+            entry: 0,
         };
         let mut dl = DeadLetter::new(
             b"{}".to_vec(),

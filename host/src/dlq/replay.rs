@@ -34,6 +34,8 @@ pub struct Member {
     pub record: Record,
     /// The code that failed it (`python:sha256:...`), when the envelope says.
     pub udf_version: Option<String>,
+    /// The envelope's text, as the DLQ holds it: what a replay request carries.
+    pub envelope: String,
 }
 
 /// The records of one group, and the envelopes of it that cannot become records.
@@ -99,7 +101,10 @@ pub fn select_in(
             unusable: Vec::new(),
         });
         match member(&env, sources) {
-            Ok(m) => group.members.push(m),
+            Ok(mut m) => {
+                m.envelope = line.to_string();
+                group.members.push(m)
+            }
             Err(why) => group.unusable.push((n + 1, why)),
         }
     }
@@ -134,7 +139,7 @@ pub fn select_in(
 }
 
 /// An envelope as the record it was when its step gave up on it.
-fn member(env: &Json, sources: &[String]) -> Result<Member, String> {
+pub fn member(env: &Json, sources: &[String]) -> Result<Member, String> {
     if env["raw_size"].is_u64() {
         return Err("only the start of its bytes was kept (too large)".into());
     }
@@ -155,10 +160,19 @@ fn member(env: &Json, sources: &[String]) -> Result<Member, String> {
             .and_then(|p| u32::try_from(p).ok())
             .unwrap_or(0),
         offset: env["offset"].as_u64().unwrap_or(0),
+        entry: 0,
+    };
+    let key = match &env["key"] {
+        Json::Null => None,
+        key => Some(
+            Value::from_json(key.to_string().as_bytes())
+                .map_err(|e| format!("`key` is not JSON: {e}"))?,
+        ),
     };
     Ok(Member {
-        record: Record::new(value, time, origin),
+        record: Record::new(value, time, origin).with_key(key),
         udf_version: env["udf_version"].as_str().map(str::to_string),
+        envelope: String::new(),
     })
 }
 
@@ -209,7 +223,8 @@ mod tests {
             Origin {
                 source: 1,
                 partition: 1,
-                offset: 7
+                offset: 7,
+                entry: 0,
             }
         );
         assert_eq!(s.versions(), [("python:sha256:aa".to_string(), 1)]);

@@ -110,11 +110,21 @@ pub trait Operator: Send {
 #[derive(Default)]
 pub struct Chain {
     ops: Vec<Box<dyn Operator>>,
+    /// The pipeline's step index of each operator (where replayed dead letters enter).
+    steps: Vec<usize>,
 }
 
 impl Chain {
+    /// A chain of `ops` that are the pipeline's steps 0, 1, ...
     pub fn new(ops: Vec<Box<dyn Operator>>) -> Self {
-        Chain { ops }
+        let steps = (0..ops.len()).collect();
+        Chain { ops, steps }
+    }
+
+    /// A chain of `ops`, the pipeline's steps `steps` (one index per operator).
+    pub fn of_steps(ops: Vec<Box<dyn Operator>>, steps: Vec<usize>) -> Self {
+        debug_assert_eq!(ops.len(), steps.len());
+        Chain { ops, steps }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,12 +132,43 @@ impl Chain {
     }
 
     pub fn process(&mut self, mut batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        if batch.iter().any(|r| r.origin.entry != 0) {
+            return self.process_replayed(batch, ctx);
+        }
         for op in &mut self.ops {
             op.note_input_batch();
             if !batch.is_empty() {
                 batch = op.process(batch, ctx)?;
             }
         }
+        Ok(batch)
+    }
+
+    /// [`Chain::process`] for a batch holding dead letters that `headwater dlq replay` sends
+    /// back in: each passes the steps before the one it enters at untouched (a `key_by`
+    /// among them too: it keeps the key it had when it failed), joins the batch at that step
+    /// as an ordinary record again, and leaves the chain unprocessed when its step is in a
+    /// later stage (the shuffle routes it by its key).
+    fn process_replayed(&mut self, batch: Batch, ctx: &mut Context) -> Result<Batch, OpError> {
+        let (mut waiting, mut batch): (Batch, Batch) =
+            batch.into_iter().partition(|r| r.origin.entry != 0);
+        for (op, &step) in self.ops.iter_mut().zip(&self.steps) {
+            op.note_input_batch();
+            if waiting.iter().any(|r| r.origin.entry_step() == Some(step)) {
+                let (entering, rest): (Batch, Batch) = std::mem::take(&mut waiting)
+                    .into_iter()
+                    .partition(|r| r.origin.entry_step() == Some(step));
+                waiting = rest;
+                batch.extend(entering.into_iter().map(|mut r| {
+                    r.origin.entry = 0;
+                    r
+                }));
+            }
+            if !batch.is_empty() {
+                batch = op.process(batch, ctx)?;
+            }
+        }
+        batch.extend(waiting);
         Ok(batch)
     }
 
@@ -233,5 +274,9 @@ pub fn dead_letter_for(
     record.write_json(&mut raw);
     let mut dl = DeadLetter::new(raw, record.origin, step.to_string(), class, error);
     dl.event_time = Some(record.time);
+    dl.key = record.key.clone();
     dl
 }
+
+#[cfg(test)]
+mod chain_tests;

@@ -107,6 +107,7 @@ impl Operator for Map {
 
 /// Sets each record's key from one or more fields (an array of values for several). A
 /// missing field keys as `null`.
+#[derive(Clone, Debug)]
 pub struct KeyBy {
     fields: Vec<Vec<Str>>,
 }

@@ -477,6 +477,7 @@ fn watermark_json(wm: i64) -> serde_json::Value {
 fn accounting_json(a: &crate::metrics::Accounting) -> serde_json::Value {
     serde_json::json!({
         "read": a.read,
+        "replayed": a.replayed,
         "restored": a.restored,
         "made": a.made,
         "out": a.out,

@@ -86,6 +86,12 @@ pub(super) fn prometheus(pipeline: &str, metrics: &Metrics, started: Instant) ->
         a.made as f64,
     );
     metric(
+        "replayed_records_total",
+        "counter",
+        "Dead letters sent back in by `headwater dlq replay` (counted among the records read).",
+        a.replayed as f64,
+    );
+    metric(
         "records_in_flight",
         "gauge",
         "Records read or made and not yet output, filtered, taken into state, dead, late or dropped.",

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::spec::{LatePolicy, PipelineSpec, StepKind, UdfKind};
+use crate::connectors::replay::ReplayEntry;
 use crate::expr::Expr;
 use crate::ops::breaker::Breaker;
 use crate::ops::keyed::{KeyedProcess, KeyedProcessConfig};
@@ -125,6 +126,8 @@ impl OpPlan {
 #[derive(Clone, Default)]
 pub struct StagePlan {
     ops: Vec<OpPlan>,
+    /// The pipeline's step index of each op.
+    steps: Vec<usize>,
     /// True when the stage ends with a `key_by` and so feeds a shuffle.
     pub shuffles: bool,
 }
@@ -142,7 +145,7 @@ impl StagePlan {
             .iter()
             .map(|op| op.instantiate(store, cancel))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Chain::new(ops))
+        Ok(Chain::of_steps(ops, self.steps.clone()))
     }
 
     /// The stateful operators, as recorded in manifests (`s<stage>:op<id>:<kind>`).
@@ -215,6 +218,27 @@ impl Plan {
         let code = runtime.udf_version();
         let operator = op.instantiate(None, cancel).ok()?;
         Some(LoneUdfStep { operator, code })
+    }
+
+    /// The steps replayed dead letters may enter at: every udf step (map, filter and flat
+    /// map functions), with the `key_by` before it.
+    pub fn replay_entries(&self) -> Vec<ReplayEntry> {
+        let mut key_by: Option<KeyBy> = None;
+        let mut entries = Vec::new();
+        for stage in &self.stages {
+            for (op, &step) in stage.ops.iter().zip(&stage.steps) {
+                match op {
+                    OpPlan::KeyBy { fields } => key_by = Some(KeyBy::new(fields.clone())),
+                    OpPlan::Udf { step: name, .. } => entries.push(ReplayEntry {
+                        step,
+                        name: name.clone(),
+                        key_by: key_by.clone(),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        entries
     }
 
     /// The names of the udf steps, in order.
@@ -437,6 +461,7 @@ impl Plan {
                 let is_key_by = matches!(op, OpPlan::KeyBy { .. });
                 if let Some(stage) = stages.last_mut() {
                     stage.ops.push(op);
+                    stage.steps.push(i);
                     if is_key_by {
                         stage.shuffles = true;
                     }
@@ -590,6 +615,7 @@ mod tests {
             stages: stages
                 .into_iter()
                 .map(|ops| StagePlan {
+                    steps: (0..ops.len()).collect(),
                     ops,
                     shuffles: false,
                 })

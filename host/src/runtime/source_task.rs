@@ -9,7 +9,7 @@ use crate::checkpoint::{CheckpointId, Contribution, Participant, Report};
 use crate::config::spec::EventTimeSpec;
 use crate::dlq::DeadLetter;
 use crate::ops::{Chain, Context};
-use crate::record::{EventTime, Record, WATERMARK_START};
+use crate::record::{EventTime, Record, WatermarkStatus, WATERMARK_START};
 use crate::sources::{Poll, SourcePartition};
 use crate::time::{InputWatermarks, PartitionClock};
 
@@ -38,6 +38,22 @@ struct Live {
     ended: bool,
     /// Ended because its input is exhausted (not because the run is stopping).
     exhausted: bool,
+    /// Fed records from elsewhere (dead letters replayed; see
+    /// [`SourcePartition::is_auxiliary`]).
+    auxiliary: bool,
+    /// Its last poll gave nothing.
+    quiet: bool,
+}
+
+impl Live {
+    /// Its watermark input: an auxiliary partition never holds the watermark back (until
+    /// it ends: then, like any ended input, it is at +inf).
+    fn status(&self, now: Instant) -> WatermarkStatus {
+        match self.auxiliary && !self.ended {
+            true => WatermarkStatus::Idle,
+            false => self.clock.status(now),
+        }
+    }
 }
 
 /// Runs a source task to completion. Returns when every partition is exhausted, the run is
@@ -61,9 +77,11 @@ pub fn run_source_task(
                 source_name: a.source_name,
                 checkpoint_key: a.checkpoint_key,
                 clock,
+                auxiliary: a.partition.is_auxiliary(),
                 partition: a.partition,
                 ended: false,
                 exhausted: false,
+                quiet: false,
             }
         })
         .collect();
@@ -127,7 +145,7 @@ pub fn run_source_task(
             if stopping {
                 p.clock.end();
                 p.ended = true;
-                watermarks.update(idx, p.clock.status(Instant::now()));
+                watermarks.update(idx, p.status(Instant::now()));
                 continue;
             }
             buf.clear();
@@ -136,6 +154,7 @@ pub fn run_source_task(
                 .poll(&mut buf, &mut dead, env.batch_size)
                 .map_err(RunError::Source)?;
             let now = Instant::now();
+            p.quiet = poll == Poll::Pending;
             match poll {
                 Poll::Ready => progressed = true,
                 Poll::Pending => {}
@@ -153,17 +172,24 @@ pub fn run_source_task(
                 }
             }
             if !buf.is_empty() {
-                let mut max_time = i64::MIN;
-                for r in &buf {
-                    max_time = max_time.max(r.time);
-                }
-                p.clock.observe(max_time, now);
                 env.metrics
                     .records_in
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                env.metrics
-                    .max_event_time
-                    .fetch_max(max_time, Ordering::Relaxed);
+                if p.auxiliary {
+                    // Replayed records keep their old event times: they move no clock.
+                    env.metrics
+                        .replayed
+                        .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                } else {
+                    let mut max_time = i64::MIN;
+                    for r in &buf {
+                        max_time = max_time.max(r.time);
+                    }
+                    p.clock.observe(max_time, now);
+                    env.metrics
+                        .max_event_time
+                        .fetch_max(max_time, Ordering::Relaxed);
+                }
                 let batch = std::mem::replace(&mut buf, Vec::with_capacity(env.batch_size));
                 gate.note_batch();
                 let out = chain.process(batch, &mut ctx)?;
@@ -180,7 +206,15 @@ pub fn run_source_task(
                     return Ok(());
                 }
             }
-            watermarks.update(idx, parts[idx].clock.status(now));
+            watermarks.update(idx, parts[idx].status(now));
+        }
+        // Auxiliary partitions end with the others, once they have nothing to give; their
+        // end reaches the watermark below, which releases what the steps hold.
+        if parts.iter().all(|p| p.ended || p.auxiliary) {
+            for p in parts.iter_mut().filter(|p| !p.ended && p.quiet) {
+                p.clock.end();
+                p.ended = true;
+            }
         }
         let now = Instant::now();
         if chain.holds_records() && tick(&mut chain, &mut ctx, &mut downstream, &env, now)?.is_err()
@@ -188,7 +222,7 @@ pub fn run_source_task(
             return Ok(());
         }
         for (idx, p) in parts.iter().enumerate() {
-            watermarks.update(idx, p.clock.status(now));
+            watermarks.update(idx, p.status(now));
         }
         if forward_watermark(
             &mut watermarks,
@@ -299,7 +333,8 @@ fn partition_states(parts: &[Live]) -> Vec<PartitionState> {
             source: p.source_name.clone(),
             partition: p.checkpoint_key.clone(),
             position: p.partition.position(),
-            max_event_time: (p.clock.max_time() != WATERMARK_START).then(|| p.clock.max_time()),
+            max_event_time: (!p.auxiliary && p.clock.max_time() != WATERMARK_START)
+                .then(|| p.clock.max_time()),
             ended: p.exhausted,
         })
         .collect()

@@ -90,11 +90,47 @@ pub(super) struct Sources {
 
 /// Source tasks without a partition send no records and no watermark but +inf: the first
 /// later stage leaves them out of its watermark from the start, so its output does not
-/// depend on when their end arrives.
+/// depend on when their end arrives. (The replay partition does not count: it never holds
+/// a watermark.)
 pub(super) fn silent_tasks(per_task: &[Vec<AssignedPartition>]) -> Vec<usize> {
     (0..per_task.len())
-        .filter(|&t| per_task[t].is_empty())
+        .filter(|&t| per_task[t].iter().all(|a| a.partition.is_auxiliary()))
         .collect()
+}
+
+/// The partition that reads the dead letters `headwater dlq replay` sends back (in the
+/// first source task), at the position the restored checkpoint left it.
+fn replay_partition(
+    spec: &PipelineSpec,
+    topology: &Topology,
+    restored: Option<&Restored>,
+    resumed: &mut std::collections::HashSet<(String, String)>,
+) -> Result<AssignedPartition, RunError> {
+    use crate::connectors::replay::{ReplayPartition, NAME};
+    use crate::sources::SourcePartition;
+    let storage = crate::checkpoint::storage::CheckpointStorage::open(&spec.checkpoint.location)
+        .map_err(|e| crate::sources::SourceError::Replay {
+            storage: spec.checkpoint.location.clone(),
+            message: e.to_string(),
+        })?;
+    let sources = spec.sources.iter().map(|s| s.name.clone()).collect();
+    let mut partition = ReplayPartition::new(storage, sources, topology.replay_entries.clone());
+    let key = (NAME.to_string(), NAME.to_string());
+    if let Some(state) = restored.and_then(|r| r.positions.get(&key)) {
+        partition.seek(state.position)?;
+        resumed.insert(key);
+    }
+    Ok(AssignedPartition {
+        source_name: NAME.into(),
+        checkpoint_key: NAME.into(),
+        partition: Box::new(partition),
+        event_time: crate::config::spec::EventTimeSpec {
+            field: None,
+            max_out_of_orderness: std::time::Duration::ZERO,
+            idle_timeout: None,
+        },
+        restored_max_time: None,
+    })
 }
 
 /// Opens every source and spreads its partitions round-robin over the source tasks, each
@@ -159,6 +195,11 @@ pub(super) fn assign_partitions(
             });
             next_task += 1;
         }
+    }
+
+    if checkpointing && !topology.replay_entries.is_empty() {
+        let replays = replay_partition(spec, topology, restored, &mut resumed)?;
+        per_task[0].push(replays);
     }
 
     if let Some(r) = restored {

@@ -34,6 +34,8 @@ pub struct Topology {
     pub operators: Vec<String>,
     /// Sources keep each record's bytes for the first udf step ([`Plan::sources_keep_text`]).
     pub sources_keep_text: bool,
+    /// The steps dead letters sent back by `headwater dlq replay` may enter at.
+    pub replay_entries: Vec<crate::connectors::replay::ReplayEntry>,
 }
 
 impl Topology {
@@ -55,6 +57,7 @@ impl Topology {
                 .flat_map(|s| plan.stages[s].stateful_operators(s))
                 .collect(),
             sources_keep_text: plan.sources_keep_text(),
+            replay_entries: plan.replay_entries(),
         }
     }
 

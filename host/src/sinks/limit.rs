@@ -314,6 +314,7 @@ mod tests {
             source: 0,
             partition: 1,
             offset: 7,
+            entry: 0,
         };
         let meta = vec![(origin, 1), (origin, 2), (origin, 3)];
         let dead = limit.retain_fitting(&mut values, &meta);

@@ -41,6 +41,15 @@ pub trait SourcePartition: Send {
         true
     }
 
+    /// True for a partition that is not one of the pipeline's sources but feeds it records
+    /// from elsewhere (dead letters replayed): it never holds the watermark back (its
+    /// records keep the event times they had and may be late), and once its task's other
+    /// partitions have ended it ends too, after a poll with nothing to give; it is not
+    /// marked exhausted, so the next run reads it again.
+    fn is_auxiliary(&self) -> bool {
+        false
+    }
+
     /// For sources that report progress elsewhere (Kafka consumer groups): what publishes a
     /// completed checkpoint's positions there. Partitions of one source share it.
     fn position_publisher(
@@ -92,6 +101,8 @@ pub enum SourceError {
         source_name: String,
         message: String,
     },
+    #[error("dead-letter replays in `{storage}`: {message}")]
+    Replay { storage: String, message: String },
     #[error("source `{source_name}`: needs `event_time.field` to find each record's timestamp")]
     NoTimeField { source_name: String },
 }

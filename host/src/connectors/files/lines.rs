@@ -143,6 +143,7 @@ impl LinesPartition {
                 source,
                 partition,
                 offset: 0,
+                entry: 0,
             },
             input: Input::Direct(Box::new(BufReader::with_capacity(256 << 10, reader))),
             max_line: DEFAULT_MAX_LINE,

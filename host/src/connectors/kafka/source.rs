@@ -151,6 +151,7 @@ pub fn partitions(
                 source: source_index,
                 partition: i as u32,
                 offset: 0,
+                entry: 0,
             },
             next_offset: None,
             records: 0,

@@ -1,6 +1,6 @@
 //! `headwater dlq ...`: look into a pipeline's dead-letter queue.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -8,10 +8,14 @@ use clap::Subcommand;
 use headwater::config::spec::{PipelineSpec, SinkKind};
 use headwater::connectors::files::read_committed;
 use headwater::connectors::kafka::read_topic;
-use headwater::dlq::{inspect, replay};
-use headwater::runtime::dry_run::{self, DryRun};
+use headwater::dlq::inspect;
 
-use super::{load, EXIT_FAILED, EXIT_INVALID};
+use super::{load, EXIT_FAILED};
+
+mod replay;
+mod replay_list;
+
+use replay::{replay, Mode};
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -37,18 +41,27 @@ way.")]
         #[arg(long)]
         json: bool,
     },
-    /// Runs one group's dead letters through the current code of the udf step that gave up
-    /// on them and tells how many would now succeed, writing nothing (`--dry-run`).
+    /// Sends one group's dead letters back into the pipeline at the udf step that gave up on
+    /// them, exactly once, after running them through the step's current code to show how
+    /// many would now succeed (`--dry-run`: only that, writing nothing).
     #[command(after_help = "Examples:\n  \
 headwater dlq inspect pipeline.yaml                     # find the group's fingerprint\n  \
 headwater dlq replay pipeline.yaml --group 3f0c9d2a71b6e4c8 --dry-run\n  \
-headwater dlq replay pipeline.yaml --group 3f0c9d2a71b6e4c8 --dry-run --json\n\n\
+headwater dlq replay pipeline.yaml --group 3f0c9d2a71b6e4c8\n  \
+headwater dlq replays pipeline.yaml                     # has the pipeline read it yet?\n\n\
 Starts the pipeline's UDFs as `headwater run` would (the code as it is now), rebuilds each \
-record of the group from its envelope (`raw`, `event_time`) and calls the step on them with \
-the pipeline's retries and remediation. The report names the code the records failed with \
-and the code now (`udf_version`), so a replay of unchanged code shows before it happens. \
-Sending the records on to the pipeline's sinks exactly once is not available yet: \
-docs/dlq.md shows how to send them through by hand.")]
+record of the group from its envelope (`raw`, `event_time`, `key`) and calls the step on them \
+with the pipeline's retries and remediation, and reports what happened, naming the code the \
+records failed with and the code now (`udf_version`).\n\n\
+Without --dry-run it then writes a replay request into the pipeline's checkpoint storage \
+(`replays/`). The running pipeline reads it within a second (a stopped one when it next \
+runs) and sends each record into the step it failed at, with the event time and key it had: \
+the steps after it, windows included, see it as any other record (a window that has closed \
+meanwhile treats it as late data). The request's position is part of every checkpoint, so \
+its records enter once, even across crashes. The requests are the ledger: a dead letter \
+that was replayed once is never sent again (records that fail again get new envelopes, \
+which a later replay may send). A replay is refused when the step's code is unchanged since \
+the records failed (they would fail again) unless --force.")]
     Replay {
         /// The pipeline file (YAML).
         pipeline: PathBuf,
@@ -58,7 +71,22 @@ docs/dlq.md shows how to send them through by hand.")]
         /// Run the records through the current code and report; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Also send records that failed with the code the step runs now.
+        #[arg(long)]
+        force: bool,
         /// Print the report as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The replays asked of the pipeline, and how far it has read each (as of its newest
+    /// checkpoint).
+    #[command(after_help = "Example:\n  headwater dlq replays pipeline.yaml\n\n\
+A replay is `done` once a completed checkpoint covers all of its records (their results are \
+committed with it), `reading` while the newest checkpoint covers some, `waiting` before.")]
+    Replays {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// Print the list as one JSON document.
         #[arg(long)]
         json: bool,
     },
@@ -70,8 +98,10 @@ pub fn run(command: DlqCommand) -> ExitCode {
             pipeline,
             group,
             dry_run,
+            force,
             json,
-        } => replay(&pipeline, &group, dry_run, json),
+        } => replay(&pipeline, &group, Mode { dry_run, force }, json),
+        DlqCommand::Replays { pipeline, json } => replay_list::list(&pipeline, json),
         DlqCommand::Inspect {
             pipeline,
             samples,
@@ -157,108 +187,4 @@ fn read_dlq(spec: &PipelineSpec) -> Result<Option<(PathBuf, String)>, ExitCode> 
             kafka.topic
         ))),
     }
-}
-
-fn replay(pipeline: &Path, fingerprint: &str, dry_run: bool, json: bool) -> ExitCode {
-    let spec = match load(pipeline) {
-        Ok(spec) => spec,
-        Err(code) => return code,
-    };
-    if !dry_run {
-        eprintln!(
-            "error: sending dead letters back into the pipeline's sinks is not available yet; \
-             `--dry-run` runs them through the current code and reports how many would now \
-             succeed, writing nothing (docs/dlq.md shows how to send them through by hand)"
-        );
-        return ExitCode::from(EXIT_INVALID);
-    }
-    let sources: Vec<String> = spec.sources.iter().map(|s| s.name.clone()).collect();
-    let (place, text) = match read_dlq(&spec) {
-        Ok(Some(found)) => found,
-        Ok(None) => (spec.dlq.path.clone(), String::new()),
-        Err(code) => return code,
-    };
-    let selected = match replay::select_in(&text, &place, fingerprint, &sources) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let records = selected.members.iter().map(|m| m.record.clone()).collect();
-    let run = match dry_run::dry_run(&spec, &selected.step, records) {
-        Ok(run) => run,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let versions = selected.versions();
-    let unchanged = versions.len() == 1 && versions[0].0 == run.code;
-    if json {
-        println!("{}", report_json(&selected, &run, unchanged));
-    } else {
-        print!("{}", render(&selected, &run, unchanged));
-    }
-    ExitCode::SUCCESS
-}
-
-fn render(s: &replay::Selected, run: &DryRun, unchanged: bool) -> String {
-    let mut out = format!(
-        "group {}: {} dead letter(s) at `{}` ({})\n",
-        s.fingerprint,
-        s.members.len() + s.unusable.len(),
-        s.step,
-        s.error
-    );
-    for (version, n) in s.versions() {
-        out += &format!("  failed with  {version} ({n})\n");
-    }
-    out += &format!(
-        "  code now     {}{}\n",
-        run.code,
-        if unchanged {
-            "  (unchanged since they failed: fix the code first)"
-        } else {
-            ""
-        }
-    );
-    out += &format!(
-        "dry run: {} of {} would now succeed ({} output record(s))",
-        run.succeeded, run.records, run.outputs
-    );
-    if run.dropped > 0 {
-        out += &format!(", {} dropped by the remediation", run.dropped);
-    }
-    let again: usize = run.failed.iter().map(|f| f.count).sum();
-    if again > 0 {
-        out += &format!(", {again} would fail again:");
-        for f in &run.failed {
-            out += &format!("\n  {:>10}  {}  ({})", f.count, f.fingerprint, f.error);
-        }
-    }
-    out.push('\n');
-    for (line, why) in &s.unusable {
-        out += &format!("  line {line} of the DLQ cannot be run again: {why}\n");
-    }
-    out += "nothing was written\n";
-    out
-}
-
-fn report_json(s: &replay::Selected, run: &DryRun, unchanged: bool) -> serde_json::Value {
-    serde_json::json!({
-        "fingerprint": s.fingerprint,
-        "step": s.step,
-        "error_type": s.error_type,
-        "dead_letters": s.members.len() + s.unusable.len(),
-        "failed_with": s.versions().iter().map(|(v, n)| serde_json::json!({"udf_version": v, "count": n})).collect::<Vec<_>>(),
-        "code_now": run.code,
-        "code_unchanged": unchanged,
-        "records": run.records,
-        "would_succeed": run.succeeded,
-        "outputs": run.outputs,
-        "dropped": run.dropped,
-        "would_fail": run.failed.iter().map(|f| serde_json::json!({"fingerprint": f.fingerprint, "error": f.error, "count": f.count})).collect::<Vec<_>>(),
-        "unusable": s.unusable.iter().map(|(l, w)| serde_json::json!({"line": l, "why": w})).collect::<Vec<_>>(),
-    })
 }
