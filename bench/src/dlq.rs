@@ -30,9 +30,11 @@ const BATCH: usize = 512;
 const ROUNDS: usize = 3;
 const PERCENTS: [u64; 3] = [0, 1, 10];
 
-/// Fails each chosen record once (transiently), then passes it through.
+/// Fails each chosen record once (transiently), then passes it through: `percent` % of
+/// them spread out, or with `hot_key` the records of the hot key (every tenth).
 struct FailsOnce {
     percent: u64,
+    hot_key: bool,
     failed: Mutex<HashSet<i64>>,
 }
 
@@ -46,7 +48,10 @@ impl headwater_sdk::Function for FailsOnce {
             _ => 0,
         };
         // A fixed, spread-out choice of records (not every 100th in a row).
-        let chosen = (n as u64).wrapping_mul(2_654_435_761) % 100 < self.percent;
+        let chosen = match self.hot_key {
+            true => n % 10 == 0,
+            false => (n as u64).wrapping_mul(2_654_435_761) % 100 < self.percent,
+        };
         if chosen && self.failed.lock().map(|mut f| f.insert(n)).unwrap_or(false) {
             return Err(FunctionError::transient("service busy, try again"));
         }
@@ -54,13 +59,15 @@ impl headwater_sdk::Function for FailsOnce {
     }
 }
 
-/// Seconds to run `records` through a fresh step whose function fails `percent` % once.
-fn one_run(records: usize, percent: u64) -> Result<f64> {
+/// Seconds to run `records` through a fresh step whose function fails `percent` % once
+/// (with `hot_key`: the hot key's records, a tenth of them).
+fn one_run(records: usize, percent: u64, hot_key: bool) -> Result<f64> {
     let mut rt = NativeRuntime::default();
     rt.register(
         "flaky",
         FailsOnce {
             percent,
+            hot_key,
             failed: Mutex::new(HashSet::new()),
         },
     );
@@ -108,7 +115,7 @@ pub fn run(records: u64, emit: &dyn Fn(serde_json::Value)) -> Result<()> {
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); PERCENTS.len()];
     for _ in 0..ROUNDS {
         for (i, p) in PERCENTS.iter().enumerate() {
-            secs[i].push(one_run(records, *p)?);
+            secs[i].push(one_run(records, *p, false)?);
         }
     }
     let median = |xs: &[f64]| {
@@ -129,5 +136,7 @@ pub fn run(records: u64, emit: &dyn Fn(serde_json::Value)) -> Result<()> {
             "rounds": ROUNDS,
         }));
     }
-    Ok(())
+    // One failing hot key, through a keyed process step and through this udf step.
+    let map_run = |records: usize, hot: u64| one_run(records, 0, hot > 0);
+    crate::dlq_hot_key::run(records as u64, &map_run, emit)
 }

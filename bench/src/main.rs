@@ -15,6 +15,7 @@
 
 mod checkpoint;
 mod dlq;
+mod dlq_hot_key;
 mod go_udf;
 mod kafka;
 mod python_udf;

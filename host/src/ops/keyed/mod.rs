@@ -3,13 +3,13 @@
 //! the function returns; workers hold nothing. Functions may set event-time timers, which
 //! call them again for the key when the watermark passes.
 //!
-//! A key's calls are strictly sequential: a batch is cut into rounds holding at most one
-//! record per key (in arrival order), and a round's states are written before the next round
-//! reads them. Failed calls change nothing: transient ones are retried (with backoff) before
-//! the key's next record is sent; what the step gives up on goes to its remediation, if it has
-//! one (a repaired record is the key's next call), else to the DLQ.
+//! A key's calls are strictly sequential: a batch's calls are queued by key (in arrival
+//! order), each round calls the next ready call of every key, and a round's states are
+//! written before the next round reads them. Failed calls change nothing: a transient failure
+//! waits for its next attempt (with backoff) at the head of its key's queue, before the key's
+//! next record, while the other keys' calls go on; what the step gives up on goes to its
+//! remediation, if it has one (a repaired record is the key's next call), else to the DLQ.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::dlq::ErrorClass;
@@ -18,6 +18,10 @@ use crate::state::layout::{self, Tag};
 use crate::state::{key_group_of, KeyGroup, StateBatch, StateError, StateStore, TimerIndex};
 use crate::udf::{FunctionError, KeyedInput, KeyedResult, StateUpdate, UdfRuntime};
 use crate::value::Value;
+
+mod queues;
+
+use queues::Queues;
 
 use super::breaker::{hold, Breaker, Held};
 use super::remedy::{gave_up, Failed, Remedy, Verdict};
@@ -101,19 +105,128 @@ impl KeyedProcess {
         layout::timer_key(self.key_group(key_bytes), self.cfg.op_id, time, key_bytes)
     }
 
-    /// Makes `calls` key by key in order (see the module docs); returns the outputs.
+    /// Makes `calls` key by key in order (see the module docs); returns the outputs. A
+    /// round holds the next call of every key that is ready: a call that failed
+    /// transiently waits for its next attempt in its key's queue, the key's later calls
+    /// behind it, while the other keys' calls go on (`queues.rs`).
     fn run(&mut self, calls: Vec<Call>, ctx: &mut Context) -> Result<Batch, OpError> {
         let mut out = Vec::with_capacity(calls.len());
-        for round in rounds(calls) {
-            let gave_up = self.run_round(round, ctx, &mut out)?;
+        let mut queues = Queues::new(calls, self.cfg.retry);
+        while !queues.is_empty() {
+            let now = std::time::Instant::now();
+            let round = queues.take_ready(now);
+            if round.is_empty() {
+                let Some(at) = queues.earliest_due() else {
+                    break;
+                };
+                if self.cancel.wait_until(at) {
+                    // Cancelled: the run is being torn down and its calls with it; the
+                    // keys' state is as the last successful calls left it.
+                    tracing::debug!(step = %self.cfg.step, "retries abandoned: the run is cancelled");
+                    break;
+                }
+                continue;
+            }
+            let outcomes = self.invoke(round.iter().map(|(_, c)| c))?;
+            let mut wb = StateBatch::new();
+            let mut gave_up = Vec::new();
+            let mut exhausted = Vec::new();
+            for ((q, call), outcome) in round.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(result) => {
+                        // A record ends in the key's state; what the function emits is new.
+                        ctx.absorbed += u64::from(call.record.is_some());
+                        ctx.created += result.outputs.len() as u64;
+                        self.apply(&call, result, &mut wb, &mut out);
+                        queues.done(q);
+                    }
+                    Err(err) if err.class == ErrorClass::Transient => {
+                        if let Some(call) = queues.failed(q, call, now) {
+                            exhausted.push((q, call, err));
+                        }
+                    }
+                    Err(err) => {
+                        let t = queues.tries(q);
+                        gave_up.push(GaveUp::new(call, err, t.attempts, t.first_failed_ms));
+                        queues.done(q);
+                    }
+                }
+            }
+            self.store.write(wb).map_err(|e| self.state_err(e))?;
+            if !exhausted.is_empty() {
+                match hold(self.cfg.breaker.as_deref(), exhausted.len(), &self.cancel) {
+                    Held::TryAgain => {
+                        for (q, call, _) in exhausted {
+                            queues.try_again(q, call);
+                        }
+                    }
+                    Held::Cancelled => {
+                        tracing::debug!(step = %self.cfg.step, calls = exhausted.len(), "held calls abandoned: the run is cancelled");
+                        break;
+                    }
+                    Held::DeadLetter => {
+                        for (q, call, err) in exhausted {
+                            let t = queues.tries(q);
+                            gave_up.push(GaveUp::new(call, err, t.attempts, t.first_failed_ms));
+                            queues.done(q);
+                        }
+                    }
+                }
+            }
             // A repaired record is the key's next call, before the key's next record.
             self.remediate(gave_up, ctx, &mut out)?;
         }
         Ok(out)
     }
 
-    /// Makes a round's calls (one per key), retrying transient failures; returns the calls
-    /// it gave up on.
+    /// Calls the function once for each of `calls` (at most one per key), with each key's
+    /// state as stored now.
+    fn invoke<'a>(
+        &self,
+        calls: impl ExactSizeIterator<Item = &'a Call>,
+    ) -> Result<Vec<crate::udf::KeyedOutcome>, OpError> {
+        let n = calls.len();
+        let inputs = calls
+            .map(|c| -> Result<KeyedInput, OpError> {
+                Ok(KeyedInput {
+                    key: c.key.clone(),
+                    value: c.record.as_ref().map(|r| r.value().clone()),
+                    time: c.time,
+                    state: self
+                        .store
+                        .get(&self.state_key(&c.key_bytes))
+                        .map_err(|e| self.state_err(e))?,
+                    timer: c.timer,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcomes = self
+            .cfg
+            .runtime
+            .invoke_keyed(&self.cfg.function, inputs)
+            .map_err(|e| OpError::Udf {
+                step: self.cfg.step.clone(),
+                message: e.to_string(),
+            })?;
+        if outcomes.len() != n {
+            return Err(OpError::Udf {
+                step: self.cfg.step.clone(),
+                message: format!("runtime returned {} results for {n} calls", outcomes.len()),
+            });
+        }
+        if let Some(b) = &self.cfg.breaker {
+            let failed = outcomes
+                .iter()
+                .filter(|o| matches!(o, Err(e) if e.class == ErrorClass::Transient))
+                .count();
+            b.record(failed, outcomes.len() - failed);
+        }
+        Ok(outcomes)
+    }
+
+    /// Makes a round's calls (one per key), retrying transient failures in place; returns
+    /// the calls it gave up on. (Repaired records go this way: a remediation's result gets
+    /// its attempts at once, in its key's place.)
     fn run_round(
         &mut self,
         round: Vec<Call>,
@@ -125,49 +238,10 @@ impl KeyedProcess {
         let mut retry = self.cfg.retry.start(round.len() as u64);
         let mut pending = round;
         while !pending.is_empty() {
-            let inputs = pending
-                .iter()
-                .map(|c| -> Result<KeyedInput, OpError> {
-                    Ok(KeyedInput {
-                        key: c.key.clone(),
-                        value: c.record.as_ref().map(|r| r.value().clone()),
-                        time: c.time,
-                        state: self
-                            .store
-                            .get(&self.state_key(&c.key_bytes))
-                            .map_err(|e| self.state_err(e))?,
-                        timer: c.timer,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let outcomes = self
-                .cfg
-                .runtime
-                .invoke_keyed(&self.cfg.function, inputs)
-                .map_err(|e| OpError::Udf {
-                    step: self.cfg.step.clone(),
-                    message: e.to_string(),
-                })?;
-            if outcomes.len() != pending.len() {
-                return Err(OpError::Udf {
-                    step: self.cfg.step.clone(),
-                    message: format!(
-                        "runtime returned {} results for {} calls",
-                        outcomes.len(),
-                        pending.len()
-                    ),
-                });
-            }
+            let outcomes = self.invoke(pending.iter())?;
             let mut wb = StateBatch::new();
             let mut again = Vec::new();
             let mut exhausted = Vec::new();
-            if let Some(b) = &self.cfg.breaker {
-                let failed = outcomes
-                    .iter()
-                    .filter(|o| matches!(o, Err(e) if e.class == ErrorClass::Transient))
-                    .count();
-                b.record(failed, outcomes.len() - failed);
-            }
             for (call, outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(result) => {
@@ -346,21 +420,6 @@ impl GaveUp {
             first_failed_ms,
         }
     }
-}
-
-/// Cuts calls into rounds with at most one call per key, keeping each key's order.
-fn rounds(calls: Vec<Call>) -> Vec<Vec<Call>> {
-    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut rounds: Vec<Vec<Call>> = Vec::new();
-    for call in calls {
-        let n = seen.entry(call.key_bytes.clone()).or_insert(0);
-        if rounds.len() <= *n {
-            rounds.push(Vec::new());
-        }
-        rounds[*n].push(call);
-        *n += 1;
-    }
-    rounds
 }
 
 impl Operator for KeyedProcess {

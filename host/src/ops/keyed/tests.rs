@@ -209,27 +209,100 @@ fn a_timer_that_rearms_itself_does_not_hang_the_end_of_input() {
     assert_eq!(op.pending_timers(), 0, "dropped at the end of input");
 }
 
+/// Fails the first attempt of every record of key `hot` transiently; logs each call as
+/// `key:v` (the record's value).
+struct HotKey {
+    log: Mutex<Vec<String>>,
+    failed: Mutex<std::collections::HashSet<i64>>,
+}
+
+impl UdfRuntime for HotKey {
+    fn name(&self) -> &str {
+        "test"
+    }
+    fn functions(&self) -> Vec<FunctionInfo> {
+        Vec::new()
+    }
+    fn invoke(&self, _: &str, _: Vec<Value>) -> Result<Vec<RecordOutcome>, RuntimeError> {
+        unreachable!("keyed only")
+    }
+    fn invoke_keyed(
+        &self,
+        _: &str,
+        inputs: Vec<KeyedInput>,
+    ) -> Result<Vec<KeyedOutcome>, RuntimeError> {
+        Ok(inputs
+            .into_iter()
+            .map(|i| {
+                let key = i.key.as_str().unwrap_or("?").to_string();
+                let v = i
+                    .value
+                    .as_ref()
+                    .and_then(|v| v.as_object()?.get("v")?.as_f64())
+                    .unwrap_or(0.0) as i64;
+                self.log
+                    .lock()
+                    .map(|mut l| l.push(format!("{key}:{v}")))
+                    .ok();
+                let first = self.failed.lock().map(|mut f| f.insert(v)).unwrap_or(false);
+                if key == "hot" && first {
+                    return Err(FunctionError::transient("hot shard busy"));
+                }
+                Ok(KeyedResult {
+                    outputs: i.value.into_iter().collect(),
+                    state: StateUpdate::Keep,
+                    timers: vec![],
+                })
+            })
+            .collect())
+    }
+}
+
+/// A key whose records each fail once does not hold the other keys up: while its first
+/// record waits for its retry, every other key's records are called (counted in the call
+/// log, not timed), and its own records stay in order.
 #[test]
-fn rounds_hold_one_call_per_key_in_order() {
-    let call = |k: &str, t| Call {
-        key_bytes: k.as_bytes().to_vec(),
-        key: Value::Null,
-        record: None,
-        time: t,
-        timer: None,
-    };
-    let r = rounds(vec![
-        call("a", 1),
-        call("b", 2),
-        call("a", 3),
-        call("a", 4),
-        call("c", 5),
-    ]);
-    let times: Vec<Vec<i64>> = r
+fn a_key_waiting_for_a_retry_does_not_stall_the_other_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = StateStore::open_fresh(dir.path()).expect("store");
+    let runtime = Arc::new(HotKey {
+        log: Mutex::new(Vec::new()),
+        failed: Mutex::new(std::collections::HashSet::new()),
+    });
+    let mut op = KeyedProcess::new(sum_config(runtime.clone()), store);
+    let mut ctx = Context::default();
+    let mut batch = Vec::new();
+    for i in 0..4 {
+        batch.push(rec("hot", i, 100 + i));
+        for k in ["a", "b", "c"] {
+            batch.push(rec(k, i, 10 * i + k.len() as i64));
+        }
+    }
+    let out = op.process(batch, &mut ctx).expect("process");
+    assert!(ctx.dead.is_empty());
+    let log = runtime.log.lock().expect("log").clone();
+    let retry_of_first = log
         .iter()
-        .map(|round| round.iter().map(|c| c.time).collect())
-        .collect();
-    assert_eq!(times, vec![vec![1, 2, 5], vec![3], vec![4]]);
+        .enumerate()
+        .filter(|(_, c)| *c == "hot:100")
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("hot:100 retried");
+    let others_before = log[..retry_of_first]
+        .iter()
+        .filter(|c| !c.starts_with("hot"))
+        .count();
+    assert_eq!(
+        others_before, 12,
+        "every other key's record went before the retry: {log:?}"
+    );
+    let hot_calls: Vec<&String> = log.iter().filter(|c| c.starts_with("hot")).collect();
+    assert_eq!(
+        hot_calls,
+        ["hot:100", "hot:100", "hot:101", "hot:101", "hot:102", "hot:102", "hot:103", "hot:103"],
+        "the hot key's records in order, each retried before the next"
+    );
+    assert_eq!(out.len(), 16, "all came through");
 }
 
 /// The summer behind a service that is down (every call fails transiently) until its
