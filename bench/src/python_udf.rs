@@ -3,8 +3,10 @@
 //! (b) in-process (CPython embedded with pyo3), and
 //! (c) as a plain Python loop in one process (read the file, `json.loads`, call, encode with
 //! one reused `json.JSONEncoder`, write the output file): the best loop a user would write
-//! with the standard library,
-//! for a trivial map and a JSON-enrich map; prints records/s and the ratios a/c and b/c.
+//! with the standard library, and
+//! (d) the same loop with msgspec's reused `Decoder`/`Encoder` (the fast library the SDK's
+//! worker uses): the best loop a user would write,
+//! for a trivial map and a JSON-enrich map; prints records/s and the ratios to c and to d.
 //! Every variant is timed over the same span: from starting it (the host run, the Python
 //! process) to its last record written, so interpreter and worker start-up count for all.
 //! Each pipeline run starts fresh (`StartMode::Fresh`: no checkpoint is resumed).
@@ -53,14 +55,20 @@ started = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 import bench_udfs
 f = getattr(bench_udfs, sys.argv[3])
-loads = json.loads
-encode = json.JSONEncoder(separators=(",", ":")).encode
+if sys.argv[5] == "msgspec":
+    import msgspec
+    loads = msgspec.json.Decoder().decode
+    encode = msgspec.json.Encoder().encode
+else:
+    loads = json.loads
+    _encode = json.JSONEncoder(separators=(",", ":")).encode
+    encode = lambda v: _encode(v).encode()
 n = 0
-with open(sys.argv[2], "rb") as fh, open(sys.argv[4], "w") as out:
+with open(sys.argv[2], "rb") as fh, open(sys.argv[4], "wb") as out:
     write = out.write
     for line in fh:
         write(encode(f(loads(line))))
-        write("\n")
+        write(b"\n")
         n += 1
 elapsed = time.perf_counter() - started
 print(json.dumps({"records": n, "seconds": elapsed}))
@@ -99,8 +107,9 @@ fn write_records(path: &Path, n: u64) -> Result<()> {
     std::fs::write(path, text).context("writing benchmark records")
 }
 
-/// Runs the plain loop; returns the records it wrote and the process's wall time.
-fn run_loop(work: &Path, input: &Path, function: &str) -> Result<(u64, f64)> {
+/// Runs the plain loop with `library` (`json` or `msgspec`); returns the records it wrote
+/// and the process's wall time.
+fn run_loop(work: &Path, input: &Path, function: &str, library: &str) -> Result<(u64, f64)> {
     let script = work.join("loop.py");
     std::fs::write(&script, LOOP)?;
     let started = Instant::now();
@@ -110,6 +119,7 @@ fn run_loop(work: &Path, input: &Path, function: &str) -> Result<(u64, f64)> {
         .arg(input)
         .arg(function)
         .arg(work.join("loop-out.jsonl"))
+        .arg(library)
         .output()
         .context("running the plain Python loop")?;
     let wall = started.elapsed().as_secs_f64();
@@ -178,13 +188,16 @@ pub fn run(
     let wide = cores.max(2);
     for function in ["trivial", "enrich"] {
         // Interleaved rounds, medians: a noisy neighbour then hits every variant alike.
-        let (mut a, mut b, mut c, mut a2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut a, mut b, mut c, mut d, mut a2) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            let (n, loop_secs) = run_loop(work, &input, function)?;
-            if n != records {
-                bail!("plain loop processed {n} records, expected {records}");
+            for (library, rates) in [("json", &mut c), ("msgspec", &mut d)] {
+                let (n, loop_secs) = run_loop(work, &input, function, library)?;
+                if n != records {
+                    bail!("plain {library} loop processed {n} records, expected {records}");
+                }
+                rates.push(records as f64 / loop_secs);
             }
-            c.push(records as f64 / loop_secs);
             let sidecar = pipeline_yaml(work, &input, "python", function, 1, 1);
             a.push(records as f64 / run_pipeline(&sidecar, records)?);
             let inproc = pipeline_yaml(work, &input, "python-inproc", function, 1, 1);
@@ -192,7 +205,7 @@ pub fn run(
             let scaled = pipeline_yaml(work, &input, "python", function, wide, wide);
             a2.push(records as f64 / run_pipeline(&scaled, records)?);
         }
-        let (a, b, c, a2) = (median(a), median(b), median(c), median(a2));
+        let (a, b, c, d, a2) = (median(a), median(b), median(c), median(d), median(a2));
         if function == "trivial" {
             sidecar_max = a;
         }
@@ -204,8 +217,11 @@ pub fn run(
             "a_sidecar_records_per_sec": a.round(),
             "b_inproc_records_per_sec": b.round(),
             "c_plain_loop_records_per_sec": c.round(),
+            "d_fast_loop_records_per_sec": d.round(),
             "ratio_a_to_c": (a / c * 1000.0).round() / 1000.0,
             "ratio_b_to_c": (b / c * 1000.0).round() / 1000.0,
+            "ratio_a_to_d": (a / d * 1000.0).round() / 1000.0,
+            "ratio_b_to_d": (b / d * 1000.0).round() / 1000.0,
             "sidecar_workers": 1,
             format!("a_sidecar_{wide}_workers_records_per_sec"): a2.round(),
         }));

@@ -134,7 +134,7 @@ def test_bad_shapes_are_permanent_errors(reg: Registry) -> None:
 
     @hw.map
     def unencodable(r: dict[str, Any]) -> Any:
-        return {"tags": {1, 2}}
+        return {"handle": object()}
 
     h = Handler(reg)
     r = h.process(pb.BatchRequest(function="single", records=[rec({"a": 1})])).results[0]
@@ -348,3 +348,88 @@ def test_nan_in_keyed_state_is_named_as_state(reg: Registry) -> None:
         .results
     )
     assert r.error.message.startswith("state field `avg` is Infinity")
+
+
+@pytest.fixture(params=["msgspec", "json"])
+def json_library(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs a test with the worker's fast JSON library (msgspec) and with the standard one."""
+    import importlib.util
+
+    from headwater import handler
+
+    assert importlib.util.find_spec("msgspec") is not None, "msgspec is a dependency of the SDK"
+    handler.use_msgspec(request.param == "msgspec")
+    yield request.param
+    handler.use_msgspec(True)
+
+
+ROUND_TRIPS = [
+    {"n": 1, "s": "plain", "f": 0.1, "neg": -7, "t": True, "no": None},
+    {"unicode": "naïve ☃ \U0001f30a", "escapes": 'quote " backslash \\ tab \t nl \n'},
+    {"u64": 18446744073709551615, "i64": -9223372036854775808, "beyond": 2**70, "neg": -(2**70)},
+    {"floats": [1e16, 1.5e-7, 123456789.125, -0.0, 5e-324, 1.7976931348623157e308]},
+    {"nested": {"a": [1, [2, {"b": []}], {}], "empty": ""}},
+]
+
+
+@pytest.mark.parametrize("value", ROUND_TRIPS)
+def test_records_round_trip_exactly_with_either_json_library(
+    reg: Registry, json_library: str, value: dict[str, Any]
+) -> None:
+    @hw.map
+    def same(r: dict[str, Any]) -> dict[str, Any]:
+        assert r == value
+        return r
+
+    (res,) = Handler(reg).process(pb.BatchRequest(function="same", records=[rec(value)])).results
+    assert not res.HasField("error"), res.error.message
+    assert outputs(res) == [value]
+    assert repr(outputs(res)[0]) == repr(value), "floats and big integers keep their exact value"
+
+
+def test_the_fast_library_keeps_the_standard_rules(reg: Registry, json_library: str) -> None:
+    @hw.map
+    def shapes(r: dict[str, Any]) -> dict[Any, Any]:
+        if r["case"] == "int_keys":
+            return {1: "one", "two": 2}
+        if r["case"] == "null_and_nan":
+            return {"missing": None, "ratio": float("nan")}
+        return {"missing": None, "fine": 1.5}
+
+    results = (
+        Handler(reg)
+        .process(
+            pb.BatchRequest(
+                function="shapes",
+                records=[rec({"case": c}) for c in ("int_keys", "null_and_nan", "null_only")],
+            )
+        )
+        .results
+    )
+    int_keys, nan, null = results
+    assert outputs(int_keys) == [{"1": "one", "two": 2}], "keys become strings, as json does"
+    assert nan.error.message.startswith("result field `ratio` is NaN"), (
+        "never written as null silently"
+    )
+    assert outputs(null) == [{"missing": None, "fine": 1.5}]
+
+
+def test_dataclasses_datetimes_and_sets_become_json(reg: Registry) -> None:
+    """With msgspec (the SDK's JSON library) results may hold more than plain JSON types."""
+    import dataclasses
+    import datetime
+
+    @dataclasses.dataclass
+    class Order:
+        id: int
+        at: datetime.datetime
+
+    @hw.map
+    def typed(r: dict[str, Any]) -> Any:
+        at = datetime.datetime(2026, 1, 1, 10, 0, 3, tzinfo=datetime.timezone.utc)
+        return {"order": Order(r["id"], at), "tags": {"a"}}
+
+    (res,) = (
+        Handler(reg).process(pb.BatchRequest(function="typed", records=[rec({"id": 7})])).results
+    )
+    assert outputs(res) == [{"order": {"id": 7, "at": "2026-01-01T10:00:03Z"}, "tags": ["a"]}]

@@ -35,13 +35,66 @@ class _Permanent(Exception):
     """A failure that retrying will not fix (bad output shape, undecodable input)."""
 
 
+try:  # a declared dependency; without it the standard library does the same, slower
+    import msgspec
+except ImportError:  # pragma: no cover - the tests run both paths through `use_msgspec`
+    msgspec = None  # type: ignore[assignment]
+
 # allow_nan=False: NaN and Infinity are not JSON; the host would reject the whole output.
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_std_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _std_encode(value: Any) -> bytes:
+    return _std_dumps(value).encode()
+
+
+if msgspec is not None:
+    _msgspec_encode = msgspec.json.Encoder().encode
+    _msgspec_decode = msgspec.json.Decoder().decode
+
+
+def _fast_encode(value: Any) -> bytes:
+    """msgspec's encoding, with the standard library's rules where they differ: what msgspec
+    refuses takes the standard path (which says why), and since msgspec writes NaN and
+    Infinity as `null`, an output with a `null` in it is checked for them, to fail as the
+    standard path does rather than change a value silently."""
+    try:
+        out = _msgspec_encode(value)
+    except (TypeError, ValueError, OverflowError):
+        return _std_encode(value)
+    if b"null" in out and _non_finite(value) is not None:
+        return _std_encode(value)  # raises the ValueError that names the field
+    return out
+
+
+def _std_decode(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+def _fast_decode(raw: bytes) -> Any:
+    """msgspec's decoding (integers of any size stay exact); what it refuses (lone
+    surrogates) takes the standard path, which keeps it or says why not."""
+    try:
+        return _msgspec_decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)
+
+
+_to_json: Callable[[Any], bytes] = _std_encode if msgspec is None else _fast_encode
+_from_json: Callable[[bytes], Any] = _std_decode if msgspec is None else _fast_decode
+
+
+def use_msgspec(enabled: bool) -> None:
+    """Switches the JSON library (the tests run both; msgspec is used when installed)."""
+    global _to_json, _from_json
+    fast = enabled and msgspec is not None
+    _to_json = _fast_encode if fast else _std_encode
+    _from_json = _fast_decode if fast else _std_decode
 
 
 def _loads(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return _from_json(raw)
     except ValueError as e:
         raise _Permanent(f"input is not valid JSON: {e}") from e
 
@@ -49,10 +102,7 @@ def _loads(raw: bytes) -> Any:
 def _decode(fmt: Format, raw: bytes) -> Any:
     if fmt is Format.BYTES:
         return raw
-    try:
-        return json.loads(raw)
-    except ValueError as e:
-        raise _Permanent(f"input is not valid JSON: {e}") from e
+    return _loads(raw)
 
 
 def _encode(fmt: Format, value: Any, what: str = "result") -> bytes:
@@ -61,7 +111,7 @@ def _encode(fmt: Format, value: Any, what: str = "result") -> bytes:
             raise _Permanent(f"a bytes function must return bytes, got {type(value).__name__}")
         return bytes(value)
     try:
-        return _dumps(value).encode()
+        return _to_json(value)
     except ValueError as e:
         found = _non_finite(value)
         if found is not None:
@@ -263,9 +313,9 @@ class Handler:
         return lambda record, result: result.CopyFrom(self._aggregate(f, record, op))
 
     def _keyed(self, f: Function, record: pb.Record) -> pb.RecordResult:
-        state = json.loads(record.state) if record.HasField("state") else None
+        state = _from_json(record.state) if record.HasField("state") else None
         timer = record.timer if record.HasField("timer") else None
-        key = json.loads(record.key) if record.key else None
+        key = _from_json(record.key) if record.key else None
         ctx = KeyedContext(key=key, state=state, event_time=record.event_time, timer=timer)
         value = None if timer is not None else _decode(f.input, record.value)
         outs = _many(f.func(value, ctx))
@@ -278,7 +328,7 @@ class Handler:
 
     def _aggregate(self, f: Function, record: pb.Record, op: Any) -> pb.RecordResult:
         agg = f.func
-        accs = [json.loads(a) for a in record.accumulators]
+        accs = [_from_json(a) for a in record.accumulators]
         if op == pb.AGGREGATE_OP_CREATE:
             return pb.RecordResult(accumulator=_encode(Format.JSON, agg.create(), "accumulator"))
         if op == pb.AGGREGATE_OP_ADD and len(accs) <= 1:
