@@ -345,7 +345,7 @@ fn kafka_chaos(name: &str, checkpoint: &str) {
         output,
         expected,
         ..
-    } = case(name, 4, 1_600_000, 7, checkpoint);
+    } = case(name, 4, 2_000_000, 7, checkpoint);
 
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rand = move |n: u64| {
@@ -372,8 +372,9 @@ fn kafka_chaos(name: &str, checkpoint: &str) {
         runs += 1;
         fresh = false;
         let chaos = host_kills < 20 || worker_kills < 20;
-        // Some runs lose their workers first, then (most of them) the host.
-        let life = Duration::from_millis(700 + rand(2500));
+        // Some runs lose their workers first, then (most of them) the host. The input must
+        // outlast 20 such lives however fast the pipeline runs.
+        let life = Duration::from_millis(500 + rand(2000));
         let started = Instant::now();
         let mut workers_done = !chaos || worker_kills >= 20;
         let mut finished = None;
