@@ -210,6 +210,34 @@ def code_version(registry: Registry) -> str:
     return f"sha256:{digest.hexdigest()[:16]}" if found else ""
 
 
+def _fast_map(
+    func: Callable[[Any], Any], name: str
+) -> Callable[[pb.Record, pb.RecordResult], None]:
+    """The hot path of the commonest function, a JSON map, with msgspec called directly: the
+    same results as the general path (decode, call, check, encode), a few Python calls fewer
+    per record. Whatever msgspec refuses goes the general way, which decides as before."""
+    dec, enc, decode_error = _msgspec_decode, _msgspec_encode, msgspec.DecodeError
+
+    def fill_map_fast(record: pb.Record, result: pb.RecordResult) -> None:
+        raw = record.value
+        try:
+            value = dec(raw)
+        except decode_error:
+            value = _loads(raw)
+        out = func(value)
+        if type(out) is not dict:
+            out = _one_record("map", name, out)
+        try:
+            encoded = enc(out)
+        except (TypeError, ValueError, OverflowError):
+            encoded = _encode(Format.JSON, out)
+        if b"null" in encoded and _non_finite(out) is not None:
+            encoded = _encode(Format.JSON, out)  # raises, naming the field
+        result.outputs.append(encoded)
+
+    return fill_map_fast
+
+
 class Handler:
     """Answers Handshake and Process requests from the functions in a registry."""
 
@@ -278,6 +306,8 @@ class Handler:
 
         name = f.name
         if f.kind is Kind.MAP:
+            if fmt_in is Format.JSON and fmt_out is Format.JSON and _to_json is _fast_encode:
+                return _fast_map(func, name)
             if fmt_out is Format.JSON:
 
                 def fill_map(record: pb.Record, result: pb.RecordResult) -> None:
