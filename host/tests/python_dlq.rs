@@ -132,6 +132,15 @@ fn a_keyed_step_s_remediation_repairs_records_in_key_order() {
         .collect();
     dead_ns.sort_unstable();
     assert_eq!(dead_ns, gave_up);
+    // Their group cannot be replayed yet, and says why (not "no such step").
+    let group = dead[0]["fingerprint"].as_str().expect("fingerprint");
+    let out = dlq_replay(dir.path(), group, &["--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`steps[2] udf strict` is a keyed process step"),
+        "{stderr}"
+    );
 }
 
 /// A udf step that comes before any step changing values gets each record as the bytes the
@@ -252,17 +261,7 @@ fn a_dry_run_replay_tells_whether_the_fixed_code_takes_a_group() {
         .join(".headwater/py/checkpoints/replays")
         .exists());
     // An unknown group names the ones there are.
-    let out = headwater(dir.path())
-        .args([
-            "dlq",
-            "replay",
-            "pipeline.yaml",
-            "--group",
-            "nope",
-            "--dry-run",
-        ])
-        .output()
-        .expect("replay");
+    let out = dlq_replay(dir.path(), "nope", &["--dry-run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains(&group), "{stderr}");

@@ -43,6 +43,8 @@ pub enum DryRunError {
     Plan(Vec<PlanError>),
     #[error("the pipeline has no step `{step}` now (its udf steps: {steps}); did the steps change since these records failed?")]
     NoStep { step: String, steps: String },
+    #[error("`{step}` is a keyed process step: its records cannot be run again or replayed yet (each call needs its key's state as it was, which lives in the running pipeline); only map, filter and flat_map udf steps can")]
+    KeyedStep { step: String },
     #[error(transparent)]
     Op(#[from] OpError),
 }
@@ -55,6 +57,11 @@ pub fn dry_run(
 ) -> Result<DryRun, DryRunError> {
     let plan = Plan::build(spec).map_err(DryRunError::Plan)?;
     let cancel = CancelSignal::new();
+    if plan.keyed_steps().iter().any(|s| s == step) {
+        return Err(DryRunError::KeyedStep {
+            step: step.to_string(),
+        });
+    }
     let Some(mut lone) = plan.udf_step(step, &cancel) else {
         return Err(DryRunError::NoStep {
             step: step.to_string(),

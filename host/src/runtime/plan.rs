@@ -241,6 +241,18 @@ impl Plan {
         entries
     }
 
+    /// The names of the keyed process steps, in order.
+    pub fn keyed_steps(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .flat_map(|s| s.ops.iter())
+            .filter_map(|op| match op {
+                OpPlan::Keyed(k) => Some(k.step.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The names of the udf steps, in order.
     pub fn udf_steps(&self) -> Vec<String> {
         self.stages

@@ -13,6 +13,15 @@ pub fn headwater(dir: &Path) -> Command {
     c
 }
 
+/// `headwater dlq replay pipeline.yaml --group GROUP EXTRA...` in `dir`.
+pub fn dlq_replay(dir: &Path, group: &str, extra: &[&str]) -> std::process::Output {
+    headwater(dir)
+        .args(["dlq", "replay", "pipeline.yaml", "--group", group])
+        .args(extra)
+        .output()
+        .expect("headwater dlq replay")
+}
+
 /// The dead letters of pipeline `py`.
 pub fn dlq(dir: &Path) -> Vec<serde_json::Value> {
     dead_letters(dir, "py")
